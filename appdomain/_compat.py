@@ -1,0 +1,136 @@
+"""Hide the differences between Python 3.13 (PEP 734 backport) and 3.14+ (stdlib).
+
+Everything version-specific about subinterpreters lives here, so the rest of the
+package talks to one small, stable surface: create/destroy/exec an interpreter, and
+non-blocking put/get on a low-level cross-interpreter queue.  Blocking waits are never
+done on queues (their blocking get polls every 10 ms); callers wake each other through
+OS primitives (see ``_wake``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+if sys.version_info < (3, 13):  # pragma: no cover - refused at import time
+    raise ImportError(
+        f"appdomain needs Python 3.13 or newer for PEP 734 subinterpreters "
+        f"(got {sys.version.split()[0]})"
+    )
+
+import _interpqueues
+import _interpreters
+
+# Importing the high-level queues module registers its exception types with the C
+# module; without it CPython 3.13 imports test.support on the first empty get().
+if sys.version_info >= (3, 14):
+    from concurrent import interpreters as interpreters  # noqa: F401
+    from concurrent.interpreters import _queues as _high_queues
+else:
+    import interpreters_backport.interpreters as interpreters  # noqa: F401
+    import interpreters_backport.interpreters.queues as _high_queues
+
+PY314 = sys.version_info >= (3, 14)
+
+InterpreterError = _interpreters.InterpreterError
+InterpreterNotFoundError = _interpreters.InterpreterNotFoundError
+QueueError = _interpqueues.QueueError
+QueueNotFoundError = _interpqueues.QueueNotFoundError
+
+# When the interpreter that put an item is destroyed, the item is removed from the
+# queue (rather than turned into an "unbound" marker): a dead domain's messages are moot.
+_UNBOUND_REMOVE = 2
+
+
+def current_interp_id() -> int:
+    """Return the id of the interpreter running this code."""
+    return int(_interpreters.get_current()[0])
+
+
+def main_interp_id() -> int:
+    """Return the id of the main interpreter."""
+    return int(_interpreters.get_main()[0])
+
+
+def create_interp() -> int:
+    """Create an isolated interpreter (own GIL) and return its id."""
+    return int(_interpreters.create("isolated"))
+
+
+def destroy_interp(interp_id: int) -> None:
+    """Destroy an idle interpreter; raise InterpreterError if it is running."""
+    _interpreters.destroy(interp_id)
+
+
+def interp_exists(interp_id: int) -> bool:
+    """Tell whether an interpreter with this id still exists."""
+    try:
+        _interpreters.is_running(interp_id)
+    except InterpreterNotFoundError:
+        return False
+    return True
+
+
+def is_running(interp_id: int) -> bool:
+    """Tell whether some thread is executing in the interpreter's __main__."""
+    return bool(_interpreters.is_running(interp_id))
+
+
+def exec_in(interp_id: int, code: str | Callable[[], Any], shared: dict[str, Any] | None = None) -> Any:
+    """Run code (source, or a no-argument function's code) in the interpreter's __main__.
+
+    Returns None on success, or the excinfo namespace describing the uncaught exception.
+    Raises InterpreterError when the interpreter is busy running another thread's code.
+    """
+    if shared:
+        return _interpreters.exec(interp_id, code, shared)
+    return _interpreters.exec(interp_id, code)
+
+
+def queue_create() -> int:
+    """Create an unbounded low-level cross-interpreter queue; return its id."""
+    if PY314:
+        return int(_interpqueues.create(0, _UNBOUND_REMOVE, 0))  # type: ignore[call-arg]
+    return int(_interpqueues.create(0, 0, _UNBOUND_REMOVE))
+
+
+def queue_put(queue_id: int, obj: Any) -> None:
+    """Put a shareable object on the queue (never blocks: queues are unbounded)."""
+    if PY314:
+        _interpqueues.put(queue_id, obj, _UNBOUND_REMOVE, 0)  # type: ignore[call-arg]
+    else:
+        _interpqueues.put(queue_id, obj, 0, _UNBOUND_REMOVE)
+
+
+class QueueEmpty(Exception):
+    """Nothing was waiting on the queue."""
+
+
+def queue_get(queue_id: int) -> Any:
+    """Take the next object from the queue without blocking; raise QueueEmpty if none."""
+    try:
+        item = _interpqueues.get(queue_id)
+    except _high_queues.QueueEmpty:
+        raise QueueEmpty from None
+    return item[0]
+
+
+def queue_bind(queue_id: int) -> None:
+    """Hold a reference to the queue from this interpreter."""
+    _interpqueues.bind(queue_id)
+
+
+def queue_release(queue_id: int) -> None:
+    """Drop this interpreter's reference to the queue."""
+    try:
+        _interpqueues.release(queue_id)
+    except QueueError:
+        pass
+
+
+def queue_destroy(queue_id: int) -> None:
+    """Destroy the queue; pending items are dropped."""
+    try:
+        _interpqueues.destroy(queue_id)
+    except QueueError:
+        pass
