@@ -39,7 +39,8 @@ QueueNotFoundError = _interpqueues.QueueNotFoundError
 
 # When the interpreter that put an item is destroyed, the item is removed from the
 # queue (rather than turned into an "unbound" marker): a dead domain's messages are moot.
-_UNBOUND_REMOVE = 2
+# (CPython's flag values: 1 remove, 2 error, 3 replace with UNBOUND.)
+_UNBOUND_REMOVE = 1
 
 
 def current_interp_id() -> int:
@@ -87,23 +88,35 @@ def exec_in(interp_id: int, code: str | Callable[[], Any], shared: dict[str, Any
     return _interpreters.exec(interp_id, code)
 
 
-def queue_create() -> int:
-    """Create an unbounded low-level cross-interpreter queue; return its id."""
+def queue_create(maxsize: int = 0) -> int:
+    """Create a low-level cross-interpreter queue (0: unbounded); return its id."""
     if PY314:
-        return int(_interpqueues.create(0, _UNBOUND_REMOVE, 0))  # type: ignore[call-arg]
-    return int(_interpqueues.create(0, 0, _UNBOUND_REMOVE))
-
-
-def queue_put(queue_id: int, obj: Any) -> None:
-    """Put a shareable object on the queue (never blocks: queues are unbounded)."""
-    if PY314:
-        _interpqueues.put(queue_id, obj, _UNBOUND_REMOVE, 0)  # type: ignore[call-arg]
-    else:
-        _interpqueues.put(queue_id, obj, 0, _UNBOUND_REMOVE)
+        return int(_interpqueues.create(maxsize, _UNBOUND_REMOVE, 0))  # type: ignore[call-arg]
+    return int(_interpqueues.create(maxsize, 0, _UNBOUND_REMOVE))
 
 
 class QueueEmpty(Exception):
     """Nothing was waiting on the queue."""
+
+
+class QueueFull(Exception):
+    """The bounded queue has no room."""
+
+
+def queue_put(queue_id: int, obj: Any) -> None:
+    """Put a shareable object on the queue without blocking; raise QueueFull if full."""
+    try:
+        if PY314:
+            _interpqueues.put(queue_id, obj, _UNBOUND_REMOVE, 0)  # type: ignore[call-arg]
+        else:
+            _interpqueues.put(queue_id, obj, 0, _UNBOUND_REMOVE)
+    except _high_queues.QueueFull:
+        raise QueueFull from None
+
+
+def queue_count(queue_id: int) -> int:
+    """Return how many items wait on the queue."""
+    return int(_interpqueues.get_count(queue_id))
 
 
 def queue_get(queue_id: int) -> Any:

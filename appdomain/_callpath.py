@@ -1,0 +1,491 @@
+"""Run an operation in another domain and bring back its result or its exception.
+
+This is the one mechanism everything else stands on, modelled on Mono's xdomain
+wrappers (seed 003): the caller packs a request, the thread changes domain, the
+callee dispatches it, and the reply travels back.  There are two routes:
+
+* the fast route switches the calling thread itself into the target interpreter
+  (``_interpreters.exec``), like Mono's ``mono_remoting_set_domain_by_id``;
+* the dispatcher route hands the request to a pool of threads living inside the
+  target, woken through the OS (``_wake``).  It serves the cases the fast route
+  cannot: a target already running another thread's fast call, and the main
+  interpreter, which nothing can exec into.
+
+Requests and replies are tuples of shareable values (str, bytes, int, float, bool,
+None, memoryview and tuples of them) carried by low-level cross-interpreter queues,
+which are only ever used without blocking.  What the payload means is up to the
+operation registered under its name (``register_op``); the call path only moves it.
+
+Wire shapes (one table, so both sides agree):
+    fast request        (op, payload, seq, ctx)           on the caller's mailbox
+    dispatched request  (op, payload, seq, ctx, reply_queue, reply_address)
+    reply               (seq, ok, value, ctx)             on the caller's mailbox
+``ok`` is True when ``value`` is the op's result, False when it is an encoded
+exception.  ``ctx`` carries the logical call context both ways (``_context``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from . import _compat, _context
+from ._errors import AppDomainUnloadedException, ThreadAbortException
+from ._wake import WakeSocket, wake
+
+__all__ = ["Route", "call", "register_op", "current_route", "Pool"]
+
+CURRENT_INTERP = _compat.current_interp_id()
+MAIN_INTERP = _compat.main_interp_id()
+
+# A waiting caller re-checks that its target still exists this often: the reply
+# normally wakes it, this only bounds the wait if the target vanished without replying.
+LIVENESS_SECONDS = 1.0
+# Idle dispatcher threads kept per domain; more are started on demand (nested and
+# concurrent calls) and retire once idle again.
+MAX_IDLE_WORKERS = 2
+
+OpHandler = Callable[[Any], Any]
+_ops: dict[str, OpHandler] = {}
+# Ops that still run while the domain unloads (the unload itself uses them).
+_control_ops: set[str] = set()
+
+
+class Route(NamedTuple):
+    """Where a domain can be reached: its interpreter, dispatcher inbox and release queue."""
+
+    interp_id: int
+    inbox_queue: int
+    inbox_address: str
+    # Remote-object releases posted by other domains' finalizers, drained before each call.
+    release_queue: int
+
+
+def register_op(name: str, handler: OpHandler, *, control: bool = False) -> None:
+    """Make handler(payload) -> shareable callable by name from other domains."""
+    _ops[name] = handler
+    if control:
+        _control_ops.add(name)
+
+
+class _State:
+    """This interpreter's part of the call path (module state is per interpreter)."""
+
+    route: Route | None = None
+    # Set when unload begins: new calls into this domain are refused.
+    unloading = False
+    # Set once domain_unload handlers have run: this domain's waiting threads abort.
+    aborting = False
+    # Fast-route mailboxes bound by callers: (thread ident, caller interp) -> queue id.
+    boxes: dict[tuple[int, int], int] = {}
+    # Threads currently running a fast call in this interpreter (unload aborts them).
+    inside: set[int] = set()
+    pool: Pool | None = None
+
+
+state = _State()
+
+
+def current_route() -> Route:
+    """Return the route of the domain this code runs in."""
+    if state.route is None:
+        raise RuntimeError("appdomain is not initialised in this interpreter")
+    return state.route
+
+
+# -- mailboxes ---------------------------------------------------------------------------
+
+
+class _Mailbox:
+    """A thread's private reply queue and wake socket, and its bindings to domains."""
+
+    def __init__(self) -> None:
+        self.queue = _compat.queue_create()
+        self.waker = WakeSocket()
+        self.seq = itertools.count(1)
+        self.bound: set[int] = set()
+        # Closing happens when the owning thread's locals die, never from __del__ I/O.
+        self.close = weakref.finalize(self, _close_mailbox, self.queue, self.waker)
+        _all_mailboxes.add(self)
+
+    def take(self, seq: int, interp_id: int, deadline: float | None) -> tuple[Any, ...]:
+        """Wait for the reply numbered seq; raise if the target domain disappears."""
+        while True:
+            try:
+                reply = _compat.queue_get(self.queue)
+            except _compat.QueueEmpty:
+                if state.aborting:
+                    raise ThreadAbortException() from None
+                wait = LIVENESS_SECONDS
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        raise TimeoutError(f"domain {interp_id + 1} did not reply in time") from None
+                if not self.waker.wait(wait) and not _compat.interp_exists(interp_id):
+                    raise AppDomainUnloadedException(
+                        f"domain {interp_id + 1} was unloaded before it replied"
+                    ) from None
+                continue
+            if reply[0] == seq:
+                return tuple(reply)
+            # A reply to a call this thread abandoned earlier: drop it.
+
+
+_all_mailboxes: weakref.WeakSet[_Mailbox] = weakref.WeakSet()
+
+
+def close_mailboxes() -> None:
+    """Release every mailbox of this interpreter (its threads are gone: it is unloading)."""
+    for box in list(_all_mailboxes):
+        box.close()
+
+
+def _close_mailbox(queue_id: int, waker: WakeSocket) -> None:
+    _compat.queue_destroy(queue_id)
+    waker.close()
+
+
+_local = threading.local()
+
+
+def _mailbox() -> _Mailbox:
+    try:
+        box: _Mailbox = _local.mailbox
+    except AttributeError:
+        box = _local.mailbox = _Mailbox()
+    return box
+
+
+# thread ident -> wake address, for threads of this domain blocked waiting on a reply
+_waiting: dict[int, str] = {}
+
+
+def wake_waiting_threads() -> None:
+    """Wake every thread of this domain blocked waiting for a reply (unload aborts them)."""
+    for address in list(_waiting.values()):
+        wake(address)
+
+
+# -- calling ----------------------------------------------------------------------------
+
+_native: Any = None
+if not os.environ.get("APPDOMAIN_PURE"):
+    try:  # the C switch (issue 7) when it was built; the pure route otherwise
+        from . import _native_path as _native
+    except ImportError:
+        _native = None
+
+
+def native_module() -> Any:
+    """Return the C switch module when it is in use, else None."""
+    return _native
+
+
+def call(route: Route, op: str, payload: Any, *, timeout: float | None = None) -> Any:
+    """Run op(payload) in the domain at route and return its result (or raise its error).
+
+    With a timeout the call always goes through the target's dispatcher threads (a
+    thread switched into a domain cannot be bounded) and raises TimeoutError if no
+    reply came in time.
+    """
+    target = route.interp_id
+    if target == CURRENT_INTERP:
+        return _call_here(op, payload)
+    ctx = _context.capture()
+    box = _mailbox()
+    seq = next(box.seq)
+    reply = None
+    if timeout is None and target != MAIN_INTERP:
+        reply = _try_fast(box, target, (op, payload, seq, ctx))
+    if reply is None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        request = (op, payload, seq, ctx, box.queue, box.waker.address)
+        reply = _dispatch(box, route, request, deadline)
+    _seq, ok, value, ctx_back = reply
+    if ctx_back is not None:
+        _context.merge(ctx_back)
+    if ok:
+        return value
+    raise _decode_error(value)
+
+
+def _call_here(op: str, payload: Any) -> Any:
+    handler = _ops.get(op)
+    if handler is None:
+        raise LookupError(f"no operation {op!r} is registered in this domain")
+    return handler(payload)
+
+
+_enter_code: dict[int, Any] = {}
+
+
+def _try_fast(box: _Mailbox, target: int, request: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Switch this thread into target and serve request there; None if target is busy."""
+    if target not in box.bound:
+        try:
+            _compat.exec_in(
+                target,
+                f"__appdomain_bind__({CURRENT_INTERP}, {box.queue})",
+            )
+        except _compat.InterpreterNotFoundError:
+            raise AppDomainUnloadedException(f"domain {target + 1} has been unloaded") from None
+        except _compat.InterpreterError:
+            return None
+        box.bound.add(target)
+    code = _enter_code.get(target)
+    if code is None:
+        code = _enter_code[target] = compile(
+            f"__appdomain_enter__({CURRENT_INTERP})", "<appdomain fast call>", "exec"
+        )
+    _compat.queue_put(box.queue, request)
+    try:
+        excinfo = _compat.exec_in(target, code)
+    except _compat.InterpreterNotFoundError:
+        _drain(box.queue)
+        raise AppDomainUnloadedException(f"domain {target + 1} has been unloaded") from None
+    except _compat.InterpreterError:
+        _drain(box.queue)  # busy: take our request back and go through the dispatcher
+        return None
+    try:
+        return tuple(_compat.queue_get(box.queue))
+    except _compat.QueueEmpty:
+        detail = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", "") or "no reply"
+        raise AppDomainUnloadedException(
+            f"domain {target + 1} did not complete the call: {detail}"
+        ) from None
+
+
+def _drain(queue_id: int) -> None:
+    while True:
+        try:
+            _compat.queue_get(queue_id)
+        except _compat.QueueEmpty:
+            return
+
+
+def _dispatch(
+    box: _Mailbox, route: Route, request: tuple[Any, ...], deadline: float | None
+) -> tuple[Any, ...]:
+    """Hand request to the dispatcher threads of route's domain and wait for the reply."""
+    try:
+        _compat.queue_put(route.inbox_queue, request)
+    except _compat.QueueNotFoundError:
+        raise AppDomainUnloadedException(
+            f"domain {route.interp_id + 1} has been unloaded"
+        ) from None
+    if not wake(route.inbox_address):
+        raise AppDomainUnloadedException(f"domain {route.interp_id + 1} has been unloaded")
+    ident = threading.get_ident()
+    _waiting[ident] = box.waker.address
+    try:
+        return box.take(request[2], route.interp_id, deadline)
+    finally:
+        _waiting.pop(ident, None)
+
+
+def _decode_error(value: Any) -> BaseException:
+    from .marshal import decode_exception
+
+    return decode_exception(value)
+
+
+def _encode_error(exc: BaseException) -> Any:
+    from .marshal import encode_exception
+
+    return encode_exception(exc)
+
+
+# -- serving ---------------------------------------------------------------------------
+
+
+def serve(op: str, payload: Any, seq: int, ctx: Any) -> tuple[Any, ...]:
+    """Run one request in this domain and build its reply; never raises."""
+    if _release_hook is not None and state.route is not None:
+        _release_hook(state.route.release_queue)
+    token = _context.install(ctx)
+    try:
+        if state.unloading and op not in _control_ops:
+            raise AppDomainUnloadedException(
+                f"domain {CURRENT_INTERP + 1} is being unloaded"
+            )
+        handler = _ops.get(op)
+        if handler is None:
+            raise LookupError(f"no operation {op!r} is registered in this domain")
+        result = handler(payload)
+        return (seq, True, result, _context.collect())
+    except BaseException as exc:  # the caller gets every error, aborts included
+        if isinstance(exc, ThreadAbortException):
+            exc = AppDomainUnloadedException(
+                f"domain {CURRENT_INTERP + 1} was unloaded during the call"
+            )
+        try:
+            return (seq, False, _encode_error(exc), None)
+        except BaseException as inner:  # an error that cannot even be encoded
+            return (seq, False, _encode_error(RuntimeError(f"{exc!r} ({inner!r})")), None)
+    finally:
+        _context.uninstall(token)
+
+
+# Set by remoting: drains the release queue (kept as a hook so the call path stays generic).
+_release_hook: Callable[[int], None] | None = None
+
+
+def set_release_hook(hook: Callable[[int], None]) -> None:
+    """Install the function that processes posted releases before each served call."""
+    global _release_hook
+    _release_hook = hook
+
+
+def post(route: Route, op: str, payload: Any) -> bool:
+    """Queue op(payload) for route's dispatcher without waiting; False if the domain is gone.
+
+    Nothing comes back, not even an exception: this is for one-way calls.
+    """
+    try:
+        _compat.queue_put(route.inbox_queue, (op, payload, 0, _context.capture(), -1, ""))
+    except _compat.QueueNotFoundError:
+        return False
+    return wake(route.inbox_address)
+
+
+def _bind(caller_interp: int, queue_id: int) -> None:
+    state.boxes[(threading.get_ident(), caller_interp)] = queue_id
+
+
+def _enter(caller_interp: int) -> None:
+    """Serve the request waiting on the calling thread's mailbox (fast route, callee side)."""
+    ident = threading.get_ident()
+    queue_id = state.boxes[(ident, caller_interp)]
+    op, payload, seq, ctx = _compat.queue_get(queue_id)
+    state.inside.add(ident)
+    try:
+        reply = serve(op, payload, seq, ctx)
+    finally:
+        state.inside.discard(ident)
+    _compat.queue_put(queue_id, reply)
+
+
+def install_entry_points() -> None:
+    """Expose the fast-route entry points as builtins, where exec'd code finds them."""
+    import builtins
+
+    builtins.__appdomain_enter__ = _enter  # type: ignore[attr-defined]
+    builtins.__appdomain_bind__ = _bind  # type: ignore[attr-defined]
+
+
+# -- the dispatcher pool -------------------------------------------------------------------
+
+
+class Pool:
+    """The threads of one domain that serve dispatched requests from its inbox."""
+
+    def __init__(self, inbox_queue: int, waker: WakeSocket, *, daemon: bool) -> None:
+        self.inbox_queue = inbox_queue
+        self.waker = waker
+        self.daemon = daemon
+        self.lock = threading.Lock()
+        self.idle = 0
+        self.threads: set[threading.Thread] = set()
+        # Workers currently serving a request (unload aborts these, not the idle ones).
+        self.busy: set[int] = set()
+        self.stopping = False
+
+    def start(self) -> None:
+        """Start the first worker."""
+        self._spawn()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name="appdomain-dispatcher", daemon=self.daemon
+        )
+        with self.lock:
+            self.threads.add(thread)
+            self.idle += 1
+        thread.start()
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        try:
+            while True:
+                self.waker.wait()
+                with self.lock:
+                    self.idle -= 1
+                    if self.stopping:
+                        return
+                    spare_needed = self.idle == 0
+                try:
+                    request = _compat.queue_get(self.inbox_queue)
+                except _compat.QueueEmpty:
+                    request = None
+                    if _release_hook is not None and state.route is not None:
+                        _release_hook(state.route.release_queue)
+                if request is not None:
+                    if spare_needed:
+                        # Keep one thread listening while this one may block in
+                        # user code or in a nested call back into this domain.
+                        self._spawn()
+                    self.busy.add(me.ident or 0)
+                    try:
+                        _reply(request)
+                    finally:
+                        self.busy.discard(me.ident or 0)
+                with self.lock:
+                    if self.stopping or self.idle >= MAX_IDLE_WORKERS:
+                        return
+                    self.idle += 1
+        except ThreadAbortException:
+            return
+        finally:
+            with self.lock:
+                self.threads.discard(me)
+
+    def stop(self) -> None:
+        """Ask every idle worker to leave; busy ones leave when their call ends."""
+        with self.lock:
+            self.stopping = True
+            count = len(self.threads)
+        for _ in range(count):
+            wake(self.waker.address)
+
+    def restart(self) -> None:
+        """Resume serving after a cancelled stop."""
+        with self.lock:
+            self.stopping = False
+            alive = len(self.threads)
+        if alive == 0:
+            self._spawn()
+
+
+def _reply(request: tuple[Any, ...]) -> None:
+    op, payload, seq, ctx, reply_queue, reply_address = request
+    reply = serve(op, payload, seq, ctx)
+    if reply_queue < 0:
+        return  # a one-way post: nobody waits
+    try:
+        _compat.queue_put(reply_queue, reply)
+    except _compat.QueueNotFoundError:
+        return  # the caller's thread is gone; nobody waits for this reply
+    wake(reply_address)
+
+
+def fail_pending(inbox_queue: int, reason: str) -> None:
+    """Answer every request still queued in a dying domain's inbox with an unload error."""
+    while True:
+        try:
+            request = _compat.queue_get(inbox_queue)
+        except (_compat.QueueEmpty, _compat.QueueNotFoundError):
+            return
+        seq, reply_queue, reply_address = request[2], request[4], request[5]
+        if reply_queue < 0:
+            continue
+        error = _encode_error(AppDomainUnloadedException(reason))
+        try:
+            _compat.queue_put(reply_queue, (seq, False, error, None))
+        except _compat.QueueNotFoundError:
+            continue
+        wake(reply_address)

@@ -1,0 +1,183 @@
+"""Carry values between domains through a bounded, closable channel woken by the OS."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from . import _callpath, _compat
+from ._errors import ChannelClosedError
+from ._wake import wake
+
+__all__ = ["Channel"]
+
+
+class Channel:
+    """A bounded first-in first-out channel of values that any domain may send to or receive from.
+
+    Values are copied by the marshalling tiers (a MarshalByRefObject crosses as a proxy).
+    Blocking operations wait on an OS wake socket, never by polling, and accept fractional
+    timeouts.  The channel itself can be passed to other domains, as an argument or with
+    ``set_data``; every copy refers to the same channel.
+    """
+
+    def __init__(self, maxsize: int = 64) -> None:
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 0:
+            raise ValueError(f"'maxsize' must be an int >= 0 (got {maxsize!r}); 0 means unbounded")
+        self._maxsize = maxsize
+        # items; addresses of blocked receivers; of blocked senders; a marker once closed
+        self._queues = (
+            _compat.queue_create(maxsize),
+            _compat.queue_create(),
+            _compat.queue_create(),
+            _compat.queue_create(),
+        )
+        # A queue lives while some interpreter holds a binding on it.
+        for queue_id in self._queues:
+            _compat.queue_bind(queue_id)
+        self._finalizer = weakref.finalize(self, _release, self._queues)
+
+    @classmethod
+    def _attach(cls, queues: tuple[int, int, int, int], maxsize: int) -> Channel:
+        channel = object.__new__(cls)
+        channel._maxsize = maxsize
+        channel._queues = queues
+        # The binding taken by _reduce for the value in flight now belongs to this copy.
+        channel._finalizer = weakref.finalize(channel, _release, queues)
+        return channel
+
+    @property
+    def maxsize(self) -> int:
+        """How many values the channel holds before send() blocks (0: no limit)."""
+        return self._maxsize
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called (values already sent can still be received)."""
+        try:
+            return _compat.queue_count(self._queues[3]) > 0
+        except _compat.QueueNotFoundError:
+            return True
+
+    def __len__(self) -> int:
+        return _compat.queue_count(self._queues[0])
+
+    def send(self, value: Any, timeout: float | None = None) -> None:
+        """Send a copy of value, waiting up to timeout seconds for room (None: forever)."""
+        from .marshal import to_shareable
+
+        wire = (to_shareable(value, name="value"),)
+        items, receivers, senders, _ = self._queues
+        deadline = _deadline(timeout)
+        while True:
+            if self.closed:
+                raise ChannelClosedError("send() on a closed channel")
+            try:
+                _compat.queue_put(items, wire)
+            except _compat.QueueFull:
+                self._wait(senders, deadline, "send")
+                continue
+            _wake_all(receivers)
+            return
+
+    def recv(self, timeout: float | None = None) -> Any:
+        """Receive the next value, waiting up to timeout seconds (None: forever).
+
+        Raises TimeoutError when nothing came in time, ChannelClosedError when the
+        channel is closed and empty.
+        """
+        from .marshal import from_shareable
+
+        items, receivers, senders, _ = self._queues
+        deadline = _deadline(timeout)
+        while True:
+            try:
+                wire = _compat.queue_get(items)
+            except _compat.QueueEmpty:
+                if self.closed:
+                    raise ChannelClosedError("the channel is closed and empty") from None
+                self._wait(receivers, deadline, "recv")
+                continue
+            if self._maxsize:
+                _wake_all(senders)
+            return from_shareable(wire[0])
+
+    def _wait(self, waiters: int, deadline: float | None, what: str) -> None:
+        box = _callpath._mailbox()
+        _compat.queue_put(waiters, box.waker.address)
+        # The state may have changed between our failed attempt and registering: the
+        # caller loops and retries, so a wake that came in between is never lost.
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError(f"{what}() timed out")
+        if not box.waker.wait(remaining) and deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}() timed out")
+
+    def close(self) -> None:
+        """Close the channel: sends fail, receivers drain what is left, then get ChannelClosedError."""
+        if not self.closed:
+            _compat.queue_put(self._queues[3], True)
+        _wake_all(self._queues[1])
+        _wake_all(self._queues[2])
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                yield self.recv()
+            except ChannelClosedError:
+                return
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Channel {state} maxsize={self._maxsize} queued={len(self)}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Channel crosses domains through appdomain's marshalling, not pickle")
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError(f"'timeout' must be a number >= 0 or None (got {timeout!r})")
+    return time.monotonic() + timeout
+
+
+def _wake_all(waiters: int) -> None:
+    while True:
+        try:
+            address = _compat.queue_get(waiters)
+        except (_compat.QueueEmpty, _compat.QueueNotFoundError):
+            return
+        wake(address)
+
+
+def _release(queues: tuple[int, ...]) -> None:
+    for queue_id in queues:
+        _compat.queue_release(queue_id)
+
+
+def _reduce(channel: Channel) -> tuple[Any, ...]:
+    # Bind for the copy in flight, so the queues outlive this side if it is collected first.
+    for queue_id in channel._queues:
+        _compat.queue_bind(queue_id)
+    return (*channel._queues, channel._maxsize)
+
+
+def _rebuild(data: tuple[Any, ...]) -> Channel:
+    return Channel._attach(tuple(data[:4]), data[4])  # type: ignore[arg-type]
+
+
+def register() -> None:
+    """Teach the marshalling layer to pass channels by reference."""
+    from .marshal import register_reference_type
+
+    register_reference_type(Channel, _reduce, _rebuild)

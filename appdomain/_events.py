@@ -1,0 +1,75 @@
+"""Give domains .NET-style events: handlers added with ``+=`` and removed with ``-=``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Event", "EventArgs", "UnhandledExceptionEventArgs"]
+
+Handler = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class EventArgs:
+    """Arguments of an event that carries no data."""
+
+
+@dataclass(frozen=True)
+class UnhandledExceptionEventArgs(EventArgs):
+    """What escaped a thread: the exception, and whether the domain goes down with it."""
+
+    exception_object: BaseException
+    is_terminating: bool
+
+    @property
+    def ExceptionObject(self) -> BaseException:  # noqa: N802 - .NET name
+        return self.exception_object
+
+    @property
+    def IsTerminating(self) -> bool:  # noqa: N802 - .NET name
+        return self.is_terminating
+
+
+class Event:
+    """A list of handlers called as handler(sender, args) when the event fires."""
+
+    def __init__(self, name: str, on_first_subscribe: Callable[[], None] | None = None) -> None:
+        self.name = name
+        self._handlers: list[Handler] = []
+        self._on_first_subscribe = on_first_subscribe
+
+    def __iadd__(self, handler: Handler) -> Event:
+        if not callable(handler):
+            raise TypeError(
+                f"'handler' must be callable (got {handler!r} that is a {type(handler).__name__})"
+            )
+        if not self._handlers and self._on_first_subscribe is not None:
+            self._on_first_subscribe()
+        self._handlers.append(handler)
+        return self
+
+    def __isub__(self, handler: Handler) -> Event:
+        # Like a .NET delegate: removing a handler that is not there is not an error.
+        for index in range(len(self._handlers) - 1, -1, -1):
+            if self._handlers[index] == handler:
+                del self._handlers[index]
+                break
+        return self
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def __repr__(self) -> str:
+        return f"<Event {self.name} with {len(self._handlers)} handler(s)>"
+
+    def fire(self, sender: Any, args: Any) -> list[BaseException]:
+        """Call every handler in order; return the exceptions they raised, if any."""
+        errors: list[BaseException] = []
+        for handler in list(self._handlers):
+            try:
+                handler(sender, args)
+            except Exception as exc:  # one failing handler must not starve the others
+                errors.append(exc)
+        return errors

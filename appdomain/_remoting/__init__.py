@@ -1,0 +1,16 @@
+"""Pass objects between domains by reference: MarshalByRefObject and transparent proxies."""
+
+from ._base import Lease, MarshalByRefObject, is_one_way, one_way
+from ._proxy import RemoteMethod, is_transparent_proxy, live_proxies
+from ._server import install
+
+__all__ = [
+    "Lease",
+    "MarshalByRefObject",
+    "RemoteMethod",
+    "install",
+    "is_one_way",
+    "is_transparent_proxy",
+    "live_proxies",
+    "one_way",
+]

@@ -1,0 +1,371 @@
+"""Build transparent proxies: local stand-ins whose members run on the remote object.
+
+A proxy of ``T`` is an instance of a generated subclass of ``T`` (so ``isinstance``
+holds) whose every member forwards to the remote object: methods become RemoteMethod
+callables, other class attributes become forwarding data descriptors (Mono's
+FieldGetter/FieldSetter), and plain ``__getattr__``/``__setattr__`` catch instance
+attributes.  No ``__getattribute__`` magic: the proxy's own bookkeeping is an ordinary
+instance attribute.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .. import _callpath, _runtime
+from .._callpath import Route
+from .._compat import queue_put
+from .._errors import RemotingException
+from .._wake import wake
+from ..marshal import (
+    CallPlan,
+    decode_reply,
+    encode_call,
+    from_shareable,
+    plan_for,
+    to_shareable,
+)
+from ._base import MarshalByRefObject, is_one_way
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+__all__ = ["RemoteRef", "RemoteMethod", "proxy_for", "is_transparent_proxy", "ref_of"]
+
+# How many items one round trip of a remote iteration brings back.
+ITER_CHUNK = 256
+
+
+class RemoteRef(NamedTuple):
+    """What identifies a remote object: its domain's route, its id there, and its type."""
+
+    route: Route
+    oid: int
+    module: str
+    qualname: str
+
+
+_REF = "_appdomain_ref"
+
+# Members a proxy never forwards: object machinery, and what the proxy answers itself.
+_LOCAL = frozenset(
+    {
+        "__init__", "__new__", "__init_subclass__", "__class__", "__dict__", "__weakref__",
+        "__module__", "__qualname__", "__doc__", "__slots__", "__getattr__",
+        "__getattribute__", "__setattr__", "__delattr__", "__reduce__", "__reduce_ex__",
+        "__getstate__", "__setstate__", "__class_getitem__", "__subclasshook__",
+        "__annotations__", "__annotate__", "__dict__", "__repr__", "__eq__", "__ne__",
+        "__hash__", "__del__", "__firstlineno__", "__static_attributes__", "__parameters__",
+        "__orig_bases__", "__dataclass_fields__", "__dataclass_params__", "__match_args__",
+        "__abstractmethods__", "_abc_impl", "__copy__", "__deepcopy__", "__sizeof__",
+        "__dir__", "__format__", "__getnewargs__", "__getnewargs_ex__", "__weakref__",
+        "initialize_lifetime_service", "InitializeLifetimeService",
+    }
+)
+
+
+def ref_of(proxy: Any) -> RemoteRef:
+    """Return the reference a proxy stands for."""
+    ref: RemoteRef = proxy.__dict__[_REF]
+    return ref
+
+
+def is_transparent_proxy(obj: Any) -> bool:
+    """Tell a proxy to a remote object from a local object."""
+    return getattr(type(obj), "__appdomain_proxy__", False) is True
+
+
+# -- calling -------------------------------------------------------------------------------
+
+
+# asyncio and concurrent.futures load lazily: importing them costs a new domain ~20 ms.
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _async_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    import concurrent.futures
+
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="appdomain-async")
+            # Idle executor threads block in a lock an abort cannot reach: stop them first.
+            _runtime.unload_hooks.append(_shutdown_executor)
+        return _executor
+
+
+def _shutdown_executor() -> None:
+    global _executor
+    with _executor_lock:
+        executor, _executor = _executor, None
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RemoteMethod:
+    """A method of a remote object, bound to its proxy: call it, or begin_invoke it."""
+
+    __slots__ = ("_one_way", "_plan", "_proxy", "name")
+
+    def __init__(self, proxy: Any, name: str, plan: CallPlan | None, one_way: bool) -> None:
+        self._proxy = proxy
+        self.name = name
+        self._plan = plan
+        self._one_way = one_way
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ref: RemoteRef = self._proxy.__dict__[_REF]
+        wire = encode_call(args, kwargs, self._plan)
+        if self._one_way:
+            _callpath.post(ref.route, "remoting.invoke", (ref.oid, self.name, wire))
+            return None
+        reply = _callpath.call(ref.route, "remoting.invoke", (ref.oid, self.name, wire))
+        return decode_reply(reply, args, kwargs)
+
+    def begin_invoke(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Start the call on a worker thread and return a Future of its result (BeginInvoke)."""
+        return _async_executor().submit(self, *args, **kwargs)
+
+    async def invoke_async(self, *args: Any, **kwargs: Any) -> Any:
+        """Await the call from asyncio code without blocking the event loop."""
+        import asyncio
+
+        return await asyncio.wrap_future(self.begin_invoke(*args, **kwargs))
+
+    BeginInvoke = begin_invoke
+
+    def __repr__(self) -> str:
+        return f"<remote method {self.name} of {self._proxy!r}>"
+
+
+class _MethodMember:
+    """Class member of a proxy type that stands for a remote method."""
+
+    def __init__(self, name: str, plan: CallPlan | None, one_way: bool) -> None:
+        self.name = name
+        self.plan = plan
+        self.one_way = one_way
+
+    def __get__(self, proxy: Any, owner: type | None = None) -> Any:
+        if proxy is None:
+            return self
+        return RemoteMethod(proxy, self.name, self.plan, self.one_way)
+
+
+class _FieldMember:
+    """Class member of a proxy type that reads and writes a remote attribute (Field{G,S}etter)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, proxy: Any, owner: type | None = None) -> Any:
+        if proxy is None:
+            return self
+        return _remote_getattr(proxy, self.name)
+
+    def __set__(self, proxy: Any, value: Any) -> None:
+        _remote_setattr(proxy, self.name, value)
+
+    def __delete__(self, proxy: Any) -> None:
+        ref = ref_of(proxy)
+        _callpath.call(ref.route, "remoting.delattr", (ref.oid, self.name))
+
+
+def _remote_getattr(proxy: Any, name: str) -> Any:
+    ref = ref_of(proxy)
+    kind, value = _callpath.call(ref.route, "remoting.getattr", (ref.oid, name))
+    if kind == "method":
+        return RemoteMethod(proxy, name, None, bool(value))
+    return from_shareable(value)
+
+
+def _remote_setattr(proxy: Any, name: str, value: Any) -> None:
+    ref = ref_of(proxy)
+    wire = to_shareable(value, name=f"value for attribute {name!r}")
+    _callpath.call(ref.route, "remoting.setattr", (ref.oid, name, wire))
+
+
+# Forwarders for protocols whose shape differs from a plain method call.
+
+
+def _proxy_iter(self: Any) -> Iterator[Any]:
+    ref = ref_of(self)
+    iterator_id, items, done = _callpath.call(ref.route, "remoting.iter", (ref.oid, ITER_CHUNK))
+    try:
+        while True:
+            yield from from_shareable(items)
+            if done:
+                return
+            items, done = _callpath.call(
+                ref.route, "remoting.iter_next", (iterator_id, ITER_CHUNK)
+            )
+    finally:
+        if not done:
+            _callpath.post(ref.route, "remoting.iter_close", iterator_id)
+
+
+def _proxy_exit(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
+    ref = ref_of(self)
+    wire = to_shareable(exc, name="exception") if exc is not None else None
+    return _callpath.call(ref.route, "remoting.exit", (ref.oid, wire))
+
+
+_SPECIAL = {"__iter__": _proxy_iter, "__exit__": _proxy_exit}
+
+
+class _ProxyBase:
+    """Behaviour shared by every generated proxy type."""
+
+    __appdomain_proxy__ = True
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return _remote_getattr(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _remote_setattr(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        ref = ref_of(self)
+        _callpath.call(ref.route, "remoting.delattr", (ref.oid, name))
+
+    # A proxy is its remote object's only stand-in here, so identity is equality.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        ref = ref_of(self)
+        return (
+            f"<proxy of {ref.module}.{ref.qualname} object {ref.oid} "
+            f"in domain #{ref.route.interp_id + 1}>"
+        )
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a proxy crosses domains through appdomain's marshalling, not pickle")
+
+
+_proxy_types: dict[tuple[str, str], type] = {}
+_proxy_types_lock = threading.Lock()
+
+
+def _proxy_type(module: str, qualname: str) -> type:
+    key = (module, qualname)
+    cls = _proxy_types.get(key)
+    if cls is None:
+        with _proxy_types_lock:
+            cls = _proxy_types.get(key)
+            if cls is None:
+                cls = _proxy_types[key] = _build_proxy_type(_resolve(module, qualname))
+    return cls
+
+
+def _resolve(module: str, qualname: str) -> type:
+    """Find the real type here when it can be imported; else proxy as MarshalByRefObject."""
+    try:
+        target: Any = _runtime.load_module(module)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except Exception:
+        return MarshalByRefObject
+    if isinstance(target, type) and issubclass(target, MarshalByRefObject):
+        return target
+    return MarshalByRefObject
+
+
+def _build_proxy_type(real: type) -> type:
+    members: dict[str, Any] = {}
+    seen: set[str] = set()
+    for klass in real.__mro__:
+        if klass in (object, MarshalByRefObject):
+            continue
+        for name, value in vars(klass).items():
+            if name in seen or name in _LOCAL:
+                continue
+            seen.add(name)
+            members[name] = _member(name, value)
+    namespace = {
+        **members,
+        "__module__": real.__module__,
+        "__qualname__": real.__qualname__,
+        "__doc__": real.__doc__,
+    }
+    try:
+        return type(real.__name__, (_ProxyBase, real), namespace)
+    except TypeError:  # a layout the subclass cannot take (e.g. builtin bases): no isinstance
+        return type(real.__name__, (_ProxyBase, MarshalByRefObject), namespace)
+
+
+def _member(name: str, value: Any) -> Any:
+    if name in _SPECIAL:
+        return _SPECIAL[name]
+    if isinstance(value, staticmethod):
+        func = value.__func__
+        return _MethodMember(name, _plan(func, bound=False), is_one_way(func))
+    if isinstance(value, classmethod):
+        func = value.__func__
+        return _MethodMember(name, _plan(func, bound=True), is_one_way(func))
+    if inspect.isfunction(value):
+        return _MethodMember(name, _plan(value, bound=True), is_one_way(value))
+    if callable(value) and not isinstance(value, type):
+        return _MethodMember(name, None, False)
+    return _FieldMember(name)
+
+
+def _plan(func: Any, *, bound: bool) -> CallPlan | None:
+    try:
+        # Plan as a bound method would be called: without self.
+        return plan_for(func.__get__(object()) if bound else func)
+    except Exception:
+        return None
+
+
+# -- references in and out --------------------------------------------------------------------
+
+_proxies: weakref.WeakValueDictionary[tuple[int, int], Any] = weakref.WeakValueDictionary()
+_proxies_lock = threading.Lock()
+# proxy identity -> how many remote references it holds (released together when it dies)
+_counts: dict[tuple[int, int], list[int]] = {}
+
+
+def proxy_for(ref: RemoteRef) -> Any:
+    """Return this domain's one proxy for ref, counting the reference it brings."""
+    key = (ref.route.interp_id, ref.oid)
+    with _proxies_lock:
+        proxy = _proxies.get(key)
+        if proxy is not None:
+            _counts[key][0] += 1
+            return proxy
+        cls = _proxy_type(ref.module, ref.qualname)
+        proxy = object.__new__(cls)
+        proxy.__dict__[_REF] = ref
+        cell = [1]
+        _counts[key] = cell
+        _proxies[key] = proxy
+    weakref.finalize(proxy, _release, ref.route, ref.oid, cell, key)
+    return proxy
+
+
+def _release(route: Route, oid: int, cell: list[int], key: tuple[int, int]) -> None:
+    """Tell the owner this domain dropped its references (no waiting: finalizer context)."""
+    with _proxies_lock:
+        if _counts.get(key) is cell:
+            del _counts[key]
+    try:
+        queue_put(route.release_queue, (oid, cell[0]))
+    except Exception:  # the owner is gone, and its objects with it
+        return
+    wake(route.inbox_address)
+
+
+def live_proxies() -> int:
+    """Return how many proxies to remote objects this domain holds."""
+    return len(_proxies)

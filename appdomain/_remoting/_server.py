@@ -1,0 +1,228 @@
+"""Serve remote objects: create them, run their members, and track who references them."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+from .. import _callpath, _compat, _runtime
+from .._callpath import Route
+from .._errors import SerializationException
+from ..marshal import (
+    decode_call,
+    encode_reply,
+    from_shareable,
+    is_serializable,
+    plan_for,
+    register_reference_type,
+    to_shareable,
+)
+from . import _table
+from ._base import MarshalByRefObject, is_one_way
+from ._proxy import RemoteRef, is_transparent_proxy, proxy_for, ref_of
+
+__all__ = ["install"]
+
+
+def _find_type(module: types.ModuleType | Any, type_name: str) -> Any:
+    target: Any = module
+    for part in type_name.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise TypeError(
+                f"module {getattr(module, '__name__', module)!r} has no type {type_name!r}"
+            ) from None
+    if not isinstance(target, type):
+        raise TypeError(f"{type_name!r} must name a class (got {target!r})")
+    return target
+
+
+def _instantiate(cls: type, wire_args: Any) -> Any:
+    if not (issubclass(cls, MarshalByRefObject) or _by_value(cls)):
+        # As .NET: only MarshalByRefObject types come back by reference, serializable by copy.
+        raise SerializationException(
+            f"type {cls.__module__}.{cls.__qualname__} can cross domains neither by reference "
+            "(it does not derive from MarshalByRefObject) nor by value (it is not a "
+            "dataclass, enum or @serializable type)"
+        )
+    args, kwargs = decode_call(wire_args)
+    obj = cls(*args, **kwargs)
+    return to_shareable(obj, name="created instance")
+
+
+def _by_value(cls: type) -> bool:
+    import dataclasses
+    import enum
+
+    return is_serializable(cls) or dataclasses.is_dataclass(cls) or issubclass(cls, enum.Enum)
+
+
+def _op_create(payload: tuple[str, str, Any]) -> Any:
+    module_name, type_name, wire_args = payload
+    return _instantiate(_find_type(_runtime.load_module(module_name), type_name), wire_args)
+
+
+def _op_create_from(payload: tuple[str, str, Any]) -> Any:
+    path, type_name, wire_args = payload
+    return _instantiate(_find_type(_load_path(path), type_name), wire_args)
+
+
+def _load_path(path: str) -> types.ModuleType:
+    """Import a file by path, under its stem, with its folder on sys.path (as CreateInstanceFrom)."""
+    folder, filename = os.path.split(path)
+    name = os.path.splitext(filename)[0]
+    module = sys.modules.get(name)
+    if module is not None and os.path.abspath(getattr(module, "__file__", "") or "") == path:
+        return module
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load a module from {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _op_invoke(payload: tuple[int, str, Any]) -> Any:
+    oid, name, wire_args = payload
+    method = getattr(_table.lookup(oid), name)
+    args, kwargs = decode_call(wire_args)
+    result = method(*args, **kwargs)
+    return encode_reply(result, args, kwargs, plan_for(method))
+
+
+def _op_getattr(payload: tuple[int, str]) -> tuple[str, Any]:
+    oid, name = payload
+    obj = _table.lookup(oid)
+    value = getattr(obj, name)
+    if isinstance(value, types.MethodType) and value.__self__ is obj:
+        return ("method", is_one_way(value))
+    return ("value", to_shareable(value, name=f"attribute {name!r}"))
+
+
+def _op_setattr(payload: tuple[int, str, Any]) -> None:
+    oid, name, wire = payload
+    setattr(_table.lookup(oid), name, from_shareable(wire))
+
+
+def _op_delattr(payload: tuple[int, str]) -> None:
+    oid, name = payload
+    delattr(_table.lookup(oid), name)
+
+
+_iterators: dict[int, Iterator[Any]] = {}
+_iterator_ids = itertools.count(1)
+
+
+def _chunk(iterator: Iterator[Any], size: int) -> tuple[list[Any], bool]:
+    items = list(itertools.islice(iterator, size))
+    return items, len(items) < size
+
+
+def _op_iter(payload: tuple[int, int]) -> tuple[int, Any, bool]:
+    oid, size = payload
+    iterator = iter(_table.lookup(oid))
+    items, done = _chunk(iterator, size)
+    iterator_id = 0
+    if not done:
+        iterator_id = next(_iterator_ids)
+        _iterators[iterator_id] = iterator
+    return iterator_id, to_shareable(items, name="iterated items"), done
+
+
+def _op_iter_next(payload: tuple[int, int]) -> tuple[Any, bool]:
+    iterator_id, size = payload
+    items, done = _chunk(_iterators[iterator_id], size)
+    if done:
+        del _iterators[iterator_id]
+    return to_shareable(items, name="iterated items"), done
+
+
+def _op_iter_close(iterator_id: int) -> None:
+    _iterators.pop(iterator_id, None)
+
+
+def _op_exit(payload: tuple[int, Any]) -> Any:
+    oid, wire = payload
+    exc = from_shareable(wire) if wire is not None else None
+    result = _table.lookup(oid).__exit__(type(exc) if exc is not None else None, exc, None)
+    return to_shareable(result, name="__exit__ result")
+
+
+def _op_incref(oid: int) -> None:
+    _table.incref(oid)
+
+
+def _op_live_count(_: None) -> int:
+    _drain_releases(_callpath.current_route().release_queue)
+    return _table.live_count()
+
+
+def _drain_releases(release_queue: int) -> None:
+    while True:
+        try:
+            oid, count = _compat.queue_get(release_queue)
+        except (_compat.QueueEmpty, _compat.QueueNotFoundError):
+            return
+        _table.release(oid, count)
+
+
+# -- references crossing domains --------------------------------------------------------------
+
+
+def _reduce(obj: Any) -> tuple[Any, ...]:
+    if is_transparent_proxy(obj):
+        ref = ref_of(obj)
+        if ref.route.interp_id != _callpath.CURRENT_INTERP:
+            # The receiver will hold its own reference: count it at the owner first.
+            _callpath.call(ref.route, "remoting.incref", ref.oid)
+        return (*ref.route, ref.oid, ref.module, ref.qualname)
+    route = _runtime.ensure_started()
+    oid = _table.export(obj)
+    cls = type(obj)
+    return (*route, oid, _runtime.wire_module(cls.__module__), cls.__qualname__)
+
+
+def _rebuild(data: tuple[Any, ...]) -> Any:
+    route = Route(*data[:4])
+    oid, module, qualname = data[4], data[5], data[6]
+    if route.interp_id == _callpath.CURRENT_INTERP:
+        # A reference coming home is the object itself; give back the count it carried.
+        obj = _table.lookup(oid, renew=False)
+        _table.release(oid, 1)
+        return obj
+    return proxy_for(RemoteRef(route, oid, module, qualname))
+
+
+def install() -> None:
+    """Register the remoting operations and the by-reference marshalling of objects."""
+    register_reference_type(MarshalByRefObject, _reduce, _rebuild)
+    _callpath.set_release_hook(_drain_releases)
+    for name, handler in {
+        "remoting.create": _op_create,
+        "remoting.create_from": _op_create_from,
+        "remoting.invoke": _op_invoke,
+        "remoting.getattr": _op_getattr,
+        "remoting.setattr": _op_setattr,
+        "remoting.delattr": _op_delattr,
+        "remoting.iter": _op_iter,
+        "remoting.iter_next": _op_iter_next,
+        "remoting.iter_close": _op_iter_close,
+        "remoting.exit": _op_exit,
+        "remoting.incref": _op_incref,
+        "remoting.live_count": _op_live_count,
+    }.items():
+        _callpath.register_op(name, handler)
+

@@ -1,0 +1,107 @@
+"""Keep this domain's objects that other domains hold references to, with their counts."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import RemotingException
+from ._base import Lease
+
+__all__ = ["export", "lookup", "release", "incref", "live_count"]
+
+
+@dataclass
+class _Entry:
+    obj: Any
+    count: int
+    lease: Lease | None
+    expires: float
+
+
+_lock = threading.Lock()
+_entries: dict[int, _Entry] = {}
+# id(obj) -> object id while exported: one reference (and so one proxy) per object.
+_by_identity: dict[int, int] = {}
+_next_oid = itertools.count(1)
+
+
+def export(obj: Any) -> int:
+    """Publish obj for one more remote reference and return its object id."""
+    with _lock:
+        oid = _by_identity.get(id(obj))
+        if oid is not None:
+            _entries[oid].count += 1
+            return oid
+    lease = obj.initialize_lifetime_service() if hasattr(obj, "initialize_lifetime_service") else None
+    if lease is not None and not isinstance(lease, Lease):
+        raise TypeError(
+            f"initialize_lifetime_service() must return a Lease or None (got {lease!r})"
+        )
+    expires = time.monotonic() + lease.initial_lease_time if lease is not None else float("inf")
+    with _lock:
+        oid = _by_identity.get(id(obj))
+        if oid is not None:
+            _entries[oid].count += 1
+            return oid
+        oid = next(_next_oid)
+        _entries[oid] = _Entry(obj, 1, lease, expires)
+        _by_identity[id(obj)] = oid
+        return oid
+
+
+def lookup(oid: int, *, renew: bool = True) -> Any:
+    """Return the object behind oid, renewing its lease; raise if it is gone or expired."""
+    entry = _entries.get(oid)
+    if entry is None:
+        raise RemotingException(f"object {oid} has been disconnected (no longer exported)")
+    if entry.lease is not None:
+        now = time.monotonic()
+        if now > entry.expires:
+            _drop(oid)
+            raise RemotingException(
+                f"object {oid} has been disconnected: its lease expired "
+                f"after {entry.lease.initial_lease_time:g} s without renewal"
+            )
+        if renew:
+            entry.expires = max(entry.expires, now + entry.lease.renew_on_call_time)
+    return entry.obj
+
+
+def incref(oid: int) -> None:
+    """Count one more remote reference to an exported object."""
+    with _lock:
+        entry = _entries.get(oid)
+        if entry is None:
+            raise RemotingException(f"object {oid} has been disconnected")
+        entry.count += 1
+
+
+def release(oid: int, count: int) -> None:
+    """Drop count remote references; the object is forgotten when none remain."""
+    with _lock:
+        entry = _entries.get(oid)
+        if entry is None:
+            return
+        entry.count -= count
+        if entry.count <= 0:
+            _drop_locked(oid)
+
+
+def _drop(oid: int) -> None:
+    with _lock:
+        _drop_locked(oid)
+
+
+def _drop_locked(oid: int) -> None:
+    entry = _entries.pop(oid, None)
+    if entry is not None:
+        _by_identity.pop(id(entry.obj), None)
+
+
+def live_count() -> int:
+    """Return how many objects of this domain are referenced from other domains."""
+    return len(_entries)

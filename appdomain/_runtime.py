@@ -1,0 +1,332 @@
+"""Start appdomain inside each interpreter and serve the operations every domain answers.
+
+The default domain (the main interpreter) starts its dispatcher lazily, the first time
+another domain may need to call back into it.  Every other domain is booted by
+``boot_subdomain`` right after its interpreter is created.  Both then answer the
+``domain.*`` operations below through the call path.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import socket
+import sys
+import threading
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import _callpath, _compat
+from ._callpath import Route, register_op, state
+from ._errors import ThreadAbortException
+from ._events import Event, EventArgs, UnhandledExceptionEventArgs
+from ._wake import WakeSocket, is_internal
+
+__all__ = ["info", "ensure_started", "boot_subdomain", "MAIN_ALIAS", "wire_module", "load_module"]
+
+# The default domain's main script is imported under this name in other domains, as
+# multiprocessing imports it as __mp_main__: its `if __name__ == "__main__"` block stays off.
+MAIN_ALIAS = "__appdomain_main__"
+
+
+@dataclass
+class DomainInfo:
+    """What this interpreter knows about itself as a domain."""
+
+    id: int
+    name: str
+    is_default: bool
+    default_route: Route | None = None
+    main_path: str = ""
+    main_module: str = ""
+
+
+def _default_name() -> str:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.basename(path) if path else "DefaultDomain"
+
+
+_IS_MAIN = _callpath.CURRENT_INTERP == _callpath.MAIN_INTERP
+info = DomainInfo(
+    id=_callpath.CURRENT_INTERP + 1,
+    name=_default_name() if _IS_MAIN else f"Domain{_callpath.CURRENT_INTERP + 1}",
+    is_default=_IS_MAIN,
+)
+data: dict[str, Any] = {}
+_start_lock = threading.Lock()
+
+
+def ensure_started() -> Route:
+    """Start this domain's dispatcher if needed and return its route."""
+    if state.route is not None:
+        return state.route
+    with _start_lock:
+        if state.route is None:
+            _start_dispatcher(daemon=info.is_default)
+    assert state.route is not None
+    if info.is_default and info.default_route is None:
+        info.default_route = state.route
+    return state.route
+
+
+def _start_dispatcher(*, daemon: bool) -> None:
+    inbox = _compat.queue_create()
+    waker = WakeSocket()
+    _internal_sockets.add(waker.sock)
+    releases = _compat.queue_create()
+    pool = _callpath.Pool(inbox, waker, daemon=daemon)
+    state.pool = pool
+    state.route = Route(_callpath.CURRENT_INTERP, inbox, waker.address, releases)
+    _callpath.install_entry_points()
+    pool.start()
+
+
+# Sockets appdomain itself uses, which unload must not shut down under its own feet.
+_internal_sockets: set[socket.socket] = set()
+
+
+def boot_subdomain(cfg: tuple[Any, ...]) -> None:
+    """Initialise this fresh interpreter as a domain and report its route to the creator."""
+    domain_id, name, _sys_path, default_route, main_path, main_module, reply_queue = cfg
+    info.id = domain_id
+    info.name = name
+    info.is_default = False
+    info.default_route = Route(*default_route)
+    info.main_path = main_path
+    info.main_module = main_module
+    sys.meta_path.insert(0, _MainAliasFinder())
+    from . import marshal
+
+    marshal.set_module_alias(MAIN_ALIAS, "__main__")
+    route = ensure_started()
+    _compat.queue_put(reply_queue, tuple(route))
+
+
+# -- the default domain's main script, seen from other domains ---------------------------------
+
+
+class _MainAliasFinder(importlib.abc.MetaPathFinder):
+    """Import the default domain's main script as MAIN_ALIAS, on first use."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != MAIN_ALIAS:
+            return None
+        if info.main_module:
+            spec = importlib.util.find_spec(info.main_module)
+            if spec is not None and spec.origin:
+                return importlib.util.spec_from_file_location(MAIN_ALIAS, spec.origin)
+        if info.main_path:
+            return importlib.util.spec_from_file_location(MAIN_ALIAS, info.main_path)
+        raise ImportError(
+            "the default domain's __main__ is not a script file (interactive session or -c), "
+            "so its classes and functions cannot be loaded in another domain; move them to a module"
+        )
+
+
+def wire_module(module: str) -> str:
+    """Name a module as other domains should: this domain's alias of __main__ becomes __main__."""
+    if module == MAIN_ALIAS:
+        return "__main__"
+    return module
+
+
+def load_module(module: str) -> types.ModuleType:
+    """Import a module named by another domain (``__main__`` is the default domain's script)."""
+    if module == "__main__" and not info.is_default:
+        module = MAIN_ALIAS
+    return importlib.import_module(module)
+
+
+def main_script() -> tuple[str, str]:
+    """Describe the default domain's main script for new domains: (path, module name)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or ""
+    spec = getattr(main, "__spec__", None)
+    name = spec.name if spec is not None and spec.name not in ("__main__", None) else ""
+    return (os.path.abspath(path) if path else "", name)
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def _install_excepthooks() -> None:
+    previous_thread_hook = threading.excepthook
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and not isinstance(args.exc_value, ThreadAbortException):
+            _raise_unhandled(args.exc_value, is_terminating=False)
+        previous_thread_hook(args)
+
+    threading.excepthook = thread_hook
+
+
+def _raise_unhandled(exc: BaseException, *, is_terminating: bool) -> None:
+    from ._domain import AppDomain
+
+    unhandled_exception.fire(AppDomain.current_domain, UnhandledExceptionEventArgs(exc, is_terminating))
+
+
+domain_unload = Event("domain_unload")
+unhandled_exception = Event("unhandled_exception", on_first_subscribe=_install_excepthooks)
+
+
+# -- operations every domain answers -----------------------------------------------------------
+
+
+def _op_set_data(payload: tuple[str, Any]) -> None:
+    key, value = payload
+    data[key] = value
+
+
+def _op_get_data(key: str) -> Any:
+    return data.get(key)
+
+
+def _op_callback(payload: tuple[str, str, Any]) -> Any:
+    from . import marshal
+
+    module_name, qualname, wire_args = payload
+    func: Any = load_module(module_name)
+    for part in qualname.split("."):
+        func = getattr(func, part)
+    args, kwargs = marshal.decode_call(wire_args)
+    result = func(*args, **kwargs)
+    return marshal.to_shareable(result, name="result")
+
+
+def _op_execute_assembly(payload: tuple[str, tuple[str, ...]]) -> int:
+    import runpy
+
+    path, argv = payload
+    saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
+    sys.argv = [path, *argv]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except SystemExit as exc:
+        return _exit_code(exc.code)
+    finally:
+        sys.argv = saved_argv
+        if sys.path and sys.path[0] != saved_path0:
+            del sys.path[0]
+    return 0
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+# Internal clean-ups run when unload begins, after the domain_unload event (executors...).
+unload_hooks: list[Any] = []
+
+
+def _op_unload_begin(_: None) -> int:
+    """Run domain_unload, then abort what still runs here; return how many threads were hit."""
+    from ._domain import AppDomain
+
+    state.unloading = True
+    domain_unload.fire(AppDomain.current_domain, EventArgs())
+    handoff = sys.modules.get("appdomain._handoff_service")
+    hooks = list(unload_hooks)
+    if handoff is not None:
+        # The socket handoff service thread must end before the domain can be joined.
+        hooks.append(handoff._shutdown)
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # a failing clean-up must not keep the domain alive
+            pass
+    state.aborting = True
+    me = threading.get_ident()
+    pool = state.pool
+    workers = {t.ident for t in pool.threads} if pool is not None else set()
+    targets = set(state.inside)
+    if pool is not None:
+        targets |= pool.busy
+    for thread in threading.enumerate():
+        if thread.ident in workers or thread is threading.main_thread():
+            continue
+        if not isinstance(thread, threading._DummyThread):  # type: ignore[attr-defined]
+            targets.add(thread.ident or 0)
+    targets.discard(me)
+    targets.discard(0)
+    for ident in targets:
+        _async_raise(ident)
+    _shutdown_sockets()
+    _callpath.wake_waiting_threads()
+    return len(targets)
+
+
+def _async_raise(ident: int) -> None:
+    # Only bytecode boundaries see the exception: a thread stuck in a long C call stays
+    # stuck until the call returns, which is why unload has a timeout.
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(ThreadAbortException)
+    )
+
+
+def _shutdown_sockets() -> None:
+    """Shut down this domain's sockets so threads blocked in accept()/recv() wake up."""
+    for obj in gc.get_objects():
+        if isinstance(obj, socket.socket) and not is_internal(obj):
+            try:
+                obj.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _op_unload_cancel(_: None) -> None:
+    state.unloading = False
+    state.aborting = False
+    if state.pool is not None:
+        state.pool.restart()
+
+
+def join_threads(timeout: float) -> None:
+    """Wait up to timeout seconds for this domain's threads to end, then release its resources.
+
+    Runs on the unloading thread, switched into this domain.  Raises TimeoutError when
+    threads remain, so the unload can be cancelled with the domain intact.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    me = threading.current_thread()
+    if state.pool is not None:
+        state.pool.stop()
+    for thread in threading.enumerate():
+        if thread is me or thread is threading.main_thread():
+            continue
+        if isinstance(thread, threading._DummyThread):  # type: ignore[attr-defined]
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            raise TimeoutError(f"thread {thread.name!r} is still running")
+    # Nothing runs here any more: release what the interpreter's teardown would not.
+    for sock in list(_internal_sockets):
+        sock.close()
+    _callpath.close_mailboxes()
+
+
+register_op("domain.set_data", _op_set_data)
+register_op("domain.get_data", _op_get_data)
+register_op("domain.callback", _op_callback)
+register_op("domain.execute_assembly", _op_execute_assembly)
+register_op("domain.unload_begin", _op_unload_begin, control=True)
+register_op("domain.unload_cancel", _op_unload_cancel, control=True)

@@ -1,0 +1,95 @@
+"""Wake a waiting thread of any interpreter by name, through the operating system.
+
+Each waiter owns a Unix datagram socket bound to a unique name (the abstract namespace
+on Linux, a private temporary folder elsewhere).  A wake is one datagram; a waiter
+blocks in recv() with its GIL released.  Names rather than descriptor numbers travel
+between interpreters on purpose: when a waiter is gone its name vanishes and a late
+wake fails with ConnectionRefusedError, whereas a recycled descriptor number could
+silently receive bytes meant for someone else.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+import threading
+import weakref
+
+__all__ = ["WakeSocket", "wake", "is_internal"]
+
+_ABSTRACT = sys.platform.startswith("linux")
+_tmpdir: str | None = None
+_sender: socket.socket | None = None
+_sender_lock = threading.Lock()
+# appdomain's own sockets: unload shuts down a domain's sockets, but never these.
+_internal: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
+def is_internal(sock: socket.socket) -> bool:
+    """Tell whether sock is one of appdomain's own wake sockets."""
+    return sock in _internal
+
+
+def _new_address() -> str:
+    global _tmpdir
+    token = secrets.token_hex(8)
+    if _ABSTRACT:
+        return f"\0appdomain-{os.getpid()}-{token}"
+    if _tmpdir is None:
+        import tempfile
+
+        _tmpdir = tempfile.mkdtemp(prefix="appdomain-")
+    return os.path.join(_tmpdir, token)
+
+
+class WakeSocket:
+    """A named datagram socket that one or more threads block on until woken."""
+
+    __slots__ = ("address", "sock")
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.address = _new_address()
+        self.sock.bind(self.address)
+        _internal.add(self.sock)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until woken (True) or until timeout seconds pass (False)."""
+        if timeout is None:
+            self.sock.settimeout(None)
+        else:
+            self.sock.settimeout(timeout)
+        try:
+            self.sock.recv(16)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the socket; later wakes to its name fail."""
+        self.sock.close()
+        if not _ABSTRACT:
+            try:
+                os.unlink(self.address)
+            except OSError:
+                pass
+
+
+def wake(address: str) -> bool:
+    """Wake one thread waiting at address; return False if nobody listens there any more."""
+    global _sender
+    sender = _sender
+    if sender is None:
+        with _sender_lock:
+            if _sender is None:
+                _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                _internal.add(_sender)
+            sender = _sender
+    try:
+        sender.sendto(b"!", address)
+    except OSError:  # refused or missing: the waiter is gone
+        return False
+    return True

@@ -1,0 +1,124 @@
+"""Write values as self-contained bytes (msgpack + ExtType codes) and read them back safely."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import msgpack  # imported here, in the main interpreter first (see FORMAT.md)
+
+from .._errors import SerializationException
+from . import _tags as tg
+from ._core import MAX_DEPTH, Ctx, Refusal, decode, encode, refusal_error
+
+__all__ = ["DEFAULT_MAX_SIZE", "HEADER", "dumps", "loads"]
+
+MAGIC = 0xAD
+VERSION = 1
+ORDER = b"<" if sys.byteorder == "little" else b">"
+HEADER = bytes([MAGIC, VERSION]) + ORDER
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+# Every tag but MARSHAL, which is for in-process traffic only.
+EXT_CODES = frozenset(v for v in tg.NAMES if v != tg.MARSHAL)
+TREE_TYPES: frozenset[type] = frozenset({type(None), bool, int, float, str, bytes, tuple})
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(  # type: ignore[no-any-return]
+        value, use_bin_type=True, unicode_errors="surrogatepass", strict_types=True
+    )
+
+
+def _to_msgpack(x: Any) -> Any:
+    """Turn each node of a tree into an ExtType(tag, packed children)."""
+    t = type(x)
+    if t is tuple:
+        return msgpack.ExtType(x[0], _pack([_to_msgpack(c) for c in x[1:]]))
+    if t is memoryview:
+        return x.tobytes()
+    return x
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialize a value to bytes: a 3-byte header then one msgpack object.
+
+    The header is 0xAD, the format version, and the writer's byte order (b"<" or b">").
+    Raise SerializationException (naming the path) if some part cannot be serialized.
+    """
+    try:
+        tree = encode(obj, Ctx(for_bytes=True))
+    except Refusal as refusal:
+        raise refusal_error("value", refusal) from None
+    return HEADER + _pack(_to_msgpack(tree))
+
+
+def loads(
+    data: bytes | bytearray | memoryview,
+    *,
+    trusted: bool = True,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = MAX_DEPTH,
+) -> Any:
+    """Deserialize bytes made by dumps(); any bad input raises SerializationException.
+
+    With ``trusted=False`` classes are only looked up in modules already imported (nothing
+    is imported on the data's say-so); ``max_size`` bounds the input length and
+    ``max_depth`` the nesting of nodes.
+    """
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise SerializationException(
+            f"'data' must be bytes (got {short(data)} that is a {type(data).__name__})"
+        ) from None
+    if view.nbytes > max_size:
+        raise SerializationException(f"data is {view.nbytes} bytes, over max_size={max_size}")
+    if view.nbytes < len(HEADER) or view[0] != MAGIC:
+        raise SerializationException("data is not appdomain marshal output (bad header)")
+    if view[1] != VERSION or bytes(view[2:3]) not in (b"<", b">"):
+        raise SerializationException(f"unsupported marshal format version {view[1]}")
+    depth = 0
+
+    def ext_hook(code: int, payload: bytes) -> tuple[Any, ...]:
+        nonlocal depth
+        if code not in EXT_CODES:
+            raise SerializationException(f"unknown ext code {code}")
+        depth += 1
+        try:
+            if depth > max_depth:
+                raise SerializationException(f"data is nested more than {max_depth} levels deep")
+            children = _unpack(payload, ext_hook)
+        finally:
+            depth -= 1
+        if type(children) is not list or not set(map(type, children)) <= TREE_TYPES:
+            raise SerializationException(f"ext {code} does not hold a list of values")
+        return (code, *children)
+
+    try:
+        tree = _unpack(view[len(HEADER) :], ext_hook)
+        if type(tree) not in TREE_TYPES:
+            raise SerializationException(f"unexpected top-level {type(tree).__name__}")
+        return decode(tree, trusted)
+    except SerializationException:
+        raise
+    except Exception as exc:  # corrupt data must never leak other error types
+        raise SerializationException(
+            f"corrupt marshalled data: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _unpack(payload: Any, ext_hook: Any) -> Any:
+    return msgpack.unpackb(
+        payload,
+        ext_hook=ext_hook,
+        raw=False,
+        use_list=True,
+        strict_map_key=True,
+        unicode_errors="surrogatepass",
+    )
+
+
+def short(value: object) -> str:
+    """Return a short repr for messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

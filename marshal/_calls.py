@@ -1,0 +1,230 @@
+"""Encode calls, replies and faults as shareable tuples with a version/kind header."""
+
+from __future__ import annotations
+
+import array
+import marshal as _stdlib_marshal
+from typing import Any
+
+from .._errors import SerializationException
+from . import _tags as tg
+from ._core import MAX64, MIN64, NATIVE, Ctx, Refusal, decode, encode, refusal_error, short_repr
+from ._exc import STACK_NOTE, encode_exception_node, rebuild_exception
+from ._markers import Ref
+from ._plan import CallPlan
+
+__all__ = [
+    "decode_call",
+    "decode_exception",
+    "decode_reply",
+    "encode_call",
+    "encode_exception",
+    "encode_reply",
+    "from_shareable",
+    "to_shareable",
+    "wire_from_bytes",
+    "wire_to_bytes",
+]
+
+_OUT_TYPES = (bytearray, array.array, memoryview, list, dict, set, Ref)
+
+
+def _native(values: Any) -> bool:
+    """Tell whether every value crosses natively as it is (no encoding at all)."""
+    for a in values:
+        t = type(a)
+        if t in NATIVE:
+            continue
+        if t is int and MIN64 <= a <= MAX64:
+            continue
+        return False
+    return True
+
+
+def to_shareable(obj: Any, name: str = "value") -> Any:
+    """Encode one value by its cheapest tier; ``name`` starts refusal messages."""
+    t = type(obj)
+    if t in NATIVE or (t is int and MIN64 <= obj <= MAX64):
+        return obj
+    try:
+        return encode(obj, Ctx())
+    except Refusal as refusal:
+        raise refusal_error(name, refusal) from None
+
+
+def from_shareable(x: Any) -> Any:
+    """Decode a value made by to_shareable (in any interpreter of this process)."""
+    return decode(x)
+
+
+def _decode_values(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    for x in items:
+        if type(x) is tuple:
+            return tuple([c if type(c) is not tuple else decode(c) for c in items])
+    return items
+
+
+def _check_out(args: tuple[Any, ...], kwargs: dict[str, Any], plan: CallPlan) -> None:
+    """Refuse, before sending, Out arguments that cannot receive a copy-back."""
+    checks = [(plan.arg_name(i), args[i]) for i in plan.out_positions if i < len(args)]
+    checks += [(f"argument {k!r}", v) for k, v in kwargs.items() if k in plan.out_names]
+    for where, value in checks:
+        if not isinstance(value, _OUT_TYPES) or (isinstance(value, memoryview) and value.readonly):
+            raise SerializationException(
+                f"{where} is an Out parameter, so it must be a bytearray, array.array, writable "
+                f"memoryview, list, dict, set or Ref (got {short_repr(value)} that is a "
+                f"{type(value).__name__})"
+            )
+
+
+def encode_call(args: tuple[Any, ...], kwargs: dict[str, Any], plan: CallPlan | None = None) -> Any:
+    """Encode call arguments (caller side) as a shareable tuple."""
+    if plan is not None and plan.has_out:
+        _check_out(args, kwargs, plan)
+    if not kwargs and _native(args):
+        return (tg.CALL, *args)
+    ctx = Ctx()
+    out: list[Any] = [tg.CALL_KW, len(args)] if kwargs else [tg.CALL]
+    for i, value in enumerate(args):
+        try:
+            out.append(encode(value, ctx))
+        except Refusal as refusal:
+            where = plan.arg_name(i) if plan is not None else f"argument {i}"
+            raise refusal_error(where, refusal) from None
+    for key, value in kwargs.items():
+        try:
+            out.append(key)
+            out.append(encode(value, ctx))
+        except Refusal as refusal:
+            raise refusal_error(f"argument {key!r}", refusal) from None
+    return tuple(out)
+
+
+def decode_call(wire: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Decode call arguments (callee side)."""
+    kind = _kind(wire)
+    if kind == tg.CALL:
+        return _decode_values(wire[1:]), {}
+    if kind != tg.CALL_KW:
+        raise SerializationException(f"expected a call message (got kind {kind:#x})")
+    count = wire[1]
+    args = _decode_values(wire[2 : 2 + count])
+    rest = wire[2 + count :]
+    kwargs = {rest[i]: decode(rest[i + 1]) for i in range(0, len(rest), 2)}
+    return args, kwargs
+
+
+def encode_reply(
+    result: Any, args: tuple[Any, ...], kwargs: dict[str, Any], plan: CallPlan | None
+) -> Any:
+    """Encode the result plus copy-backs of Ref boxes and Out parameters (callee side)."""
+    ctx = Ctx()
+    try:
+        encoded = encode(result, ctx)
+    except Refusal as refusal:
+        raise refusal_error("return value", refusal) from None
+    out_positions = plan.out_positions if plan is not None else frozenset()
+    out_names = plan.out_names if plan is not None else frozenset()
+    backs: list[Any] = []
+    for i, value in enumerate(args):
+        if type(value) is Ref or i in out_positions:
+            backs += _copy_back_item(i, value, ctx, plan.arg_name(i) if plan else f"argument {i}")
+    for key, value in kwargs.items():
+        if type(value) is Ref or key in out_names:
+            backs += _copy_back_item(key, value, ctx, f"argument {key!r}")
+    if not backs:
+        return (tg.REPLY, encoded)
+    return (tg.REPLY_OUT, encoded, *backs)
+
+
+def _copy_back_item(key: int | str, value: Any, ctx: Ctx, where: str) -> list[Any]:
+    try:
+        return [key, encode(value.value if type(value) is Ref else value, ctx)]
+    except Refusal as refusal:
+        raise refusal_error(f"{where} (copy-back)", refusal) from None
+
+
+def decode_reply(wire: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Return the result, after writing copy-backs into the caller's original arguments.
+
+    A fault message (from encode_exception) is raised here as the decoded exception.
+    """
+    kind = _kind(wire)
+    if kind == tg.REPLY:
+        return decode(wire[1])
+    if kind == tg.FAULT:
+        raise decode_exception(wire)
+    if kind != tg.REPLY_OUT:
+        raise SerializationException(f"expected a reply message (got kind {kind:#x})")
+    backs = wire[2:]
+    for i in range(0, len(backs), 2):
+        key, node = backs[i], backs[i + 1]
+        target = args[key] if type(key) is int else kwargs[key]
+        copy_back(target, node)
+    return decode(wire[1])
+
+
+def copy_back(target: Any, node: Any) -> None:
+    """Write the callee's final value (a tree) into the caller's object, in place."""
+    if type(target) is Ref:
+        target.value = decode(node)
+        return
+    if type(target) is bytearray and type(node) is tuple and node[0] == tg.BYTEARRAY:
+        target[:] = node[1]  # straight from the sender's buffer: the only copy
+        return
+    value = decode(node)
+    if isinstance(target, bytearray | list):
+        target[:] = value
+    elif isinstance(target, array.array):
+        if not isinstance(value, array.array) or value.typecode != target.typecode:
+            raise SerializationException(
+                f"copy-back into array({target.typecode!r}) got {short_repr(value)}"
+            )
+        target[:] = value
+    elif isinstance(target, memoryview):
+        dest, src = target.cast("B"), memoryview(value).cast("B")
+        if dest.nbytes != src.nbytes:
+            raise SerializationException(
+                f"copy-back into a memoryview of {dest.nbytes} bytes got {src.nbytes} bytes"
+            )
+        dest[:] = src
+    elif isinstance(target, dict | set):
+        target.clear()
+        target.update(value)
+    else:
+        raise SerializationException(f"cannot copy back into {short_repr(target)}")
+
+
+def encode_exception(exc: BaseException) -> Any:
+    """Encode an exception raised by the callee (never fails: unsendable parts are dropped)."""
+    return (tg.FAULT, encode_exception_node(exc, Ctx()))
+
+
+def decode_exception(wire: Any) -> BaseException:
+    """Rebuild the callee's exception, with its traceback as a "Server stack trace" note."""
+    if _kind(wire) != tg.FAULT:
+        raise SerializationException("expected a fault message")
+    exc = rebuild_exception(wire[1], True)
+    tb = getattr(exc, "remote_traceback", "")
+    if tb:
+        exc.add_note(STACK_NOTE + tb.rstrip("\n"))
+    return exc
+
+
+def _kind(wire: Any) -> int:
+    if type(wire) is not tuple or not wire or type(wire[0]) is not int:
+        raise SerializationException(f"not an appdomain message: {short_repr(wire)}")
+    kind: int = wire[0]
+    if kind >> 8 != tg.WIRE_VERSION:
+        raise SerializationException(f"unsupported message version {kind >> 8}")
+    return kind
+
+
+def wire_to_bytes(wire: Any) -> bytes:
+    """Pack a shareable message into one bytes object (in-process use only)."""
+    return _stdlib_marshal.dumps(wire)
+
+
+def wire_from_bytes(data: bytes) -> Any:
+    """Unpack wire_to_bytes output (trusted, in-process data only)."""
+    return _stdlib_marshal.loads(data)

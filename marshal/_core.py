@@ -1,0 +1,280 @@
+"""Turn values into shareable trees and back: dispatch, containers, refusals.
+
+A tree is either a natively shareable scalar (None, bool, 64-bit int, float, str, bytes)
+or a node: a tuple whose first item is a tag from ``_tags``. Every tuple in a tree is a
+node, so decoding is driven by tags alone.
+"""
+
+from __future__ import annotations
+
+import marshal as _stdlib_marshal
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import SerializationException
+from . import _tags as tg
+from ._registry import find_reference_type, on_registry_change
+
+__all__ = [
+    "MAX_DEPTH",
+    "Ctx",
+    "Refusal",
+    "decode",
+    "decode_node",
+    "encode",
+    "refusal_error",
+]
+
+MIN64 = -(1 << 63)
+MAX64 = (1 << 63) - 1
+MAX_DEPTH = 200
+NATIVE: frozenset[type] = frozenset({type(None), bool, float, str, bytes})
+# Types CPython's marshal round-trips exactly (it refuses their subclasses).
+LEAF: frozenset[type] = frozenset({type(None), bool, int, float, complex, str, bytes})
+CONTAINERS: frozenset[type] = frozenset({tuple, list, dict, set, frozenset})
+PLAIN: frozenset[type] = LEAF | CONTAINERS
+
+NOT_CROSSABLE = (
+    "cannot cross domains (not a primitive, buffer, container, dataclass, enum or "
+    "@serializable type; make it a MarshalByRefObject to pass it by reference)"
+)
+SELF_REFERENCE = "refers to itself (a self-referencing structure cannot cross domains)"
+TOO_DEEP = f"is nested more than {MAX_DEPTH} levels deep"
+
+
+class Refusal(Exception):
+    """Carry a refused value up the recursion, collecting its path on the way out."""
+
+    def __init__(self, obj: object, reason: str) -> None:
+        super().__init__(reason)
+        self.obj = obj
+        self.reason = reason
+        self.path: list[str] = []
+
+
+class Ctx:
+    """Hold the state of one encoding: target (shareable or bytes) and the open containers."""
+
+    __slots__ = ("active", "for_bytes")
+
+    def __init__(self, for_bytes: bool = False) -> None:
+        self.for_bytes = for_bytes
+        self.active: set[int] = set()
+
+    def enter(self, obj: object) -> int:
+        """Note that ``obj`` is being encoded; refuse cycles and runaway nesting."""
+        key = id(obj)
+        if key in self.active:
+            raise Refusal(obj, SELF_REFERENCE)
+        if len(self.active) >= MAX_DEPTH:
+            raise Refusal(obj, TOO_DEEP)
+        self.active.add(key)
+        return key
+
+
+def short_repr(obj: object) -> str:
+    """Return a repr that is never huge and never raises."""
+    try:
+        text = repr(obj)
+    except Exception:
+        text = object.__repr__(obj)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def refusal_error(where: str, refusal: Refusal) -> SerializationException:
+    """Build the user-facing error: where, path, value, reason."""
+    path = "".join(reversed(refusal.path))
+    return SerializationException(f"{where}{path}: {short_repr(refusal.obj)} {refusal.reason}")
+
+
+Handler = Callable[[Any, Ctx], Any]
+Decoder = Callable[[tuple[Any, ...], bool], Any]
+
+_builtin_handlers: dict[type, Handler] = {}
+_rules: list[tuple[Callable[[type], bool], Handler]] = []
+_handlers: dict[type, Handler] = {}
+DECODERS: dict[int, Decoder] = {}
+
+
+def add_builtin(cls: type, handler: Handler) -> None:
+    """Encode exactly ``cls`` (not subclasses) with ``handler``."""
+    _builtin_handlers[cls] = handler
+    _handlers.clear()
+
+
+def add_rule(predicate: Callable[[type], bool], handler: Handler) -> None:
+    """Encode any type ``predicate`` accepts with ``handler`` (rules are tried in order)."""
+    _rules.append((predicate, handler))
+    _handlers.clear()
+
+
+def add_decoder(tag: int, decoder: Decoder) -> None:
+    """Decode nodes tagged ``tag`` with ``decoder(node, trusted)``."""
+    DECODERS[tag] = decoder
+
+
+def _refuse(obj: Any, ctx: Ctx) -> Any:
+    raise Refusal(obj, NOT_CROSSABLE)
+
+
+_reference_handler: list[Handler] = []
+
+
+def _handler_for(cls: type) -> Handler:
+    """Pick (and cache) the handler for a type: references, builtins, rules, refusal."""
+    if find_reference_type(cls) is not None and _reference_handler:
+        handler = _reference_handler[0]
+    else:
+        handler = _builtin_handlers.get(cls, _refuse)
+        if handler is _refuse:
+            for predicate, rule_handler in _rules:
+                if predicate(cls):
+                    handler = rule_handler
+                    break
+    _handlers[cls] = handler
+    return handler
+
+
+on_registry_change(_handlers.clear)
+
+
+def set_reference_handler(handler: Handler) -> None:
+    """Install the handler used for registered reference types."""
+    _reference_handler[:] = [handler]
+    _handlers.clear()
+
+
+def encode(obj: Any, ctx: Ctx) -> Any:
+    """Encode one value as a tree (raise Refusal if some part cannot cross)."""
+    t = type(obj)
+    if t in NATIVE:
+        return obj
+    if t is int:
+        if MIN64 <= obj <= MAX64:
+            return obj
+        return (tg.BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True))
+    handler = _handlers.get(t)
+    if handler is None:
+        handler = _handler_for(t)
+    return handler(obj, ctx)
+
+
+def decode(x: Any, trusted: bool = True) -> Any:
+    """Decode a tree back into a value."""
+    if type(x) is not tuple:
+        return x
+    return DECODERS[x[0]](x, trusted)
+
+
+def decode_node(x: tuple[Any, ...], trusted: bool = True) -> Any:
+    """Decode a node (a tagged tuple), refusing unknown tags."""
+    decoder = DECODERS.get(x[0]) if x else None
+    if decoder is None:
+        raise SerializationException(f"unknown node tag {x[0] if x else None!r} in marshalled data")
+    return decoder(x, trusted)
+
+
+# --- builtin containers -------------------------------------------------------------
+
+
+def is_plain(obj: Any, depth: int = 0) -> bool:
+    """Tell whether ``obj`` is a builtin-only tree CPython's marshal copies exactly.
+
+    Bounded depth: a cycle or deep nesting makes it False, and the generic encoder then
+    reports the problem with a path.
+    """
+    if depth > 8:
+        return False
+    if type(obj) is dict:
+        return _plain_items(obj.keys(), depth) and _plain_items(obj.values(), depth)
+    return _plain_items(obj, depth)
+
+
+def _plain_items(items: Any, depth: int) -> bool:
+    types = set(map(type, items))
+    if types <= LEAF:
+        return True
+    if not types <= PLAIN:
+        return False
+    return all(type(x) in LEAF or is_plain(x, depth + 1) for x in items)
+
+
+def _encode_items(tag: int, obj: Any, ctx: Ctx) -> tuple[Any, ...]:
+    key = ctx.enter(obj)
+    out: list[Any] = [tag]
+    i = 0
+    try:
+        for i, item in enumerate(obj):  # noqa: B007 - i names the failing item
+            out.append(encode(item, ctx))
+    except Refusal as refusal:
+        refusal.path.append("{...}" if tag in (tg.SET, tg.FROZENSET) else f"[{i}]")
+        raise
+    finally:
+        ctx.active.discard(key)
+    return tuple(out)
+
+
+def _container(tag: int) -> Handler:
+    def handler(obj: Any, ctx: Ctx) -> Any:
+        if not ctx.for_bytes and is_plain(obj):
+            return (tg.MARSHAL, _stdlib_marshal.dumps(obj))
+        return _encode_items(tag, obj, ctx)
+
+    return handler
+
+
+def _encode_dict(obj: dict[Any, Any], ctx: Ctx) -> Any:
+    if not ctx.for_bytes and is_plain(obj):
+        return (tg.MARSHAL, _stdlib_marshal.dumps(obj))
+    key = ctx.enter(obj)
+    out: list[Any] = [tg.DICT]
+    try:
+        for k, v in obj.items():
+            try:
+                out.append(encode(k, ctx))
+            except Refusal as refusal:
+                refusal.path.append(f"<key {short_repr(k)}>")
+                raise
+            try:
+                out.append(encode(v, ctx))
+            except Refusal as refusal:
+                refusal.path.append(f"[{short_repr(k)}]")
+                raise
+    finally:
+        ctx.active.discard(key)
+    return tuple(out)
+
+
+def _decode_items(x: tuple[Any, ...], trusted: bool) -> list[Any]:
+    return [c if type(c) is not tuple else DECODERS[c[0]](c, trusted) for c in x[1:]]
+
+
+def _decode_dict(x: tuple[Any, ...], trusted: bool) -> dict[Any, Any]:
+    items = _decode_items(x, trusted)
+    if len(items) % 2:
+        raise SerializationException("dict node has an odd number of items")
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def _decode_bigint(x: tuple[Any, ...], trusted: bool) -> int:
+    return int.from_bytes(x[1], "little", signed=True)
+
+
+def _decode_marshal(x: tuple[Any, ...], trusted: bool) -> Any:
+    if not trusted:
+        raise SerializationException("in-process marshal node in untrusted data")
+    return _stdlib_marshal.loads(x[1])
+
+
+add_builtin(tuple, _container(tg.TUPLE))
+add_builtin(list, _container(tg.LIST))
+add_builtin(set, _container(tg.SET))
+add_builtin(frozenset, _container(tg.FROZENSET))
+add_builtin(dict, _encode_dict)
+add_decoder(tg.BIGINT, _decode_bigint)
+add_decoder(tg.TUPLE, lambda x, t: tuple(_decode_items(x, t)))
+add_decoder(tg.LIST, _decode_items)
+add_decoder(tg.SET, lambda x, t: set(_decode_items(x, t)))
+add_decoder(tg.FROZENSET, lambda x, t: frozenset(_decode_items(x, t)))
+add_decoder(tg.DICT, _decode_dict)
+add_decoder(tg.MARSHAL, _decode_marshal)

@@ -1,0 +1,140 @@
+"""Build (once per function) the plan of a call: Out parameters and tier per parameter."""
+
+from __future__ import annotations
+
+import array
+import inspect
+import re
+import typing
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._markers import OUT_MARKER, Ref
+
+__all__ = ["CallPlan", "plan_for"]
+
+TIER_PRIMITIVE, TIER_COPY, TIER_COPY_BACK, TIER_SERIALIZE = 1, 2, 3, 4
+_PRIMITIVES: frozenset[Any] = frozenset({int, float, bool, None, type(None)})
+_COPIED: frozenset[Any] = frozenset({str, bytes, bytearray, memoryview, array.array})
+_NAMES = {
+    **{t.__name__: TIER_PRIMITIVE for t in (int, float, bool)},
+    "None": TIER_PRIMITIVE,
+    **{n: TIER_COPY for n in ("str", "bytes", "bytearray", "memoryview", "array", "array.array")},
+}
+_OUT_TEXT = re.compile(r"^\s*(?:[\w.]+\.)?Out\s*\[")
+_REF_TEXT = re.compile(r"^\s*(?:[\w.]+\.)?Ref\b")
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """Say how each parameter of one function crosses: its tier, and which are [Out]."""
+
+    name: str
+    params: tuple[str, ...]  # parameters that can be passed by position, in order
+    out_positions: frozenset[int]
+    out_names: frozenset[str]
+    tiers: tuple[tuple[str, int], ...]
+    result_tier: int
+
+    @property
+    def has_out(self) -> bool:
+        """Tell whether any parameter is copied back after the call."""
+        return bool(self.out_names)
+
+    def arg_name(self, index: int) -> str:
+        """Name positional argument ``index`` for messages."""
+        if index < len(self.params):
+            return f"argument {self.params[index]!r}"
+        return f"argument {index}"
+
+
+_plans: weakref.WeakKeyDictionary[Any, dict[bool, CallPlan]] = weakref.WeakKeyDictionary()
+
+
+def plan_for(func: Callable[..., Any]) -> CallPlan:
+    """Return the (cached) plan of ``func``; bound methods leave out ``self``."""
+    target = getattr(func, "__func__", func)
+    bound = target is not func
+    try:
+        cached = _plans.get(target)
+    except TypeError:  # not weak-referenceable: plan without caching
+        return _build(func, target)
+    if cached is not None and bound in cached:
+        return cached[bound]
+    plan = _build(func, target)
+    _plans.setdefault(target, {})[bound] = plan
+    return plan
+
+
+def _build(func: Callable[..., Any], target: Any) -> CallPlan:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        name = getattr(func, "__qualname__", repr(func))
+        return CallPlan(name, (), frozenset(), frozenset(), (), TIER_SERIALIZE)
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # unresolvable string annotations: read them as text below
+        hints = {}
+    params: list[str] = []
+    out_positions: set[int] = set()
+    out_names: set[str] = set()
+    tiers: list[tuple[str, int]] = []
+    for index, param in enumerate(signature.parameters.values()):
+        annotation = hints.get(param.name, param.annotation)
+        tier = tier_of(annotation)
+        tiers.append((param.name, tier))
+        positional = param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
+        if positional:
+            params.append(param.name)
+        if tier == TIER_COPY_BACK and is_out(annotation):
+            out_names.add(param.name)
+            if positional:
+                out_positions.add(index)
+    result = hints.get("return", signature.return_annotation)
+    return CallPlan(
+        getattr(func, "__qualname__", repr(func)),
+        tuple(params),
+        frozenset(out_positions),
+        frozenset(out_names),
+        tuple(tiers),
+        tier_of(result),
+    )
+
+
+def is_out(annotation: Any) -> bool:
+    """Tell whether an annotation is ``Out[...]`` (as an object or as text)."""
+    if isinstance(annotation, str):
+        return bool(_OUT_TEXT.match(_unquote(annotation)))
+    return OUT_MARKER in getattr(annotation, "__metadata__", ())
+
+
+def _unquote(text: str) -> str:
+    """Strip a doubly quoted annotation ("'Out[bytes]'" under PEP 563) down to its text."""
+    text = text.strip()
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1].strip()
+    return text
+
+
+def tier_of(annotation: Any) -> int:
+    """Return the marshalling tier an annotation implies (4 when unknown)."""
+    if is_out(annotation):
+        return TIER_COPY_BACK
+    if isinstance(annotation, str):
+        text = _unquote(annotation)
+        if _REF_TEXT.match(text):
+            return TIER_COPY_BACK
+        return _NAMES.get(text, TIER_SERIALIZE)
+    if annotation is Ref or typing.get_origin(annotation) is Ref:
+        return TIER_COPY_BACK
+    try:
+        if annotation in _PRIMITIVES:
+            return TIER_PRIMITIVE
+        if annotation in _COPIED:
+            return TIER_COPY
+    except TypeError:  # unhashable annotation objects
+        pass
+    return TIER_SERIALIZE
