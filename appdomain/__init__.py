@@ -5,6 +5,8 @@ deriving from MarshalByRefObject are used across domains through transparent pro
 other values cross by Mono's four marshalling tiers (``appdomain.marshal``).
 """
 
+from typing import TYPE_CHECKING
+
 # marshal comes first: it imports msgpack, which must be loaded by the main
 # interpreter before any subinterpreter imports it (CPython 3.13 aborts at exit otherwise).
 from . import marshal
@@ -53,9 +55,13 @@ __all__ = [
     "RemoteMethod",
     "RemotingException",
     "SerializationException",
+    "Socket",
     "SocketHandoffError",
+    "SocketInformation",
+    "SocketInformationOptions",
     "ThreadAbortException",
     "UnhandledExceptionEventArgs",
+    "duplicate_and_close",
     "is_transparent_proxy",
     "marshal",
     "one_way",
@@ -64,6 +70,28 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+# Sockets load on first use: a new domain should not pay for the handoff machinery.
+_LAZY = {
+    "Socket": "._socket",
+    "SocketInformation": "._socket",
+    "SocketInformationOptions": "._socket",
+    "duplicate_and_close": "._socket",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'appdomain' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from ._socket import Socket, SocketInformation, SocketInformationOptions, duplicate_and_close
+
 _register_channel()
 _install_remoting()
-_domain_reference = None

@@ -248,9 +248,10 @@ def _try_fast(box: _Mailbox, target: int, request: tuple[Any, ...]) -> tuple[Any
     except _compat.InterpreterNotFoundError:
         _drain(box.queue)
         raise AppDomainUnloadedException(f"domain {target + 1} has been unloaded") from None
-    except _compat.InterpreterError:
-        _drain(box.queue)  # busy: take our request back and go through the dispatcher
-        return None
+    except (_compat.InterpreterError, SystemError):
+        # Busy (another thread runs there).  CPython 3.13.0 sometimes reports that race
+        # as a SystemError; either way our request is normally still in the mailbox.
+        return _reclaim(box.queue)
     try:
         return tuple(_compat.queue_get(box.queue))
     except _compat.QueueEmpty:
@@ -258,6 +259,16 @@ def _try_fast(box: _Mailbox, target: int, request: tuple[Any, ...]) -> tuple[Any
         raise AppDomainUnloadedException(
             f"domain {target + 1} did not complete the call: {detail}"
         ) from None
+
+
+def _reclaim(queue_id: int) -> tuple[Any, ...] | None:
+    """Take back a request the target did not run; return its reply if it did run."""
+    try:
+        item = tuple(_compat.queue_get(queue_id))
+    except _compat.QueueEmpty:
+        return None
+    # A request starts with its op name, a reply with its sequence number.
+    return None if isinstance(item[0], str) else item
 
 
 def _drain(queue_id: int) -> None:

@@ -368,12 +368,16 @@ def _route_of(domain_id: int) -> Route:
     return Route(*_callpath.call(_default_route(), "domain.route", domain_id))
 
 
-@dataclass
 class _Record:
-    name: str
-    route: Route
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    unloaded: bool = False
+    """The default domain's bookkeeping for one loaded domain."""
+
+    __slots__ = ("lock", "name", "route", "unloaded")
+
+    def __init__(self, name: str, route: Route) -> None:
+        self.name = name
+        self.route = route
+        self.lock = threading.Lock()
+        self.unloaded = False
 
 
 _records: dict[int, _Record] = {}

@@ -547,7 +547,7 @@ typedef struct {
     unsigned char *retained;  /* per part: callee kept a view, pin the buffer */
     int out;
     size_t len;               /* OUT_SMALL / OUT_ERROR: bytes in r->scratch */
-    PyObject *held;           /* OUT_LARGE: the reply, still in the target */
+    PyObject *held;           /* OUT_LARGE: the reply (exact bytes), still in the target */
     Py_buffer hv;
 } callctx;
 
@@ -638,6 +638,40 @@ run_in_target(threadrec_t *r, domain_t *d, callctx *c)
 
     res = PyObject_CallOneArg(fn, args);
 
+    /* Take the reply first: it may be a view of an argument (an echo), which must be
+     * read before the arguments are revoked. */
+    const char *errmsg = NULL;
+    char errbuf[160];
+    if (res != NULL) {
+        if (PyBytes_CheckExact(res) && PyBytes_GET_SIZE(res) > SMALL_RESULT) {
+            /* Large bytes: immutable and ours while we hold it, so the caller can copy
+             * it once, straight into its own bytes object. */
+            c->out = OUT_LARGE;
+            c->held = res;
+            res = NULL;
+        }
+        else if (PyObject_GetBuffer(res, &c->hv, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            PyOS_snprintf(errbuf, sizeof(errbuf),
+                          "TypeError: dispatcher must return bytes, not %.100s",
+                          Py_TYPE(res)->tp_name);
+            errmsg = errbuf;
+        }
+        else {
+            /* Small (or not bytes): copy it out now so the target's objects die here. */
+            if (scratch_reserve(r, (size_t)c->hv.len + 1) == 0) {
+                memcpy(r->scratch, c->hv.buf, (size_t)c->hv.len);
+                c->len = (size_t)c->hv.len;
+                c->out = OUT_SMALL;
+            }
+            else {
+                errmsg = "MemoryError: no room for the reply";
+            }
+            PyBuffer_Release(&c->hv);
+        }
+        Py_CLEAR(res);
+    }
+
     /* Revoke the views before anything else can run in this interpreter. */
     Py_CLEAR(args);
     PyObject *saved = PyErr_GetRaisedException();
@@ -661,37 +695,16 @@ run_in_target(threadrec_t *r, domain_t *d, callctx *c)
     made = 0;
     PyErr_SetRaisedException(saved);
 
-    if (res == NULL) {
+    if (PyErr_Occurred()) {
         goto error;
     }
     if (kept) {
-        Py_CLEAR(res);
+        Py_CLEAR(c->held);
         fail_text(r, c, "BufferError: the dispatcher kept a view of an argument after "
                         "returning (the argument was pinned)");
-        goto done;
     }
-    if (PyObject_GetBuffer(res, &c->hv, PyBUF_SIMPLE) < 0) {
-        PyErr_Clear();
-        PyObject *t = PyUnicode_FromFormat(
-            "TypeError: dispatcher must return bytes, not %s", Py_TYPE(res)->tp_name);
-        Py_CLEAR(res);
-        fail_text(r, c, t ? PyUnicode_AsUTF8(t) : "TypeError: dispatcher must return bytes");
-        Py_XDECREF(t);
-        goto done;
-    }
-    if ((size_t)c->hv.len <= SMALL_RESULT && scratch_reserve(r, (size_t)c->hv.len + 1) == 0) {
-        /* Small reply: copy it out now so the target's objects die here. */
-        memcpy(r->scratch, c->hv.buf, (size_t)c->hv.len);
-        c->len = (size_t)c->hv.len;
-        c->out = OUT_SMALL;
-        PyBuffer_Release(&c->hv);
-        Py_CLEAR(res);
-    }
-    else {
-        /* Large reply: keep it (the export pins it) and copy once into the caller. */
-        c->out = OUT_LARGE;
-        c->held = res;
-        res = NULL;
+    else if (errmsg) {
+        fail_text(r, c, errmsg);
     }
     goto done;
 
@@ -901,19 +914,20 @@ native_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     delete_slots_attached(reap, 0);   /* orphans of dead threads, while we are here */
     run_in_target(r, d, &c);
     if (c.out == OUT_LARGE) {
+        const char *buf = PyBytes_AS_STRING(c.held);
+        Py_ssize_t len = PyBytes_GET_SIZE(c.held);
         if (same) {
-            result = PyBytes_FromStringAndSize(c.hv.buf, c.hv.len);
+            result = PyBytes_FromStringAndSize(buf, len);
         }
         else {
-            /* One copy, straight from the target's reply into a bytes of the caller;
-             * the reply is pinned by our export, then released back in the target. */
+            /* One copy, from the target's reply into a bytes of the caller; the reply
+             * is immutable and kept alive by our reference, then dropped in the target. */
             PyEval_SaveThread();
             PyEval_RestoreThread(caller);
-            result = PyBytes_FromStringAndSize(c.hv.buf, c.hv.len);
+            result = PyBytes_FromStringAndSize(buf, len);
             PyEval_SaveThread();
             PyEval_RestoreThread(ts);
         }
-        PyBuffer_Release(&c.hv);
         Py_CLEAR(c.held);
     }
 
@@ -960,6 +974,12 @@ native_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetObject(PyExc_RuntimeError, msg);
             Py_DECREF(msg);
         }
+    }
+
+    if (r->scratch_cap > 4 * SMALL_RESULT) {
+        free(r->scratch);     /* an outsized reply went through it: do not keep that */
+        r->scratch = NULL;
+        r->scratch_cap = 0;
     }
 
 out:

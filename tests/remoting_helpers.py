@@ -1,0 +1,164 @@
+"""Classes the remoting tests create inside other domains (importable there by module name)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from appdomain import AppDomain, CallContext, Channel, Lease, MarshalByRefObject, Out, Ref, one_way
+
+
+def domain_id() -> int:
+    return AppDomain.current_domain.id
+
+
+class Calculator(MarshalByRefObject):
+    """A remote object with methods, fields, properties and protocols."""
+
+    kind = "calculator"
+
+    def __init__(self, start: int = 0) -> None:
+        self.total = start
+        self._items: dict[str, int] = {}
+        self.log: list[str] = []
+        self.lock = threading.Lock()
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    def accumulate(self, value: int) -> int:
+        with self.lock:
+            self.total += value
+            return self.total
+
+    def read(self, buffer: Out[bytearray], offset: int, count: int) -> int:
+        for i in range(count):
+            buffer[offset + i] = ord("a") + i
+        return count
+
+    def bump(self, box: Ref[int]) -> None:
+        box.value += 1
+
+    @property
+    def doubled(self) -> int:
+        return self.total * 2
+
+    def where(self) -> int:
+        return AppDomain.current_domain.id
+
+    def fail(self, message: str) -> None:
+        raise KeyError(message)
+
+    def fail_chained(self) -> None:
+        try:
+            raise ValueError("inner")
+        except ValueError as inner:
+            raise RuntimeError("outer") from inner
+
+    def fail_unimportable(self) -> None:
+        class LocalError(Exception):
+            pass
+
+        raise LocalError("only here")
+
+    def myself(self) -> Calculator:
+        return self
+
+    def call_back(self, client: Client, value: int) -> tuple[int, int]:
+        return client.twice(value)
+
+    def identity(self, obj: object) -> object:
+        return obj
+
+    def is_proxy(self, obj: object) -> bool:
+        import appdomain
+
+        return appdomain.is_transparent_proxy(obj)
+
+    def context_value(self, name: str) -> object:
+        value = CallContext.logical_get_data(name)
+        CallContext.logical_set_data(name, f"{value}-seen")
+        return value
+
+    @one_way
+    def signal(self, channel: Channel, text: str) -> str:
+        channel.send(text)
+        return "not returned"
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, key: str) -> int:
+        return self._items[key]
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self._items[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._items[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(range(1000))
+
+    def __call__(self, x: int) -> int:
+        return x * 10
+
+    def __enter__(self) -> Calculator:
+        self.log.append("enter")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.log.append("exit")
+
+
+class Client(MarshalByRefObject):
+    """Lives in the caller's domain; the remote side calls back into it."""
+
+    def twice(self, value: int) -> tuple[int, int]:
+        return (value * 2, AppDomain.current_domain.id)
+
+
+class Relay(MarshalByRefObject):
+    """Calls another remote object (A -> B -> A chains, third-domain proxies)."""
+
+    def use(self, calc: Calculator, a: int, b: int) -> tuple[int, int]:
+        return (calc.add(a, b), calc.where())
+
+    def ping_pong(self, client: PingPong, depth: int) -> int:
+        return client.pong(self, depth)
+
+
+class PingPong(MarshalByRefObject):
+    def pong(self, relay: Relay, depth: int) -> int:
+        if depth == 0:
+            return AppDomain.current_domain.id
+        return relay.ping_pong(self, depth - 1)
+
+
+class ShortLived(MarshalByRefObject):
+    """Opts into a lease that has already run out when the first call comes."""
+
+    def initialize_lifetime_service(self) -> Lease:
+        return Lease(initial_lease_time=0.0)
+
+    def hello(self) -> str:
+        return "hello"
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+class NotCrossable:
+    """Neither MarshalByRefObject nor serializable."""
+
+
+def live_objects() -> int:
+    from appdomain._remoting import _table
+
+    return _table.live_count()
