@@ -1,0 +1,82 @@
+"""Measure proxy calls across domains and print the figures (medians; no assertions).
+
+Run: python bench/bench_remoting.py   (APPDOMAIN_PURE=1 forces the pure-Python route)
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_helpers  # noqa: E402
+
+from appdomain import AppDomain  # noqa: E402
+from appdomain._callpath import native_module  # noqa: E402
+
+
+def median_us(fn: object, *, repeat: int = 7, number: int = 200) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()  # type: ignore[operator]
+        samples.append((time.perf_counter() - start) / number * 1e6)
+    return statistics.median(samples)
+
+
+def parallel_speedup(work: int) -> tuple[float, float, float]:
+    """Time one domain burning CPU, then two at once; return (one, two, speedup)."""
+    domains = [AppDomain.create_domain(f"Burner{i}") for i in range(2)]
+    try:
+        workers = [d.create_instance_and_unwrap("bench_helpers", "Worker") for d in domains]
+        workers[0].burn(1000)
+        workers[1].burn(1000)
+        start = time.perf_counter()
+        workers[0].burn(work)
+        workers[0].burn(work)
+        one = time.perf_counter() - start
+        threads = [threading.Thread(target=w.burn, args=(work,)) for w in workers]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        two = time.perf_counter() - start
+        return one, two, one / two
+    finally:
+        for domain in domains:
+            AppDomain.unload(domain)
+
+
+def main() -> None:
+    route = "native C switch" if native_module() is not None else "pure Python"
+    print(f"appdomain remoting benchmark ({route}, Python {sys.version.split()[0]})")
+    domain = AppDomain.create_domain("Bench")
+    try:
+        worker = domain.create_instance_and_unwrap("bench_helpers", "Worker")
+        client = bench_helpers.Client()
+        mib = b"x" * (1 << 20)
+        rows = [
+            ("proxy call add(i, 2)", median_us(lambda: worker.add(1, 2), number=2000), 15),
+            ("1 MiB bytes argument", median_us(lambda: worker.size(mib), number=100), 60),
+            ("1 MiB bytes result", median_us(lambda: worker.blob(1 << 20), number=100), None),
+            ("callback into default domain",
+             median_us(lambda: worker.call_back_many(client, 100), number=5) / 100, 60),
+        ]
+        for name, value, target in rows:
+            goal = f"(target <= {target} us)" if target else ""
+            print(f"  {name:32s} {value:10.1f} us  {goal}")
+    finally:
+        AppDomain.unload(domain)
+    one, two, speedup = parallel_speedup(3_000_000)
+    print(f"  two domains burning CPU: 1 domain x2 {one:.2f} s, 2 domains {two:.2f} s, "
+          f"speedup {speedup:.2f}x (target >= 1.8x)")
+
+
+if __name__ == "__main__":
+    main()
