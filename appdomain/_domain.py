@@ -158,6 +158,15 @@ class AppDomain(metaclass=_AppDomainType):
                 f"'setup' must be AppDomainSetup or None (got {setup!r} that is a "
                 f"{type(setup).__name__})"
             )
+        if _runtime.importing_main:
+            # As multiprocessing's bootstrapping error: without this, every domain would
+            # re-run the script's top level and create domains without end.
+            raise AppDomainError(
+                f"domain {_runtime.info.id} imported the main script {_runtime.info.main_path!r} "
+                "to load a class or function from it, and the script tried to create a domain "
+                "while being imported; put the script's top-level code under "
+                "'if __name__ == \"__main__\":'"
+            )
         setup = setup or AppDomainSetup()
         if _runtime.info.is_default:
             return _create_here(friendly_name, setup, list(sys.path))

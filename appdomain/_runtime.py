@@ -120,16 +120,35 @@ class _MainAliasFinder(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname != MAIN_ALIAS:
             return None
+        path = info.main_path
         if info.main_module:
             spec = importlib.util.find_spec(info.main_module)
             if spec is not None and spec.origin:
-                return importlib.util.spec_from_file_location(MAIN_ALIAS, spec.origin)
-        if info.main_path:
-            return importlib.util.spec_from_file_location(MAIN_ALIAS, info.main_path)
+                path = spec.origin
+        if path:
+            return importlib.util.spec_from_file_location(
+                MAIN_ALIAS, path, loader=_MainLoader(MAIN_ALIAS, path)
+            )
         raise ImportError(
             "the default domain's __main__ is not a script file (interactive session or -c), "
             "so its classes and functions cannot be loaded in another domain; move them to a module"
         )
+
+
+# True while this domain imports the default domain's main script.
+importing_main = False
+
+
+class _MainLoader(importlib.machinery.SourceFileLoader):
+    """Load the main script, noting it so that its unguarded top-level code fails clearly."""
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        global importing_main
+        importing_main = True
+        try:
+            super().exec_module(module)
+        finally:
+            importing_main = False
 
 
 def wire_module(module: str) -> str:
