@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 from . import _callpath, _compat
-from ._errors import ChannelClosedError
+from ._errors import ChannelClosedError, ThreadAbortException
 from ._wake import wake
 
 __all__ = ["Channel"]
@@ -112,7 +113,24 @@ class Channel:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise TimeoutError(f"{what}() timed out")
-        if not box.waker.wait(remaining) and deadline is not None and time.monotonic() >= deadline:
+        # Fix (tests/test_domain_unload.py): unload wakes the threads listed in
+        # _callpath._waiting and aborts them; a thread blocked here must be listed too,
+        # or it sleeps through the abort and keeps its domain from unloading.
+        ident = threading.get_ident()
+        previous = _callpath._waiting.get(ident)
+        _callpath._waiting[ident] = box.waker.address
+        try:
+            if _callpath.state.aborting:
+                raise ThreadAbortException()
+            woken = box.waker.wait(remaining)
+        finally:
+            if previous is None:
+                _callpath._waiting.pop(ident, None)
+            else:
+                _callpath._waiting[ident] = previous
+        if _callpath.state.aborting:
+            raise ThreadAbortException()
+        if not woken and deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"{what}() timed out")
 
     def close(self) -> None:

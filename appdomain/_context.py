@@ -56,9 +56,11 @@ def capture() -> Any:
     return to_shareable(current, name="CallContext")
 
 
-def install(ctx: Any) -> contextvars.Token[dict[str, Any] | None]:
+def install(ctx: Any) -> contextvars.Token[dict[str, Any] | None] | None:
     """Make the request's logical data current in the callee (a clean context if None)."""
     if ctx is None:
+        if _data.get() is None:
+            return None  # already clean: nothing to restore afterwards
         return _data.set(None)
     from .marshal import from_shareable
 
@@ -70,8 +72,12 @@ def collect() -> Any:
     return capture()
 
 
-def uninstall(token: contextvars.Token[dict[str, Any] | None]) -> None:
+def uninstall(token: contextvars.Token[dict[str, Any] | None] | None) -> None:
     """Restore the logical data that was current before install()."""
+    if token is None:
+        if _data.get() is not None:
+            _data.set(None)
+        return
     try:
         _data.reset(token)
     except ValueError:  # token made in another context (thread switched contexts)

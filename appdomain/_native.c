@@ -170,8 +170,8 @@ unlink_from_thread(slot_t *s)
     s->owner = NULL;
 }
 
-/* Take the domain's slots that no call uses (all of them if all_idle is 0 and the
- * domain is drained) out of every list; return them chained through dnext. */
+/* Take the domain's slots that no call is using (only orphans if orphans_only) out of
+ * both lists; return them chained through dnext, for deletion outside G.mutex. */
 static slot_t *
 take_idle_slots(domain_t *d, int orphans_only)
 {

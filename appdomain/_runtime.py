@@ -85,6 +85,9 @@ def _start_dispatcher(*, daemon: bool) -> None:
     state.pool = pool
     state.route = Route(_callpath.CURRENT_INTERP, inbox, waker.address, releases)
     _callpath.install_entry_points()
+    native = _callpath.native_module()
+    if native is not None:
+        native.register()
     pool.start()
 
 
@@ -313,6 +316,9 @@ def _shutdown_sockets() -> None:
 def _op_unload_cancel(_: None) -> None:
     state.unloading = False
     state.aborting = False
+    native = _callpath.native_module()
+    if native is not None:
+        native.register()  # release_interp closed this domain to native calls
     if state.pool is not None:
         state.pool.restart()
 

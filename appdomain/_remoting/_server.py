@@ -95,12 +95,21 @@ def _load_path(path: str) -> types.ModuleType:
     return module
 
 
+# (type, method name) -> plan: saves a signature lookup per call.
+_plans: dict[tuple[type, str], Any] = {}
+
+
 def _op_invoke(payload: tuple[int, str, Any]) -> Any:
     oid, name, wire_args = payload
-    method = getattr(_table.lookup(oid), name)
+    obj = _table.lookup(oid)
+    method = getattr(obj, name)
     args, kwargs = decode_call(wire_args)
     result = method(*args, **kwargs)
-    return encode_reply(result, args, kwargs, plan_for(method))
+    key = (type(obj), name)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = plan_for(method)
+    return encode_reply(result, args, kwargs, plan)
 
 
 def _op_getattr(payload: tuple[int, str]) -> tuple[str, Any]:

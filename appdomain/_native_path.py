@@ -1,0 +1,114 @@
+"""Carry calls through the C domain switch (``appdomain._native``) when it was built.
+
+The native route switches the calling thread into the target interpreter with a cached
+thread state (about 1 µs, versus ~15 µs for ``_interpreters.exec``), works for the main
+interpreter too, and lets many threads be inside one domain at once.  Payloads cross as
+bytes only: the request and reply tuples are packed with the stdlib ``marshal`` module
+(their items are all shareable values), and large buffers travel as separate parts that
+the callee reads in place while the caller waits.
+"""
+
+from __future__ import annotations
+
+import marshal as _stdlib_marshal
+import os
+import sys
+import threading
+from typing import Any
+
+from . import _native  # type: ignore[attr-defined]  # ImportError: no C switch here
+
+__all__ = ["available", "call", "register", "release_interp"]
+
+# Buffers at least this large cross as parts of their own instead of inside the packed header.
+_PART_MIN = 64 * 1024
+_BUFFER = "\0appdomain.part"
+
+_dumps = _stdlib_marshal.dumps
+_loads = _stdlib_marshal.loads
+
+
+def available() -> bool:
+    """Tell whether the native route should be used (APPDOMAIN_PURE=1 turns it off)."""
+    return not os.environ.get("APPDOMAIN_PURE")
+
+
+def _split(value: Any, parts: list[Any], depth: int) -> Any:
+    """Replace large buffers in the top levels of value by (marker, part index)."""
+    kind = type(value)
+    if kind is bytes or kind is memoryview or kind is bytearray:
+        if len(value) >= _PART_MIN:
+            parts.append(value)
+            return (_BUFFER, len(parts) - 1)
+        return value
+    if kind is tuple and depth < 4:
+        changed = False
+        items = []
+        for item in value:
+            new = _split(item, parts, depth + 1)
+            changed = changed or new is not item
+            items.append(new)
+        return tuple(items) if changed else value
+    return value
+
+
+def _join(value: Any, parts: tuple[Any, ...], depth: int) -> Any:
+    if type(value) is tuple and depth < 4:
+        if len(value) == 2 and value[0] == _BUFFER:
+            # The part is a view of the caller's memory, valid only during the call: copy.
+            return bytes(parts[value[1]])
+        return tuple(_join(item, parts, depth + 1) for item in value)
+    return value
+
+
+def call(interp_id: int, op: str, payload: Any, ctx: Any) -> tuple[Any, ...]:
+    """Run op(payload) in the interpreter on this thread; return the reply tuple."""
+    parts: list[Any] = [b""]
+    request = (op, _split(payload, parts, 0), ctx, len(parts) > 1)
+    parts[0] = _dumps(request)
+    return tuple(_loads(_native.call(interp_id, tuple(parts))))
+
+
+
+
+def _dispatch(parts: tuple[memoryview, ...]) -> bytes:
+    op, payload, ctx, has_parts = _loads(parts[0])
+    if has_parts:
+        payload = _join(payload, parts, 0)
+    ident = _get_ident()
+    inside = _state.inside  # unload aborts the threads listed here
+    nested = ident in inside
+    inside.add(ident)
+    try:
+        reply = _serve(op, payload, 0, ctx)
+    finally:
+        if not nested:
+            inside.discard(ident)
+    try:
+        return _dumps(reply)
+    except ValueError:  # a value stdlib marshal cannot pack: say so as the call's error
+        from ._callpath import _encode_error
+
+        error = TypeError(f"the reply of {op!r} holds a value that cannot cross: {reply!r:.200}")
+        return _dumps((0, False, _encode_error(error), None))
+
+
+_get_ident = threading.get_ident
+_serve: Any = None
+_state: Any = None
+
+
+def register() -> None:
+    """Accept native calls into this interpreter."""
+    global _serve, _state
+    from ._callpath import serve, state  # imported here: _callpath imports this module
+
+    _serve, _state = serve, state
+    _native.register_dispatcher(_dispatch)
+
+
+def release_interp(interp_id: int, timeout: float | None = None) -> None:
+    """Drop every cached thread state of an interpreter about to be destroyed."""
+    _native.release_interp(interp_id, timeout)
+
+
