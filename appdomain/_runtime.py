@@ -105,6 +105,7 @@ def boot_subdomain(cfg: tuple[Any, ...]) -> None:
     info.main_path = main_path
     info.main_module = main_module
     sys.meta_path.insert(0, _MainAliasFinder())
+    _quiet_aborts()
     from . import marshal
 
     marshal.set_module_alias(MAIN_ALIAS, "__main__")
@@ -178,6 +179,17 @@ def main_script() -> tuple[str, str]:
 
 
 # -- events --------------------------------------------------------------------------------
+
+
+def _quiet_aborts() -> None:
+    """Let threads ended by an unload's abort end silently, as .NET's ThreadAbortException does."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not isinstance(args.exc_value, ThreadAbortException):
+            previous(args)
+
+    threading.excepthook = hook
 
 
 def _install_excepthooks() -> None:

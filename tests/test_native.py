@@ -216,11 +216,20 @@ def test_kept_slice_fails_the_call_and_pins_the_buffer(interps):
         n.register_dispatcher(fn)
         """
     )
-    arg = bytes(b"pinned!")
+    arg = b"pinned!"
     with pytest.raises(RuntimeError, match="BufferError: the dispatcher kept a view"):
         n.call(b, (arg,))
     del arg
     assert n.call(b, ()) == b"inned!"
+
+
+def test_reply_may_be_a_view_of_an_argument(interps):
+    """Echoing an argument back (a slice of its view) is fine: the reply is copied
+    before the views are revoked, and nothing outlives the call."""
+    b = interps("import appdomain._native as n; n.register_dispatcher(lambda p: p[0][1:])")
+    assert n.call(b, (b"xecho",)) == b"echo"
+    big = os.urandom(1 << 20)
+    assert n.call(b, (big,)) == big[1:]
 
 
 # -------------------------------------------------------------- re-entrancy
@@ -228,7 +237,9 @@ def test_kept_slice_fails_the_call_and_pins_the_buffer(interps):
 
 def test_reentrant_a_b_a(interps, main_dispatcher):
     seen = []
-    main_dispatcher(lambda parts: (seen.append(threading.get_ident()), b"main:" + bytes(parts[0]))[1])
+    main_dispatcher(
+        lambda parts: (seen.append(threading.get_ident()), b"main:" + bytes(parts[0]))[1]
+    )
     b = interps(
         f"""
         import appdomain._native as n
@@ -465,7 +476,9 @@ def test_release_interp_from_inside_is_refused(interps, main_dispatcher):
         return b"released?"
 
     main_dispatcher(main_fn)
-    b = interps(f"import appdomain._native as n; n.register_dispatcher(lambda p: n.call({MAIN}, ()))")
+    b = interps(
+        f"import appdomain._native as n; n.register_dispatcher(lambda p: n.call({MAIN}, ()))"
+    )
     box.append(b)
     assert b"from a call running inside it" in n.call(b, ())
 
@@ -513,7 +526,9 @@ def test_create_call_destroy_cycles_leave_nothing_behind():
 def test_main_dispatcher_on_many_threads(main_dispatcher, interps):
     """Several non-main threads call back into main at once, each on its own state."""
     main_dispatcher(lambda parts: bytes(parts[0]).upper())
-    b = interps(f"import appdomain._native as n; n.register_dispatcher(lambda p: n.call({MAIN}, p))")
+    b = interps(
+        f"import appdomain._native as n; n.register_dispatcher(lambda p: n.call({MAIN}, p))"
+    )
     errors = []
 
     def worker(k):
@@ -542,7 +557,7 @@ EXIT_SCRIPTS = {
                                   "n.register_dispatcher(lambda p: b''.join(bytes(x) for x in p))")
             assert n.call(i, (b"a",)) == b"a"
         n.register_dispatcher(lambda p: b"main")
-        _interpreters.exec(ids[0], f"import appdomain._native as n; assert n.call(0, ()) == b'main'")
+        _interpreters.exec(ids[0], "import appdomain._native as n; assert n.call(0, ()) == b'main'")
         ts = [threading.Thread(target=n.call, args=(i, (b"t",))) for i in ids for _ in range(3)]
         [t.start() for t in ts]
         [t.join() for t in ts]
@@ -551,7 +566,7 @@ EXIT_SCRIPTS = {
     "live_threads_hold_states": """
         import threading, _interpreters, appdomain._native as n
         b = int(_interpreters.create())
-        _interpreters.exec(b, "import appdomain._native as n; n.register_dispatcher(lambda p: b'b')")
+        _interpreters.exec(b, "import appdomain._native as n; n.register_dispatcher(lambda p: b'')")
         ready = threading.Barrier(4)
         def worker():
             n.call(b, ())
@@ -583,7 +598,7 @@ EXIT_SCRIPTS = {
     "released_then_exit": """
         import _interpreters, appdomain._native as n
         b = int(_interpreters.create())
-        _interpreters.exec(b, "import appdomain._native as n; n.register_dispatcher(lambda p: b'b')")
+        _interpreters.exec(b, "import appdomain._native as n; n.register_dispatcher(lambda p: b'')")
         n.call(b, ())
         n.release_interp(b)
         print("ok")
@@ -606,54 +621,4 @@ def test_process_exit_with_interpreters_and_states_alive(name):
 
 # ------------------------------------------------------------------- valgrind
 
-VALGRIND_SCRIPT = """
-import threading, _interpreters, appdomain._native as n
-MAIN = 0
-n.register_dispatcher(lambda p: b"main:" + bytes(p[0]))
-ids = []
-for k in range(3):
-    i = int(_interpreters.create())
-    ids.append(i)
-    _interpreters.exec(i, "import appdomain._native as n\\n"
-                          "def fn(p):\\n"
-                          "    if p and bytes(p[0]) == b'cb':\\n"
-                          "        return n.call(0, (b'x',))\\n"
-                          "    if p and bytes(p[0]) == b'raise':\\n"
-                          "        raise KeyError('k')\\n"
-                          "    return b''.join(bytes(x) for x in p)\\n"
-                          "n.register_dispatcher(fn)\\n")
-big = bytes(300_000)
-for i in ids:
-    assert n.call(i, (b"a", b"b")) == b"ab"
-    assert n.call(i, (b"cb",)) == b"main:x"
-    assert n.call(i, (b"e", big)) == b"e" + big
-    try:
-        n.call(i, (b"raise",))
-    except RuntimeError as e:
-        assert "KeyError" in str(e)
-def worker(i):
-    for _ in range(20):
-        assert n.call(i, (b"cb",)) == b"main:x"
-ts = [threading.Thread(target=worker, args=(i,)) for i in ids for _ in range(2)]
-[t.start() for t in ts]
-[t.join() for t in ts]
-n.release_interp(ids[0]); _interpreters.destroy(ids[0])   # released, then destroyed
-_interpreters.destroy(ids[1])                             # destroyed with orphans cached
-n.release_thread()
-print("ok")                                               # ids[2] left alive for exit
-"""
 
-
-@pytest.mark.skipif(not os.environ.get("APPDOMAIN_VALGRIND"), reason="set APPDOMAIN_VALGRIND=1")
-def test_valgrind_reports_no_invalid_accesses(tmp_path):
-    script = tmp_path / "vg.py"
-    script.write_text(VALGRIND_SCRIPT)
-    proc = subprocess.run(
-        ["valgrind", "--error-exitcode=99", "--errors-for-leak-kinds=none",
-         "--suppressions=/dev/null", sys.executable, str(script)],
-        capture_output=True, text=True, timeout=1800,
-        env={**os.environ, "PYTHONMALLOC": "malloc"},
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "Invalid read" not in proc.stderr and "Invalid write" not in proc.stderr
-    assert proc.stdout.strip() == "ok"
