@@ -46,6 +46,16 @@ class CallContext:
     FreeNamedDataSlot = free_named_data_slot
 
 
+def has_data() -> bool:
+    """Tell whether this context carries logical data (the fast paths skip it when not)."""
+    return _data.get() is not None
+
+
+def clear() -> None:
+    """Forget this context's logical data."""
+    _data.set(None)
+
+
 def capture() -> Any:
     """Encode the caller's logical data for a request (None when there is none)."""
     current = _data.get()

@@ -61,6 +61,16 @@ def _join(value: Any, parts: tuple[Any, ...], depth: int) -> Any:
     return value
 
 
+def invoke(interp_id: int, oid: int, name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Call method name of object oid with plain arguments: the lean form of a proxy call.
+
+    The request is a tuple that starts with an int (a generic request starts with the op
+    name); the reply is (done, value, ctx): value is the plain result when done is True,
+    else a marshal reply to decode.
+    """
+    return tuple(_loads(_native.call(interp_id, (_dumps((oid, name, *args)),))))
+
+
 def call(interp_id: int, op: str, payload: Any, ctx: Any) -> tuple[Any, ...]:
     """Run op(payload) in the interpreter on this thread; return the reply tuple."""
     parts: list[Any] = [b""]
@@ -72,14 +82,17 @@ def call(interp_id: int, op: str, payload: Any, ctx: Any) -> tuple[Any, ...]:
 
 
 def _dispatch(parts: tuple[memoryview, ...]) -> bytes:
-    op, payload, ctx, has_parts = _loads(parts[0])
-    if has_parts:
-        payload = _join(payload, parts, 0)
+    message = _loads(parts[0])
     ident = _get_ident()
     inside = _state.inside  # unload aborts the threads listed here
     nested = ident in inside
     inside.add(ident)
     try:
+        if type(message[0]) is int:
+            return _dumps(_invoke_here(message))
+        op, payload, ctx, has_parts = message
+        if has_parts:
+            payload = _join(payload, parts, 0)
         reply = _serve(op, payload, 0, ctx)
     finally:
         if not nested:
@@ -96,6 +109,14 @@ def _dispatch(parts: tuple[memoryview, ...]) -> bytes:
 _get_ident = threading.get_ident
 _serve: Any = None
 _state: Any = None
+# Set by remoting: runs a lean invoke message (oid, name, *args) in this domain.
+_invoke_here: Any = None
+
+
+def set_invoke_handler(handler: Any) -> None:
+    """Install the function that serves lean invoke messages."""
+    global _invoke_here
+    _invoke_here = handler
 
 
 def register() -> None:

@@ -16,10 +16,10 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .. import _callpath, _runtime
+from .. import _callpath, _context, _runtime
 from .._callpath import Route
 from .._compat import queue_put
-from .._errors import RemotingException
+from .._errors import AppDomainUnloadedException, RemotingException
 from .._wake import wake
 from ..marshal import (
     CallPlan,
@@ -107,19 +107,63 @@ def _shutdown_executor() -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
+_native = _callpath.native_module()
+_PLAIN = frozenset({type(None), bool, float, str})
+# Arguments above this size take the generic route, which passes buffers without copies.
+_LEAN_MAX_BYTES = 64 * 1024
+
+
+def _lean(args: tuple[Any, ...]) -> bool:
+    """Tell whether args can take the lean native route: plain values, no call context."""
+    for value in args:
+        kind = type(value)
+        if kind in _PLAIN:
+            continue
+        if kind is int:
+            if -(1 << 63) <= value < (1 << 63):
+                continue
+            return False
+        if kind is bytes and len(value) < _LEAN_MAX_BYTES:
+            continue
+        return False
+    return not _context.has_data()
+
+
 class RemoteMethod:
     """A method of a remote object, bound to its proxy: call it, or begin_invoke it."""
 
-    __slots__ = ("_one_way", "_plan", "_proxy", "name")
+    __slots__ = ("_lean_ok", "_one_way", "_plan", "_proxy", "name")
 
     def __init__(self, proxy: Any, name: str, plan: CallPlan | None, one_way: bool) -> None:
         self._proxy = proxy
         self.name = name
         self._plan = plan
         self._one_way = one_way
+        # The lean route knows nothing of Out parameters: only planned methods without any.
+        self._lean_ok = (
+            _native is not None and not one_way and plan is not None and not plan.has_out
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ref: RemoteRef = self._proxy.__dict__[_REF]
+        if self._lean_ok and not kwargs and _lean(args):
+            try:
+                done, value, ctx_back = _native.invoke(ref.route.interp_id, ref.oid, self.name, args)
+            except LookupError:
+                raise AppDomainUnloadedException(
+                    f"domain {ref.route.interp_id + 1} has been unloaded"
+                ) from None
+            except RuntimeError as exc:
+                if "being destroyed" in str(exc) or "shutting down" in str(exc):
+                    raise AppDomainUnloadedException(
+                        f"domain {ref.route.interp_id + 1} is being unloaded"
+                    ) from None
+                raise
+            if ctx_back is not None:
+                _context.merge(ctx_back)
+            if done:
+                return value
+            return decode_reply(value, args, kwargs)
         wire = encode_call(args, kwargs, self._plan)
         if self._one_way:
             _callpath.post(ref.route, "remoting.invoke", (ref.oid, self.name, wire))

@@ -10,11 +10,12 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-from .. import _callpath, _compat, _runtime
+from .. import _callpath, _compat, _context, _runtime
 from .._callpath import Route
-from .._errors import SerializationException
+from .._errors import AppDomainUnloadedException, SerializationException, ThreadAbortException
 from ..marshal import (
     decode_call,
+    encode_exception,
     encode_reply,
     from_shareable,
     is_serializable,
@@ -110,6 +111,36 @@ def _op_invoke(payload: tuple[int, str, Any]) -> Any:
     if plan is None:
         plan = _plans[key] = plan_for(method)
     return encode_reply(result, args, kwargs, plan)
+
+
+def _invoke_lean(message: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+    """Serve a lean native invoke (plain arguments, no call context) without the generic layers."""
+    state = _callpath.state
+    route = state.route
+    if route is not None and _compat.queue_count(route.release_queue):
+        _drain_releases(route.release_queue)
+    oid, name, args = message[0], message[1], message[2:]
+    try:
+        if state.unloading:
+            raise AppDomainUnloadedException(f"domain {_callpath.CURRENT_INTERP + 1} is being unloaded")
+        result = getattr(_table.lookup(oid), name)(*args)
+    except BaseException as exc:  # every error goes back to the caller
+        if isinstance(exc, ThreadAbortException):
+            exc = AppDomainUnloadedException(
+                f"domain {_callpath.CURRENT_INTERP + 1} was unloaded during the call"
+            )
+        return (False, encode_exception(exc), None)
+    ctx_back = None
+    if _context.has_data():
+        ctx_back = _context.capture()  # the callee set logical data: it flows back
+        _context.clear()
+    kind = type(result)
+    if kind in _PLAIN or (kind is int and -(1 << 63) <= result < (1 << 63)):
+        return (True, result, ctx_back)
+    return (False, encode_reply(result, args, {}, None), ctx_back)
+
+
+_PLAIN = frozenset({type(None), bool, float, str, bytes})
 
 
 def _op_getattr(payload: tuple[int, str]) -> tuple[str, Any]:
@@ -219,6 +250,9 @@ def install() -> None:
     """Register the remoting operations and the by-reference marshalling of objects."""
     register_reference_type(MarshalByRefObject, _reduce, _rebuild)
     _callpath.set_release_hook(_drain_releases)
+    native = _callpath.native_module()
+    if native is not None:
+        native.set_invoke_handler(_invoke_lean)
     for name, handler in {
         "remoting.create": _op_create,
         "remoting.create_from": _op_create_from,
