@@ -8,13 +8,21 @@
    Decimal, UUID, paths, exceptions and @serializable classes.
 
 See FORMAT.md for the wire format.
+
+Every new domain imports this package, so it imports no more than it must: the modules of
+the value types (datetime, decimal, uuid, ...) are imported when a value needs them; in a
+subinterpreter, dumps/loads (and msgpack) on first use, and CallPlan (a dataclass) when
+first asked for.
 """
 
 from __future__ import annotations
 
+import _interpreters
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import _exc as _exc  # registers exception encoding
 from . import _types as _types  # registers the value types
-from ._bytes import dumps, loads
 from ._calls import (
     copy_back,
     decode_call,
@@ -29,8 +37,17 @@ from ._calls import (
     wire_to_bytes,
 )
 from ._markers import Out, Ref, is_serializable, serializable
-from ._plan import CallPlan, plan_for
+from ._plan import plan_for
 from ._registry import register_reference_type, set_module_alias
+
+if TYPE_CHECKING or _interpreters.get_current()[0] == _interpreters.get_main()[0]:
+    # The main interpreter must import msgpack before any subinterpreter does.
+    from ._bytes import dumps, loads
+if TYPE_CHECKING:
+    from ._callplan import CallPlan
+
+# Names imported on first access (module __getattr__), by the module that defines them.
+_LAZY = {"CallPlan": "_callplan", "dumps": "_bytes", "loads": "_bytes"}
 
 __all__ = [
     "CallPlan",
@@ -55,3 +72,16 @@ __all__ = [
     "wire_from_bytes",
     "wire_to_bytes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import _interpreters
 import sys
-from typing import Any
-
-import msgpack  # imported here, in the main interpreter first (see FORMAT.md)
+from typing import TYPE_CHECKING, Any
 
 from .._errors import SerializationException
 from . import _tags as tg
@@ -21,6 +20,20 @@ DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 # Every tag but MARSHAL, which is for in-process traffic only.
 EXT_CODES = frozenset(v for v in tg.NAMES if v != tg.MARSHAL)
 TREE_TYPES: frozenset[type] = frozenset({type(None), bool, int, float, str, bytes, tuple})
+
+# msgpack must be imported by the main interpreter before any subinterpreter imports it
+# (CPython 3.13.0 aborts at exit otherwise), so the main interpreter imports it here; a
+# subinterpreter imports it on its first dumps() or loads(), so a new domain does not pay
+# for it.
+if TYPE_CHECKING or _interpreters.get_current()[0] == _interpreters.get_main()[0]:
+    import msgpack
+else:
+    msgpack = None
+
+
+def _load_msgpack() -> None:
+    global msgpack
+    import msgpack
 
 
 def _pack(value: Any) -> bytes:
@@ -49,6 +62,8 @@ def dumps(obj: Any) -> bytes:
         tree = encode(obj, Ctx(for_bytes=True))
     except Refusal as refusal:
         raise refusal_error("value", refusal) from None
+    if msgpack is None:
+        _load_msgpack()
     return HEADER + _pack(_to_msgpack(tree))
 
 
@@ -77,6 +92,8 @@ def loads(
         raise SerializationException("data is not appdomain marshal output (bad header)")
     if view[1] != VERSION or bytes(view[2:3]) not in (b"<", b">"):
         raise SerializationException(f"unsupported marshal format version {view[1]}")
+    if msgpack is None:
+        _load_msgpack()
     depth = 0
 
     def ext_hook(code: int, payload: bytes) -> tuple[Any, ...]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import array
 import marshal as _stdlib_marshal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import SerializationException
 from . import _tags as tg
 from ._core import MAX64, MIN64, NATIVE, Ctx, Refusal, decode, encode, refusal_error, short_repr
 from ._exc import STACK_NOTE, encode_exception_node, rebuild_exception
 from ._markers import Ref
-from ._plan import CallPlan
+
+if TYPE_CHECKING:
+    from ._callplan import CallPlan
 
 __all__ = [
     "decode_call",

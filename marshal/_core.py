@@ -7,7 +7,9 @@ node, so decoding is driven by tags alone.
 
 from __future__ import annotations
 
+import importlib
 import marshal as _stdlib_marshal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,7 @@ __all__ = [
     "Refusal",
     "decode",
     "decode_node",
+    "decode_on_first_use",
     "encode",
     "refusal_error",
 ]
@@ -91,6 +94,10 @@ Handler = Callable[[Any, Ctx], Any]
 Decoder = Callable[[tuple[Any, ...], bool], Any]
 
 _builtin_handlers: dict[type, Handler] = {}
+# Exact types of modules that may not be imported yet, by (module, name) where the module
+# is imported from: an object of such a type only exists once its module is loaded, so
+# an entry is looked up (and moved to _builtin_handlers) when a type misses the cache.
+_lazy_builtins: dict[tuple[str, str], Handler] = {}
 _rules: list[tuple[Callable[[type], bool], Handler]] = []
 _handlers: dict[type, Handler] = {}
 DECODERS: dict[int, Decoder] = {}
@@ -102,6 +109,31 @@ def add_builtin(cls: type, handler: Handler) -> None:
     _handlers.clear()
 
 
+def add_lazy_builtin(module: str, name: str, handler: Handler) -> None:
+    """Encode exactly the class ``module.name`` with ``handler``, without importing module."""
+    _lazy_builtins[(module, name)] = handler
+    _handlers.clear()
+    if module in sys.modules:
+        _load_lazy_builtins(None)
+
+
+def _load_lazy_builtins(cls: type | None) -> None:
+    """Move the lazy entries whose module is imported (or is ``cls``'s) to the builtins."""
+    for key in list(_lazy_builtins):
+        module, name = key
+        mod = sys.modules.get(module)
+        if mod is None and cls is not None and key == (cls.__module__, cls.__qualname__):
+            # The class exists, but its public module is not imported (its C accelerator
+            # was imported directly): import it to compare the classes.
+            try:
+                mod = importlib.import_module(module)
+            except Exception:
+                continue
+        target = getattr(mod, name, None) if mod is not None else None
+        if isinstance(target, type):
+            _builtin_handlers[target] = _lazy_builtins.pop(key)
+
+
 def add_rule(predicate: Callable[[type], bool], handler: Handler) -> None:
     """Encode any type ``predicate`` accepts with ``handler`` (rules are tried in order)."""
     _rules.append((predicate, handler))
@@ -111,6 +143,17 @@ def add_rule(predicate: Callable[[type], bool], handler: Handler) -> None:
 def add_decoder(tag: int, decoder: Decoder) -> None:
     """Decode nodes tagged ``tag`` with ``decoder(node, trusted)``."""
     DECODERS[tag] = decoder
+
+
+def decode_on_first_use(tag: int, load: Callable[[], object], decoder: Decoder) -> None:
+    """Decode ``tag`` with ``decoder``, calling ``load()`` (imports it needs) on first use."""
+
+    def first(x: tuple[Any, ...], trusted: bool) -> Any:
+        load()
+        DECODERS[tag] = decoder
+        return decoder(x, trusted)
+
+    DECODERS[tag] = first
 
 
 def _refuse(obj: Any, ctx: Ctx) -> Any:
@@ -125,6 +168,8 @@ def _handler_for(cls: type) -> Handler:
     if find_reference_type(cls) is not None and _reference_handler:
         handler = _reference_handler[0]
     else:
+        if _lazy_builtins:
+            _load_lazy_builtins(cls)
         handler = _builtin_handlers.get(cls, _refuse)
         if handler is _refuse:
             for predicate, rule_handler in _rules:

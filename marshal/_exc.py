@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 from .._errors import RemoteException, SerializationException
@@ -35,6 +34,8 @@ def encode_exception_node(exc: BaseException, ctx: Ctx) -> Any:
             message = str(exc)
         except Exception:
             message = short_repr(exc)
+        import traceback  # only now: a new domain must not pay for it
+
         tb = "".join(traceback.format_exception(exc, chain=False))
         args = _try_encode(exc.args, ctx)
         state = {k: v for k, v in vars(exc).items() if k != "remote_traceback"}

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import array
-import inspect
-import re
 import typing
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._markers import OUT_MARKER, Ref
+
+if TYPE_CHECKING:
+    import re
+    import weakref
+
+    from ._callplan import CallPlan
 
 __all__ = ["CallPlan", "plan_for"]
 
@@ -23,40 +25,29 @@ _NAMES = {
     "None": TIER_PRIMITIVE,
     **{n: TIER_COPY for n in ("str", "bytes", "bytearray", "memoryview", "array", "array.array")},
 }
-_OUT_TEXT = re.compile(r"^\s*(?:[\w.]+\.)?Out\s*\[")
-_REF_TEXT = re.compile(r"^\s*(?:[\w.]+\.)?Ref\b")
+# Compiled on first use (a new domain must not pay for re, weakref, dataclasses, inspect).
+_OUT_TEXT: re.Pattern[str] | None = None
+_REF_TEXT: re.Pattern[str] | None = None
+_plans: weakref.WeakKeyDictionary[Any, dict[bool, CallPlan]] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CallPlan:
-    """Say how each parameter of one function crosses: its tier, and which are [Out]."""
+def __getattr__(name: str) -> Any:
+    if name == "CallPlan":  # defined with @dataclass, so imported only when asked for
+        from ._callplan import CallPlan
 
-    name: str
-    params: tuple[str, ...]  # parameters that can be passed by position, in order
-    out_positions: frozenset[int]
-    out_names: frozenset[str]
-    tiers: tuple[tuple[str, int], ...]
-    result_tier: int
-
-    @property
-    def has_out(self) -> bool:
-        """Tell whether any parameter is copied back after the call."""
-        return bool(self.out_names)
-
-    def arg_name(self, index: int) -> str:
-        """Name positional argument ``index`` for messages."""
-        if index < len(self.params):
-            return f"argument {self.params[index]!r}"
-        return f"argument {index}"
-
-
-_plans: weakref.WeakKeyDictionary[Any, dict[bool, CallPlan]] = weakref.WeakKeyDictionary()
+        return CallPlan
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def plan_for(func: Callable[..., Any]) -> CallPlan:
     """Return the (cached) plan of ``func``; bound methods leave out ``self``."""
+    global _plans
     target = getattr(func, "__func__", func)
     bound = target is not func
+    if _plans is None:
+        import weakref
+
+        _plans = weakref.WeakKeyDictionary()
     try:
         cached = _plans.get(target)
     except TypeError:  # not weak-referenceable: plan without caching
@@ -69,6 +60,10 @@ def plan_for(func: Callable[..., Any]) -> CallPlan:
 
 
 def _build(func: Callable[..., Any], target: Any) -> CallPlan:
+    import inspect
+
+    from ._callplan import CallPlan
+
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
@@ -107,8 +102,19 @@ def _build(func: Callable[..., Any], target: Any) -> CallPlan:
 def is_out(annotation: Any) -> bool:
     """Tell whether an annotation is ``Out[...]`` (as an object or as text)."""
     if isinstance(annotation, str):
-        return bool(_OUT_TEXT.match(_unquote(annotation)))
+        return bool(_patterns()[0].match(_unquote(annotation)))
     return OUT_MARKER in getattr(annotation, "__metadata__", ())
+
+
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Return the (Out, Ref) patterns for annotations written as text."""
+    global _OUT_TEXT, _REF_TEXT
+    if _OUT_TEXT is None or _REF_TEXT is None:
+        import re
+
+        _OUT_TEXT = re.compile(r"^\s*(?:[\w.]+\.)?Out\s*\[")
+        _REF_TEXT = re.compile(r"^\s*(?:[\w.]+\.)?Ref\b")
+    return _OUT_TEXT, _REF_TEXT
 
 
 def _unquote(text: str) -> str:
@@ -125,7 +131,7 @@ def tier_of(annotation: Any) -> int:
         return TIER_COPY_BACK
     if isinstance(annotation, str):
         text = _unquote(annotation)
-        if _REF_TEXT.match(text):
+        if _patterns()[1].match(text):
             return TIER_COPY_BACK
         return _NAMES.get(text, TIER_SERIALIZE)
     if annotation is Ref or typing.get_origin(annotation) is Ref:

@@ -1,19 +1,20 @@
-"""Encode and decode the non-container value types: buffers, dates, enums, dataclasses."""
+"""Encode and decode the non-container value types: buffers, dates, enums, dataclasses.
+
+Nothing here imports datetime, decimal, uuid, zoneinfo, pathlib, enum or dataclasses up
+front (a new domain imports this module, and must start fast): an encoder is registered
+by its type's module and name and found when such an object is first encoded (its module
+is imported by then), and a decoder imports its module the first time its tag is seen.
+"""
 
 from __future__ import annotations
 
 import array
-import dataclasses
-import datetime as dt
-import decimal
-import enum
-import pathlib
+import importlib
 import struct
 import sys
-import uuid
-import zoneinfo
 from collections.abc import Callable
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .._errors import SerializationException
 from . import _tags as tg
@@ -22,13 +23,23 @@ from ._core import (
     Refusal,
     add_builtin,
     add_decoder,
+    add_lazy_builtin,
     add_rule,
     decode,
+    decode_on_first_use,
     encode,
     set_reference_handler,
 )
 from ._markers import Ref, is_serializable
 from ._registry import find_reference_type, reference_by_key, resolve, wire_module
+
+if TYPE_CHECKING:
+    import datetime as dt
+    import decimal
+    import enum
+    import pathlib
+    import uuid
+    import zoneinfo
 
 __all__ = ["ZERO_COPY_MIN", "class_name", "resolve_kind"]
 
@@ -39,17 +50,33 @@ ZERO_COPY_MIN = 64 * 1024
 ORDER = "<" if sys.byteorder == "little" else ">"
 # Formats memoryview.cast() accepts (native single-character struct codes).
 CAST_FORMATS = frozenset("bBhHiIlLqQfd?cenNP")
-PATH_TYPES: dict[str, type[pathlib.PurePath]] = {
-    c.__name__: c
-    for c in (
-        pathlib.PurePath,
-        pathlib.PurePosixPath,
-        pathlib.PureWindowsPath,
-        pathlib.Path,
-        pathlib.PosixPath,
-        pathlib.WindowsPath,
-    )
-}
+PATH_NAMES = ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath")
+# Filled with pathlib's classes by name the first time a path is decoded.
+PATH_TYPES: dict[str, type[pathlib.PurePath]] = {}
+
+
+def _module(name: str) -> ModuleType:
+    """Return an imported module, importing it first if needed."""
+    mod = sys.modules.get(name)
+    return mod if mod is not None else importlib.import_module(name)
+
+
+def _is_enum(cls: type[Any]) -> bool:
+    mod = sys.modules.get("enum")  # no Enum class exists before enum is imported
+    return mod is not None and issubclass(cls, mod.Enum)
+
+
+def _is_dataclass(cls: type[Any]) -> bool:
+    # dataclasses.is_dataclass(cls), without importing dataclasses to ask.
+    return hasattr(cls, "__dataclass_fields__")
+
+
+def _is_namedtuple(cls: type[Any]) -> bool:
+    return issubclass(cls, tuple) and hasattr(cls, "_fields")
+
+
+def _fields(class_or_instance: Any) -> Any:
+    return _module("dataclasses").fields(class_or_instance)
 
 
 def class_name(cls: type[Any]) -> tuple[str, str]:
@@ -70,9 +97,9 @@ def resolve_kind(module: str, qualname: str, trusted: bool, kind: str) -> type[A
     except LookupError as exc:
         raise SerializationException(f"cannot rebuild {module}.{qualname}: {exc}") from None
     checks: dict[str, Callable[[type[Any]], bool]] = {
-        "enum": lambda c: issubclass(c, enum.Enum),
-        "dataclass": dataclasses.is_dataclass,
-        "namedtuple": lambda c: issubclass(c, tuple) and hasattr(c, "_fields"),
+        "enum": _is_enum,
+        "dataclass": _is_dataclass,
+        "namedtuple": _is_namedtuple,
         "object": is_serializable,
         "exception": lambda c: issubclass(c, BaseException),
     }
@@ -143,10 +170,38 @@ add_decoder(tg.MEMORYVIEW, _decode_memoryview)
 
 add_builtin(complex, lambda o, c: (tg.COMPLEX, o.real, o.imag))
 add_decoder(tg.COMPLEX, lambda x, t: complex(float(x[1]), float(x[2])))
-add_builtin(decimal.Decimal, lambda o, c: (tg.DECIMAL, str(o)))
-add_decoder(tg.DECIMAL, lambda x, t: decimal.Decimal(_str(x[1])))
-add_builtin(uuid.UUID, lambda o, c: (tg.UUID, o.bytes))
-add_decoder(tg.UUID, lambda x, t: uuid.UUID(bytes=bytes(x[1])))
+add_lazy_builtin("decimal", "Decimal", lambda o, c: (tg.DECIMAL, str(o)))
+add_lazy_builtin("uuid", "UUID", lambda o, c: (tg.UUID, o.bytes))
+
+
+def _load_decimal() -> None:
+    global decimal
+    import decimal
+
+
+def _load_uuid() -> None:
+    global uuid
+    import uuid
+
+
+def _load_datetime() -> None:
+    global dt
+    import datetime as dt
+
+
+def _load_zoneinfo() -> None:
+    global zoneinfo
+    import zoneinfo
+
+
+def _load_pathlib() -> None:
+    import pathlib
+
+    PATH_TYPES.update((name, getattr(pathlib, name)) for name in PATH_NAMES)
+
+
+decode_on_first_use(tg.DECIMAL, _load_decimal, lambda x, t: decimal.Decimal(_str(x[1])))
+decode_on_first_use(tg.UUID, _load_uuid, lambda x, t: uuid.UUID(bytes=bytes(x[1])))
 
 
 def _str(value: Any) -> str:
@@ -215,18 +270,20 @@ def _decode_timezone(x: tuple[Any, ...], trusted: bool) -> dt.timezone:
     return dt.timezone(delta) if name is None else dt.timezone(delta, _str(name))
 
 
-add_builtin(dt.datetime, _encode_datetime)
-add_builtin(dt.date, lambda o, c: (tg.DATE, o.year, o.month, o.day))
-add_builtin(dt.time, _encode_time)
-add_builtin(dt.timedelta, lambda o, c: (tg.TIMEDELTA, o.days, o.seconds, o.microseconds))
-add_builtin(dt.timezone, _encode_timezone)
-add_builtin(zoneinfo.ZoneInfo, lambda o, c: (tg.ZONEINFO, o.key))
-add_decoder(tg.DATETIME, _decode_datetime)
-add_decoder(tg.DATE, lambda x, t: dt.date(x[1], x[2], x[3]))
-add_decoder(tg.TIME, _decode_time)
-add_decoder(tg.TIMEDELTA, lambda x, t: dt.timedelta(x[1], x[2], x[3]))
-add_decoder(tg.TIMEZONE, _decode_timezone)
-add_decoder(tg.ZONEINFO, lambda x, t: zoneinfo.ZoneInfo(_str(x[1])))
+add_lazy_builtin("datetime", "datetime", _encode_datetime)
+add_lazy_builtin("datetime", "date", lambda o, c: (tg.DATE, o.year, o.month, o.day))
+add_lazy_builtin("datetime", "time", _encode_time)
+add_lazy_builtin(
+    "datetime", "timedelta", lambda o, c: (tg.TIMEDELTA, o.days, o.seconds, o.microseconds)
+)
+add_lazy_builtin("datetime", "timezone", _encode_timezone)
+add_lazy_builtin("zoneinfo", "ZoneInfo", lambda o, c: (tg.ZONEINFO, o.key))
+decode_on_first_use(tg.DATETIME, _load_datetime, _decode_datetime)
+decode_on_first_use(tg.DATE, _load_datetime, lambda x, t: dt.date(x[1], x[2], x[3]))
+decode_on_first_use(tg.TIME, _load_datetime, _decode_time)
+decode_on_first_use(tg.TIMEDELTA, _load_datetime, lambda x, t: dt.timedelta(x[1], x[2], x[3]))
+decode_on_first_use(tg.TIMEZONE, _load_datetime, _decode_timezone)
+decode_on_first_use(tg.ZONEINFO, _load_zoneinfo, lambda x, t: zoneinfo.ZoneInfo(_str(x[1])))
 
 
 def _decode_path(x: tuple[Any, ...], trusted: bool) -> pathlib.PurePath:
@@ -236,9 +293,9 @@ def _decode_path(x: tuple[Any, ...], trusted: bool) -> pathlib.PurePath:
     return cls(_str(x[2]))
 
 
-for _path_type in PATH_TYPES.values():
-    add_builtin(_path_type, lambda o, c: (tg.PATH, type(o).__name__, str(o)))
-add_decoder(tg.PATH, _decode_path)
+for _path_name in PATH_NAMES:
+    add_lazy_builtin("pathlib", _path_name, lambda o, c: (tg.PATH, type(o).__name__, str(o)))
+decode_on_first_use(tg.PATH, _load_pathlib, _decode_path)
 
 # --- Ref boxes and reference types --------------------------------------------------------
 
@@ -296,12 +353,12 @@ def _encode_fields(tag: int, obj: Any, names: Any, ctx: Ctx) -> Any:
 
 
 def _encode_dataclass(obj: Any, ctx: Ctx) -> Any:
-    return _encode_fields(tg.DATACLASS, obj, [f.name for f in dataclasses.fields(obj)], ctx)
+    return _encode_fields(tg.DATACLASS, obj, [f.name for f in _fields(obj)], ctx)
 
 
 def _decode_dataclass(x: tuple[Any, ...], trusted: bool) -> Any:
     cls = resolve_kind(x[1], x[2], trusted, "dataclass")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in _fields(cls)}
     obj = object.__new__(cls)
     items = x[3:]
     for i in range(0, len(items) - 1, 2):
@@ -335,7 +392,7 @@ def _decode_namedtuple(x: tuple[Any, ...], trusted: bool) -> Any:
 
 def _encode_enum(obj: enum.Enum, ctx: Ctx) -> Any:
     module, qualname = class_name(type(obj))
-    if isinstance(obj, enum.Flag):
+    if isinstance(obj, _module("enum").Flag):
         return (tg.ENUM, module, qualname, None, encode(obj.value, ctx))
     return (tg.ENUM, module, qualname, obj.name, None)
 
@@ -383,9 +440,9 @@ def _decode_object(x: tuple[Any, ...], trusted: bool) -> Any:
 
 
 add_rule(is_serializable, _encode_object)
-add_rule(lambda c: issubclass(c, enum.Enum), _encode_enum)
-add_rule(lambda c: dataclasses.is_dataclass(c), _encode_dataclass)
-add_rule(lambda c: issubclass(c, tuple) and hasattr(c, "_fields"), _encode_namedtuple)
+add_rule(_is_enum, _encode_enum)
+add_rule(_is_dataclass, _encode_dataclass)
+add_rule(_is_namedtuple, _encode_namedtuple)
 add_decoder(tg.OBJECT, _decode_object)
 add_decoder(tg.ENUM, _decode_enum)
 add_decoder(tg.DATACLASS, _decode_dataclass)
