@@ -17,8 +17,8 @@ VERSION = 1
 ORDER = b"<" if sys.byteorder == "little" else b">"
 HEADER = bytes([MAGIC, VERSION]) + ORDER
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
-# Every tag but MARSHAL, which is for in-process traffic only.
-EXT_CODES = frozenset(v for v in tg.NAMES if v != tg.MARSHAL)
+# Every tag but MARSHAL and BYTES_VIEW, which are for in-process traffic only.
+EXT_CODES = frozenset(v for v in tg.NAMES if v not in (tg.MARSHAL, tg.BYTES_VIEW))
 TREE_TYPES: frozenset[type] = frozenset({type(None), bool, int, float, str, bytes, tuple})
 
 # msgpack must be imported by the main interpreter before any subinterpreter imports it

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import SerializationException
 from . import _tags as tg
-from ._core import MAX64, MIN64, NATIVE, Ctx, Refusal, decode, encode, refusal_error, short_repr
+from ._core import MAX64, MIN64, NATIVE, VIEW_MIN, Ctx, Refusal, decode, encode, refusal_error, short_repr
 from ._exc import STACK_NOTE, encode_exception_node, rebuild_exception
 from ._markers import Ref
 
@@ -36,6 +36,8 @@ def _native(values: Any) -> bool:
     for a in values:
         t = type(a)
         if t in NATIVE:
+            if t is bytes and len(a) >= VIEW_MIN:
+                return False
             continue
         if t is int and MIN64 <= a <= MAX64:
             continue
@@ -46,7 +48,9 @@ def _native(values: Any) -> bool:
 def to_shareable(obj: Any, name: str = "value") -> Any:
     """Encode one value by its cheapest tier; ``name`` starts refusal messages."""
     t = type(obj)
-    if t in NATIVE or (t is int and MIN64 <= obj <= MAX64):
+    if (t in NATIVE and (t is not bytes or len(obj) < VIEW_MIN)) or (
+        t is int and MIN64 <= obj <= MAX64
+    ):
         return obj
     try:
         return encode(obj, Ctx())

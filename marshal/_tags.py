@@ -33,6 +33,9 @@ NAMEDTUPLE = 26
 # In-process only: a builtin-only container packed by CPython's marshal module. Never
 # written by dumps() and refused by loads().
 MARSHAL = 27
+# In-process only: a large bytes object crossing as a view of the sender's memory (one copy,
+# made by the receiver). Never written by dumps() and refused by loads().
+BYTES_VIEW = 28
 
 NAMES = {v: k for k, v in dict(globals()).items() if isinstance(v, int) and k.isupper()}
 

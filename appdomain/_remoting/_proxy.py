@@ -22,7 +22,6 @@ from .._compat import queue_put
 from .._errors import AppDomainUnloadedException, RemotingException
 from .._wake import wake
 from ..marshal import (
-    CallPlan,
     decode_reply,
     encode_call,
     from_shareable,
@@ -33,6 +32,8 @@ from ._base import MarshalByRefObject, is_one_way
 
 if TYPE_CHECKING:
     import concurrent.futures
+
+    from ..marshal import CallPlan
 
 __all__ = ["RemoteRef", "RemoteMethod", "proxy_for", "is_transparent_proxy", "ref_of"]
 
