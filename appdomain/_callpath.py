@@ -27,7 +27,6 @@ exception.  ``ctx`` carries the logical call context both ways (``_context``).
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 import weakref
@@ -76,15 +75,17 @@ def register_op(name: str, handler: OpHandler, *, control: bool = False) -> None
 class _State:
     """This interpreter's part of the call path (module state is per interpreter)."""
 
+    def __init__(self) -> None:
+        # Fast-route mailboxes bound by callers: (thread ident, caller interp) -> queue id.
+        self.boxes: dict[tuple[int, int], int] = {}
+        # Threads currently running a call in this interpreter (unload aborts them).
+        self.inside: set[int] = set()
+
     route: Route | None = None
     # Set when unload begins: new calls into this domain are refused.
     unloading = False
     # Set once domain_unload handlers have run: this domain's waiting threads abort.
     aborting = False
-    # Fast-route mailboxes bound by callers: (thread ident, caller interp) -> queue id.
-    boxes: dict[tuple[int, int], int] = {}
-    # Threads currently running a fast call in this interpreter (unload aborts them).
-    inside: set[int] = set()
     pool: Pool | None = None
 
 
@@ -125,7 +126,9 @@ class _Mailbox:
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
                     if wait <= 0:
-                        raise TimeoutError(f"domain {interp_id + 1} did not reply in time") from None
+                        raise TimeoutError(
+                            f"domain {interp_id + 1} did not reply in time"
+                        ) from None
                 if not self.waker.wait(wait) and not _compat.interp_exists(interp_id):
                     raise AppDomainUnloadedException(
                         f"domain {interp_id + 1} was unloaded before it replied"
@@ -348,9 +351,7 @@ def serve(op: str, payload: Any, seq: int, ctx: Any) -> tuple[Any, ...]:
     token = _context.install(ctx)
     try:
         if state.unloading and op not in _control_ops:
-            raise AppDomainUnloadedException(
-                f"domain {CURRENT_INTERP + 1} is being unloaded"
-            )
+            raise AppDomainUnloadedException(f"domain {CURRENT_INTERP + 1} is being unloaded")
         handler = _ops.get(op)
         if handler is None:
             raise LookupError(f"no operation {op!r} is registered in this domain")

@@ -134,7 +134,7 @@ class Channel:
             raise TimeoutError(f"{what}() timed out")
 
     def close(self) -> None:
-        """Close the channel: sends fail, receivers drain what is left, then get ChannelClosedError."""
+        """Close the channel: sends fail; receivers drain it, then ChannelClosedError."""
         if not self.closed:
             _compat.queue_put(self._queues[3], True)
         _wake_all(self._queues[1])

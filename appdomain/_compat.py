@@ -10,9 +10,11 @@ OS primitives (see ``_wake``).
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+import types
+from collections.abc import Callable
+from typing import Any
 
-if sys.version_info < (3, 13):  # pragma: no cover - refused at import time
+if sys.version_info < (3, 13):  # noqa: UP036 - a clear error for old interpreters
     raise ImportError(
         f"appdomain needs Python 3.13 or newer for PEP 734 subinterpreters "
         f"(got {sys.version.split()[0]})"
@@ -24,7 +26,7 @@ import _interpreters
 # Importing the high-level queues module registers its exception types with the C
 # module; without it CPython 3.13 imports test.support on the first empty get().
 if sys.version_info >= (3, 14):
-    from concurrent import interpreters as interpreters  # noqa: F401
+    from concurrent import interpreters as interpreters
     from concurrent.interpreters import _queues as _high_queues
 else:
     import interpreters_backport.interpreters as interpreters  # noqa: F401
@@ -77,7 +79,11 @@ def is_running(interp_id: int) -> bool:
     return bool(_interpreters.is_running(interp_id))
 
 
-def exec_in(interp_id: int, code: str | Callable[[], Any], shared: dict[str, Any] | None = None) -> Any:
+def exec_in(
+    interp_id: int,
+    code: str | types.CodeType | Callable[[], Any],
+    shared: dict[str, Any] | None = None,
+) -> Any:
     """Run code (source, or a no-argument function's code) in the interpreter's __main__.
 
     Returns None on success, or the excinfo namespace describing the uncaught exception.
@@ -91,8 +97,8 @@ def exec_in(interp_id: int, code: str | Callable[[], Any], shared: dict[str, Any
 def queue_create(maxsize: int = 0) -> int:
     """Create a low-level cross-interpreter queue (0: unbounded); return its id."""
     if PY314:
-        return int(_interpqueues.create(maxsize, _UNBOUND_REMOVE, 0))  # type: ignore[call-arg]
-    return int(_interpqueues.create(maxsize, 0, _UNBOUND_REMOVE))
+        return int(_interpqueues.create(maxsize, _UNBOUND_REMOVE, 0))  # type: ignore[call-arg, arg-type]
+    return int(_interpqueues.create(maxsize, 0, _UNBOUND_REMOVE))  # type: ignore[arg-type]
 
 
 class QueueEmpty(Exception):
@@ -107,9 +113,9 @@ def queue_put(queue_id: int, obj: Any) -> None:
     """Put a shareable object on the queue without blocking; raise QueueFull if full."""
     try:
         if PY314:
-            _interpqueues.put(queue_id, obj, _UNBOUND_REMOVE, 0)  # type: ignore[call-arg]
+            _interpqueues.put(queue_id, obj, _UNBOUND_REMOVE, 0)  # type: ignore[call-arg, arg-type]
         else:
-            _interpqueues.put(queue_id, obj, 0, _UNBOUND_REMOVE)
+            _interpqueues.put(queue_id, obj, 0, _UNBOUND_REMOVE)  # type: ignore[arg-type]
     except _high_queues.QueueFull:
         raise QueueFull from None
 

@@ -55,9 +55,7 @@ class AppDomainSetup:
             # .NET separates PrivateBinPath entries with ';'
             self.private_bin_path = [p for p in paths.split(";") if p]
         elif not all(isinstance(p, (str, os.PathLike)) for p in paths):
-            raise TypeError(
-                f"'private_bin_path' must be a list of paths (got {paths!r})"
-            )
+            raise TypeError(f"'private_bin_path' must be a list of paths (got {paths!r})")
 
     def sys_path(self, inherited: Sequence[str]) -> list[str]:
         """Return the domain's sys.path: its base and private bin folders, then inherited."""
@@ -71,11 +69,11 @@ class AppDomainSetup:
         return front + [p for p in inherited if p not in front]
 
     @property
-    def ApplicationBase(self) -> str | os.PathLike[str] | None:  # noqa: N802 - .NET name
+    def ApplicationBase(self) -> str | os.PathLike[str] | None:
         return self.application_base
 
     @property
-    def PrivateBinPath(self) -> str:  # noqa: N802 - .NET name
+    def PrivateBinPath(self) -> str:
         return ";".join(os.fspath(p) for p in self.private_bin_path)
 
 
@@ -88,7 +86,7 @@ class _AppDomainType(type):
         return _current()
 
     @property
-    def CurrentDomain(cls) -> AppDomain:  # noqa: N802 - .NET name
+    def CurrentDomain(cls) -> AppDomain:
         return _current()
 
 
@@ -99,6 +97,9 @@ class AppDomain(metaclass=_AppDomainType):
     unload_timeout: float = 10.0
 
     __slots__ = ("__weakref__", "_id", "_name", "_route")
+    _id: int
+    _name: str
+    _route: Route | None
 
     def __init__(self, *_: Any) -> None:
         raise TypeError("use AppDomain.create_domain(name) to create a domain")
@@ -243,7 +244,7 @@ class AppDomain(metaclass=_AppDomainType):
         return marshal.from_shareable(result)
 
     def execute_assembly(self, path: str | os.PathLike[str], args: Sequence[str] = ()) -> int:
-        """Run a script as __main__ inside the domain with its own sys.argv; return its exit code."""
+        """Run a script as __main__ with its own sys.argv; return the exit code."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"'path' must be str or os.PathLike (got {path!r})")
         full = os.path.abspath(os.fspath(path))
@@ -317,27 +318,27 @@ class AppDomain(metaclass=_AppDomainType):
     # -- .NET names ------------------------------------------------------------------------
 
     @property
-    def Id(self) -> int:  # noqa: N802
+    def Id(self) -> int:
         return self._id
 
     @property
-    def FriendlyName(self) -> str:  # noqa: N802
+    def FriendlyName(self) -> str:
         return self._name
 
     @property
-    def DomainUnload(self) -> Event:  # noqa: N802
+    def DomainUnload(self) -> Event:
         return self.domain_unload
 
     @DomainUnload.setter
-    def DomainUnload(self, value: Event) -> None:  # noqa: N802
+    def DomainUnload(self, value: Event) -> None:
         self.domain_unload = value
 
     @property
-    def UnhandledException(self) -> Event:  # noqa: N802
+    def UnhandledException(self) -> Event:
         return self.unhandled_exception
 
     @UnhandledException.setter
-    def UnhandledException(self, value: Event) -> None:  # noqa: N802
+    def UnhandledException(self, value: Event) -> None:
         self.unhandled_exception = value
 
     CreateInstanceAndUnwrap = create_instance_and_unwrap
@@ -364,7 +365,9 @@ def _current() -> AppDomain:
 def _default_route() -> Route:
     route = _runtime.info.default_route
     if route is None:
-        raise AppDomainError("this interpreter was not started by appdomain: it has no default domain")
+        raise AppDomainError(
+            "this interpreter was not started by appdomain: it has no default domain"
+        )
     return route
 
 
@@ -524,7 +527,8 @@ def _check_names(**names: Any) -> None:
     for label, value in names.items():
         if not isinstance(value, str) or not value:
             raise TypeError(
-                f"'{label}' must be a non-empty str (got {value!r} that is a {type(value).__name__})"
+                f"'{label}' must be a non-empty str "
+                f"(got {value!r} that is a {type(value).__name__})"
             )
 
 

@@ -24,11 +24,11 @@ class UnhandledExceptionEventArgs(EventArgs):
     is_terminating: bool
 
     @property
-    def ExceptionObject(self) -> BaseException:  # noqa: N802 - .NET name
+    def ExceptionObject(self) -> BaseException:
         return self.exception_object
 
     @property
-    def IsTerminating(self) -> bool:  # noqa: N802 - .NET name
+    def IsTerminating(self) -> bool:
         return self.is_terminating
 
 

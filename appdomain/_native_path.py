@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import marshal as _stdlib_marshal
 import os
-import sys
 import threading
 from typing import Any
 
-from . import _native  # type: ignore[attr-defined]  # ImportError: no C switch here
+from . import _native as _native_module  # type: ignore[attr-defined]  # ImportError: not built
+
+_native: Any = _native_module
 
 __all__ = ["available", "call", "register", "release_interp"]
 
@@ -79,8 +80,6 @@ def call(interp_id: int, op: str, payload: Any, ctx: Any) -> tuple[Any, ...]:
     return tuple(_loads(_native.call(interp_id, tuple(parts))))
 
 
-
-
 def _dispatch(parts: tuple[memoryview, ...]) -> bytes:
     message = _loads(parts[0])
     ident = _get_ident()
@@ -131,5 +130,3 @@ def register() -> None:
 def release_interp(interp_id: int, timeout: float | None = None) -> None:
     """Drop every cached thread state of an interpreter about to be destroyed."""
     _native.release_interp(interp_id, timeout)
-
-

@@ -206,7 +206,9 @@ def _install_excepthooks() -> None:
 def _raise_unhandled(exc: BaseException, *, is_terminating: bool) -> None:
     from ._domain import AppDomain
 
-    unhandled_exception.fire(AppDomain.current_domain, UnhandledExceptionEventArgs(exc, is_terminating))
+    unhandled_exception.fire(
+        AppDomain.current_domain, UnhandledExceptionEventArgs(exc, is_terminating)
+    )
 
 
 domain_unload = Event("domain_unload")

@@ -13,10 +13,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bench_helpers  # noqa: E402
+import bench_helpers
 
-from appdomain import AppDomain  # noqa: E402
-from appdomain._callpath import native_module  # noqa: E402
+from appdomain import AppDomain
+from appdomain._callpath import native_module
 
 
 def median_us(fn: object, *, repeat: int = 7, number: int = 200) -> float:
@@ -65,8 +65,11 @@ def main() -> None:
             ("proxy call add(i, 2)", median_us(lambda: worker.add(1, 2), number=2000), 15),
             ("1 MiB bytes argument", median_us(lambda: worker.size(mib), number=100), 60),
             ("1 MiB bytes result", median_us(lambda: worker.blob(1 << 20), number=100), None),
-            ("callback into default domain",
-             median_us(lambda: worker.call_back_many(client, 100), number=5) / 100, 60),
+            (
+                "callback into default domain",
+                median_us(lambda: worker.call_back_many(client, 100), number=5) / 100,
+                60,
+            ),
         ]
         for name, value, target in rows:
             goal = f"(target <= {target} us)" if target else ""
@@ -74,8 +77,10 @@ def main() -> None:
     finally:
         AppDomain.unload(domain)
     one, two, speedup = parallel_speedup(3_000_000)
-    print(f"  two domains burning CPU: 1 domain x2 {one:.2f} s, 2 domains {two:.2f} s, "
-          f"speedup {speedup:.2f}x (target >= 1.8x)")
+    print(
+        f"  two domains burning CPU: 1 domain x2 {one:.2f} s, 2 domains {two:.2f} s, "
+        f"speedup {speedup:.2f}x (target >= 1.8x)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from appdomain import AppDomain, MarshalByRefObject, Ref
 class XDomainTarget(MarshalByRefObject):
     """The object that lives in the other domain (the seed's target.Test)."""
 
-    def Test(  # noqa: N802 - the seed's method name
+    def Test(
         self, a: int, b: str, c: list[object], d: Ref[list[object]], e: Ref[str], f: Ref[int]
     ) -> list[object]:
         here = AppDomain.current_domain
@@ -37,8 +37,10 @@ def main() -> int:
         print(f"ref d (ArrayList): {d.value}")
         print(f"ref e (string):    {e.value!r}")
         print(f"ref f (int):       {f.value}")
-        print(f"the call ran in domain {result[3]} ({domain.friendly_name}); "
-              f"this is domain {AppDomain.CurrentDomain.Id}")
+        print(
+            f"the call ran in domain {result[3]} ({domain.friendly_name}); "
+            f"this is domain {AppDomain.CurrentDomain.Id}"
+        )
         return 0 if (f.value == 42 and e.value == "REF STRING") else 1
     finally:
         AppDomain.Unload(domain)

@@ -227,7 +227,9 @@ def test_remote_object_is_released_when_proxies_are_gone(worker: AppDomain) -> N
     assert worker.do_callback(helpers.live_objects) == 0
 
 
-def test_object_passed_by_reference_is_released_after_the_call(calc: helpers.Calculator, worker: AppDomain) -> None:
+def test_object_passed_by_reference_is_released_after_the_call(
+    calc: helpers.Calculator, worker: AppDomain
+) -> None:
     client = helpers.Client()
     calc.call_back(client, 1)
     gc.collect()

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 __all__ = ["MarshalByRefObject", "Lease", "one_way", "is_one_way"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -36,11 +34,11 @@ class MarshalByRefObject:
         """Return a Lease to let this object expire when unused; None (default) means never."""
         return None
 
-    def InitializeLifetimeService(self) -> Lease | None:  # noqa: N802 - .NET name
+    def InitializeLifetimeService(self) -> Lease | None:
         return self.initialize_lifetime_service()
 
 
-def one_way(func: F) -> F:
+def one_way[F: Callable[..., Any]](func: F) -> F:
     """Mark a method as one-way: remote callers do not wait and get no result or exception."""
     func.__appdomain_one_way__ = True  # type: ignore[attr-defined]
     return func

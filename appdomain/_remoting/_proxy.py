@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .. import _callpath, _context, _runtime
 from .._callpath import Route
 from .._compat import queue_put
-from .._errors import AppDomainUnloadedException, RemotingException
+from .._errors import AppDomainUnloadedException
 from .._wake import wake
 from ..marshal import (
     decode_reply,
@@ -55,16 +55,51 @@ _REF = "_appdomain_ref"
 # Members a proxy never forwards: object machinery, and what the proxy answers itself.
 _LOCAL = frozenset(
     {
-        "__init__", "__new__", "__init_subclass__", "__class__", "__dict__", "__weakref__",
-        "__module__", "__qualname__", "__doc__", "__slots__", "__getattr__",
-        "__getattribute__", "__setattr__", "__delattr__", "__reduce__", "__reduce_ex__",
-        "__getstate__", "__setstate__", "__class_getitem__", "__subclasshook__",
-        "__annotations__", "__annotate__", "__dict__", "__repr__", "__eq__", "__ne__",
-        "__hash__", "__del__", "__firstlineno__", "__static_attributes__", "__parameters__",
-        "__orig_bases__", "__dataclass_fields__", "__dataclass_params__", "__match_args__",
-        "__abstractmethods__", "_abc_impl", "__copy__", "__deepcopy__", "__sizeof__",
-        "__dir__", "__format__", "__getnewargs__", "__getnewargs_ex__", "__weakref__",
-        "initialize_lifetime_service", "InitializeLifetimeService",
+        "__init__",
+        "__new__",
+        "__init_subclass__",
+        "__class__",
+        "__dict__",
+        "__weakref__",
+        "__module__",
+        "__qualname__",
+        "__doc__",
+        "__slots__",
+        "__getattr__",
+        "__getattribute__",
+        "__setattr__",
+        "__delattr__",
+        "__reduce__",
+        "__reduce_ex__",
+        "__getstate__",
+        "__setstate__",
+        "__class_getitem__",
+        "__subclasshook__",
+        "__annotations__",
+        "__annotate__",
+        "__repr__",
+        "__eq__",
+        "__ne__",
+        "__hash__",
+        "__del__",
+        "__firstlineno__",
+        "__static_attributes__",
+        "__parameters__",
+        "__orig_bases__",
+        "__dataclass_fields__",
+        "__dataclass_params__",
+        "__match_args__",
+        "__abstractmethods__",
+        "_abc_impl",
+        "__copy__",
+        "__deepcopy__",
+        "__sizeof__",
+        "__dir__",
+        "__format__",
+        "__getnewargs__",
+        "__getnewargs_ex__",
+        "initialize_lifetime_service",
+        "InitializeLifetimeService",
     }
 )
 
@@ -149,7 +184,9 @@ class RemoteMethod:
         ref: RemoteRef = self._proxy.__dict__[_REF]
         if self._lean_ok and not kwargs and _lean(args):
             try:
-                done, value, ctx_back = _native.invoke(ref.route.interp_id, ref.oid, self.name, args)
+                done, value, ctx_back = _native.invoke(
+                    ref.route.interp_id, ref.oid, self.name, args
+                )
             except LookupError:
                 raise AppDomainUnloadedException(
                     f"domain {ref.route.interp_id + 1} has been unloaded"
@@ -246,9 +283,7 @@ def _proxy_iter(self: Any) -> Iterator[Any]:
             yield from from_shareable(items)
             if done:
                 return
-            items, done = _callpath.call(
-                ref.route, "remoting.iter_next", (iterator_id, ITER_CHUNK)
-            )
+            items, done = _callpath.call(ref.route, "remoting.iter_next", (iterator_id, ITER_CHUNK))
     finally:
         if not done:
             _callpath.post(ref.route, "remoting.iter_close", iterator_id)

@@ -7,7 +7,7 @@ import itertools
 import os
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import _callpath, _compat, _context, _runtime
@@ -75,7 +75,7 @@ def _op_create_from(payload: tuple[str, str, Any]) -> Any:
 
 
 def _load_path(path: str) -> types.ModuleType:
-    """Import a file by path, under its stem, with its folder on sys.path (as CreateInstanceFrom)."""
+    """Import a file by path under its stem, its folder on sys.path (as CreateInstanceFrom)."""
     folder, filename = os.path.split(path)
     name = os.path.splitext(filename)[0]
     module = sys.modules.get(name)
@@ -122,7 +122,9 @@ def _invoke_lean(message: tuple[Any, ...]) -> tuple[Any, Any, Any]:
     oid, name, args = message[0], message[1], message[2:]
     try:
         if state.unloading:
-            raise AppDomainUnloadedException(f"domain {_callpath.CURRENT_INTERP + 1} is being unloaded")
+            raise AppDomainUnloadedException(
+                f"domain {_callpath.CURRENT_INTERP + 1} is being unloaded"
+            )
         result = getattr(_table.lookup(oid), name)(*args)
     except BaseException as exc:  # every error goes back to the caller
         if isinstance(exc, ThreadAbortException):
@@ -253,7 +255,7 @@ def install() -> None:
     native = _callpath.native_module()
     if native is not None:
         native.set_invoke_handler(_invoke_lean)
-    for name, handler in {
+    handlers: dict[str, Callable[[Any], Any]] = {
         "remoting.create": _op_create,
         "remoting.create_from": _op_create_from,
         "remoting.invoke": _op_invoke,
@@ -266,6 +268,6 @@ def install() -> None:
         "remoting.exit": _op_exit,
         "remoting.incref": _op_incref,
         "remoting.live_count": _op_live_count,
-    }.items():
+    }
+    for name, handler in handlers.items():
         _callpath.register_op(name, handler)
-

@@ -36,7 +36,9 @@ def export(obj: Any) -> int:
         if oid is not None:
             _entries[oid].count += 1
             return oid
-    lease = obj.initialize_lifetime_service() if hasattr(obj, "initialize_lifetime_service") else None
+    lease = (
+        obj.initialize_lifetime_service() if hasattr(obj, "initialize_lifetime_service") else None
+    )
     if lease is not None and not isinstance(lease, Lease):
         raise TypeError(
             f"initialize_lifetime_service() must return a Lease or None (got {lease!r})"
