@@ -111,7 +111,11 @@ class _Mailbox:
         self.seq = itertools.count(1)
         self.bound: set[int] = set()
         # Closing happens when the owning thread's locals die, never from __del__ I/O.
-        self.close = weakref.finalize(self, _close_mailbox, self.queue, self.waker)
+        self.close = weakref.finalize(
+            self, _close_mailbox, _compat.queue_destroy, self.queue, self.waker
+        )
+        # Not at exit: unloading the remaining domains then still needs this mailbox.
+        self.close.atexit = False
         _all_mailboxes.add(self)
 
     def take(self, seq: int, interp_id: int, deadline: float | None) -> tuple[Any, ...]:
@@ -148,8 +152,9 @@ def close_mailboxes() -> None:
         box.close()
 
 
-def _close_mailbox(queue_id: int, waker: WakeSocket) -> None:
-    _compat.queue_destroy(queue_id)
+def _close_mailbox(destroy: Callable[[int], None], queue_id: int, waker: WakeSocket) -> None:
+    # Gets what it needs as arguments: at interpreter teardown module globals may be gone.
+    destroy(queue_id)
     waker.close()
 
 

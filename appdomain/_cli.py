@@ -49,7 +49,7 @@ def find_samples_dir() -> Path | None:
 
 
 def list_samples(samples_dir: Path) -> dict[str, Path]:
-    """Map each sample's name to its script, in name order (``__init__.py`` and ``_*`` are not samples)."""
+    """Map each sample's name to its script, in name order (``_*.py`` files are not samples)."""
     return {
         path.stem: path
         for path in sorted(samples_dir.glob("*.py"))
@@ -108,14 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     samples_dir = find_samples_dir()
     if samples_dir is None:
-        print("appdomain: no samples found (neither appdomain.samples nor a checkout's samples/)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "appdomain: no samples found (neither appdomain.samples nor a checkout's samples/)",
+            file=sys.stderr,
+        )
         return 2
     samples = list_samples(samples_dir)
     if command == "samples" or not rest:
         if command == "samples" and rest:
-            print("appdomain: 'samples' takes no arguments; did you mean 'sample'?",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "appdomain: 'samples' takes no arguments; did you mean 'sample'?", file=sys.stderr
+            )
             return 2
         _print_samples(samples)
         return 0

@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -266,6 +267,10 @@ def _exit_code(code: object) -> int:
     return 1
 
 
+# How long unload lets a domain's threads end by themselves (their sockets shut down)
+# before it aborts them.
+ABORT_GRACE_SECONDS = 0.05
+
 # Internal clean-ups run when unload begins, after the domain_unload event (executors...).
 unload_hooks: list[Any] = []
 
@@ -288,22 +293,32 @@ def _op_unload_begin(_: None) -> int:
             pass
     state.aborting = True
     me = threading.get_ident()
+    # Shut sockets first: threads blocked in accept()/recv() then leave on their own, and
+    # an abort landing in their clean-up code is avoided.
+    _shutdown_sockets()
+    _callpath.wake_waiting_threads()
     pool = state.pool
     workers = {t.ident for t in pool.threads} if pool is not None else set()
     targets = set(state.inside)
     if pool is not None:
         targets |= pool.busy
-    for thread in threading.enumerate():
-        if thread.ident in workers or thread is threading.main_thread():
-            continue
-        if not isinstance(thread, threading._DummyThread):  # type: ignore[attr-defined]
+    own_threads = [
+        thread
+        for thread in threading.enumerate()
+        if thread.ident not in workers
+        and thread is not threading.main_thread()
+        and not isinstance(thread, threading._DummyThread)  # type: ignore[attr-defined]
+        and thread.ident != me
+    ]
+    grace_until = time.monotonic() + ABORT_GRACE_SECONDS
+    for thread in own_threads:
+        thread.join(max(0.0, grace_until - time.monotonic()))
+        if thread.is_alive():
             targets.add(thread.ident or 0)
     targets.discard(me)
     targets.discard(0)
     for ident in targets:
         _async_raise(ident)
-    _shutdown_sockets()
-    _callpath.wake_waiting_threads()
     return len(targets)
 
 

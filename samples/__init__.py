@@ -1,0 +1,1 @@
+"""Hold the runnable samples; installed as ``appdomain.samples``, run with ``appdomain sample``."""
