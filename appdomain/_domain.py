@@ -9,7 +9,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import _callpath, _compat, _runtime
@@ -35,27 +34,57 @@ _JOIN_SOURCE = "import appdomain._runtime\nappdomain._runtime.join_threads(timeo
 _CANCEL_SOURCE = "import appdomain._runtime\nappdomain._runtime._op_unload_cancel(None)\n"
 
 
-@dataclass
 class AppDomainSetup:
     """How a new domain is set up: where it loads code from (its sys.path)."""
 
-    application_base: str | os.PathLike[str] | None = None
-    private_bin_path: Sequence[str] | str = field(default_factory=list)
-    application_name: str | None = None
+    # A plain class, not a dataclass: importing dataclasses would slow every domain's start.
+    __slots__ = ("application_base", "application_name", "private_bin_path")
 
-    def __post_init__(self) -> None:
-        base = self.application_base
+    def __init__(
+        self,
+        application_base: str | os.PathLike[str] | None = None,
+        private_bin_path: Sequence[str | os.PathLike[str]] | str = (),
+        application_name: str | None = None,
+    ) -> None:
+        base = application_base
         if base is not None and not isinstance(base, (str, os.PathLike)):
             raise TypeError(
                 f"'application_base' must be str or os.PathLike "
                 f"(got {base!r} that is a {type(base).__name__})"
             )
-        paths = self.private_bin_path
-        if isinstance(paths, str):
+        if isinstance(private_bin_path, str):
             # .NET separates PrivateBinPath entries with ';'
-            self.private_bin_path = [p for p in paths.split(";") if p]
-        elif not all(isinstance(p, (str, os.PathLike)) for p in paths):
-            raise TypeError(f"'private_bin_path' must be a list of paths (got {paths!r})")
+            paths: list[str | os.PathLike[str]] = [p for p in private_bin_path.split(";") if p]
+        elif isinstance(private_bin_path, (list, tuple)) and all(
+            isinstance(p, (str, os.PathLike)) for p in private_bin_path
+        ):
+            paths = list(private_bin_path)
+        else:
+            raise TypeError(
+                f"'private_bin_path' must be a list of paths or a ';'-separated str "
+                f"(got {private_bin_path!r})"
+            )
+        self.application_base = application_base
+        self.private_bin_path = paths
+        self.application_name = application_name
+
+    def __repr__(self) -> str:
+        return (
+            f"AppDomainSetup(application_base={self.application_base!r}, "
+            f"private_bin_path={self.private_bin_path!r}, "
+            f"application_name={self.application_name!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AppDomainSetup):
+            return NotImplemented
+        return (self.application_base, self.private_bin_path, self.application_name) == (
+            other.application_base,
+            other.private_bin_path,
+            other.application_name,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
 
     def sys_path(self, inherited: Sequence[str]) -> list[str]:
         """Return the domain's sys.path: its base and private bin folders, then inherited."""

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["MarshalByRefObject", "Lease", "one_way", "is_one_way"]
 
 
-@dataclass(frozen=True)
 class Lease:
     """How long an object stays reachable without calls: initial time, extended by each call.
 
@@ -17,14 +15,34 @@ class Lease:
     five-minute default, an object without a lease lives as long as any proxy to it.
     """
 
-    initial_lease_time: float
-    renew_on_call_time: float = 0.0
+    __slots__ = ("initial_lease_time", "renew_on_call_time")
 
-    def __post_init__(self) -> None:
-        for name in ("initial_lease_time", "renew_on_call_time"):
-            value = getattr(self, name)
+    def __init__(self, initial_lease_time: float, renew_on_call_time: float = 0.0) -> None:
+        for name, value in (
+            ("initial_lease_time", initial_lease_time),
+            ("renew_on_call_time", renew_on_call_time),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"'{name}' must be a number of seconds >= 0 (got {value!r})")
+        self.initial_lease_time = float(initial_lease_time)
+        self.renew_on_call_time = float(renew_on_call_time)
+
+    def __repr__(self) -> str:
+        return (
+            f"Lease(initial_lease_time={self.initial_lease_time!r}, "
+            f"renew_on_call_time={self.renew_on_call_time!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Lease):
+            return NotImplemented
+        return (self.initial_lease_time, self.renew_on_call_time) == (
+            other.initial_lease_time,
+            other.renew_on_call_time,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.initial_lease_time, self.renew_on_call_time))
 
 
 class MarshalByRefObject:

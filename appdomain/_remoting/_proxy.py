@@ -10,8 +10,8 @@ instance attribute.
 
 from __future__ import annotations
 
-import inspect
 import threading
+import types
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -393,7 +393,7 @@ def _member(name: str, value: Any) -> Any:
     if isinstance(value, classmethod):
         func = value.__func__
         return _MethodMember(name, _plan(func, bound=True), is_one_way(func))
-    if inspect.isfunction(value):
+    if isinstance(value, types.FunctionType):
         return _MethodMember(name, _plan(value, bound=True), is_one_way(value))
     if callable(value) and not isinstance(value, type):
         return _MethodMember(name, None, False)

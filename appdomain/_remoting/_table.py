@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from .._errors import RemotingException
@@ -14,12 +13,16 @@ from ._base import Lease
 __all__ = ["export", "lookup", "release", "incref", "live_count"]
 
 
-@dataclass
 class _Entry:
-    obj: Any
-    count: int
-    lease: Lease | None
-    expires: float
+    """An exported object, how many remote references it has, and when its lease ends."""
+
+    __slots__ = ("count", "expires", "lease", "obj")
+
+    def __init__(self, obj: Any, count: int, lease: Lease | None, expires: float) -> None:
+        self.obj = obj
+        self.count = count
+        self.lease = lease
+        self.expires = expires
 
 
 _lock = threading.Lock()
