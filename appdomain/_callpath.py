@@ -182,13 +182,15 @@ def wake_waiting_threads() -> None:
 # -- calling ----------------------------------------------------------------------------
 
 _native: Any = None
-try:  # the C switch (issue 7) when it was built; the pure route otherwise
+# True when the C switch was not built (no compiler at install time): said once, on first use.
+native_missing = False
+try:  # the C switch when it was built; the pure route otherwise
     from . import _native_path
 
     if _native_path.available():
         _native = _native_path
 except ImportError:
-    pass
+    native_missing = not os.environ.get("APPDOMAIN_PURE")
 
 
 def native_module() -> Any:

@@ -424,7 +424,26 @@ class _Record:
 _records: dict[int, _Record] = {}
 
 
+_said_pure = False
+
+
+def _say_pure_once() -> None:
+    global _said_pure
+    if _callpath.native_missing and not _said_pure:
+        _said_pure = True
+        import warnings
+
+        warnings.warn(
+            "appdomain: the native domain switch (appdomain._native) was not built, most "
+            "likely for want of a C compiler when appdomain was installed; cross-domain calls "
+            "use the slower pure-Python path",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppDomain:
+    _say_pure_once()
     default = _runtime.ensure_started()
     interp_id = _compat.create_interp()
     domain_id = interp_id + 1
