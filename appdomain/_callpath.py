@@ -27,6 +27,7 @@ exception.  ``ctx`` carries the logical call context both ways (``_context``).
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 import weakref
