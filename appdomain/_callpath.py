@@ -503,8 +503,10 @@ class Pool:
         """Resume serving after a cancelled stop."""
         with self.lock:
             self.stopping = False
-            alive = len(self.threads)
-        if alive == 0:
+            # Workers that already saw the stop are leaving even if not gone yet; only
+            # those still waiting (idle) will serve again.
+            listening = self.idle
+        if listening == 0:
             self._spawn()
 
 

@@ -486,14 +486,15 @@ def _unload_here(domain_id: int, timeout: float) -> None:
             _callpath.call(route, "domain.unload_begin", None, timeout=timeout)
         except TimeoutError:
             _cancel_unload(record, "its domain_unload handlers did not finish", timeout)
-        _wait_until_quiet(record, deadline, timeout)
         native = _callpath.native_module()
         if native is not None:
-            # Native calls are invisible to the running check above: wait for them here.
+            # Native calls are invisible to the running check below: refuse new ones and
+            # wait for those in flight (already aborted) before anything is torn down.
             try:
                 native.release_interp(route.interp_id, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 _cancel_unload(record, "a native call into it is still running", timeout)
+        _wait_until_quiet(record, deadline, timeout)
         _compat.destroy_interp(route.interp_id)
         _callpath.fail_pending(route.inbox_queue, f"domain {domain_id} was unloaded")
         _compat.queue_destroy(route.inbox_queue)
