@@ -12,6 +12,7 @@ the current one runs (``_Warmer``); a domain has its own GIL, so that work runs 
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -36,12 +37,16 @@ def is_isolated(item: pytest.Item) -> bool:
 
 def plan(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Remember the isolated tests in run order, so their domains can be prepared ahead."""
-    isolated = [item for item in items if is_isolated(item)]
+    isolated = [item for item in items if isinstance(item, pytest.Function) and is_isolated(item)]
     old = config.stash.get(_warmer_key, None)
     if old is not None:
         old.close()
-    if isolated:
-        config.stash[_warmer_key] = _Warmer(isolated)
+    ahead = config.getoption("--appdomain-prepare-ahead", None)
+    if ahead is None:
+        # Domains build under their own GIL: keep every core busy, plus one queued.
+        ahead = min((os.cpu_count() or 1) + 1, 4)
+    if isolated and ahead > 0:
+        config.stash[_warmer_key] = _Warmer(isolated, ahead)
 
 
 def shutdown(config: pytest.Config) -> None:
@@ -181,7 +186,7 @@ def _rebuild_longrepr(data: Any, exc: BaseException) -> Any:
 
         try:
             return _report_kwargs_from_json({"longrepr": data})["longrepr"]
-        except Exception:  # noqa: BLE001 - fall back to the plain remote traceback
+        except Exception:
             pass
     from _pytest.outcomes import OutcomeException
 
@@ -194,14 +199,15 @@ def _rebuild_longrepr(data: Any, exc: BaseException) -> Any:
 class _Warmer:
     """Prepare the domain of the next isolated test on a background thread."""
 
-    def __init__(self, items: list[pytest.Function]) -> None:
+    def __init__(self, items: list[pytest.Function], ahead: int) -> None:
         self._order = {id(item): n for n, item in enumerate(items)}
         self._items = items
+        self._ahead = ahead
         self._lock = threading.Lock()
         self._ready: dict[int, _Prepared] = {}
         self._closed = False
-        if items:
-            self._start(0)
+        for index in range(min(ahead, len(items))):
+            self._start(index)
 
     def take(self, item: pytest.Function) -> AppDomain | None:
         """Return the domain prepared for item (waiting for it), or None."""
@@ -213,10 +219,10 @@ class _Warmer:
         return prepared.domain
 
     def prepare_after(self, item: pytest.Function) -> None:
-        """Start preparing the domain of the isolated test that follows item."""
+        """Start preparing the domain of the isolated test `ahead` places after item."""
         index = self._order.get(id(item))
-        if index is not None and index + 1 < len(self._items):
-            self._start(index + 1)
+        if index is not None and index + self._ahead < len(self._items):
+            self._start(index + self._ahead)
 
     def _start(self, index: int) -> None:
         item = self._items[index]
@@ -256,13 +262,13 @@ class _Prepared:
     def build(self) -> None:
         try:
             domain = AppDomain.create_domain(self.item.name)
-        except BaseException:  # noqa: BLE001 - the test creates its domain itself instead
+        except BaseException:
             self.done.set()
             return
         self.domain = domain
         try:
             domain.do_callback(_pytest_remote.prepare, self.spec)
-        except BaseException:  # noqa: BLE001 - run_test imports again and reports the error
+        except BaseException:
             pass
         finally:
             self.done.set()

@@ -149,7 +149,7 @@ def run_test(spec: dict[str, Any], funcargs: dict[str, Any]) -> tuple[str, Any, 
             func(**funcargs)
         finally:
             _flush()
-    except BaseException as exc:  # noqa: BLE001 - every outcome goes back to pytest
+    except BaseException as exc:
         outcome = _outcome(exc)
         if outcome is not None:
             return ("outcome", outcome, _longrepr(exc, spec))
@@ -238,5 +238,5 @@ def _longrepr(exc: BaseException, spec: dict[str, Any]) -> Any:
         )
         report = types.SimpleNamespace(longrepr=longrepr)
         return _report_to_json(report)["longrepr"]  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - fall back to the remote traceback text
+    except Exception:
         return None

@@ -1,4 +1,4 @@
-"""Give pytest users fresh AppDomains: fixtures, the ``isolated`` marker and ``--appdomain-isolate``.
+"""Give pytest users fresh AppDomains: fixtures, an ``isolated`` marker, ``--appdomain-isolate``.
 
 Loaded through the ``pytest11`` entry point (or ``-p appdomain.pytest_plugin``):
 
@@ -41,6 +41,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="SECONDS",
         help="how long unloading a test's domain may wait for its threads (default 10)",
+    )
+    group.addoption(
+        "--appdomain-prepare-ahead",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many isolated tests' domains to prepare in the background while earlier "
+        "tests run (default: CPUs + 1, at most 4; 0 turns it off)",
     )
     parser.addini(
         "appdomain_isolate",
@@ -110,7 +118,8 @@ def _release(domain: AppDomain, timeout: float) -> list[str]:
 
     problems: list[str] = []
     try:
-        problems += [f"{domain.friendly_name!r} leaked: {what}" for what in domain.do_callback(leftovers)]
+        found = domain.do_callback(leftovers)
+        problems += [f"{domain.friendly_name!r} leaked: {what}" for what in found]
     except AppDomainUnloadedException:
         return []  # the test unloaded it itself
     try:
@@ -150,6 +159,8 @@ def appdomain_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., 
 
 
 @pytest.fixture
-def appdomain(request: pytest.FixtureRequest, appdomain_factory: Callable[..., AppDomain]) -> AppDomain:
+def appdomain(
+    request: pytest.FixtureRequest, appdomain_factory: Callable[..., AppDomain]
+) -> AppDomain:
     """Return a fresh domain named after the test, unloaded (and checked for leaks) after it."""
     return appdomain_factory(request.node.name)

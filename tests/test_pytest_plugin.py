@@ -1,0 +1,421 @@
+"""Run small test files through the appdomain pytest plugin: fixtures, leaks, isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+# Helpers the domains import by name (test files and domains share the pytester folder).
+HELPERS = '''
+import socket
+import threading
+
+from appdomain import AppDomain, MarshalByRefObject
+
+_kept = []
+
+def domain_name():
+    return AppDomain.current_domain.friendly_name
+
+def start_spinning_thread():
+    stop = threading.Event()
+    def spin():
+        while not stop.wait(0.01):  # wakes often, so unload's abort lands
+            pass
+    threading.Thread(target=spin, name="spinner").start()
+    _kept.append(stop)
+
+def start_sleeping_thread(seconds):
+    threading.Thread(target=__import__("time").sleep, args=(seconds,), name="sleeper").start()
+
+def open_socket():
+    _kept.append(socket.socket())
+
+def keep(value):
+    _kept.append(value)
+
+class Counter(MarshalByRefObject):
+    def __init__(self):
+        self.hits = 0
+    def hit(self):
+        self.hits += 1
+        return self.hits
+'''
+
+
+def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
+    """Write source as a test file next to the helpers and run it in a fresh process."""
+    pytester.makepyfile(helpers=HELPERS)
+    pytester.makepyfile(test_subject=source)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+
+
+# -- registration ------------------------------------------------------------------------
+
+
+def test_markers_lists_isolated(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.isolated:*fresh AppDomain*"])
+
+
+def test_help_lists_isolate_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["*--appdomain-isolate*"])
+
+
+def test_plugin_loads_with_dash_p(pytester: pytest.Pytester) -> None:
+    source = "def test_it(appdomain):\n    assert appdomain.friendly_name == 'test_it'\n"
+    result = run(pytester, source, "-p", "no:appdomain", "-p", "appdomain.pytest_plugin")
+    result.assert_outcomes(passed=1)
+
+
+# -- fixtures ----------------------------------------------------------------------------
+
+
+def test_appdomain_fixture_is_named_after_the_test(pytester: pytest.Pytester) -> None:
+    source = """
+import helpers
+def test_named(appdomain):
+    assert appdomain.do_callback(helpers.domain_name) == "test_named"
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_appdomain_fixture_unloads_after_the_test(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+import helpers
+from appdomain import AppDomainUnloadedException
+seen = []
+def test_first(appdomain):
+    seen.append(appdomain)
+def test_second():
+    with pytest.raises(AppDomainUnloadedException):
+        seen[0].do_callback(helpers.domain_name)
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
+def test_factory_creates_named_and_numbered_domains(pytester: pytest.Pytester) -> None:
+    source = """
+import helpers
+def test_many(appdomain_factory):
+    first = appdomain_factory("first")
+    second = appdomain_factory()
+    assert first.do_callback(helpers.domain_name) == "first"
+    assert second.do_callback(helpers.domain_name) == "test_many-2"
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_factory_unloads_every_domain(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+import helpers
+from appdomain import AppDomainUnloadedException
+made = []
+def test_make(appdomain_factory):
+    made.extend([appdomain_factory(), appdomain_factory()])
+def test_gone():
+    for domain in made:
+        with pytest.raises(AppDomainUnloadedException):
+            domain.do_callback(helpers.domain_name)
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
+def test_leaked_thread_fails_the_test(pytester: pytest.Pytester) -> None:
+    source = """
+import helpers
+def test_leaky(appdomain):
+    appdomain.do_callback(helpers.start_spinning_thread)
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*'test_leaky' leaked: thread 'spinner' is still running*"])
+
+
+def test_leaked_socket_fails_the_test(pytester: pytest.Pytester) -> None:
+    source = """
+import helpers
+def test_leaky(appdomain):
+    appdomain.do_callback(helpers.open_socket)
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*'test_leaky' leaked: socket fd=* is still open*"])
+
+
+def test_leaked_proxy_fails_the_test(pytester: pytest.Pytester) -> None:
+    source = """
+import helpers
+def test_leaky(appdomain):
+    appdomain.do_callback(helpers.keep, helpers.Counter())
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*'test_leaky' leaked: 1 proxy(ies)*still alive*"])
+
+
+def test_domain_that_cannot_unload_fails_the_test(pytester: pytest.Pytester) -> None:
+    # The thread sits in one C call (sleep) longer than the unload timeout, so the
+    # abort cannot land; it ends by itself before the process exits.
+    source = """
+import helpers
+def test_stuck(appdomain):
+    appdomain.do_callback(helpers.start_sleeping_thread, 1.5)
+"""
+    result = run(pytester, source, "--appdomain-unload-timeout=0.2")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*could not be unloaded within 0.2 s*"])
+
+
+def test_clean_domain_passes(pytester: pytest.Pytester) -> None:
+    source = """
+import helpers
+def test_clean(appdomain):
+    appdomain.do_callback(helpers.domain_name)
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+# -- the isolated marker and option ----------------------------------------------------------
+
+
+def test_isolated_test_runs_in_another_interpreter(pytester: pytest.Pytester) -> None:
+    source = """
+import _interpreters
+import pytest
+@pytest.mark.isolated
+def test_where():
+    assert _interpreters.get_current()[0] != _interpreters.get_main()[0]
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_isolated_domain_is_named_after_the_test(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+from appdomain import AppDomain
+@pytest.mark.isolated
+def test_where():
+    assert AppDomain.current_domain.friendly_name == "test_where"
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_module_globals_do_not_leak_between_isolated_tests(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+STATE = []
+@pytest.mark.isolated
+def test_one():
+    STATE.append(1)
+    assert STATE == [1]
+@pytest.mark.isolated
+def test_two():
+    STATE.append(2)
+    assert STATE == [2]
+def test_main_untouched():
+    assert STATE == []
+"""
+    run(pytester, source).assert_outcomes(passed=3)
+
+
+def test_isolate_option_applies_to_every_test(pytester: pytest.Pytester) -> None:
+    source = """
+import _interpreters
+def in_domain():
+    return _interpreters.get_current()[0] != _interpreters.get_main()[0]
+def test_one():
+    assert in_domain()
+class TestGroup:
+    def test_two(self):
+        assert in_domain()
+"""
+    run(pytester, source, "--appdomain-isolate").assert_outcomes(passed=2)
+
+
+def test_isolate_ini_setting_applies_to_every_test(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nappdomain_isolate = true\n")
+    source = """
+import _interpreters
+def test_one():
+    assert _interpreters.get_current()[0] != _interpreters.get_main()[0]
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_failed_assert_shows_rewritten_diff(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_compare():
+    expected = [1, 2, 4]
+    assert [1, 2, 3] == expected
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            ">*assert [[]1, 2, 3[]] == expected",
+            "E*assert [[]1, 2, 3[]] == [[]1, 2, 4[]]",
+            "E*At index 2 diff: 3 != 4",
+            "test_subject.py:5: AssertionError",
+        ]
+    )
+
+
+def test_failure_shows_the_remote_frames(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+def deep():
+    raise ValueError("from the domain")
+@pytest.mark.isolated
+def test_boom():
+    deep()
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [">*deep()", ">*raise ValueError(\"from the domain\")", "E*ValueError: from the domain"]
+    )
+
+
+def test_skip_inside_isolated_test_skips(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_skipper():
+    pytest.skip("not today")
+"""
+    result = run(pytester, source, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*test_subject.py*not today"])
+
+
+def test_xfail_inside_isolated_test_xfails(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_imperative():
+    pytest.xfail("known bug")
+@pytest.mark.isolated
+@pytest.mark.xfail(raises=ZeroDivisionError, strict=True)
+def test_marked():
+    1 / 0
+"""
+    run(pytester, source).assert_outcomes(xfailed=2)
+
+
+def test_fail_inside_isolated_test_fails_with_message(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_failer():
+    pytest.fail("plainly wrong", pytrace=False)
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*plainly wrong*"])
+
+
+def test_raises_inside_isolated_test_works(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_catch():
+    with pytest.raises(KeyError):
+        {}["missing"]
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_fixture_values_cross_by_value(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.fixture
+def config():
+    return {"name": "demo", "sizes": [1, 2]}
+@pytest.mark.isolated
+@pytest.mark.parametrize("n", [1, 2])
+def test_uses(config, n, tmp_path):
+    assert config == {"name": "demo", "sizes": [1, 2]}
+    assert n in config["sizes"]
+    (tmp_path / "out.txt").write_text("ok")
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
+def test_marshal_by_ref_fixture_crosses_by_reference(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+import helpers
+from appdomain import is_transparent_proxy
+@pytest.fixture
+def counter():
+    c = helpers.Counter()
+    yield c
+    assert c.hits == 1  # the isolated test called the very same object
+@pytest.mark.isolated
+def test_hits(counter):
+    assert is_transparent_proxy(counter)
+    assert counter.hit() == 1
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_fixture_that_cannot_cross_names_itself(pytester: pytest.Pytester) -> None:
+    source = """
+import threading
+import pytest
+@pytest.fixture
+def lock():
+    return threading.Lock()
+@pytest.mark.isolated
+def test_locked(lock):
+    pass
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*fixture 'lock' cannot cross into the test's AppDomain*"])
+
+
+def test_daemon_thread_reports_the_subinterpreter_limit(pytester: pytest.Pytester) -> None:
+    source = """
+import threading
+import pytest
+@pytest.mark.isolated
+def test_daemon():
+    threading.Thread(target=print, daemon=True).start()
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*subinterpreter limit*daemon threads*"])
+
+
+def test_isolated_output_is_captured(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_talks():
+    print("said inside")
+    assert False
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Captured stdout call*", "said inside"])
+
+
+def test_isolated_tests_run_without_preparing_ahead(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+STATE = []
+@pytest.mark.isolated
+@pytest.mark.parametrize("n", range(3))
+def test_fresh(n):
+    STATE.append(n)
+    assert STATE == [n]
+"""
+    run(pytester, source, "--appdomain-prepare-ahead=0").assert_outcomes(passed=3)
