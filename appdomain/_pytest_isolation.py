@@ -37,7 +37,9 @@ def is_isolated(item: pytest.Item) -> bool:
 
 def plan(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Remember the isolated tests in run order, so their domains can be prepared ahead."""
-    isolated = [item for item in items if isinstance(item, pytest.Function) and is_isolated(item)]
+    isolated: list[pytest.Function] = [
+        item for item in items if isinstance(item, pytest.Function) and is_isolated(item)
+    ]
     old = config.stash.get(_warmer_key, None)
     if old is not None:
         old.close()
