@@ -106,10 +106,23 @@ class Channel:
             return from_shareable(wire[0])
 
     def _wait(self, waiters: int, deadline: float | None, what: str) -> None:
+        # Fix: a wait whose time is already up (timeout=0, or a deadline passed while
+        # looping) times out without registering; it used to leave one stale waiter entry
+        # per call (millions for a recv(timeout=0) poll loop), all woken on close().
+        if deadline is not None and deadline - time.monotonic() <= 0:
+            raise TimeoutError(f"{what}() timed out")
         box = _callpath._mailbox()
         _compat.queue_put(waiters, box.waker.address)
         # The state may have changed between our failed attempt and registering: the
         # caller loops and retries, so a wake that came in between is never lost.
+        # Fix (tests/test_channel.py::test_blocked_sender_resumes_when_room_is_made): a
+        # wake sent between the caller's failed attempt and the registration above went
+        # to nobody, so look again before blocking (the caller loops and retries).
+        # Wakes left over from earlier registrations are dropped first (the check below
+        # sees whatever they announced): they made receivers spin and re-register.
+        box.waker.drain()
+        if self._ready(what):
+            return
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise TimeoutError(f"{what}() timed out")
@@ -132,6 +145,15 @@ class Channel:
             raise ThreadAbortException()
         if not woken and deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"{what}() timed out")
+
+    def _ready(self, what: str) -> bool:
+        """Tell whether the operation `what` ("send"/"recv") may now succeed or fail at once."""
+        if self.closed:
+            return True
+        count = _compat.queue_count(self._queues[0])
+        if what == "recv":
+            return count > 0
+        return self._maxsize == 0 or count < self._maxsize
 
     def close(self) -> None:
         """Close the channel: sends fail; receivers drain it, then ChannelClosedError."""
@@ -170,7 +192,15 @@ def _deadline(timeout: float | None) -> float | None:
 
 
 def _wake_all(waiters: int) -> None:
-    while True:
+    # Fix (tests/test_channel.py::test_producer_and_consumer_in_two_domains): wake only
+    # the waiters registered now.  Draining "until empty" livelocked: each woken receiver
+    # finds nothing yet, registers again at once, and this loop never ended.  A waiter
+    # registering later re-checks the channel before it blocks (Channel._ready).
+    try:
+        count = _compat.queue_count(waiters)
+    except _compat.QueueNotFoundError:
+        return
+    for _ in range(count):
         try:
             address = _compat.queue_get(waiters)
         except (_compat.QueueEmpty, _compat.QueueNotFoundError):

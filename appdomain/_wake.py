@@ -67,6 +67,21 @@ class WakeSocket:
             return False
         return True
 
+    def drain(self) -> None:
+        """Discard wakes already received without blocking.
+
+        Added for Channel (tests/test_channel.py::test_producer_and_consumer_in_two_domains):
+        a waiter that re-checks its condition right after draining loses nothing, and
+        stale wakes no longer make it spin.
+        """
+        sock = self.sock
+        sock.settimeout(0.0)  # wait() sets the timeout it needs again
+        while True:
+            try:
+                sock.recv(16)
+            except (BlockingIOError, InterruptedError):
+                return
+
     def close(self) -> None:
         """Close the socket; later wakes to its name fail."""
         self.sock.close()
@@ -88,7 +103,12 @@ def wake(address: str) -> bool:
                 _internal.add(_sender)
             sender = _sender
     try:
-        sender.sendto(b"!", address)
+        # Fix (bench_domains dispatcher run hung in Channel.close): never block.  A waiter
+        # whose buffer is full of unread wakes is woken already; a blocking sendto would
+        # hang the waker until that thread reads, which may be never.
+        sender.sendto(b"!", socket.MSG_DONTWAIT, address)
+    except BlockingIOError:
+        return True
     except OSError:  # refused or missing: the waiter is gone
         return False
     return True

@@ -1,0 +1,195 @@
+"""Benchmark domains, the call path and channels; print medians (no asserts).
+
+    python bench/bench_domains.py                 # native switch when built
+    APPDOMAIN_PURE=1 python bench/bench_domains.py  # pure-Python call path
+
+Targets (median): create <= 15 ms, unload <= 10 ms, same-thread call <= 15 us,
+dispatcher call / callback into the default domain <= 60 us, channel round trip <= 60 us.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # domain_helpers: functions the domains run
+
+import domain_helpers as helpers  # noqa: E402
+
+from appdomain import AppDomain, Channel, _callpath  # noqa: E402
+
+ROUNDS = 7  # batches per measurement; the median batch is reported
+
+
+# -- run inside domains (importable from this script through the __main__ alias) ------------
+
+
+def time_callbacks(recorder: Any, count: int) -> float:
+    """Inside a domain: call a default-domain object count times; return seconds per call."""
+    begun = time.perf_counter()
+    for i in range(count):
+        recorder.record(i)
+    return (time.perf_counter() - begun) / count
+
+
+def time_round_trips(requests: Channel, replies: Channel, count: int) -> float:
+    """Inside a domain: ping an echo server in another domain; return seconds per round trip."""
+    requests.send(-1)
+    replies.recv()
+    begun = time.perf_counter()
+    for i in range(count):
+        requests.send(i)
+        replies.recv()
+    return (time.perf_counter() - begun) / count
+
+
+class Sink(helpers.Recorder):
+    """A Recorder that keeps nothing (so long runs do not grow a list)."""
+
+    def record(self, value: Any) -> int:
+        return 1
+
+
+# -- measurements ------------------------------------------------------------------------
+
+
+def per_call(func: Any, count: int) -> float:
+    """Median over ROUNDS batches of seconds per func() call."""
+    samples = []
+    for _ in range(ROUNDS):
+        begun = time.perf_counter()
+        for _ in range(count):
+            func()
+        samples.append((time.perf_counter() - begun) / count)
+    return statistics.median(samples)
+
+
+def bench_create_unload(cycles: int = 40) -> tuple[float, float]:
+    for i in range(3):  # warm-up: imports, the default domain's dispatcher
+        AppDomain.unload(AppDomain.create_domain(f"Warm{i}"))
+    creates, unloads = [], []
+    for i in range(cycles):
+        begun = time.perf_counter()
+        d = AppDomain.create_domain(f"Bench{i}")
+        creates.append(time.perf_counter() - begun)
+        d.do_callback(helpers.noop)
+        begun = time.perf_counter()
+        AppDomain.unload(d)
+        unloads.append(time.perf_counter() - begun)
+    return statistics.median(creates), statistics.median(unloads)
+
+
+def bench_same_thread(d: AppDomain) -> tuple[float, float]:
+    noop = helpers.noop
+    callback = per_call(lambda: d.do_callback(noop), 2000)
+    calc = d.create_instance_and_unwrap("domain_helpers", "Calculator")
+    calc.add(1, 2)
+    counter = iter(range(10**9))
+    proxy = per_call(lambda: calc.add(next(counter), 2), 2000)
+    return callback, proxy
+
+
+def _hold(d: AppDomain, func: Any, *args: Any) -> None:
+    try:
+        d.do_callback(func, *args)
+    except Exception:  # the hold ends when its channel is closed
+        pass
+
+
+def bench_dispatcher(d: AppDomain, spin: bool = False) -> float:
+    """A call into d while another thread is inside d in a long call.
+
+    spin=False: that call waits in Channel.recv (GIL released): the latency of the route
+    itself.  spin=True: it spins in Python, so every call also waits for d's GIL.
+    """
+    started, stop = Channel(), Channel()
+    if spin:
+        args: tuple[Any, ...] = (helpers.busy_until_closed, started, stop)
+    else:
+        args = (helpers.signal_then_block, started, stop)
+    busy = threading.Thread(target=_hold, args=(d, *args), daemon=True)
+    busy.start()
+    started.recv(timeout=30)
+    try:
+        noop = helpers.noop
+        return per_call(lambda: d.do_callback(noop), 50 if spin else 500)
+    finally:
+        stop.close()
+        busy.join(30)
+
+
+def bench_callback_into_default(d: AppDomain) -> float:
+    sink = Sink()
+    samples = [d.do_callback(time_callbacks, sink, 500) for _ in range(ROUNDS)]
+    return statistics.median(samples)
+
+
+def bench_channel_round_trip(server: AppDomain, client: AppDomain) -> float:
+    requests, replies = Channel(), Channel()
+    server.do_callback(helpers.start_echo_server, requests, replies)
+    try:
+        samples = [
+            client.do_callback(time_round_trips, requests, replies, 1000) for _ in range(ROUNDS)
+        ]
+    finally:
+        requests.close()
+    return statistics.median(samples)
+
+
+def main() -> None:
+    native = _callpath.native_module() is not None
+    mode = "native" if native else "pure"
+    pure = os.environ.get("APPDOMAIN_PURE", "")
+    print(f"appdomain bench_domains  mode={mode}  APPDOMAIN_PURE={pure!r}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+
+    def show(label: str, seconds: float, target: float, unit: str) -> None:
+        scale = {"ms": 1e3, "us": 1e6}[unit]
+        verdict = "ok" if seconds <= target else "OVER"
+        print(
+            f"  {label:<46} {seconds * scale:9.2f} {unit}"
+            f"   (target <= {target * scale:g} {unit}, {verdict})"
+        )
+
+    create, unload = bench_create_unload()
+    show("create_domain", create, 15e-3, "ms")
+    show("unload", unload, 10e-3, "ms")
+
+    d = AppDomain.create_domain("BenchCalls")
+    try:
+        callback, proxy = bench_same_thread(d)
+        show("same-thread do_callback(noop)", callback, 15e-6, "us")
+        show("same-thread proxy calc.add(i, 2)", proxy, 15e-6, "us")
+        show("call while another thread waits inside", bench_dispatcher(d), 60e-6, "us")
+        show(
+            "call while another thread spins inside (GIL)",
+            bench_dispatcher(d, spin=True),
+            60e-6,
+            "us",
+        )
+        show("callback into the default domain", bench_callback_into_default(d), 60e-6, "us")
+    finally:
+        AppDomain.unload(d)
+
+    server = AppDomain.create_domain("BenchServer")
+    client = AppDomain.create_domain("BenchClient")
+    try:
+        show(
+            "channel round trip between two domains",
+            bench_channel_round_trip(server, client),
+            60e-6,
+            "us",
+        )
+    finally:
+        AppDomain.unload(client)
+        AppDomain.unload(server)
+
+
+if __name__ == "__main__":
+    main()

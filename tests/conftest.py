@@ -1,0 +1,63 @@
+"""Shared fixtures for the domain, call path and channel tests.
+
+``domain`` / ``domain_factory`` are deliberately local (not the package's pytest plugin,
+which is being rewritten): each creates real AppDomains and unloads every one still
+loaded after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS = str(Path(__file__).resolve().parent)
+# Domains import tests/domain_helpers.py by name and inherit their creator's sys.path.
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+from appdomain import (  # noqa: E402
+    AppDomain,
+    AppDomainSetup,
+    AppDomainUnloadedException,
+)
+
+# Final unload of a test's domains: generous, so a slow CI box does not turn a passing
+# test into a teardown error.
+TEARDOWN_TIMEOUT = 30.0
+
+
+def unload_quietly(domain: AppDomain, timeout: float = TEARDOWN_TIMEOUT) -> None:
+    """Unload domain unless the test already did."""
+    try:
+        AppDomain.unload(domain, timeout=timeout)
+    except AppDomainUnloadedException:
+        pass
+
+
+@pytest.fixture
+def domain_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., AppDomain]]:
+    """create(name=None, setup=None) -> a new AppDomain, unloaded after the test."""
+    created: list[AppDomain] = []
+
+    def create(name: str | None = None, setup: AppDomainSetup | None = None) -> AppDomain:
+        domain = AppDomain.create_domain(name or f"{request.node.name}-{len(created) + 1}", setup)
+        created.append(domain)
+        return domain
+
+    yield create
+    for domain in reversed(created):
+        unload_quietly(domain)
+
+
+@pytest.fixture
+def domain(domain_factory: Callable[..., AppDomain]) -> AppDomain:
+    """One fresh domain, unloaded after the test."""
+    return domain_factory()
+
+
+def open_fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
