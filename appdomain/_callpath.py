@@ -468,8 +468,10 @@ class Pool:
     def _work(self) -> None:
         me = threading.current_thread()
         try:
+            pending = False
             while True:
-                self.waker.wait()
+                if not pending:
+                    self.waker.wait()
                 with self.lock:
                     self.idle -= 1
                     if self.stopping:
@@ -491,8 +493,11 @@ class Pool:
                         _reply(request)
                     finally:
                         self.busy.discard(me.ident or 0)
+                # Wakes are dropped when a waker's buffer is full, so look for more work
+                # before sleeping again rather than trusting one wake per request.
+                pending = _compat.queue_count(self.inbox_queue) > 0
                 with self.lock:
-                    if self.stopping or self.idle >= MAX_IDLE_WORKERS:
+                    if self.stopping or (not pending and self.idle >= MAX_IDLE_WORKERS):
                         return
                     self.idle += 1
         except ThreadAbortException:

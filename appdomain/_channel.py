@@ -12,7 +12,13 @@ from . import _callpath, _compat
 from ._errors import ChannelClosedError, ThreadAbortException
 from ._wake import wake
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "sent_to", "rehome"]
+
+# A queued value belongs to the interpreter that sent it and vanishes when that domain is
+# unloaded.  So each non-default domain notes the channels it sent to, and its unloader
+# re-sends what is still queued there (see rehome) before destroying it.
+_REHOME = _callpath.CURRENT_INTERP != _callpath.MAIN_INTERP
+sent_to: set[int] = set()
 
 
 class Channel:
@@ -80,6 +86,8 @@ class Channel:
             except _compat.QueueFull:
                 self._wait(senders, deadline, "send")
                 continue
+            if _REHOME:
+                sent_to.add(items)
             _wake_all(receivers)
             return
 
@@ -181,6 +189,20 @@ class Channel:
 
     def __reduce__(self) -> Any:
         raise TypeError("a Channel crosses domains through appdomain's marshalling, not pickle")
+
+
+def rehome(items_queues: tuple[int, ...]) -> None:
+    """Take and re-send every value queued on these channels, so this domain owns them."""
+    for queue_id in items_queues:
+        try:
+            pending = [_compat.queue_get(queue_id) for _ in range(_compat.queue_count(queue_id))]
+        except (_compat.QueueEmpty, _compat.QueueNotFoundError):
+            continue  # drained by a receiver meanwhile, or the channel is gone
+        for item in pending:
+            try:
+                _compat.queue_put(queue_id, item)
+            except (_compat.QueueFull, _compat.QueueNotFoundError):
+                break
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -30,7 +30,7 @@ import appdomain._runtime
 appdomain._runtime.boot_subdomain(cfg)
 del cfg
 """
-_JOIN_SOURCE = "import appdomain._runtime\nappdomain._runtime.join_threads(timeout)\n"
+_JOIN_SOURCE = "import appdomain._runtime\nappdomain._runtime.join_threads(timeout, report)\n"
 _CANCEL_SOURCE = "import appdomain._runtime\nappdomain._runtime._op_unload_cancel(None)\n"
 
 
@@ -494,7 +494,11 @@ def _unload_here(domain_id: int, timeout: float) -> None:
                 native.release_interp(route.interp_id, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 _cancel_unload(record, "a native call into it is still running", timeout)
-        _wait_until_quiet(record, deadline, timeout)
+        channels = _wait_until_quiet(record, deadline, timeout)
+        if channels:
+            from ._channel import rehome
+
+            rehome(channels)
         _compat.destroy_interp(route.interp_id)
         _callpath.fail_pending(route.inbox_queue, f"domain {domain_id} was unloaded")
         _compat.queue_destroy(route.inbox_queue)
@@ -503,13 +507,27 @@ def _unload_here(domain_id: int, timeout: float) -> None:
         del _records[domain_id]
 
 
-def _wait_until_quiet(record: _Record, deadline: float, timeout: float) -> None:
-    """Join the domain's threads from inside it, retrying while a fast call still runs there."""
+def _wait_until_quiet(record: _Record, deadline: float, timeout: float) -> tuple[int, ...]:
+    """Join the domain's threads from inside it, retrying while a fast call still runs there.
+
+    Returns the channels the domain sent values to.
+    """
+    report = _compat.queue_create()
+    try:
+        _join_domain(record, deadline, timeout, report)
+        return tuple(_compat.queue_get(report))
+    finally:
+        _compat.queue_destroy(report)
+
+
+def _join_domain(record: _Record, deadline: float, timeout: float, report: int) -> None:
     delay = 0.0005
     while True:
         remaining = max(0.0, deadline - time.monotonic())
         try:
-            excinfo = _compat.exec_in(record.route.interp_id, _JOIN_SOURCE, {"timeout": remaining})
+            excinfo = _compat.exec_in(
+                record.route.interp_id, _JOIN_SOURCE, {"timeout": remaining, "report": report}
+            )
         except _compat.InterpreterError:
             # A thread is still inside on the fast route; it leaves once its abort lands.
             if remaining <= 0:

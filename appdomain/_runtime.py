@@ -350,7 +350,7 @@ def _op_unload_cancel(_: None) -> None:
         state.pool.restart()
 
 
-def join_threads(timeout: float) -> None:
+def join_threads(timeout: float, report_queue: int) -> None:
     """Wait up to timeout seconds for this domain's threads to end, then release its resources.
 
     Runs on the unloading thread, switched into this domain.  Raises TimeoutError when
@@ -370,6 +370,9 @@ def join_threads(timeout: float) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             raise TimeoutError(f"thread {thread.name!r} is still running")
+    # Tell the unloader which channels hold values sent from here, to re-send them.
+    channel = sys.modules.get("appdomain._channel")
+    _compat.queue_put(report_queue, tuple(channel.sent_to) if channel is not None else ())
     # Nothing runs here any more: release what the interpreter's teardown would not.
     for sock in list(_internal_sockets):
         sock.close()
