@@ -62,6 +62,11 @@ def main_dispatcher():
     n.release_interp(MAIN)
     n.register_dispatcher(lambda parts: b"")  # reopen main after release_interp
     n.unregister_dispatcher()
+    # Give the main interpreter back to appdomain's call path if it had started there.
+    import appdomain._callpath
+
+    if appdomain._callpath.state.route is not None and appdomain._callpath.native_module():
+        appdomain._callpath.native_module().register()
 
 
 def fd_count() -> int:
@@ -620,5 +625,3 @@ def test_process_exit_with_interpreters_and_states_alive(name):
 
 
 # ------------------------------------------------------------------- valgrind
-
-

@@ -196,12 +196,18 @@ class RemoteMethod:
                     raise AppDomainUnloadedException(
                         f"domain {ref.route.interp_id + 1} is being unloaded"
                     ) from None
-                raise
+                if "no dispatcher" not in str(exc):
+                    raise
+                # The target takes no native calls: the generic route below falls back.
+                return self._call_generic(ref, args, kwargs)
             if ctx_back is not None:
                 _context.merge(ctx_back)
             if done:
                 return value
             return decode_reply(value, args, kwargs)
+        return self._call_generic(ref, args, kwargs)
+
+    def _call_generic(self, ref: RemoteRef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         wire = encode_call(args, kwargs, self._plan)
         if self._one_way:
             _callpath.post(ref.route, "remoting.invoke", (ref.oid, self.name, wire))
