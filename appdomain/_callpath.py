@@ -40,8 +40,8 @@ from ._wake import WakeSocket, wake
 
 __all__ = ["Route", "call", "register_op", "current_route", "Pool"]
 
-CURRENT_INTERP = _compat.current_interp_id()
-MAIN_INTERP = _compat.main_interp_id()
+CURRENT_INTERP: int = _compat.current_interp_id()
+MAIN_INTERP: int = _compat.main_interp_id()
 
 # A waiting caller re-checks that its target still exists this often: the reply
 # normally wakes it, this only bounds the wait if the target vanished without replying.

@@ -233,9 +233,7 @@ class _Warmer:
                 return
             prepared = _Prepared(item)
             self._ready[id(item)] = prepared
-        threading.Thread(
-            target=prepared.build, name="appdomain-pytest-warmer", daemon=True
-        ).start()
+        threading.Thread(target=prepared.build, name="appdomain-pytest-warmer", daemon=True).start()
 
     def close(self) -> None:
         """Unload every prepared domain nobody took."""

@@ -19,6 +19,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from ._runtime import exec_module_from_file
+
 __all__ = ["prepare", "run_test"]
 
 # Messages CPython gives for its subinterpreter limits, and what to tell the user about them.
@@ -127,17 +129,7 @@ def _import_test_module(name: str, path: str, rewrite: bool) -> types.ModuleType
         except ImportError:
             pass
     loader = _RewritingLoader(name, path) if rewrite else None
-    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import test module {name!r} from {path!r}", name=name)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+    return exec_module_from_file(name, path, loader)
 
 
 def run_test(spec: dict[str, Any], funcargs: dict[str, Any]) -> tuple[str, Any, Any]:

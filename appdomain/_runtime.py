@@ -154,6 +154,23 @@ class _MainLoader(importlib.machinery.SourceFileLoader):
             importing_main = False
 
 
+def exec_module_from_file(
+    name: str, path: str, loader: importlib.machinery.SourceFileLoader | None = None
+) -> types.ModuleType:
+    """Import the file at path as module name (registered in sys.modules unless it fails)."""
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import module {name!r} from {path!r}", name=name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
 def wire_module(module: str) -> str:
     """Name a module as other domains should: this domain's alias of __main__ becomes __main__."""
     if module == MAIN_ALIAS:

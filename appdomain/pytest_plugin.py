@@ -32,8 +32,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ISOLATE_OPTION,
         action="store_true",
         default=None,
-        help="run every test function inside a fresh AppDomain, as if marked "
-        "@pytest.mark.isolated",
+        help="run every test function inside a fresh AppDomain, as if marked @pytest.mark.isolated",
     )
     group.addoption(
         "--appdomain-unload-timeout",

@@ -25,8 +25,19 @@ TEST_DIRS = {"toolz": "toolz/tests", "six": "test_six.py", "more-itertools": "te
 def download(requirement: str, into: Path) -> Path:
     """Fetch the project's sdist with pip and unpack it; return the unpacked folder."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-         requirement, "-d", str(into)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            requirement,
+            "-d",
+            str(into),
+        ],
         check=True,
     )
     archive = next(into.glob("*.tar.gz"))
@@ -38,8 +49,17 @@ def download(requirement: str, into: Path) -> Path:
 def run_suite(source: Path, tests: str, extra: list[str]) -> tuple[dict[str, int], float]:
     """Run pytest on the suite; return its counts (from JUnit XML) and wall-clock seconds."""
     report = source / f"report{len(extra)}.xml"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               f"--junitxml={report}", tests, *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={report}",
+        tests,
+        *extra,
+    ]
     start = time.perf_counter()
     subprocess.run(command, cwd=source, stdout=subprocess.DEVNULL, check=False)
     elapsed = time.perf_counter() - start

@@ -7,7 +7,7 @@ import pytest
 pytest_plugins = ["pytester"]
 
 # Helpers the domains import by name (test files and domains share the pytester folder).
-HELPERS = '''
+HELPERS = """
 import socket
 import threading
 
@@ -41,7 +41,7 @@ class Counter(MarshalByRefObject):
     def hit(self):
         self.hits += 1
         return self.hits
-'''
+"""
 
 
 def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
@@ -279,7 +279,7 @@ def test_boom():
     result = run(pytester, source)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        [">*deep()", ">*raise ValueError(\"from the domain\")", "E*ValueError: from the domain"]
+        [">*deep()", '>*raise ValueError("from the domain")', "E*ValueError: from the domain"]
     )
 
 

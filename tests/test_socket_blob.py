@@ -5,21 +5,15 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import sys
 import threading
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:  # the package may not be installed; run from the checkout
-    sys.path.insert(0, ROOT)
-
-from appdomain._socket import (  # noqa: E402
+from appdomain._socket import (
     Socket,
     SocketInformation,
     SocketInformationFormatError,

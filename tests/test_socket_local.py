@@ -6,19 +6,13 @@ import errno
 import os
 import socket
 import struct
-import sys
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:  # the package may not be installed; run from the checkout
-    sys.path.insert(0, ROOT)
-
-from appdomain import _handoff, _handoff_service  # noqa: E402
-from appdomain._socket import (  # noqa: E402
+from appdomain import _handoff, _handoff_service
+from appdomain._socket import (
     HandoffSourceGoneError,
     Socket,
     SocketHandoffError,

@@ -13,12 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:  # the package may not be installed; run from the checkout
-    sys.path.insert(0, ROOT)
-
-from appdomain import _handoff  # noqa: E402
-from appdomain._socket import (  # noqa: E402
+from appdomain import _handoff
+from appdomain._socket import (
     HandoffSourceGoneError,
     Socket,
     SocketInformation,
@@ -28,6 +24,9 @@ from appdomain._socket import (  # noqa: E402
     WrongProcessError,
     duplicate_and_close,
 )
+
+# The checkout, for child processes that import appdomain from it.
+ROOT = str(Path(__file__).resolve().parents[1])
 
 pytestmark = pytest.mark.skipif(
     sys.platform not in ("linux", "darwin"), reason="the Unix handoff needs peer credentials"

@@ -5,25 +5,23 @@ from __future__ import annotations
 import _interpreters
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:  # the package may not be installed; run from the checkout
-    sys.path.insert(0, ROOT)
-
-from appdomain._compat import queue_create, queue_destroy, queue_get  # noqa: E402
-from appdomain._socket import (  # noqa: E402
+from appdomain._compat import queue_create, queue_destroy, queue_get
+from appdomain._socket import (
     Socket,
     SocketHandoffError,
     SocketInformation,
     UnknownHandoffError,
     duplicate_and_close,
 )
+
+# The checkout, for child processes that import appdomain from it.
+ROOT = str(Path(__file__).resolve().parents[1])
 
 PRELUDE = f"import sys\nif {ROOT!r} not in sys.path: sys.path.insert(0, {ROOT!r})\n"
 
