@@ -105,9 +105,8 @@ def _op_invoke(payload: tuple[int, str, Any]) -> Any:
 def _invoke_lean(message: tuple[Any, ...]) -> tuple[Any, Any, Any]:
     """Serve a lean native invoke (plain arguments, no call context) without the generic layers."""
     state = _callpath.state
-    route = state.route
-    if route is not None and _compat.queue_count(route.release_queue):
-        _drain_releases(route.release_queue)
+    # Releases are not drained here: each one also wakes this domain's dispatcher, which
+    # drains them, and the generic route drains before every call.
     oid, name, args = message[0], message[1], message[2:]
     try:
         if state.unloading:
