@@ -40,7 +40,11 @@ def unload_quietly(domain: AppDomain, timeout: float = TEARDOWN_TIMEOUT) -> None
 
 @pytest.fixture
 def domain_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., AppDomain]]:
-    """create(name=None, setup=None) -> a new AppDomain, unloaded after the test."""
+    """create(name=None, setup=None) -> a new AppDomain, unloaded after the test.
+
+    Not the plugin's appdomain_factory: that one fails a test whose domains still run
+    threads, and the unload tests here leave threads running on purpose.
+    """
     created: list[AppDomain] = []
 
     def create(name: str | None = None, setup: AppDomainSetup | None = None) -> AppDomain:
