@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import SerializationException
 from . import _tags as tg
-from ._core import MAX64, MIN64, NATIVE, VIEW_MIN, Ctx, Refusal, decode, encode, refusal_error, short_repr
+from ._core import (
+    MAX64,
+    MIN64,
+    NATIVE,
+    VIEW_MIN,
+    Ctx,
+    Refusal,
+    decode,
+    encode,
+    refusal_error,
+    short_repr,
+)
 from ._exc import STACK_NOTE, encode_exception_node, rebuild_exception
 from ._markers import Ref
 
