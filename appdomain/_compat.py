@@ -74,11 +74,6 @@ def interp_exists(interp_id: int) -> bool:
     return True
 
 
-def is_running(interp_id: int) -> bool:
-    """Tell whether some thread is executing in the interpreter's __main__."""
-    return bool(_interpreters.is_running(interp_id))
-
-
 def exec_in(
     interp_id: int,
     code: str | types.CodeType | Callable[[], Any],
