@@ -69,7 +69,8 @@ def invoke(interp_id: int, oid: int, name: str, args: tuple[Any, ...]) -> tuple[
     name); the reply is (done, value, ctx): value is the plain result when done is True,
     else a marshal reply to decode.
     """
-    return tuple(_loads(_native.call(interp_id, (_dumps((oid, name, *args)),))))
+    reply: tuple[Any, ...] = _loads(_native.call(interp_id, (_dumps((oid, name, *args)),)))
+    return reply
 
 
 def call(interp_id: int, op: str, payload: Any, ctx: Any) -> tuple[Any, ...]:
