@@ -210,6 +210,15 @@ def encode(obj: Any, ctx: Ctx) -> Any:
     return handler(obj, ctx)
 
 
+def encode_at(value: Any, ctx: Ctx, step: str) -> Any:
+    """Encode a part of a value; a refusal names step (a key, index or field) in its path."""
+    try:
+        return encode(value, ctx)
+    except Refusal as refusal:
+        refusal.path.append(step)
+        raise
+
+
 def decode(x: Any, trusted: bool = True) -> Any:
     """Decode a tree back into a value."""
     if type(x) is not tuple:
@@ -281,16 +290,8 @@ def _encode_dict(obj: dict[Any, Any], ctx: Ctx) -> Any:
     out: list[Any] = [tg.DICT]
     try:
         for k, v in obj.items():
-            try:
-                out.append(encode(k, ctx))
-            except Refusal as refusal:
-                refusal.path.append(f"<key {short_repr(k)}>")
-                raise
-            try:
-                out.append(encode(v, ctx))
-            except Refusal as refusal:
-                refusal.path.append(f"[{short_repr(k)}]")
-                raise
+            out.append(encode_at(k, ctx, f"<key {short_repr(k)}>"))
+            out.append(encode_at(v, ctx, f"[{short_repr(k)}]"))
     finally:
         ctx.active.discard(key)
     return tuple(out)

@@ -28,6 +28,7 @@ from ._core import (
     decode,
     decode_on_first_use,
     encode,
+    encode_at,
     set_reference_handler,
 )
 from ._markers import Ref, is_serializable
@@ -341,12 +342,8 @@ def _encode_fields(tag: int, obj: Any, names: Any, ctx: Ctx) -> Any:
     out: list[Any] = [tag, module, qualname]
     try:
         for name in names:
-            try:
-                out.append(name)
-                out.append(encode(getattr(obj, name), ctx))
-            except Refusal as refusal:
-                refusal.path.append(f".{name}")
-                raise
+            out.append(name)
+            out.append(encode_at(getattr(obj, name), ctx, f".{name}"))
     finally:
         ctx.active.discard(key)
     return tuple(out)
@@ -375,11 +372,7 @@ def _encode_namedtuple(obj: Any, ctx: Ctx) -> Any:
     out: list[Any] = [tg.NAMEDTUPLE, module, qualname]
     try:
         for name, value in zip(obj._fields, obj, strict=False):
-            try:
-                out.append(encode(value, ctx))
-            except Refusal as refusal:
-                refusal.path.append(f".{name}")
-                raise
+            out.append(encode_at(value, ctx, f".{name}"))
     finally:
         ctx.active.discard(key)
     return tuple(out)
