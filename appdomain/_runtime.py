@@ -78,7 +78,7 @@ def ensure_started() -> Route:
 def _start_dispatcher(*, daemon: bool) -> None:
     inbox = _compat.queue_create()
     waker = WakeSocket()
-    _internal_sockets.add(waker.sock)
+    _sockets_to_close.add(waker.sock)
     releases = _compat.queue_create()
     pool = _callpath.Pool(inbox, waker, daemon=daemon)
     state.pool = pool
@@ -90,8 +90,8 @@ def _start_dispatcher(*, daemon: bool) -> None:
     pool.start()
 
 
-# Sockets appdomain itself uses, which unload must not shut down under its own feet.
-_internal_sockets: set[socket.socket] = set()
+# The dispatcher's own sockets, closed once the domain's threads are gone (join_threads).
+_sockets_to_close: set[socket.socket] = set()
 
 
 def boot_subdomain(cfg: tuple[Any, ...]) -> None:
@@ -391,7 +391,7 @@ def join_threads(timeout: float, report_queue: int) -> None:
     channel = sys.modules.get("appdomain._channel")
     _compat.queue_put(report_queue, tuple(channel.sent_to) if channel is not None else ())
     # Nothing runs here any more: release what the interpreter's teardown would not.
-    for sock in list(_internal_sockets):
+    for sock in list(_sockets_to_close):
         sock.close()
     _callpath.close_mailboxes()
 
