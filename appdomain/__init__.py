@@ -5,13 +5,6 @@ deriving from MarshalByRefObject are used across domains through transparent pro
 other values cross by Mono's four marshalling tiers (``appdomain.marshal``).
 """
 
-from typing import TYPE_CHECKING
-
-# marshal comes first: it imports msgpack, which must be loaded by the main
-# interpreter before any subinterpreter imports it (CPython 3.13 aborts at exit otherwise).
-from . import marshal
-from ._channel import Channel
-from ._channel import register as _register_channel
 from ._context import CallContext
 from ._domain import AppDomain, AppDomainSetup
 from ._errors import (
@@ -26,15 +19,14 @@ from ._errors import (
     ThreadAbortException,
 )
 from ._events import Event, EventArgs, UnhandledExceptionEventArgs
-from ._remoting import (
-    Lease,
-    MarshalByRefObject,
-    RemoteMethod,
-    is_transparent_proxy,
-    one_way,
-)
-from ._remoting import install as _install_remoting
-from .marshal import Out, Ref, serializable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from . import marshal
+    from ._channel import Channel
+    from ._remoting import Lease, MarshalByRefObject, RemoteMethod, is_transparent_proxy, one_way
+    from ._socket import Socket, SocketInformation, SocketInformationOptions, duplicate_and_close
+    from .marshal import Out, Ref, serializable
 
 __all__ = [
     "AppDomain",
@@ -70,8 +62,20 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# Sockets load on first use: a new domain should not pay for the handoff machinery.
+# Everything below loads on first use, so that a new domain pays only for what it uses:
+# the marshalling tiers, remoting and channels cost a domain ~10 ms to import.  The main
+# interpreter imports marshal (and msgpack with it) before it creates any domain (_domain).
 _LAZY = {
+    "marshal": ".marshal",
+    "Out": ".marshal",
+    "Ref": ".marshal",
+    "serializable": ".marshal",
+    "Channel": "._channel",
+    "Lease": "._remoting",
+    "MarshalByRefObject": "._remoting",
+    "RemoteMethod": "._remoting",
+    "is_transparent_proxy": "._remoting",
+    "one_way": "._remoting",
     "Socket": "._socket",
     "SocketInformation": "._socket",
     "SocketInformationOptions": "._socket",
@@ -85,13 +89,11 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'appdomain' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module, __name__), name)
+    loaded = importlib.import_module(module, __name__)
+    value = loaded if name == "marshal" else getattr(loaded, name)
     globals()[name] = value
     return value
 
 
-if TYPE_CHECKING:
-    from ._socket import Socket, SocketInformation, SocketInformationOptions, duplicate_and_close
-
-_register_channel()
-_install_remoting()
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -26,17 +26,23 @@ exception.  ``ctx`` carries the logical call context both ways (``_context``).
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any, NamedTuple
 
 from . import _compat, _context
 from ._errors import AppDomainUnloadedException, ThreadAbortException
-from ._wake import WakeSocket, wake
+from ._wake import WakeSocket, wake, watch
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections.abc would cost every new domain ~3 ms
+    from collections.abc import Callable
+    from typing import Any
+
+    OpHandler = Callable[[Any], Any]
 
 __all__ = ["Route", "call", "register_op", "current_route", "Pool"]
 
@@ -50,20 +56,43 @@ LIVENESS_SECONDS = 1.0
 # concurrent calls) and retire once idle again.
 MAX_IDLE_WORKERS = 2
 
-OpHandler = Callable[[Any], Any]
 _ops: dict[str, OpHandler] = {}
 # Ops that still run while the domain unloads (the unload itself uses them).
 _control_ops: set[str] = set()
 
 
-class Route(NamedTuple):
-    """Where a domain can be reached: its interpreter, dispatcher inbox and release queue."""
+class Route(tuple[int, int, str, int]):  # a NamedTuple would import typing into every domain
+    """Where a domain can be reached: its interpreter, dispatcher inbox and release queue.
 
-    interp_id: int
-    inbox_queue: int
-    inbox_address: str
-    # Remote-object releases posted by other domains' finalizers, drained before each call.
-    release_queue: int
+    The release queue carries remote-object releases posted by other domains' finalizers,
+    drained before each call.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls, interp_id: int, inbox_queue: int, inbox_address: str, release_queue: int
+    ) -> Route:
+        return tuple.__new__(cls, (interp_id, inbox_queue, inbox_address, release_queue))
+
+    @property
+    def interp_id(self) -> int:
+        return self[0]
+
+    @property
+    def inbox_queue(self) -> int:
+        return self[1]
+
+    @property
+    def inbox_address(self) -> str:
+        return self[2]
+
+    @property
+    def release_queue(self) -> int:
+        return self[3]
+
+    def __repr__(self) -> str:
+        return f"Route(interp_id={self[0]}, inbox_queue={self[1]}, release_queue={self[3]})"
 
 
 def register_op(name: str, handler: OpHandler, *, control: bool = False) -> None:
@@ -121,12 +150,17 @@ class _Mailbox:
 
     def take(self, seq: int, interp_id: int, deadline: float | None) -> tuple[Any, ...]:
         """Wait for the reply numbered seq; raise if the target domain disappears."""
+        watched = False
         while True:
             try:
                 reply = _compat.queue_get(self.queue)
             except _compat.QueueEmpty:
                 if state.aborting:
                     raise ThreadAbortException() from None
+                if not watched:
+                    watched = True
+                    if watch(self.queue):
+                        continue
                 wait = LIVENESS_SECONDS
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
@@ -251,10 +285,24 @@ def _call_native(target: int, op: str, payload: Any, ctx: Any) -> tuple[Any, ...
 
 
 def _call_here(op: str, payload: Any) -> Any:
+    return _handler(op)(payload)
+
+
+# Modules that register the operations under a prefix, loaded when the first such
+# operation arrives: a domain nobody sends a proxy to never imports remoting.
+_op_providers = {"remoting.": "appdomain._remoting"}
+
+
+def _handler(op: str) -> OpHandler:
     handler = _ops.get(op)
     if handler is None:
-        raise LookupError(f"no operation {op!r} is registered in this domain")
-    return handler(payload)
+        for prefix, module in _op_providers.items():
+            if op.startswith(prefix):
+                importlib.import_module(module)
+                handler = _ops.get(op)
+        if handler is None:
+            raise LookupError(f"no operation {op!r} is registered in this domain")
+    return handler
 
 
 _enter_code: dict[int, Any] = {}
@@ -262,6 +310,9 @@ _enter_code: dict[int, Any] = {}
 
 def _try_fast(box: _Mailbox, target: int, request: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """Switch this thread into target and serve request there; None if target is busy."""
+    if _compat.interp_is_running(target):
+        # A failed exec costs ~10 µs and takes the target's GIL; this check costs neither.
+        return None
     if target not in box.bound:
         try:
             _compat.exec_in(
@@ -363,10 +414,7 @@ def serve(op: str, payload: Any, seq: int, ctx: Any) -> tuple[Any, ...]:
     try:
         if state.unloading and op not in _control_ops:
             raise AppDomainUnloadedException(f"domain {CURRENT_INTERP + 1} is being unloaded")
-        handler = _ops.get(op)
-        if handler is None:
-            raise LookupError(f"no operation {op!r} is registered in this domain")
-        result = handler(payload)
+        result = _handler(op)(payload)
         return (seq, True, result, _context.collect())
     except BaseException as exc:  # the caller gets every error, aborts included
         if isinstance(exc, ThreadAbortException):
@@ -494,7 +542,9 @@ class Pool:
                     finally:
                         self.busy.discard(me.ident or 0)
                 # Wakes are dropped when a waker's buffer is full, so look for more work
-                # before sleeping again rather than trusting one wake per request.
+                # before sleeping again rather than trusting one wake per request.  (No
+                # watching for the next request here: it would hold this domain's GIL and
+                # keep out every thread that switches in meanwhile.)
                 pending = _compat.queue_count(self.inbox_queue) > 0
                 with self.lock:
                     if self.stopping or (not pending and self.idle >= MAX_IDLE_WORKERS):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from typing import Any
 
 from . import _callpath, _compat
 from ._errors import ChannelClosedError, ThreadAbortException
-from ._wake import wake
+from ._wake import WATCH_SECONDS, wake, watch
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from collections.abc import Iterator
+    from typing import Any
 
 __all__ = ["Channel", "sent_to", "rehome"]
 
@@ -107,6 +110,8 @@ class Channel:
             except _compat.QueueEmpty:
                 if self.closed:
                     raise ChannelClosedError("the channel is closed and empty") from None
+                if _worth_watching(deadline) and watch(items):
+                    continue
                 self._wait(receivers, deadline, "recv")
                 continue
             if self._maxsize:
@@ -213,6 +218,11 @@ def _deadline(timeout: float | None) -> float | None:
     return time.monotonic() + timeout
 
 
+def _worth_watching(deadline: float | None) -> bool:
+    # Not for polls (timeout=0) and short timeouts: the watch would outlast them.
+    return deadline is None or deadline - time.monotonic() > 2 * WATCH_SECONDS
+
+
 def _wake_all(waiters: int) -> None:
     # Fix (tests/test_channel.py::test_producer_and_consumer_in_two_domains): wake only
     # the waiters registered now.  Draining "until empty" livelocked: each woken receiver
@@ -251,3 +261,6 @@ def register() -> None:
     from .marshal import register_reference_type
 
     register_reference_type(Channel, _reduce, _rebuild)
+
+
+register()

@@ -10,9 +10,6 @@ OS primitives (see ``_wake``).
 from __future__ import annotations
 
 import sys
-import types
-from collections.abc import Callable
-from typing import Any
 
 if sys.version_info < (3, 13):  # noqa: UP036 - a clear error for old interpreters
     raise ImportError(
@@ -23,14 +20,11 @@ if sys.version_info < (3, 13):  # noqa: UP036 - a clear error for old interprete
 import _interpqueues
 import _interpreters
 
-# Importing the high-level queues module registers its exception types with the C
-# module; without it CPython 3.13 imports test.support on the first empty get().
-if sys.version_info >= (3, 14):
-    from concurrent import interpreters as interpreters
-    from concurrent.interpreters import _queues as _high_queues
-else:
-    import interpreters_backport.interpreters as interpreters  # noqa: F401
-    import interpreters_backport.interpreters.queues as _high_queues
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import types
+    from collections.abc import Callable
+    from typing import Any
 
 PY314 = sys.version_info >= (3, 14)
 
@@ -65,6 +59,14 @@ def destroy_interp(interp_id: int) -> None:
     _interpreters.destroy(interp_id)
 
 
+def interp_is_running(interp_id: int) -> bool:
+    """Tell whether some thread runs in the interpreter (False if it no longer exists)."""
+    try:
+        return bool(_interpreters.is_running(interp_id))
+    except InterpreterNotFoundError:
+        return False
+
+
 def interp_exists(interp_id: int) -> bool:
     """Tell whether an interpreter with this id still exists."""
     try:
@@ -96,12 +98,26 @@ def queue_create(maxsize: int = 0) -> int:
     return int(_interpqueues.create(maxsize, 0, _UNBOUND_REMOVE))  # type: ignore[arg-type]
 
 
-class QueueEmpty(Exception):
+class QueueEmpty(QueueError):
     """Nothing was waiting on the queue."""
 
 
-class QueueFull(Exception):
+class QueueFull(QueueError):
     """The bounded queue has no room."""
+
+
+class _QueueHandle:
+    """The class _interpqueues builds when a queue object crosses (appdomain passes ids)."""
+
+    def __init__(self, id: int) -> None:
+        self.id = id
+
+
+# The C module raises the exception types some Python module registered with it (without
+# any, 3.13 imports test.support on the first empty get).  Registering our own spares every
+# domain the stdlib's high-level queues module, which imports pickle, re and queue (~5 ms).
+# Whoever registers last wins, so the wrappers below do not rely on the exact types.
+_interpqueues._register_heap_types(_QueueHandle, QueueEmpty, QueueFull)  # type: ignore[attr-defined]
 
 
 def queue_put(queue_id: int, obj: Any) -> None:
@@ -111,7 +127,9 @@ def queue_put(queue_id: int, obj: Any) -> None:
             _interpqueues.put(queue_id, obj, _UNBOUND_REMOVE, 0)  # type: ignore[call-arg, arg-type]
         else:
             _interpqueues.put(queue_id, obj, 0, _UNBOUND_REMOVE)  # type: ignore[arg-type]
-    except _high_queues.QueueFull:
+    except QueueNotFoundError:
+        raise
+    except QueueError:
         raise QueueFull from None
 
 
@@ -124,7 +142,9 @@ def queue_get(queue_id: int) -> Any:
     """Take the next object from the queue without blocking; raise QueueEmpty if none."""
     try:
         item = _interpqueues.get(queue_id)
-    except _high_queues.QueueEmpty:
+    except QueueNotFoundError:
+        raise
+    except QueueError:
         raise QueueEmpty from None
     return item[0]
 

@@ -8,8 +8,6 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
-from typing import Any
 
 from . import _callpath, _compat, _runtime
 from ._callpath import Route
@@ -19,6 +17,11 @@ from ._errors import (
     CannotUnloadAppDomainException,
 )
 from ._events import Event
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 __all__ = ["AppDomain", "AppDomainSetup"]
 
@@ -444,6 +447,10 @@ def _say_pure_once() -> None:
 
 def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppDomain:
     _say_pure_once()
+    if _callpath.CURRENT_INTERP == _callpath.MAIN_INTERP:
+        # msgpack (under appdomain.marshal) must be loaded by the main interpreter before
+        # any subinterpreter imports it, or CPython 3.13 aborts at exit.
+        from . import marshal  # noqa: F401
     default = _runtime.ensure_started()
     interp_id = _compat.create_interp()
     domain_id = interp_id + 1

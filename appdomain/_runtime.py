@@ -13,19 +13,22 @@ import importlib
 import importlib.machinery
 import importlib.util
 import os
-import socket
 import sys
 import threading
 import time
-import types
-from collections.abc import Sequence
-from typing import Any
 
 from . import _callpath, _compat
 from ._callpath import Route, register_op, state
 from ._errors import ThreadAbortException
 from ._events import Event, EventArgs, UnhandledExceptionEventArgs
 from ._wake import WakeSocket, is_internal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing, collections.abc and socket cost every new domain ~5 ms
+    import _socket
+    import types
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["info", "ensure_started", "boot_subdomain", "MAIN_ALIAS", "wire_module", "load_module"]
 
@@ -91,7 +94,7 @@ def _start_dispatcher(*, daemon: bool) -> None:
 
 
 # The dispatcher's own sockets, closed once the domain's threads are gone (join_threads).
-_sockets_to_close: set[socket.socket] = set()
+_sockets_to_close: set[_socket.socket] = set()
 
 
 def boot_subdomain(cfg: tuple[Any, ...]) -> None:
@@ -105,14 +108,16 @@ def boot_subdomain(cfg: tuple[Any, ...]) -> None:
     info.main_module = main_module
     sys.meta_path.insert(0, _MainAliasFinder())
     _quiet_aborts()
-    from . import marshal
-
-    marshal.set_module_alias(MAIN_ALIAS, "__main__")
+    module_aliases[MAIN_ALIAS] = "__main__"  # appdomain.marshal adopts it when it loads
     route = ensure_started()
     _compat.queue_put(reply_queue, tuple(route))
 
 
 # -- the default domain's main script, seen from other domains ---------------------------------
+
+# Module names this domain knows by another name than the wire does (local -> wire).
+# appdomain.marshal loads on first use and takes them over then (see its __init__).
+module_aliases: dict[str, str] = {}
 
 
 class _MainAliasFinder:  # a meta path finder; importlib.abc would cost every domain ~4 ms
@@ -349,6 +354,9 @@ def _async_raise(ident: int) -> None:
 
 def _shutdown_sockets() -> None:
     """Shut down this domain's sockets so threads blocked in accept()/recv() wake up."""
+    socket = sys.modules.get("socket")
+    if socket is None:  # never imported here: the domain has no socket objects
+        return
     for obj in gc.get_objects():
         if isinstance(obj, socket.socket) and not is_internal(obj):
             try:

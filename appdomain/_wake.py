@@ -10,23 +10,34 @@ silently receive bytes meant for someone else.
 
 from __future__ import annotations
 
+# The C module: socket.py would cost every new domain ~2 ms (enum, selectors) for nothing.
+import _socket
 import os
-import socket
 import sys
 import threading
+import time
 import weakref
 
-__all__ = ["WakeSocket", "wake", "is_internal"]
+from . import _compat
+
+__all__ = ["WakeSocket", "wake", "is_internal", "watch"]
+
+
+class _Socket(_socket.socket):
+    """A C-level socket that weak references can track (the base class takes none)."""
+
+    __slots__ = ("__weakref__",)
+
 
 _ABSTRACT = sys.platform.startswith("linux")
 _tmpdir: str | None = None
-_sender: socket.socket | None = None
+_sender: _socket.socket | None = None
 _sender_lock = threading.Lock()
 # appdomain's own sockets: unload shuts down a domain's sockets, but never these.
-_internal: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+_internal: weakref.WeakSet[_socket.socket] = weakref.WeakSet()
 
 
-def is_internal(sock: socket.socket) -> bool:
+def is_internal(sock: _socket.socket) -> bool:
     """Tell whether sock is one of appdomain's own wake sockets."""
     return sock in _internal
 
@@ -49,8 +60,8 @@ class WakeSocket:
     __slots__ = ("address", "sock")
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock = _Socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 20)
         self.address = _new_address()
         self.sock.bind(self.address)
         _internal.add(self.sock)
@@ -99,16 +110,35 @@ def wake(address: str) -> bool:
     if sender is None:
         with _sender_lock:
             if _sender is None:
-                _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                _sender = _Socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
                 _internal.add(_sender)
             sender = _sender
     try:
         # Fix (bench_domains dispatcher run hung in Channel.close): never block.  A waiter
         # whose buffer is full of unread wakes is woken already; a blocking sendto would
         # hang the waker until that thread reads, which may be never.
-        sender.sendto(b"!", socket.MSG_DONTWAIT, address)
+        sender.sendto(b"!", _socket.MSG_DONTWAIT, address)
     except BlockingIOError:
         return True
     except OSError:  # refused or missing: the waiter is gone
         return False
     return True
+
+
+# How long a waiter watches its queue before it sleeps in the OS.  Waking a sleeping
+# thread costs ~40 µs on a 2-core VM (most of it the idle core waking up); in a
+# request/reply exchange the answer usually comes sooner, and a watching thread sees it
+# at once.  Like an adaptive mutex: spin briefly, then block.  Useless on one core.
+WATCH_SECONDS = 60e-6 if (os.cpu_count() or 1) > 1 else 0.0
+
+
+def watch(queue_id: int, seconds: float = WATCH_SECONDS) -> bool:
+    """Watch a queue for up to seconds without sleeping; True once it holds an item."""
+    count = _compat.queue_count
+    clock = time.perf_counter
+    end = clock() + seconds
+    while True:
+        if count(queue_id):
+            return True
+        if clock() >= end:
+            return False

@@ -87,7 +87,13 @@ def find_reference_type(cls: type[Any]) -> ReferenceType | None:
 
 def reference_by_key(key: str) -> ReferenceType | None:
     """Return the reference type registered under ``key`` in this interpreter."""
-    return _references.get(key)
+    ref = _references.get(key)
+    if ref is None and key.startswith("appdomain."):
+        # appdomain's own reference types (proxies, channels) register when their module
+        # loads, which a domain does on first use: the first one to arrive loads it.
+        importlib.import_module(key.partition(":")[0])
+        ref = _references.get(key)
+    return ref
 
 
 def set_module_alias(local_name: str, wire_name: str) -> None:

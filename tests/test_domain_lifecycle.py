@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import domain_helpers as helpers
+import plain_helpers
 import pytest
 
 from appdomain import (
@@ -299,3 +300,26 @@ def test_setup_net_names() -> None:
     setup = AppDomainSetup(application_base="/base", private_bin_path=["lib"])
     assert setup.ApplicationBase == "/base"
     assert setup.PrivateBinPath == "lib"
+
+
+# -- what a domain loads -----------------------------------------------------------------------
+
+
+def test_new_domain_loads_remoting_and_sockets_only_when_used(domain_factory: Factory) -> None:
+    d = domain_factory("Lean")
+    loaded = set(d.do_callback(plain_helpers.loaded_modules))
+    assert not loaded & {"appdomain._remoting", "appdomain._socket", "socket", "pickle"}
+
+
+def test_remoting_loads_in_a_domain_on_first_use(domain_factory: Factory) -> None:
+    d = domain_factory("FirstUse")
+    calc = d.create_instance_and_unwrap(helpers.__name__, "Calculator")
+    assert calc.add(2, 3) == 5
+    assert "appdomain._remoting" in d.do_callback(plain_helpers.loaded_modules)
+
+
+def test_channel_is_the_first_appdomain_object_a_domain_receives(domain_factory: Factory) -> None:
+    d = domain_factory("ChannelFirst")
+    channel = Channel()
+    d.do_callback(plain_helpers.send_through, channel, "hello")
+    assert channel.recv(timeout=10) == "hello"
