@@ -51,13 +51,17 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <marshal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #ifdef _WIN32
 #  include <windows.h>
+#  define yield_cpu() SwitchToThread()
 #else
 #  include <pthread.h>
+#  include <sched.h>
+#  define yield_cpu() sched_yield()
 #endif
 
 #if PY_VERSION_HEX < 0x030D0000
@@ -68,6 +72,11 @@
 #define SMALL_RESULT (64 * 1024)   /* replies up to this size go through a scratch copy */
 #define NPARTS_STACK 8             /* parts handled without a heap allocation */
 #define EXIT_DRAIN_US 2000000      /* how long exit hooks wait for calls in flight */
+/* invoke() packs plain values: marshal version 2 has no back-references, so packing
+ * needs no hash table (version 4 sets one up for every dumps, ~40% of the cost). */
+#define LEAN_MARSHAL_VERSION 2
+#define MAX_BIG_ARGS 8
+#define BUSY_WAIT_NS 30000         /* how long a caller waits for a busy domain, awake */             /* large bytes arguments an invoke carries in place */
 
 typedef struct domain domain_t;
 typedef struct slot slot_t;
@@ -94,6 +103,7 @@ struct domain {
     void *owner_state;           /* module state that registered (identity only) */
     int closing;                 /* no new calls admitted */
     Py_ssize_t active;           /* calls in flight + releasers at work */
+    int inside;                  /* threads our switch attached to interp (atomic, a hint) */
     Py_ssize_t norphans;
     slot_t *slots;
 };
@@ -473,6 +483,7 @@ free_domain_locked(domain_t *d, PyObject **fn, PyObject **type, PyObject **str)
 typedef struct {
     PyTypeObject *argbuf_type;
     PyObject *str_release;
+    PyObject *ctxvar;  /* the logical call context's ContextVar (set_context_var), or NULL */
     int exited;   /* this interpreter's exit hook ran: refuse new registrations */
 } modstate;
 
@@ -541,10 +552,26 @@ static PyType_Spec argbuf_spec = {
 
 enum { OUT_SMALL, OUT_LARGE, OUT_ERROR };
 
+enum { KIND_PARTS, KIND_INVOKE };
+
 typedef struct {
+    int kind;
+    /* KIND_PARTS: the caller's buffers, handed to the dispatcher as read-only views. */
     Py_buffer *bufs;
     Py_ssize_t n;
     unsigned char *retained;  /* per part: callee kept a view, pin the buffer */
+    /* KIND_INVOKE: method `name` of object `oid`, arguments as a stdlib-marshal blob,
+     * except large bytes arguments: None in the blob, read from the caller's object. */
+    long long oid;
+    const char *name;
+    Py_ssize_t name_len;
+    const char *payload;
+    Py_ssize_t payload_len;
+    int nbig;
+    Py_ssize_t big_index[MAX_BIG_ARGS];
+    const char *big_buf[MAX_BIG_ARGS];
+    Py_ssize_t big_len[MAX_BIG_ARGS];
+    int held_value;           /* OUT_LARGE of an invoke: held is the bytes result itself */
     int out;
     size_t len;               /* OUT_SMALL / OUT_ERROR: bytes in r->scratch */
     PyObject *held;           /* OUT_LARGE: the reply (exact bytes), still in the target */
@@ -588,6 +615,77 @@ fail_text(threadrec_t *r, callctx *c, const char *msg)
     Py_XDECREF(text);
 }
 
+/* Keep a reply for the caller: small ones are copied into the scratch now (so the
+ * target's objects die here), large ones are held and copied once from the caller. */
+static void
+keep_reply(threadrec_t *r, callctx *c, PyObject *blob)
+{
+    Py_ssize_t len = PyBytes_GET_SIZE(blob);
+    if (len > SMALL_RESULT) {
+        c->out = OUT_LARGE;
+        c->held = Py_NewRef(blob);
+    }
+    else if (scratch_reserve(r, (size_t)len + 1) == 0) {
+        memcpy(r->scratch, PyBytes_AS_STRING(blob), (size_t)len);
+        c->len = (size_t)len;
+        c->out = OUT_SMALL;
+    }
+    else {
+        fail_text(r, c, "MemoryError: no room for the reply");
+    }
+}
+
+/* The target side of a lean invoke: fn(oid, name, args), its reply marshalled.  One C
+ * round trip instead of a Python dispatcher that unpacks and repacks the message. */
+static void
+run_invoke(threadrec_t *r, callctx *c, PyObject *fn)
+{
+    if (fn == Py_None) {
+        fail_text(r, c, "RuntimeError: no dispatcher for invokes in the target interpreter");
+        return;
+    }
+    PyObject *argv[3] = {NULL, NULL, NULL};
+    PyObject *res = NULL, *blob = NULL;
+    argv[0] = PyLong_FromLongLong(c->oid);
+    argv[1] = PyUnicode_FromStringAndSize(c->name, c->name_len);
+    argv[2] = PyMarshal_ReadObjectFromString(c->payload, c->payload_len);
+    int ok = argv[0] && argv[1] && argv[2] && PyTuple_CheckExact(argv[2]);
+    for (int i = 0; ok && i < c->nbig; i++) {
+        /* The one copy of a large argument: from the caller's bytes into ours. */
+        PyObject *b = PyBytes_FromStringAndSize(c->big_buf[i], c->big_len[i]);
+        ok = b != NULL && PyTuple_SetItem(argv[2], c->big_index[i], b) == 0;
+    }
+    if (ok) {
+        res = PyObject_Vectorcall(fn, argv, 3, NULL);
+    }
+    if (res != NULL && PyTuple_CheckExact(res) && PyTuple_GET_SIZE(res) == 3
+        && PyTuple_GET_ITEM(res, 0) == Py_True && PyTuple_GET_ITEM(res, 2) == Py_None
+        && PyBytes_CheckExact(PyTuple_GET_ITEM(res, 1))
+        && PyBytes_GET_SIZE(PyTuple_GET_ITEM(res, 1)) > SMALL_RESULT) {
+        /* A large bytes result: held here, copied once into the caller's bytes. */
+        c->out = OUT_LARGE;
+        c->held = Py_NewRef(PyTuple_GET_ITEM(res, 1));
+        c->held_value = 1;
+    }
+    else if (res != NULL) {
+        blob = PyMarshal_WriteObjectToString(res, LEAN_MARSHAL_VERSION);
+        if (blob != NULL) {
+            keep_reply(r, c, blob);
+        }
+        else {
+            fail_text(r, c, NULL);
+        }
+    }
+    else {
+        fail_text(r, c, NULL);
+    }
+    Py_XDECREF(argv[0]);
+    Py_XDECREF(argv[1]);
+    Py_XDECREF(argv[2]);
+    Py_XDECREF(res);
+    Py_XDECREF(blob);
+}
+
 /* The target side of a call: runs attached to the target interpreter. */
 static void
 run_in_target(threadrec_t *r, domain_t *d, callctx *c)
@@ -599,12 +697,20 @@ run_in_target(threadrec_t *r, domain_t *d, callctx *c)
     PyObject *args = NULL, *res = NULL;
     Py_ssize_t made = 0, n = c->n;
 
-    /* fn is read under the target's GIL: register/unregister run there too. */
-    PyObject *fn = Py_XNewRef(d->fn);
-    if (fn == NULL) {
+    /* d->fn, the pair (dispatcher, invoker), is read under the target's GIL:
+     * register/unregister run there too. */
+    PyObject *pair = Py_XNewRef(d->fn);
+    if (pair == NULL) {
         fail_text(r, c, "RuntimeError: no dispatcher registered in the target interpreter");
         return;
     }
+    if (c->kind == KIND_INVOKE) {
+        run_invoke(r, c, PyTuple_GET_ITEM(pair, 1));
+        Py_DECREF(pair);
+        return;
+    }
+    PyObject *fn = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+    Py_DECREF(pair);
     if (n > NPARTS_STACK) {
         abs = PyMem_Malloc(n * sizeof(*abs));
         mvs = PyMem_Malloc(n * sizeof(*mvs));
@@ -763,60 +869,56 @@ refuse(int64_t id, int why)
     return NULL;
 }
 
+/* Build the caller's result from the reply bytes: bytes for a call, the unmarshalled
+ * value for an invoke. */
 static PyObject *
-native_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+make_result(callctx *c, const char *buf, Py_ssize_t len)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "call(interp_id, parts) takes 2 arguments");
-        return NULL;
-    }
-    long long iid = PyLong_AsLongLong(args[0]);
-    if (iid == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    PyObject *parts = args[1];
-    if (!PyTuple_Check(parts)) {
-        PyErr_Format(PyExc_TypeError, "parts must be a tuple, not %s", Py_TYPE(parts)->tp_name);
-        return NULL;
-    }
-    threadrec_t *r = threadrec_get();
-    if (r == NULL) {
-        return NULL;
-    }
-    if (r->depth >= MAX_DEPTH) {
-        PyErr_SetString(PyExc_RecursionError, "too many nested cross-interpreter calls");
-        return NULL;
-    }
-    if (r->depth == r->cap) {
-        int cap = r->cap ? r->cap * 2 : 4;
-        frame_t *f = realloc(r->frames, (size_t)cap * sizeof(*f));
-        if (f == NULL) {
-            return PyErr_NoMemory();
+    if (c->kind == KIND_INVOKE && c->held_value) {
+        PyObject *value = PyBytes_FromStringAndSize(buf, len);
+        if (value == NULL) {
+            return NULL;
         }
-        r->frames = f;
-        r->cap = cap;
+        PyObject *reply = PyTuple_Pack(3, Py_True, value, Py_None);
+        Py_DECREF(value);
+        return reply;
     }
+    if (c->kind == KIND_INVOKE) {
+        return PyMarshal_ReadObjectFromString(buf, len);
+    }
+    return PyBytes_FromStringAndSize(buf, len);
+}
 
-    Py_ssize_t n = PyTuple_GET_SIZE(parts), got = 0;
-    Py_buffer bufs_stack[NPARTS_STACK];
-    unsigned char kept_stack[NPARTS_STACK] = {0};
-    Py_buffer *bufs = bufs_stack;
-    unsigned char *kept = kept_stack;
+/* Give a busy domain a moment before taking its GIL (no GIL held here).  Blocking on a
+ * taken GIL puts the thread to sleep, and waking it costs tens of µs: with several
+ * threads calling one domain, every call would pay that, and the calls in the domain
+ * last a few µs.  So look again for a while, yielding the CPU, then take the GIL
+ * anyway.  d->inside is a hint: threads of d that our switch did not bring in are not
+ * counted, and then this returns at once and the GIL wait works as usual. */
+static void
+wait_while_busy(domain_t *d)
+{
+    if (__atomic_load_n(&d->inside, __ATOMIC_RELAXED) == 0) {
+        return;
+    }
+    PyTime_t start, now;
+    if (PyTime_MonotonicRaw(&start) < 0) {
+        return;
+    }
+    do {
+        yield_cpu();
+        if (PyTime_MonotonicRaw(&now) < 0) {
+            return;
+        }
+    } while (__atomic_load_n(&d->inside, __ATOMIC_RELAXED) > 0 && now - start < BUSY_WAIT_NS);
+}
+
+/* Switch the calling thread into interpreter iid, run the call described by c there,
+ * and come back: admission, the switch, and leaving, shared by call() and invoke(). */
+static PyObject *
+switch_call(threadrec_t *r, long long iid, callctx *c)
+{
     PyObject *result = NULL;
-    if (n > NPARTS_STACK) {
-        bufs = PyMem_Malloc(n * sizeof(*bufs));
-        kept = PyMem_Calloc(n, 1);
-        if (bufs == NULL || kept == NULL) {
-            PyErr_NoMemory();
-            goto out;
-        }
-    }
-    for (; got < n; got++) {
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(parts, got), &bufs[got], PyBUF_SIMPLE) < 0) {
-            goto out;
-        }
-    }
-
     PyThreadState *caller = PyThreadState_Get();
     int64_t caller_id = PyInterpreterState_GetID(PyThreadState_GetInterpreter(caller));
     slot_t *caller_slot = NULL;
@@ -896,43 +998,47 @@ native_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyMutex_Unlock(&G.mutex);
     if (why == 3) {
-        PyErr_NoMemory();
-        goto out;
+        return PyErr_NoMemory();
     }
     if (why) {
-        refuse(iid, why);
-        goto out;
+        return refuse(iid, why);
     }
 
     /* ---- the switch ---- */
     int same = (ts == caller);
-    callctx c = {.bufs = bufs, .n = n, .retained = kept};
     if (!same) {
         PyEval_SaveThread();
+        wait_while_busy(d);
         PyEval_RestoreThread(ts);
+        __atomic_add_fetch(&d->inside, 1, __ATOMIC_RELAXED);
     }
     delete_slots_attached(reap, 0);   /* orphans of dead threads, while we are here */
-    run_in_target(r, d, &c);
-    if (c.out == OUT_LARGE) {
-        const char *buf = PyBytes_AS_STRING(c.held);
-        Py_ssize_t len = PyBytes_GET_SIZE(c.held);
+    run_in_target(r, d, c);
+    if (c->out == OUT_LARGE) {
+        const char *buf = PyBytes_AS_STRING(c->held);
+        Py_ssize_t len = PyBytes_GET_SIZE(c->held);
         if (same) {
-            result = PyBytes_FromStringAndSize(buf, len);
+            result = make_result(c, buf, len);
         }
         else {
             /* One copy, from the target's reply into a bytes of the caller; the reply
              * is immutable and kept alive by our reference, then dropped in the target. */
+            __atomic_sub_fetch(&d->inside, 1, __ATOMIC_RELAXED);
             PyEval_SaveThread();
             PyEval_RestoreThread(caller);
-            result = PyBytes_FromStringAndSize(buf, len);
+            result = make_result(c, buf, len);
             PyEval_SaveThread();
             PyEval_RestoreThread(ts);
+            __atomic_add_fetch(&d->inside, 1, __ATOMIC_RELAXED);
         }
-        Py_CLEAR(c.held);
+        Py_CLEAR(c->held);
     }
 
     /* ---- leave: drop our pin while still attached to the target ---- */
     int drop_ts = 0;
+    if (!same) {
+        __atomic_sub_fetch(&d->inside, 1, __ATOMIC_RELAXED);
+    }
     PyMutex_Lock(&G.mutex);
     r->depth--;
     if (slot) {
@@ -964,12 +1070,12 @@ native_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 
     /* ---- back in the caller ---- */
-    if (c.out == OUT_SMALL) {
-        result = PyBytes_FromStringAndSize(r->scratch, (Py_ssize_t)c.len);
+    if (c->out == OUT_SMALL) {
+        result = make_result(c, r->scratch, (Py_ssize_t)c->len);
     }
-    else if (c.out == OUT_ERROR) {
+    else if (c->out == OUT_ERROR) {
         Py_CLEAR(result);
-        PyObject *msg = PyUnicode_DecodeUTF8(r->scratch, (Py_ssize_t)c.len, "replace");
+        PyObject *msg = PyUnicode_DecodeUTF8(r->scratch, (Py_ssize_t)c->len, "replace");
         if (msg) {
             PyErr_SetObject(PyExc_RuntimeError, msg);
             Py_DECREF(msg);
@@ -981,6 +1087,214 @@ native_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         r->scratch = NULL;
         r->scratch_cap = 0;
     }
+
+    return result;
+}
+
+/* The calling thread's record, with room for one more frame; NULL with an exception. */
+static threadrec_t *
+caller_record(void)
+{
+    threadrec_t *r = threadrec_get();
+    if (r == NULL) {
+        return NULL;
+    }
+    if (r->depth >= MAX_DEPTH) {
+        PyErr_SetString(PyExc_RecursionError, "too many nested cross-interpreter calls");
+        return NULL;
+    }
+    if (r->depth == r->cap) {
+        int cap = r->cap ? r->cap * 2 : 4;
+        frame_t *f = realloc(r->frames, (size_t)cap * sizeof(*f));
+        if (f == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        r->frames = f;
+        r->cap = cap;
+    }
+    return r;
+}
+
+#define BIG_ARG_BYTES (64 * 1024)   /* bytes arguments this large skip the blob */
+
+/* Tell whether a lean invoke may carry these arguments: exact None, bool, float, str,
+ * bytes and 64-bit ints (the values that cross unchanged), and no logical call context
+ * to carry along.  Anything else takes the generic route. */
+static int
+is_lean(modstate *st, PyObject *args)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(args, i);
+        PyTypeObject *t = Py_TYPE(v);
+        if (v == Py_None || t == &PyBool_Type || t == &PyFloat_Type || t == &PyUnicode_Type) {
+            continue;
+        }
+        if (t == &PyLong_Type) {
+            int overflow;
+            (void)PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow == 0) {
+                continue;
+            }
+            return 0;
+        }
+        if (t == &PyBytes_Type) {
+            continue;
+        }
+        return 0;
+    }
+    if (st->ctxvar != NULL) {
+        PyObject *value = NULL;
+        if (PyContextVar_Get(st->ctxvar, NULL, &value) < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        int empty = (value == NULL || value == Py_None);
+        Py_XDECREF(value);
+        return empty;
+    }
+    return 1;
+}
+
+static PyObject *
+native_set_context_var(PyObject *module, PyObject *var)
+{
+    if (!PyContextVar_CheckExact(var)) {
+        PyErr_Format(PyExc_TypeError, "expected a ContextVar, not %s", Py_TYPE(var)->tp_name);
+        return NULL;
+    }
+    modstate *st = get_state(module);
+    Py_XSETREF(st->ctxvar, Py_NewRef(var));
+    Py_RETURN_NONE;
+}
+
+/* invoke(interp_id, oid, name, args): the lean proxy call.  args (plain values) cross
+ * as one stdlib-marshal blob, read by the target's invoker fn(oid, name, args), whose
+ * reply comes back the same way. */
+static PyObject *
+native_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "invoke(interp_id, oid, name, args) takes 4 arguments");
+        return NULL;
+    }
+    long long iid = PyLong_AsLongLong(args[0]);
+    if (iid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long oid = PyLong_AsLongLong(args[1]);
+    if (oid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyUnicode_Check(args[2])) {
+        PyErr_Format(PyExc_TypeError, "name must be a str, not %s", Py_TYPE(args[2])->tp_name);
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(args[3])) {
+        PyErr_Format(PyExc_TypeError, "args must be a tuple, not %s", Py_TYPE(args[3])->tp_name);
+        return NULL;
+    }
+    if (!is_lean(get_state(module), args[3])) {
+        Py_RETURN_NOTIMPLEMENTED;   /* the caller takes the generic route */
+    }
+    Py_ssize_t name_len;
+    const char *name = PyUnicode_AsUTF8AndSize(args[2], &name_len);
+    if (name == NULL) {
+        return NULL;
+    }
+    threadrec_t *r = caller_record();
+    if (r == NULL) {
+        return NULL;
+    }
+    callctx c = {.kind = KIND_INVOKE, .oid = oid, .name = name, .name_len = name_len};
+    /* Large bytes arguments stay where they are (the caller's tuple keeps them alive
+     * for the call): None stands in for them in the blob. */
+    PyObject *packed = args[3];
+    Py_ssize_t n = PyTuple_GET_SIZE(packed);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(args[3], i);
+        if (!PyBytes_CheckExact(v) || PyBytes_GET_SIZE(v) < BIG_ARG_BYTES) {
+            continue;
+        }
+        if (c.nbig == MAX_BIG_ARGS) {
+            if (packed != args[3]) {
+                Py_DECREF(packed);
+            }
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        if (packed == args[3]) {
+            /* A copy to edit (PyTuple_GetSlice would hand back the same tuple). */
+            if ((packed = PyTuple_New(n)) == NULL) {
+                return NULL;
+            }
+            for (Py_ssize_t j = 0; j < n; j++) {
+                PyTuple_SET_ITEM(packed, j, Py_NewRef(PyTuple_GET_ITEM(args[3], j)));
+            }
+        }
+        Py_SETREF(((PyTupleObject *)packed)->ob_item[i], Py_NewRef(Py_None));
+        c.big_index[c.nbig] = i;
+        c.big_buf[c.nbig] = PyBytes_AS_STRING(v);
+        c.big_len[c.nbig] = PyBytes_GET_SIZE(v);
+        c.nbig++;
+    }
+    PyObject *blob = PyMarshal_WriteObjectToString(packed, LEAN_MARSHAL_VERSION);
+    if (packed != args[3]) {
+        Py_DECREF(packed);
+    }
+    if (blob == NULL) {
+        return NULL;
+    }
+    c.payload = PyBytes_AS_STRING(blob);
+    c.payload_len = PyBytes_GET_SIZE(blob);
+    PyObject *result = switch_call(r, iid, &c);
+    Py_DECREF(blob);
+    return result;
+}
+
+static PyObject *
+native_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "call(interp_id, parts) takes 2 arguments");
+        return NULL;
+    }
+    long long iid = PyLong_AsLongLong(args[0]);
+    if (iid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *parts = args[1];
+    if (!PyTuple_Check(parts)) {
+        PyErr_Format(PyExc_TypeError, "parts must be a tuple, not %s", Py_TYPE(parts)->tp_name);
+        return NULL;
+    }
+    threadrec_t *r = caller_record();
+    if (r == NULL) {
+        return NULL;
+    }
+
+    Py_ssize_t n = PyTuple_GET_SIZE(parts), got = 0;
+    Py_buffer bufs_stack[NPARTS_STACK];
+    unsigned char kept_stack[NPARTS_STACK] = {0};
+    Py_buffer *bufs = bufs_stack;
+    unsigned char *kept = kept_stack;
+    PyObject *result = NULL;
+    if (n > NPARTS_STACK) {
+        bufs = PyMem_Malloc(n * sizeof(*bufs));
+        kept = PyMem_Calloc(n, 1);
+        if (bufs == NULL || kept == NULL) {
+            PyErr_NoMemory();
+            goto out;
+        }
+    }
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(parts, got), &bufs[got], PyBUF_SIMPLE) < 0) {
+            goto out;
+        }
+    }
+
+    callctx c = {.kind = KIND_PARTS, .bufs = bufs, .n = n, .retained = kept};
+    result = switch_call(r, iid, &c);
 
 out:
     for (Py_ssize_t i = 0; i < got; i++) {
@@ -1000,14 +1314,25 @@ out:
 /* ------------------------------------------------------ registration */
 
 static PyObject *
-native_register_dispatcher(PyObject *module, PyObject *fn)
+native_register_dispatcher(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     modstate *st = get_state(module);
-    if (!PyCallable_Check(fn)) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "register_dispatcher(fn, invoker=None) takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *invoker = nargs == 2 ? args[1] : Py_None;
+    if (!PyCallable_Check(args[0]) || (invoker != Py_None && !PyCallable_Check(invoker))) {
         PyErr_SetString(PyExc_TypeError, "dispatcher must be callable");
         return NULL;
     }
+    /* The record holds both as one pair, so its lifecycle handles a single object. */
+    PyObject *fn = PyTuple_Pack(2, args[0], invoker);
+    if (fn == NULL) {
+        return NULL;
+    }
     if (st->exited) {
+        Py_DECREF(fn);
         PyErr_SetString(PyExc_RuntimeError, "this interpreter is shutting down");
         return NULL;
     }
@@ -1020,6 +1345,7 @@ native_register_dispatcher(PyObject *module, PyObject *fn)
         d = calloc(1, sizeof(*d));
         if (d == NULL) {
             PyMutex_Unlock(&G.mutex);
+            Py_DECREF(fn);
             return PyErr_NoMemory();
         }
         d->id = id;
@@ -1030,7 +1356,7 @@ native_register_dispatcher(PyObject *module, PyObject *fn)
     old_fn = d->fn;
     old_type = (PyObject *)d->argbuf_type;
     old_str = d->str_release;
-    d->fn = Py_NewRef(fn);
+    d->fn = fn;   /* our reference */
     d->argbuf_type = (PyTypeObject *)Py_NewRef(st->argbuf_type);
     d->str_release = Py_NewRef(st->str_release);
     d->owner_state = st;
@@ -1335,9 +1661,17 @@ native_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 /* ------------------------------------------------------------- module */
 
 static PyMethodDef native_methods[] = {
-    {"register_dispatcher", native_register_dispatcher, METH_O,
-     "register_dispatcher(fn)\n--\n\nMake fn(parts: tuple[memoryview, ...]) -> bytes the "
-     "target of call() for the current interpreter."},
+    {"register_dispatcher", (PyCFunction)(void (*)(void))native_register_dispatcher, METH_FASTCALL,
+     "register_dispatcher(fn, invoker=None)\n--\n\nMake fn(parts: tuple[memoryview, ...]) -> "
+     "bytes the target of call() for the current interpreter, and invoker(oid, name, args) "
+     "-> marshallable the target of invoke()."},
+    {"invoke", (PyCFunction)(void (*)(void))native_invoke, METH_FASTCALL,
+     "invoke(interp_id, oid, name, args)\n--\n\nRun the invoker of interpreter interp_id on "
+     "the calling thread with args (plain values); return its reply, or NotImplemented "
+     "when args (or a logical call context) need the generic route."},
+    {"set_context_var", native_set_context_var, METH_O,
+     "set_context_var(var)\n--\n\nName the ContextVar whose value makes invoke() "
+     "decline (the logical call context must travel the generic route)."},
     {"unregister_dispatcher", native_unregister_dispatcher, METH_NOARGS,
      "unregister_dispatcher()\n--\n\nRemove the current interpreter's dispatcher."},
     {"call", (PyCFunction)(void (*)(void))native_call, METH_FASTCALL,
@@ -1389,6 +1723,7 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
 {
     modstate *st = get_state(module);
     Py_VISIT(st->argbuf_type);
+    Py_VISIT(st->ctxvar);
     return 0;
 }
 
@@ -1398,6 +1733,7 @@ native_clear(PyObject *module)
     modstate *st = get_state(module);
     Py_CLEAR(st->argbuf_type);
     Py_CLEAR(st->str_release);
+    Py_CLEAR(st->ctxvar);
     return 0;
 }
 

@@ -14,6 +14,7 @@ import marshal as _stdlib_marshal
 import os
 import threading
 
+from . import _context
 from . import _native as _native_module  # type: ignore[attr-defined]  # ImportError: not built
 
 TYPE_CHECKING = False
@@ -65,15 +66,13 @@ def _join(value: Any, parts: tuple[Any, ...], depth: int) -> Any:
     return value
 
 
-def invoke(interp_id: int, oid: int, name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Call method name of object oid with plain arguments: the lean form of a proxy call.
-
-    The request is a tuple that starts with an int (a generic request starts with the op
-    name); the reply is (done, value, ctx): value is the plain result when done is True,
-    else a marshal reply to decode.
-    """
-    reply: tuple[Any, ...] = _loads(_native.call(interp_id, (_dumps((oid, name, *args)),)))
-    return reply
+# invoke(interp_id, oid, name, args) -> (done, value, ctx): call method name of object oid
+# with plain arguments, the lean form of a proxy call, entirely in C: args and the reply
+# cross as stdlib-marshal blobs, the target's invoker (remoting) runs it.  value is the
+# plain result when done is True, else a marshal reply to decode.
+invoke = _native.invoke
+# invoke() declines (returns NotImplemented) while the caller carries a logical call context.
+_native.set_context_var(_context._data)
 
 
 def call(interp_id: int, op: str, payload: Any, ctx: Any) -> tuple[Any, ...]:
@@ -91,8 +90,6 @@ def _dispatch(parts: tuple[memoryview, ...]) -> bytes:
     nested = ident in inside
     inside.add(ident)
     try:
-        if type(message[0]) is int:
-            return _dumps(_invoke_here(message))
         op, payload, ctx, has_parts = message
         if has_parts:
             payload = _join(payload, parts, 0)
@@ -112,14 +109,16 @@ def _dispatch(parts: tuple[memoryview, ...]) -> bytes:
 _get_ident = threading.get_ident
 _serve: Any = None
 _state: Any = None
-# Set by remoting: runs a lean invoke message (oid, name, *args) in this domain.
-_invoke_here: Any = None
+# Set by remoting when it loads: serves invoke(oid, name, args) in this domain.
+_invoker: Any = None
 
 
 def set_invoke_handler(handler: Any) -> None:
-    """Install the function that serves lean invoke messages."""
-    global _invoke_here
-    _invoke_here = handler
+    """Install the function that serves lean invokes, handler(oid, name, args)."""
+    global _invoker
+    _invoker = handler
+    if _serve is not None and not _state.unloading:
+        _native.register_dispatcher(_dispatch, _invoker)
 
 
 def register() -> None:
@@ -128,7 +127,7 @@ def register() -> None:
     from ._callpath import serve, state  # imported here: _callpath imports this module
 
     _serve, _state = serve, state
-    _native.register_dispatcher(_dispatch)
+    _native.register_dispatcher(_dispatch, _invoker)
 
 
 def release_interp(interp_id: int, timeout: float | None = None) -> None:

@@ -9,7 +9,6 @@ import _interpreters
 import marshal
 
 import appdomain.marshal  # noqa: F401  # main imports first (msgpack must load here first)
-
 from appdomain import _compat
 
 BODY = r'''

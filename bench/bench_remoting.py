@@ -29,6 +29,41 @@ def median_us(fn: object, *, repeat: int = 7, number: int = 200) -> float:
     return statistics.median(samples)
 
 
+def thread_scaling(domain: AppDomain, seconds: float = 1.0) -> tuple[float, float]:
+    """Proxy calls per second into one domain from 1 thread, then from 4 threads at once."""
+
+    def rate(threads: int) -> float:
+        proxies = [
+            domain.create_instance_and_unwrap("bench_helpers", "Worker") for _ in range(threads)
+        ]
+        counts = [0] * threads
+        start = threading.Barrier(threads + 1)
+        stop = threading.Event()
+
+        def run(i: int) -> None:
+            add = proxies[i].add
+            start.wait()
+            n = 0
+            while not stop.is_set():
+                for _ in range(200):
+                    add(n, 2)
+                n += 200
+            counts[i] = n
+
+        pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        start.wait()
+        began = time.perf_counter()
+        stop.wait(seconds)
+        stop.set()
+        for t in pool:
+            t.join()
+        return sum(counts) / (time.perf_counter() - began)
+
+    return rate(1), rate(4)
+
+
 def parallel_speedup(work: int) -> tuple[float, float, float]:
     """Time one domain burning CPU, then two at once; return (one, two, speedup)."""
     domains = [AppDomain.create_domain(f"Burner{i}") for i in range(2)]
@@ -61,19 +96,34 @@ def main() -> None:
         worker = domain.create_instance_and_unwrap("bench_helpers", "Worker")
         client = bench_helpers.Client()
         mib = b"x" * (1 << 20)
+        # Targets: issue 4 for any route; issue 7 (tighter) for the native switch.
+        native = native_module() is not None
         rows = [
-            ("proxy call add(i, 2)", median_us(lambda: worker.add(1, 2), number=2000), 15),
-            ("1 MiB bytes argument", median_us(lambda: worker.size(mib), number=100), 60),
+            (
+                "proxy call add(i, 2)",
+                median_us(lambda: worker.add(1, 2), number=20000),
+                2 if native else 15,
+            ),
+            (
+                "1 MiB bytes argument",
+                median_us(lambda: worker.size(mib), number=200),
+                30 if native else 60,
+            ),
             ("1 MiB bytes result", median_us(lambda: worker.blob(1 << 20), number=100), None),
             (
                 "callback into default domain",
-                median_us(lambda: worker.call_back_many(client, 100), number=5) / 100,
-                60,
+                median_us(lambda: worker.call_back_many(client, 100), number=50) / 100,
+                3 if native else 60,
             ),
         ]
         for name, value, target in rows:
             goal = f"(target <= {target} us)" if target else ""
             print(f"  {name:32s} {value:10.1f} us  {goal}")
+        one, four = thread_scaling(domain)
+        print(
+            f"  threads calling one domain: 1 thread {one:,.0f} calls/s, 4 threads {four:,.0f} "
+            f"calls/s ({four / one:.2f}x; target: no collapse)"
+        )
     finally:
         AppDomain.unload(domain)
     one, two, speedup = parallel_speedup(3_000_000)

@@ -6,6 +6,9 @@ import array
 from typing import Any
 
 import pytest
+from test_marshal_samples import AppError, Point
+
+from appdomain._errors import RemoteException, SerializationException
 from appdomain.marshal import (
     Out,
     Ref,
@@ -19,9 +22,6 @@ from appdomain.marshal import (
     wire_from_bytes,
     wire_to_bytes,
 )
-from test_marshal_samples import AppError, Point
-
-from appdomain._errors import RemoteException, SerializationException
 
 
 class Stream:

@@ -6,12 +6,12 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from appdomain.marshal import dumps, loads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_marshal_samples import Account, Color, Point
 
 from appdomain._errors import SerializationException
+from appdomain.marshal import dumps, loads
 
 SEEDS = [
     dumps(v)

@@ -16,8 +16,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import appdomain.marshal
 import pytest
+
+import appdomain.marshal
 from appdomain.marshal import dumps, to_shareable, wire_to_bytes
 
 # Modules a new domain must not pay for just by importing appdomain.marshal.

@@ -12,6 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from test_marshal_samples import Account, AppError, Color, Handle, Pair, Point, Segment
+from test_marshal_values import same
+
+from appdomain import _compat
+from appdomain._errors import RemoteException
 from appdomain.marshal import (
     Ref,
     decode_call,
@@ -21,11 +26,6 @@ from appdomain.marshal import (
     from_shareable,
     to_shareable,
 )
-from test_marshal_samples import Account, AppError, Color, Handle, Pair, Point, Segment
-from test_marshal_values import same
-
-from appdomain import _compat
-from appdomain._errors import RemoteException
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 SETUP = f"""
@@ -160,8 +160,9 @@ except OnlyHere as exc:
 
 def test_reference_type_rebuilds_in_the_other_interpreter(interp: tuple[int, int]) -> None:
     iid, qid = interp
-    from appdomain.marshal import register_reference_type
     from test_marshal_samples import rebuild_handle, reduce_handle
+
+    from appdomain.marshal import register_reference_type
 
     register_reference_type(Handle, reduce_handle, rebuild_handle)
     code = """

@@ -7,6 +7,9 @@ import threading
 from typing import Any
 
 import pytest
+from test_marshal_samples import Handle, NotMarked, Point, SubHandle, rebuild_handle, reduce_handle
+
+from appdomain._errors import SerializationException
 from appdomain.marshal import (
     Out,
     decode_call,
@@ -21,9 +24,6 @@ from appdomain.marshal import (
     set_module_alias,
     to_shareable,
 )
-from test_marshal_samples import Handle, NotMarked, Point, SubHandle, rebuild_handle, reduce_handle
-
-from appdomain._errors import SerializationException
 
 
 def target(a: int, b: str, c: list[Any], buf: Out[bytearray] | None = None) -> None:

@@ -12,7 +12,6 @@ import zoneinfo
 from typing import Any
 
 import pytest
-from appdomain.marshal import Ref, dumps, from_shareable, loads, to_shareable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_marshal_samples import (
@@ -27,6 +26,8 @@ from test_marshal_samples import (
     Segment,
     Slotted,
 )
+
+from appdomain.marshal import Ref, dumps, from_shareable, loads, to_shareable
 
 UTC = dt.UTC
 VALUES: list[Any] = [

@@ -625,3 +625,87 @@ def test_process_exit_with_interpreters_and_states_alive(name):
 
 
 # ------------------------------------------------------------------- valgrind
+
+
+# ---------------------------------------------------------------- invoke (lean proxy calls)
+
+INVOKER = (
+    "import appdomain._native as n\n"
+    "def invoker(oid, name, args):\n"
+    "    if name == 'sizes':\n"
+    "        return (True, tuple(len(a) if isinstance(a, bytes) else a for a in args), None)\n"
+    "    if name == 'echo':\n"
+    "        return (True, args[0], None)\n"
+    "    if name == 'boom':\n"
+    "        raise ValueError('boom')\n"
+    "    return (oid, name, args)\n"
+    "n.register_dispatcher(lambda parts: b'', invoker)\n"
+)
+
+
+def test_invoke_passes_oid_name_and_args(interps):
+    b = interps(INVOKER)
+    assert n.invoke(b, 7, "who", (1, "two", 3.0, None, True, b"x")) == (
+        7,
+        "who",
+        (1, "two", 3.0, None, True, b"x"),
+    )
+
+
+def test_invoke_carries_large_bytes_arguments_at_their_places(interps):
+    b = interps(INVOKER)
+    big, bigger = b"a" * (1 << 20), b"b" * (3 << 20)
+    assert n.invoke(b, 1, "sizes", (1, big, "s", bigger)) == (
+        True,
+        (1, 1 << 20, "s", 3 << 20),
+        None,
+    )
+
+
+def test_invoke_leaves_the_callers_arguments_alone(interps):
+    b = interps(INVOKER)
+    big = bytes(range(256)) * 1024
+    args = (big, 5)
+    n.invoke(b, 1, "sizes", args)
+    assert args == (big, 5) and args[0] is big
+
+
+def test_invoke_returns_a_large_bytes_result_intact(interps):
+    b = interps(INVOKER)
+    big = bytes(range(256)) * 4096
+    assert n.invoke(b, 1, "echo", (big,)) == (True, big, None)
+
+
+def test_invoke_declines_arguments_that_are_not_plain(interps):
+    b = interps(INVOKER)
+    assert n.invoke(b, 1, "who", ([1, 2],)) is NotImplemented
+    assert n.invoke(b, 1, "who", (1 << 70,)) is NotImplemented
+
+
+def test_invoke_declines_while_a_call_context_is_set(interps):
+    import contextvars
+
+    b = interps(INVOKER)
+    var: contextvars.ContextVar[object] = contextvars.ContextVar("probe", default=None)
+    n.set_context_var(var)
+    try:
+        var.set({"k": 1})
+        assert n.invoke(b, 1, "who", (1,)) is NotImplemented
+        var.set(None)
+        assert n.invoke(b, 1, "who", (1,)) == (1, "who", (1,))
+    finally:
+        import appdomain._context
+
+        n.set_context_var(appdomain._context._data)
+
+
+def test_invoke_reports_the_invokers_error(interps):
+    b = interps(INVOKER)
+    with pytest.raises(RuntimeError, match="ValueError: boom"):
+        n.invoke(b, 1, "boom", ())
+
+
+def test_invoke_without_an_invoker_says_so(interps):
+    b = interps()
+    with pytest.raises(RuntimeError, match="no dispatcher"):
+        n.invoke(b, 1, "who", ())

@@ -316,3 +316,19 @@ def test_one_way_call_returns_nothing_and_runs(calc: helpers.Calculator) -> None
     channel = appdomain.Channel()
     assert calc.signal(channel, "note") is None
     assert channel.recv(timeout=10) == "note"
+
+
+def test_large_buffers_cross_intact_among_other_arguments(calc: helpers.Calculator) -> None:
+    import zlib
+
+    first, second = bytes(range(256)) * 4096, b"\x07" * (3 << 20)
+    assert calc.digest(first, "both", second) == (
+        "both",
+        len(first) + len(second),
+        f"{zlib.crc32(first):08x}",
+        zlib.crc32(second),
+    )
+
+
+def test_large_bytes_result_crosses_intact(calc: helpers.Calculator) -> None:
+    assert calc.repeat(b"0123456789abcdef", 1 << 16) == b"0123456789abcdef" * (1 << 16)

@@ -10,6 +10,7 @@ instance attribute.
 
 from __future__ import annotations
 
+import functools
 import threading
 import types
 import weakref
@@ -144,76 +145,68 @@ def _shutdown_executor() -> None:
 
 
 _native = _callpath.native_module()
-_PLAIN = frozenset({type(None), bool, float, str})
-# Arguments above this size take the generic route, which passes buffers without copies.
-_LEAN_MAX_BYTES = 64 * 1024
+# Plain arguments (None, bool, float, str, 64-bit int, bytes under 64 KiB) take the lean
+# route, checked in C by _native.invoke; larger buffers take the generic route, which
+# passes them without copies.
 
 
-def _lean(args: tuple[Any, ...]) -> bool:
-    """Tell whether args can take the lean native route: plain values, no call context."""
-    for value in args:
-        kind = type(value)
-        if kind in _PLAIN:
-            continue
-        if kind is int:
-            if -(1 << 63) <= value < (1 << 63):
-                continue
-            return False
-        if kind is bytes and len(value) < _LEAN_MAX_BYTES:
-            continue
-        return False
-    return not _context.has_data()
+class _MethodSpec:
+    """What a proxy type knows of one remote method: its name, plan and route."""
 
+    __slots__ = ("lean_ok", "name", "one_way", "plan")
 
-class RemoteMethod:
-    """A method of a remote object, bound to its proxy: call it, or begin_invoke it."""
-
-    __slots__ = ("_lean_ok", "_one_way", "_plan", "_proxy", "name")
-
-    def __init__(self, proxy: Any, name: str, plan: CallPlan | None, one_way: bool) -> None:
-        self._proxy = proxy
+    def __init__(self, name: str, plan: CallPlan | None, one_way: bool) -> None:
         self.name = name
-        self._plan = plan
-        self._one_way = one_way
+        self.plan = plan
+        self.one_way = one_way
         # The lean route knows nothing of Out parameters: only planned methods without any.
-        self._lean_ok = (
-            _native is not None and not one_way and plan is not None and not plan.has_out
-        )
+        self.lean_ok = _native is not None and not one_way and plan is not None and not plan.has_out
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        ref: RemoteRef = self._proxy.__dict__[_REF]
-        if self._lean_ok and not kwargs and _lean(args):
-            try:
-                done, value, ctx_back = _native.invoke(
-                    ref.route.interp_id, ref.oid, self.name, args
-                )
-            except LookupError:
+
+def _call(proxy: Any, spec: _MethodSpec, *args: Any, **kwargs: Any) -> Any:
+    ref: RemoteRef = proxy.__dict__[_REF]
+    if spec.lean_ok and not kwargs:
+        try:
+            # NotImplemented: an argument (or the call context) needs the generic route.
+            reply = _native.invoke(ref.route[0], ref.oid, spec.name, args)
+        except LookupError:
+            raise AppDomainUnloadedException(
+                f"domain {ref.route.interp_id + 1} has been unloaded"
+            ) from None
+        except RuntimeError as exc:
+            if "being destroyed" in str(exc) or "shutting down" in str(exc):
                 raise AppDomainUnloadedException(
-                    f"domain {ref.route.interp_id + 1} has been unloaded"
+                    f"domain {ref.route.interp_id + 1} is being unloaded"
                 ) from None
-            except RuntimeError as exc:
-                if "being destroyed" in str(exc) or "shutting down" in str(exc):
-                    raise AppDomainUnloadedException(
-                        f"domain {ref.route.interp_id + 1} is being unloaded"
-                    ) from None
-                if "no dispatcher" not in str(exc):
-                    raise
-                # The target takes no native calls: the generic route below falls back.
-                return self._call_generic(ref, args, kwargs)
+            if "no dispatcher" not in str(exc):
+                raise
+            reply = NotImplemented  # the target takes no native calls: the generic route
+        if reply is not NotImplemented:
+            done, value, ctx_back = reply
             if ctx_back is not None:
                 _context.merge(ctx_back)
             if done:
                 return value
             return decode_reply(value, args, kwargs)
-        return self._call_generic(ref, args, kwargs)
+    wire = encode_call(args, kwargs, spec.plan)
+    if spec.one_way:
+        _callpath.post(ref.route, "remoting.invoke", (ref.oid, spec.name, wire))
+        return None
+    reply = _callpath.call(ref.route, "remoting.invoke", (ref.oid, spec.name, wire))
+    return decode_reply(reply, args, kwargs)
 
-    def _call_generic(self, ref: RemoteRef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        wire = encode_call(args, kwargs, self._plan)
-        if self._one_way:
-            _callpath.post(ref.route, "remoting.invoke", (ref.oid, self.name, wire))
-            return None
-        reply = _callpath.call(ref.route, "remoting.invoke", (ref.oid, self.name, wire))
-        return decode_reply(reply, args, kwargs)
+
+class RemoteMethod(functools.partial):  # type: ignore[type-arg]
+    """A method of a remote object, bound to its proxy: call it, or begin_invoke it.
+
+    ``RemoteMethod(_call, proxy, spec)``: a partial, so that it is built and called in C
+    and ``proxy.method(...)`` costs no Python frame besides the call itself.
+    """
+
+    @property
+    def name(self) -> str:
+        """The method's name."""
+        return str(self.args[1].name)
 
     def begin_invoke(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Start the call on a worker thread and return a Future of its result (BeginInvoke)."""
@@ -228,21 +221,19 @@ class RemoteMethod:
     BeginInvoke = begin_invoke
 
     def __repr__(self) -> str:
-        return f"<remote method {self.name} of {self._proxy!r}>"
+        return f"<remote method {self.name} of {self.args[0]!r}>"
 
 
 class _MethodMember:
     """Class member of a proxy type that stands for a remote method."""
 
     def __init__(self, name: str, plan: CallPlan | None, one_way: bool) -> None:
-        self.name = name
-        self.plan = plan
-        self.one_way = one_way
+        self.spec = _MethodSpec(name, plan, one_way)
 
     def __get__(self, proxy: Any, owner: type | None = None) -> Any:
         if proxy is None:
             return self
-        return RemoteMethod(proxy, self.name, self.plan, self.one_way)
+        return RemoteMethod(_call, proxy, self.spec)
 
 
 class _FieldMember:
@@ -268,7 +259,7 @@ def _remote_getattr(proxy: Any, name: str) -> Any:
     ref = ref_of(proxy)
     kind, value = _callpath.call(ref.route, "remoting.getattr", (ref.oid, name))
     if kind == "method":
-        return RemoteMethod(proxy, name, None, bool(value))
+        return RemoteMethod(_call, proxy, _MethodSpec(name, None, bool(value)))
     return from_shareable(value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -102,26 +103,35 @@ def _op_invoke(payload: tuple[int, str, Any]) -> Any:
     return encode_reply(result, args, kwargs, plan)
 
 
-def _invoke_lean(message: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+def _invoke_lean(oid: int, name: str, args: tuple[Any, ...]) -> tuple[Any, Any, Any]:
     """Serve a lean native invoke (plain arguments, no call context) without the generic layers."""
     state = _callpath.state
     # Releases are not drained here: each one also wakes this domain's dispatcher, which
     # drains them, and the generic route drains before every call.
-    oid, name, args = message[0], message[1], message[2:]
+    ident = _get_ident()
+    inside = state.inside  # unload aborts the threads listed here
+    nested = ident in inside
+    inside.add(ident)
     try:
         if state.unloading:
             raise AppDomainUnloadedException(
                 f"domain {_callpath.CURRENT_INTERP + 1} is being unloaded"
             )
-        result = getattr(_table.lookup(oid), name)(*args)
+        entry = _entries.get(oid)
+        # Leased objects (and unknown ids) take lookup(), which renews or explains.
+        target = entry.obj if entry is not None and entry.lease is None else _table.lookup(oid)
+        result = getattr(target, name)(*args)
     except BaseException as exc:  # every error goes back to the caller
         if isinstance(exc, ThreadAbortException):
             exc = AppDomainUnloadedException(
                 f"domain {_callpath.CURRENT_INTERP + 1} was unloaded during the call"
             )
         return (False, encode_exception(exc), None)
+    finally:
+        if not nested:
+            inside.discard(ident)
     ctx_back = None
-    if _context.has_data():
+    if _logical_data.get() is not None:
         ctx_back = _context.capture()  # the callee set logical data: it flows back
         _context.clear()
     kind = type(result)
@@ -131,6 +141,9 @@ def _invoke_lean(message: tuple[Any, ...]) -> tuple[Any, Any, Any]:
 
 
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
+_get_ident = threading.get_ident
+_entries = _table._entries
+_logical_data = _context._data  # the call context's variable: None when it carries nothing
 
 
 def _op_getattr(payload: tuple[int, str]) -> tuple[str, Any]:
