@@ -233,6 +233,10 @@ def native_module() -> Any:
     return _native
 
 
+# Calls from this thread go to the dispatcher threads: a switch costs it more (3.14's main thread).
+_SLOW_EXEC_THREAD = _compat.SLOW_EXEC_THREAD
+
+
 def call(route: Route, op: str, payload: Any, *, timeout: float | None = None) -> Any:
     """Run op(payload) in the domain at route and return its result (or raise its error).
 
@@ -251,7 +255,7 @@ def call(route: Route, op: str, payload: Any, *, timeout: float | None = None) -
     box = _mailbox()
     seq = next(box.seq)
     reply = None
-    if timeout is None and target != MAIN_INTERP:
+    if timeout is None and target != MAIN_INTERP and threading.get_ident() != _SLOW_EXEC_THREAD:
         reply = _try_fast(box, target, (op, payload, seq, ctx))
     if reply is None:
         deadline = None if timeout is None else time.monotonic() + timeout
