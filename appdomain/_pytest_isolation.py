@@ -5,15 +5,21 @@ its function called with the fixture values pytest computed here, and the domain
 The outcome comes back as the same exception type (so skip, xfail and ``raises`` behave
 as usual) together with the failure report rendered where the frames were.
 
-Creating a domain and importing pytest plus the test module into it costs far more than
-a typical test, so a background thread prepares the domain of the next isolated test while
-the current one runs (``_Warmer``); a domain has its own GIL, so that work runs in parallel.
+Creating a domain and importing the test module into it costs far more than a typical
+test, so background threads prepare the domains of the next isolated tests while the
+current one runs (``_Warmer``); a domain has its own GIL, so that work runs in parallel.
+The test module is compiled here once (``_CodeCache``), its asserts rewritten as pytest
+rewrote them for this process, and crosses as code; so does the code of the modules it
+imports from source files that have no usable pyc, compiled once by an earlier domain.
 """
 
 from __future__ import annotations
 
+import ast
+import marshal as _stdlib_marshal
 import os
 import threading
+import warnings
 from typing import Any
 
 import pytest
@@ -26,6 +32,7 @@ __all__ = ["plan", "run", "shutdown", "take_longrepr"]
 
 _longrepr_key = pytest.StashKey[Any]()
 _warmer_key = pytest.StashKey["_Warmer"]()
+_code_key = pytest.StashKey["_CodeCache"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
 _ASSERT_INIS = ("truncation_limit_lines", "truncation_limit_chars", "assertion_text_diff_style")
 
@@ -68,12 +75,16 @@ def take_longrepr(item: pytest.Item) -> Any:
     return longrepr
 
 
-def spec_of(item: pytest.Function) -> dict[str, Any]:
-    """Describe item for the domain: where its function lives and how to report a failure."""
+def spec_of(item: pytest.Function, *, code: bool = True) -> dict[str, Any]:
+    """Describe item for the domain: where its function lives and how to report a failure.
+
+    With code, the spec also carries the test module's compiled code and the code earlier
+    domains compiled, for a domain that has not imported the test module yet.
+    """
     config = item.config
     module = item.module
     cls = item.cls
-    return {
+    spec = {
         "module": module.__name__,
         "path": str(module.__file__),
         "cls": cls.__qualname__ if cls is not None else None,
@@ -87,6 +98,11 @@ def spec_of(item: pytest.Function) -> dict[str, Any]:
         "tbstyle": config.getoption("tbstyle", "auto"),
         "showlocals": bool(config.getoption("showlocals", False)),
     }
+    if code:
+        cache = _code_cache(config)
+        spec["code"] = cache.test_module(item)
+        spec["cache"] = cache.shared()
+    return spec
 
 
 def _ini(config: pytest.Config, name: str) -> Any:
@@ -101,13 +117,14 @@ def run(item: pytest.Function) -> None:
     __tracebackhide__ = True
     funcargs = _crossing_funcargs(item)
     warmer = item.config.stash.get(_warmer_key, None)
-    domain = warmer.take(item) if warmer is not None else None
+    domain, ready = warmer.take(item) if warmer is not None else (None, False)
     if domain is None:
         domain = _new_domain(item)
     try:
-        outcome, exc, longrepr = domain.do_callback(
-            _pytest_remote.run_test, spec_of(item), funcargs
+        outcome, exc, longrepr, compiled = domain.do_callback(
+            _pytest_remote.run_test, spec_of(item, code=not ready), funcargs
         )
+        _code_cache(item.config).learn(compiled)
     finally:
         if warmer is not None:
             warmer.prepare_after(item)
@@ -211,14 +228,15 @@ class _Warmer:
         for index in range(min(ahead, len(items))):
             self._start(index)
 
-    def take(self, item: pytest.Function) -> AppDomain | None:
-        """Return the domain prepared for item (waiting for it), or None."""
+    def take(self, item: pytest.Function) -> tuple[AppDomain | None, bool]:
+        """Return the domain prepared for item (waiting for it), or None; and whether the
+        test module is imported there."""
         with self._lock:
             prepared = self._ready.pop(id(item), None)
         if prepared is None:
-            return None
+            return None, False
         prepared.done.wait()
-        return prepared.domain
+        return prepared.domain, prepared.ready
 
     def prepare_after(self, item: pytest.Function) -> None:
         """Start preparing the domain of the isolated test `ahead` places after item."""
@@ -251,12 +269,14 @@ class _Warmer:
 
 
 class _Prepared:
-    """A domain being created, with pytest and the test module imported into it."""
+    """A domain being created, with the test module imported into it."""
 
     def __init__(self, item: pytest.Function) -> None:
         self.item = item
         self.spec = spec_of(item)
+        self.cache = _code_cache(item.config)
         self.domain: AppDomain | None = None
+        self.ready = False  # the test module is imported in domain
         self.done = threading.Event()
 
     def build(self) -> None:
@@ -267,8 +287,91 @@ class _Prepared:
             return
         self.domain = domain
         try:
-            domain.do_callback(_pytest_remote.prepare, self.spec)
+            compiled = domain.do_callback(_pytest_remote.prepare, self.spec)
+            self.cache.learn(compiled)
+            self.ready = True
         except BaseException:
-            pass
+            pass  # the test imports its module again, and reports what goes wrong
         finally:
             self.done.set()
+
+
+def _code_cache(config: pytest.Config) -> _CodeCache:
+    cache = config.stash.get(_code_key, None)
+    if cache is None:
+        cache = config.stash.setdefault(_code_key, _CodeCache(config))
+    return cache
+
+
+# The code rewritten test modules import instead of _pytest.assertion.rewrite (see there).
+_AR_MODULE = "appdomain._pytest_ar"
+
+
+class _CodeCache:
+    """Code for the domains: test modules compiled here, modules compiled by earlier domains.
+
+    Entries are keyed by source path and stamped with the file's (mtime_ns, size), so an
+    edited file is compiled anew.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._tests: dict[str, tuple[tuple[int, int], bytes]] = {}
+        self._shared: dict[str, tuple[tuple[int, int], bytes]] = {}
+
+    def test_module(self, item: pytest.Function) -> bytes | None:
+        """Return the marshalled code of item's module, asserts rewritten as pytest did here."""
+        module = item.module
+        path = str(module.__file__)
+        rewrite = self._config.getoption("assertmode", "rewrite") == "rewrite" and (
+            "@pytest_ar" in vars(module)  # pytest rewrote it in this process
+        )
+        try:
+            st = os.stat(path)
+            with open(path, "rb") as file:
+                source = file.read()
+        except OSError:
+            return None  # the domain imports it as it can, and reports what goes wrong
+        stamp = (st.st_mtime_ns, st.st_size)
+        key = f"{int(rewrite)}{path}"
+        with self._lock:
+            hit = self._tests.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        try:
+            code = _compile_test_module(source, path, self._config if rewrite else None)
+        except (SyntaxError, ValueError):
+            return None
+        data = _stdlib_marshal.dumps(code)
+        with self._lock:
+            self._tests[key] = (stamp, data)
+        return data
+
+    def shared(self) -> dict[str, tuple[tuple[int, int], bytes]]:
+        """Return the code earlier domains compiled from source, by path."""
+        with self._lock:
+            return dict(self._shared)
+
+    def learn(self, compiled: dict[str, tuple[tuple[int, int], bytes]] | None) -> None:
+        """Keep the code a domain compiled from source files, for the next domains."""
+        if compiled:
+            with self._lock:
+                self._shared.update(compiled)
+
+
+def _compile_test_module(source: bytes, path: str, config: pytest.Config | None) -> Any:
+    """Compile a test module for a domain; with config, rewrite its asserts as pytest does."""
+    if config is None:
+        return compile(source, path, "exec", dont_inherit=True)
+    from _pytest.assertion.rewrite import rewrite_asserts
+
+    tree = ast.parse(source, filename=path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pytest warned about these asserts when it collected
+        rewrite_asserts(tree, source, path, config)
+    for node in tree.body:
+        if isinstance(node, ast.Import) and [a.asname for a in node.names] == ["@pytest_ar"]:
+            node.names[0].name = _AR_MODULE
+            break
+    return compile(tree, path, "exec", dont_inherit=True)
