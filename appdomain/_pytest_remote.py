@@ -24,6 +24,7 @@ import os
 import sys
 import types
 
+from . import _pytest_standin
 from ._runtime import exec_module_from_file
 
 TYPE_CHECKING = False
@@ -160,6 +161,7 @@ def _prepare(spec: dict[str, Any]) -> None:
     if cache:
         _cache.update(cache)
     _install_finder()
+    _pytest_standin.install()
     _import_test_module(spec)
 
 
