@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import marshal as _stdlib_marshal
 import os
+import queue
 import threading
 import warnings
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = ["plan", "run", "shutdown", "take_longrepr"]
 _longrepr_key = pytest.StashKey[Any]()
 _warmer_key = pytest.StashKey["_Warmer"]()
 _code_key = pytest.StashKey["_CodeCache"]()
+_unloader_key = pytest.StashKey["_Unloader"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
 _ASSERT_INIS = ("truncation_limit_lines", "truncation_limit_chars", "assertion_text_diff_style")
 
@@ -58,12 +60,20 @@ def plan(config: pytest.Config, items: list[pytest.Item]) -> None:
         config.stash[_warmer_key] = _Warmer(isolated, ahead)
 
 
-def shutdown(config: pytest.Config) -> None:
-    """Unload any domain prepared for a test that never ran."""
+def shutdown(config: pytest.Config) -> list[str]:
+    """Unload the domains prepared for tests that never ran, and those still unloading.
+
+    Returns the problems met unloading in the background, one line per test.
+    """
     warmer = config.stash.get(_warmer_key, None)
     if warmer is not None:
         warmer.close()
         del config.stash[_warmer_key]
+    unloader = config.stash.get(_unloader_key, None)
+    if unloader is None:
+        return []
+    del config.stash[_unloader_key]
+    return unloader.close()
 
 
 def take_longrepr(item: pytest.Item) -> Any:
@@ -120,15 +130,21 @@ def run(item: pytest.Function) -> None:
     domain, ready = warmer.take(item) if warmer is not None else (None, False)
     if domain is None:
         domain = _new_domain(item)
+    quiet = False
     try:
-        outcome, exc, longrepr, compiled = domain.do_callback(
+        outcome, exc, longrepr, compiled, quiet = domain.do_callback(
             _pytest_remote.run_test, spec_of(item, code=not ready), funcargs
         )
         _code_cache(item.config).learn(compiled)
     finally:
         if warmer is not None:
             warmer.prepare_after(item)
-        unload_problem = _unload(domain, item.config)
+        unload_problem = None
+        if quiet:
+            # Nothing the test started can stop the unload: it needs no waiting for here.
+            _unloader(item.config).put(domain, item.nodeid)
+        else:
+            unload_problem = _unload(domain, item.config)
     if outcome == "passed":
         if unload_problem:
             pytest.fail(unload_problem, pytrace=False)
@@ -185,6 +201,47 @@ def _crossing_funcargs(item: pytest.Function) -> dict[str, Any]:
             pytrace=False,
         )
     return values
+
+
+def _unloader(config: pytest.Config) -> _Unloader:
+    unloader = config.stash.get(_unloader_key, None)
+    if unloader is None:
+        unloader = config.stash.setdefault(_unloader_key, _Unloader(config))
+    return unloader
+
+
+class _Unloader:
+    """Unload the domains of finished tests on a background thread, while the next ones run.
+
+    Only domains that no longer run a thread of the test's go here (their unload takes a
+    few ms and cannot fail for a thread that will not stop); the rest are unloaded before
+    the test's outcome is reported, so an unload failure fails that test.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+        self._queue: queue.SimpleQueue[tuple[AppDomain, str] | None] = queue.SimpleQueue()
+        self._problems: list[str] = []
+        self._thread = threading.Thread(
+            target=self._work, name="appdomain-pytest-unloader", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, domain: AppDomain, nodeid: str) -> None:
+        self._queue.put((domain, nodeid))
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            domain, nodeid = job
+            problem = _unload(domain, self._config)
+            if problem is not None:
+                self._problems.append(f"{nodeid}: {problem}")
+
+    def close(self) -> list[str]:
+        """Wait for the queued unloads; return the problems met, one line per test."""
+        self._queue.put(None)
+        self._thread.join()
+        return self._problems
 
 
 def _unload(domain: AppDomain, config: pytest.Config) -> str | None:

@@ -22,6 +22,7 @@ import importlib.machinery
 import marshal as _stdlib_marshal
 import os
 import sys
+import threading
 import types
 
 from . import _pytest_standin
@@ -84,6 +85,8 @@ _config: _Config | None = None
 # Code compiled by earlier domains, by source path; and what this domain compiled itself.
 _cache: dict[str, tuple[Stamp, bytes]] = {}
 _compiled: dict[str, tuple[Stamp, bytes]] = {}
+# The threads alive before the test module was imported: the domain's own.
+_first_threads: frozenset[int | None] | None = None
 
 
 class _TestModuleLoader(importlib.machinery.SourceFileLoader):
@@ -155,8 +158,10 @@ def prepare(spec: dict[str, Any]) -> dict[str, tuple[Stamp, bytes]]:
 
 
 def _prepare(spec: dict[str, Any]) -> None:
-    global _spec
+    global _spec, _first_threads
     _spec = spec
+    if _first_threads is None:
+        _first_threads = frozenset(t.ident for t in threading.enumerate())
     cache = spec.get("cache")
     if cache:
         _cache.update(cache)
@@ -229,8 +234,12 @@ def _import_test_module(spec: dict[str, Any]) -> types.ModuleType:
     return exec_module_from_file(name, spec["path"], loader)
 
 
-def run_test(spec: dict[str, Any], funcargs: dict[str, Any]) -> tuple[str, Any, Any, Any]:
-    """Run the test function named by spec; return (outcome, exception, longrepr, compiled)."""
+def run_test(spec: dict[str, Any], funcargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Run the test function named by spec.
+
+    Returns (outcome, exception, longrepr, compiled, quiet); quiet tells that no thread
+    the test module or function started is still alive, so unloading cannot fail on one.
+    """
     global _spec
     try:
         try:
@@ -245,10 +254,17 @@ def run_test(spec: dict[str, Any], funcargs: dict[str, Any]) -> tuple[str, Any, 
     except BaseException as exc:
         outcome = _outcome(exc)
         if outcome is not None:
-            return ("outcome", outcome, _longrepr(exc, spec), _take_compiled())
+            return ("outcome", outcome, _longrepr(exc, spec), _take_compiled(), _quiet())
         _explain_limits(exc)
-        return ("raised", exc, _longrepr(exc, spec), _take_compiled())
-    return ("passed", None, None, _take_compiled())
+        return ("raised", exc, _longrepr(exc, spec), _take_compiled(), _quiet())
+    return ("passed", None, None, _take_compiled(), _quiet())
+
+
+def _quiet() -> bool:
+    if _first_threads is None:
+        return False
+    me = threading.current_thread()
+    return all(t is me or t.ident in _first_threads for t in threading.enumerate())
 
 
 def _outcome(exc: BaseException) -> tuple[str, dict[str, Any]] | None:

@@ -98,6 +98,19 @@ def pytest_runtest_makereport(
     return report
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Finish unloading isolated tests' domains; fail the run if one could not be unloaded."""
+    problems = _pytest_isolation.shutdown(session.config)
+    if not problems:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "appdomain: isolated tests' domains not unloaded", red=True)
+        for line in problems:
+            reporter.write_line(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Unload the domains prepared ahead for tests that did not run."""
     _pytest_isolation.shutdown(config)
