@@ -3,8 +3,9 @@
 pytest's assertion rewriting puts ``import _pytest.assertion.rewrite as @pytest_ar`` at
 the top of a test module, and the rewritten asserts call helpers on ``@pytest_ar`` only
 to explain an assert that failed.  Importing that module costs a fresh domain ~80 ms, so
-the test modules sent to an isolated test's domain import this one instead: it loads the
-real helpers, and sets up pytest's comparison explanations, the first time one is asked for.
+the test modules sent to an isolated test's domain import this one instead (under the
+alias ``_pytest_remote.AR_ALIAS``): it loads the real helpers, and sets up pytest's
+comparison explanations, the first time one is asked for.
 """
 
 from __future__ import annotations

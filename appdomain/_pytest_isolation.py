@@ -8,19 +8,16 @@ as usual) together with the failure report rendered where the frames were.
 Creating a domain and importing the test module into it costs far more than a typical
 test, so background threads prepare the domains of the next isolated tests while the
 current one runs (``_Warmer``); a domain has its own GIL, so that work runs in parallel.
-The test module is compiled here once (``_CodeCache``), its asserts rewritten as pytest
-rewrote them for this process, and crosses as code; so does the code of the modules it
-imports from source files that have no usable pyc, compiled once by an earlier domain.
+The test module crosses as the code pytest compiled for it here, asserts rewritten; so
+does the code of the modules it imports from source files that have no usable pyc,
+compiled once by an earlier domain (``_pytest_code``).
 """
 
 from __future__ import annotations
 
-import ast
-import marshal as _stdlib_marshal
 import os
 import queue
 import threading
-import warnings
 from typing import Any
 
 import pytest
@@ -28,12 +25,12 @@ import pytest
 from . import _pytest_remote
 from ._domain import AppDomain
 from ._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
+from ._pytest_code import code_cache
 
 __all__ = ["plan", "run", "shutdown", "take_longrepr"]
 
 _longrepr_key = pytest.StashKey[Any]()
 _warmer_key = pytest.StashKey["_Warmer"]()
-_code_key = pytest.StashKey["_CodeCache"]()
 _unloader_key = pytest.StashKey["_Unloader"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
 _ASSERT_INIS = ("truncation_limit_lines", "truncation_limit_chars", "assertion_text_diff_style")
@@ -109,7 +106,7 @@ def spec_of(item: pytest.Function, *, code: bool = True) -> dict[str, Any]:
         "showlocals": bool(config.getoption("showlocals", False)),
     }
     if code:
-        cache = _code_cache(config)
+        cache = code_cache(config)
         spec["code"] = cache.test_module(item)
         spec["cache"] = cache.shared()
     return spec
@@ -135,7 +132,7 @@ def run(item: pytest.Function) -> None:
         outcome, exc, longrepr, compiled, quiet = domain.do_callback(
             _pytest_remote.run_test, spec_of(item, code=not ready), funcargs
         )
-        _code_cache(item.config).learn(compiled)
+        code_cache(item.config).learn(compiled)
     finally:
         if warmer is not None:
             warmer.prepare_after(item)
@@ -331,7 +328,7 @@ class _Prepared:
     def __init__(self, item: pytest.Function) -> None:
         self.item = item
         self.spec = spec_of(item)
-        self.cache = _code_cache(item.config)
+        self.cache = code_cache(item.config)
         self.domain: AppDomain | None = None
         self.ready = False  # the test module is imported in domain
         self.done = threading.Event()
@@ -351,84 +348,3 @@ class _Prepared:
             pass  # the test imports its module again, and reports what goes wrong
         finally:
             self.done.set()
-
-
-def _code_cache(config: pytest.Config) -> _CodeCache:
-    cache = config.stash.get(_code_key, None)
-    if cache is None:
-        cache = config.stash.setdefault(_code_key, _CodeCache(config))
-    return cache
-
-
-# The code rewritten test modules import instead of _pytest.assertion.rewrite (see there).
-_AR_MODULE = "appdomain._pytest_ar"
-
-
-class _CodeCache:
-    """Code for the domains: test modules compiled here, modules compiled by earlier domains.
-
-    Entries are keyed by source path and stamped with the file's (mtime_ns, size), so an
-    edited file is compiled anew.
-    """
-
-    def __init__(self, config: pytest.Config) -> None:
-        self._config = config
-        self._lock = threading.Lock()
-        self._tests: dict[str, tuple[tuple[int, int], bytes]] = {}
-        self._shared: dict[str, tuple[tuple[int, int], bytes]] = {}
-
-    def test_module(self, item: pytest.Function) -> bytes | None:
-        """Return the marshalled code of item's module, asserts rewritten as pytest did here."""
-        module = item.module
-        path = str(module.__file__)
-        rewrite = self._config.getoption("assertmode", "rewrite") == "rewrite" and (
-            "@pytest_ar" in vars(module)  # pytest rewrote it in this process
-        )
-        try:
-            st = os.stat(path)
-            with open(path, "rb") as file:
-                source = file.read()
-        except OSError:
-            return None  # the domain imports it as it can, and reports what goes wrong
-        stamp = (st.st_mtime_ns, st.st_size)
-        key = f"{int(rewrite)}{path}"
-        with self._lock:
-            hit = self._tests.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        try:
-            code = _compile_test_module(source, path, self._config if rewrite else None)
-        except (SyntaxError, ValueError):
-            return None
-        data = _stdlib_marshal.dumps(code)
-        with self._lock:
-            self._tests[key] = (stamp, data)
-        return data
-
-    def shared(self) -> dict[str, tuple[tuple[int, int], bytes]]:
-        """Return the code earlier domains compiled from source, by path."""
-        with self._lock:
-            return dict(self._shared)
-
-    def learn(self, compiled: dict[str, tuple[tuple[int, int], bytes]] | None) -> None:
-        """Keep the code a domain compiled from source files, for the next domains."""
-        if compiled:
-            with self._lock:
-                self._shared.update(compiled)
-
-
-def _compile_test_module(source: bytes, path: str, config: pytest.Config | None) -> Any:
-    """Compile a test module for a domain; with config, rewrite its asserts as pytest does."""
-    if config is None:
-        return compile(source, path, "exec", dont_inherit=True)
-    from _pytest.assertion.rewrite import rewrite_asserts
-
-    tree = ast.parse(source, filename=path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pytest warned about these asserts when it collected
-        rewrite_asserts(tree, source, path, config)
-    for node in tree.body:
-        if isinstance(node, ast.Import) and [a.asname for a in node.names] == ["@pytest_ar"]:
-            node.names[0].name = _AR_MODULE
-            break
-    return compile(tree, path, "exec", dont_inherit=True)

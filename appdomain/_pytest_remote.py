@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["assertion_helpers", "prepare", "run_test"]
+__all__ = ["AR_ALIAS", "assertion_helpers", "prepare", "run_test"]
 
 # Messages CPython gives for its subinterpreter limits, and what to tell the user about them.
 _LIMITS = (
@@ -55,6 +55,9 @@ _LIMITS = (
 
 # A source file's identity for a cached compilation: (st_mtime_ns, st_size).
 Stamp = tuple[int, int]
+# What test modules sent here import instead of _pytest.assertion.rewrite: a name with as
+# many parts, found in sys.modules (see appdomain._pytest_code).
+AR_ALIAS = "@appdomain.assertion.rewrite"
 
 
 class _Config:
@@ -166,8 +169,21 @@ def _prepare(spec: dict[str, Any]) -> None:
     if cache:
         _cache.update(cache)
     _install_finder()
+    _install_ar_alias()
     _pytest_standin.install()
     _import_test_module(spec)
+
+
+def _install_ar_alias() -> None:
+    if AR_ALIAS in sys.modules:
+        return
+    from . import _pytest_ar
+
+    top, assertion, _ = AR_ALIAS.split(".")
+    sys.modules[top] = types.SimpleNamespace(  # type: ignore[assignment]
+        **{assertion: types.SimpleNamespace(rewrite=_pytest_ar)}
+    )
+    sys.modules[AR_ALIAS] = _pytest_ar
 
 
 def _take_compiled() -> dict[str, tuple[Stamp, bytes]]:

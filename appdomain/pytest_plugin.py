@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
-from . import _pytest_isolation
+from . import _pytest_code, _pytest_isolation
 from ._domain import AppDomain, AppDomainSetup
 from ._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
 
@@ -58,7 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Declare the isolated marker."""
+    """Declare the isolated marker; keep the code pytest compiles for test modules."""
+    _pytest_code.capture_rewrites()
     config.addinivalue_line(
         "markers",
         "isolated: run the test function inside a fresh AppDomain (subinterpreter); its "

@@ -524,3 +524,16 @@ def test_stuck():
     result = run(pytester, source, "--appdomain-unload-timeout=0.2")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*could not be unloaded within 0.2 s*"])
+
+
+def test_failed_assert_without_rewriting_fails_plainly(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_numbers():
+    assert 1 == 2
+"""
+    result = run(pytester, source, "--assert=plain")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E*AssertionError"])
+    result.stdout.no_fnmatch_line("E*assert 1 == 2")
