@@ -4,15 +4,15 @@ Everything here executes inside the fresh domain of an isolated test (called thr
 ``do_callback`` from ``appdomain.pytest_plugin``).  The test module arrives compiled, its
 asserts already rewritten by the main process, and is executed here; the function is
 called with the fixture values that crossed, and the outcome goes back as
-``(outcome, exception, longrepr, compiled)``: the exception crosses by type so pytest's
-skip/xfail/raises logic works unchanged in the main process, and the failure report is
-rendered here (where the frames are) in pytest's serialized form.
+``(outcome, exception, longrepr, compiled, quiet)``: the exception crosses by type so
+pytest's skip/xfail/raises logic works unchanged in the main process, and the failure
+report is rendered here (where the frames are) in pytest's serialized form.
 
-A passing test imports nothing of pytest here (a test module may, of course): the
-rewritten asserts reach pytest's helpers through ``appdomain._pytest_ar`` only to explain
-a failure, and the modules the test imports from source files without a usable pyc are
-loaded from code compiled by an earlier test's domain (``compiled`` carries what this
-domain had to compile itself, for the next ones).
+A passing test imports nothing of pytest here: the rewritten asserts reach pytest's
+helpers through ``appdomain._pytest_ar`` only to explain a failure, ``import pytest``
+gives a light stand-in (``appdomain._pytest_standin``), and the modules the test imports
+from source files without a usable pyc are loaded from code compiled by an earlier test's
+domain (``compiled`` carries what this domain had to compile itself, for the next ones).
 """
 
 from __future__ import annotations
