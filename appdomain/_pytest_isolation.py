@@ -5,14 +5,18 @@ its function called with the fixture values pytest computed here, and the domain
 The outcome comes back as the same exception type (so skip, xfail and ``raises`` behave
 as usual) together with the failure report rendered where the frames were.
 
-Creating a domain and importing pytest plus the test module into it costs far more than
-a typical test, so a background thread prepares the domain of the next isolated test while
-the current one runs (``_Warmer``); a domain has its own GIL, so that work runs in parallel.
+Creating a domain and importing the test module into it costs far more than a typical
+test, so background threads prepare the domains of the next isolated tests while the
+current one runs (``_Warmer``); a domain has its own GIL, so that work runs in parallel.
+The test module crosses as the code pytest compiled for it here, asserts rewritten; so
+does the code of the modules it imports from source files that have no usable pyc,
+compiled once by an earlier domain (``_pytest_code``).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from typing import Any
 
@@ -21,11 +25,13 @@ import pytest
 from . import _pytest_remote
 from ._domain import AppDomain
 from ._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
+from ._pytest_code import code_cache
 
 __all__ = ["plan", "run", "shutdown", "take_longrepr"]
 
 _longrepr_key = pytest.StashKey[Any]()
 _warmer_key = pytest.StashKey["_Warmer"]()
+_unloader_key = pytest.StashKey["_Unloader"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
 _ASSERT_INIS = ("truncation_limit_lines", "truncation_limit_chars", "assertion_text_diff_style")
 
@@ -51,12 +57,20 @@ def plan(config: pytest.Config, items: list[pytest.Item]) -> None:
         config.stash[_warmer_key] = _Warmer(isolated, ahead)
 
 
-def shutdown(config: pytest.Config) -> None:
-    """Unload any domain prepared for a test that never ran."""
+def shutdown(config: pytest.Config) -> list[str]:
+    """Unload the domains prepared for tests that never ran, and those still unloading.
+
+    Returns the problems met unloading in the background, one line per test.
+    """
     warmer = config.stash.get(_warmer_key, None)
     if warmer is not None:
         warmer.close()
         del config.stash[_warmer_key]
+    unloader = config.stash.get(_unloader_key, None)
+    if unloader is None:
+        return []
+    del config.stash[_unloader_key]
+    return unloader.close()
 
 
 def take_longrepr(item: pytest.Item) -> Any:
@@ -68,12 +82,16 @@ def take_longrepr(item: pytest.Item) -> Any:
     return longrepr
 
 
-def spec_of(item: pytest.Function) -> dict[str, Any]:
-    """Describe item for the domain: where its function lives and how to report a failure."""
+def spec_of(item: pytest.Function, *, code: bool = True) -> dict[str, Any]:
+    """Describe item for the domain: where its function lives and how to report a failure.
+
+    With code, the spec also carries the test module's compiled code and the code earlier
+    domains compiled, for a domain that has not imported the test module yet.
+    """
     config = item.config
     module = item.module
     cls = item.cls
-    return {
+    spec = {
         "module": module.__name__,
         "path": str(module.__file__),
         "cls": cls.__qualname__ if cls is not None else None,
@@ -87,6 +105,11 @@ def spec_of(item: pytest.Function) -> dict[str, Any]:
         "tbstyle": config.getoption("tbstyle", "auto"),
         "showlocals": bool(config.getoption("showlocals", False)),
     }
+    if code:
+        cache = code_cache(config)
+        spec["code"] = cache.test_module(item)
+        spec["cache"] = cache.shared()
+    return spec
 
 
 def _ini(config: pytest.Config, name: str) -> Any:
@@ -101,17 +124,24 @@ def run(item: pytest.Function) -> None:
     __tracebackhide__ = True
     funcargs = _crossing_funcargs(item)
     warmer = item.config.stash.get(_warmer_key, None)
-    domain = warmer.take(item) if warmer is not None else None
+    domain, ready = warmer.take(item) if warmer is not None else (None, False)
     if domain is None:
         domain = _new_domain(item)
+    quiet = False
     try:
-        outcome, exc, longrepr = domain.do_callback(
-            _pytest_remote.run_test, spec_of(item), funcargs
+        outcome, exc, longrepr, compiled, quiet = domain.do_callback(
+            _pytest_remote.run_test, spec_of(item, code=not ready), funcargs
         )
+        code_cache(item.config).learn(compiled)
     finally:
         if warmer is not None:
             warmer.prepare_after(item)
-        unload_problem = _unload(domain, item.config)
+        unload_problem = None
+        if quiet:
+            # Nothing the test started can stop the unload: it needs no waiting for here.
+            _unloader(item.config).put(domain, item.nodeid)
+        else:
+            unload_problem = _unload(domain, item.config)
     if outcome == "passed":
         if unload_problem:
             pytest.fail(unload_problem, pytrace=False)
@@ -170,6 +200,47 @@ def _crossing_funcargs(item: pytest.Function) -> dict[str, Any]:
     return values
 
 
+def _unloader(config: pytest.Config) -> _Unloader:
+    unloader = config.stash.get(_unloader_key, None)
+    if unloader is None:
+        unloader = config.stash.setdefault(_unloader_key, _Unloader(config))
+    return unloader
+
+
+class _Unloader:
+    """Unload the domains of finished tests on a background thread, while the next ones run.
+
+    Only domains that no longer run a thread of the test's go here (their unload takes a
+    few ms and cannot fail for a thread that will not stop); the rest are unloaded before
+    the test's outcome is reported, so an unload failure fails that test.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+        self._queue: queue.SimpleQueue[tuple[AppDomain, str] | None] = queue.SimpleQueue()
+        self._problems: list[str] = []
+        self._thread = threading.Thread(
+            target=self._work, name="appdomain-pytest-unloader", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, domain: AppDomain, nodeid: str) -> None:
+        self._queue.put((domain, nodeid))
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            domain, nodeid = job
+            problem = _unload(domain, self._config)
+            if problem is not None:
+                self._problems.append(f"{nodeid}: {problem}")
+
+    def close(self) -> list[str]:
+        """Wait for the queued unloads; return the problems met, one line per test."""
+        self._queue.put(None)
+        self._thread.join()
+        return self._problems
+
+
 def _unload(domain: AppDomain, config: pytest.Config) -> str | None:
     timeout = config.getoption("--appdomain-unload-timeout", None)
     try:
@@ -211,14 +282,15 @@ class _Warmer:
         for index in range(min(ahead, len(items))):
             self._start(index)
 
-    def take(self, item: pytest.Function) -> AppDomain | None:
-        """Return the domain prepared for item (waiting for it), or None."""
+    def take(self, item: pytest.Function) -> tuple[AppDomain | None, bool]:
+        """Return the domain prepared for item (waiting for it), or None; and whether the
+        test module is imported there."""
         with self._lock:
             prepared = self._ready.pop(id(item), None)
         if prepared is None:
-            return None
+            return None, False
         prepared.done.wait()
-        return prepared.domain
+        return prepared.domain, prepared.ready
 
     def prepare_after(self, item: pytest.Function) -> None:
         """Start preparing the domain of the isolated test `ahead` places after item."""
@@ -251,12 +323,14 @@ class _Warmer:
 
 
 class _Prepared:
-    """A domain being created, with pytest and the test module imported into it."""
+    """A domain being created, with the test module imported into it."""
 
     def __init__(self, item: pytest.Function) -> None:
         self.item = item
         self.spec = spec_of(item)
+        self.cache = code_cache(item.config)
         self.domain: AppDomain | None = None
+        self.ready = False  # the test module is imported in domain
         self.done = threading.Event()
 
     def build(self) -> None:
@@ -267,8 +341,10 @@ class _Prepared:
             return
         self.domain = domain
         try:
-            domain.do_callback(_pytest_remote.prepare, self.spec)
+            compiled = domain.do_callback(_pytest_remote.prepare, self.spec)
+            self.cache.learn(compiled)
+            self.ready = True
         except BaseException:
-            pass
+            pass  # the test imports its module again, and reports what goes wrong
         finally:
             self.done.set()

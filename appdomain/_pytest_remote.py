@@ -1,27 +1,39 @@
 """Run one test function inside the current domain, the way pytest would run it.
 
 Everything here executes inside the fresh domain of an isolated test (called through
-``do_callback`` from ``appdomain.pytest_plugin``).  The test module is imported here with
-pytest's assertion rewriting, the function is called with the fixture values that crossed,
-and the outcome goes back as ``(outcome, exception, longrepr)``: the exception crosses by
-type so pytest's skip/xfail/raises logic works unchanged in the main process, and the
-failure report is rendered here (where the frames are) in pytest's serialized form.
+``do_callback`` from ``appdomain.pytest_plugin``).  The test module arrives compiled, its
+asserts already rewritten by the main process, and is executed here; the function is
+called with the fixture values that crossed, and the outcome goes back as
+``(outcome, exception, longrepr, compiled, quiet)``: the exception crosses by type so
+pytest's skip/xfail/raises logic works unchanged in the main process, and the failure
+report is rendered here (where the frames are) in pytest's serialized form.
+
+A passing test imports nothing of pytest here: the rewritten asserts reach pytest's
+helpers through ``appdomain._pytest_ar`` only to explain a failure, ``import pytest``
+gives a light stand-in (``appdomain._pytest_standin``), and the modules the test imports
+from source files without a usable pyc are loaded from code compiled by an earlier test's
+domain (``compiled`` carries what this domain had to compile itself, for the next ones).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
-import importlib.util
+import marshal as _stdlib_marshal
+import os
 import sys
+import threading
 import types
-from pathlib import Path
-from typing import Any
 
+from . import _pytest_standin
 from ._runtime import exec_module_from_file
 
-__all__ = ["prepare", "run_test"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from collections.abc import Sequence
+    from typing import Any
+
+__all__ = ["AR_ALIAS", "assertion_helpers", "prepare", "run_test"]
 
 # Messages CPython gives for its subinterpreter limits, and what to tell the user about them.
 _LIMITS = (
@@ -40,6 +52,12 @@ _LIMITS = (
         "this feature is not available in a subinterpreter; run this test without isolation",
     ),
 )
+
+# A source file's identity for a cached compilation: (st_mtime_ns, st_size).
+Stamp = tuple[int, int]
+# What test modules sent here import instead of _pytest.assertion.rewrite: a name with as
+# many parts, found in sys.modules (see appdomain._pytest_code).
+AR_ALIAS = "@appdomain.assertion.rewrite"
 
 
 class _Config:
@@ -64,37 +82,135 @@ class _Config:
         return False  # plain text: the report is rendered (with colours) in the main process
 
 
-class _RewritingLoader(importlib.machinery.SourceFileLoader):
-    """Load a test module with its asserts rewritten, reusing pytest's cached pyc."""
+# The spec of the test this domain runs (set by prepare; read when an assert fails).
+_spec: dict[str, Any] | None = None
+_config: _Config | None = None
+# Code compiled by earlier domains, by source path; and what this domain compiled itself.
+_cache: dict[str, tuple[Stamp, bytes]] = {}
+_compiled: dict[str, tuple[Stamp, bytes]] = {}
+# The threads alive before the test module was imported: the domain's own.
+_first_threads: frozenset[int | None] | None = None
+
+
+class _TestModuleLoader(importlib.machinery.SourceFileLoader):
+    """Load the test module from the code the main process compiled (asserts rewritten)."""
+
+    def __init__(self, fullname: str, path: str, code: bytes) -> None:
+        super().__init__(fullname, path)
+        self._code = code
 
     def get_code(self, fullname: str) -> types.CodeType:
-        from _pytest.assertion import rewrite
-
-        fn = Path(self.path)
-        pyc = fn.parent / "__pycache__" / (fn.name[:-3] + rewrite.PYC_TAIL)
-        code = rewrite._read_pyc(fn, pyc)
-        if code is None:
-            code = rewrite._rewrite_test(fn, None)[1]  # type: ignore[arg-type]
+        code: types.CodeType = _stdlib_marshal.loads(self._code)
         return code
 
 
-_config: _Config | None = None
+class _CachedLoader(importlib.machinery.SourceFileLoader):
+    """Load a source module from code an earlier domain compiled, else compile and note it."""
+
+    def get_code(self, fullname: str) -> types.CodeType | None:
+        path = self.path
+        try:
+            st = os.stat(path)
+        except OSError:
+            return super().get_code(fullname)
+        stamp = (st.st_mtime_ns, st.st_size)
+        hit = _cache.get(path)
+        if hit is not None and hit[0] == stamp:
+            code: types.CodeType = _stdlib_marshal.loads(hit[1])
+            return code
+        self._compiled_here = False
+        found = super().get_code(fullname)
+        if self._compiled_here and found is not None:
+            _compiled[path] = (stamp, _stdlib_marshal.dumps(found))
+        return found
+
+    def source_to_code(  # type: ignore[override]
+        self, data: bytes, path: str, *, _optimize: int = -1
+    ) -> types.CodeType:
+        # Called only when no valid pyc exists: the code is worth sharing.
+        self._compiled_here = True
+        return super().source_to_code(data, path, _optimize=_optimize)
 
 
-def prepare(spec: dict[str, Any]) -> None:
-    """Get this domain ready for a test: pytest's assertion helpers, then the test module."""
-    _setup_assertions(spec)
-    _import_test_module(spec["module"], spec["path"], spec["assertmode"] == "rewrite")
+class _CachedCodeFinder:  # a meta path finder; importlib.abc would cost every domain ~15 ms
+    """Find modules as the path finder does, loading plain source modules with _CachedLoader."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is not None and type(spec.loader) is importlib.machinery.SourceFileLoader:
+            spec.loader = _CachedLoader(spec.loader.name, spec.loader.path)
+        return spec
 
 
-def _setup_assertions(spec: dict[str, Any]) -> None:
+def _install_finder() -> None:
+    if any(type(finder) is _CachedCodeFinder for finder in sys.meta_path):
+        return
+    try:
+        at = sys.meta_path.index(importlib.machinery.PathFinder)  # type: ignore[arg-type]
+    except ValueError:
+        return  # an unusual import system: leave it alone
+    sys.meta_path.insert(at, _CachedCodeFinder())
+
+
+def prepare(spec: dict[str, Any]) -> dict[str, tuple[Stamp, bytes]]:
+    """Get this domain ready for a test: import the test module; return the code compiled."""
+    _prepare(spec)
+    return _take_compiled()
+
+
+def _prepare(spec: dict[str, Any]) -> None:
+    global _spec, _first_threads
+    _spec = spec
+    if _first_threads is None:
+        _first_threads = frozenset(t.ident for t in threading.enumerate())
+    cache = spec.get("cache")
+    if cache:
+        _cache.update(cache)
+    _install_finder()
+    _install_ar_alias()
+    _pytest_standin.install()
+    _import_test_module(spec)
+
+
+def _install_ar_alias() -> None:
+    if AR_ALIAS in sys.modules:
+        return
+    from . import _pytest_ar
+
+    top, assertion, _ = AR_ALIAS.split(".")
+    sys.modules[top] = types.SimpleNamespace(  # type: ignore[assignment]
+        **{assertion: types.SimpleNamespace(rewrite=_pytest_ar)}
+    )
+    sys.modules[AR_ALIAS] = _pytest_ar
+
+
+def _take_compiled() -> dict[str, tuple[Stamp, bytes]]:
+    compiled = dict(_compiled)
+    _compiled.clear()
+    return compiled
+
+
+def assertion_helpers() -> types.ModuleType:
+    """Return pytest's assertion helpers, set up to explain comparisons (first call imports)."""
+    _setup_assertions(_spec)
+    from _pytest.assertion import rewrite
+
+    return rewrite
+
+
+def _setup_assertions(spec: dict[str, Any] | None) -> None:
     global _config
     if _config is not None:
         return
     import _pytest.assertion
     from _pytest.assertion import truncate, util
 
+    if spec is None:
+        spec = {"verbosity": {}, "ini": {}, "assertmode": "rewrite"}
     config = _Config(spec["verbosity"], spec["ini"], spec["assertmode"])
+    rewriting = spec["assertmode"] == "rewrite"
 
     def callbinrepr(op: str, left: object, right: object) -> str | None:
         # What pytest's assertion plugin installs for each test (see pytest_runtest_protocol).
@@ -110,14 +226,15 @@ def _setup_assertions(spec: dict[str, Any]) -> None:
         if not lines:
             return None
         res = "\n~".join(line.replace("\n", "\\n") for line in lines)
-        return res.replace("%", "%%") if spec["assertmode"] == "rewrite" else res
+        return res.replace("%", "%%") if rewriting else res
 
     util._reprcompare = callbinrepr
     util._config = config  # type: ignore[assignment]
     _config = config
 
 
-def _import_test_module(name: str, path: str, rewrite: bool) -> types.ModuleType:
+def _import_test_module(spec: dict[str, Any]) -> types.ModuleType:
+    name = spec["module"]
     module = sys.modules.get(name)
     if module is not None:
         return module
@@ -128,15 +245,24 @@ def _import_test_module(name: str, path: str, rewrite: bool) -> types.ModuleType
             importlib.import_module(parent)
         except ImportError:
             pass
-    loader = _RewritingLoader(name, path) if rewrite else None
-    return exec_module_from_file(name, path, loader)
+    code = spec.get("code")
+    loader = None if code is None else _TestModuleLoader(name, spec["path"], code)
+    return exec_module_from_file(name, spec["path"], loader)
 
 
-def run_test(spec: dict[str, Any], funcargs: dict[str, Any]) -> tuple[str, Any, Any]:
-    """Run the test function named by spec; return (outcome, exception, longrepr)."""
+def run_test(spec: dict[str, Any], funcargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Run the test function named by spec.
+
+    Returns (outcome, exception, longrepr, compiled, quiet); quiet tells that no thread
+    the test module or function started is still alive, so unloading cannot fail on one.
+    """
+    global _spec
     try:
         try:
-            prepare(spec)
+            if spec["module"] in sys.modules:
+                _spec = spec
+            else:
+                _prepare(spec)
             func = _resolve(spec)
             func(**funcargs)
         finally:
@@ -144,10 +270,17 @@ def run_test(spec: dict[str, Any], funcargs: dict[str, Any]) -> tuple[str, Any, 
     except BaseException as exc:
         outcome = _outcome(exc)
         if outcome is not None:
-            return ("outcome", outcome, _longrepr(exc, spec))
+            return ("outcome", outcome, _longrepr(exc, spec), _take_compiled(), _quiet())
         _explain_limits(exc)
-        return ("raised", exc, _longrepr(exc, spec))
-    return ("passed", None, None)
+        return ("raised", exc, _longrepr(exc, spec), _take_compiled(), _quiet())
+    return ("passed", None, None, _take_compiled(), _quiet())
+
+
+def _quiet() -> bool:
+    if _first_threads is None:
+        return False
+    me = threading.current_thread()
+    return all(t is me or t.ident in _first_threads for t in threading.enumerate())
 
 
 def _outcome(exc: BaseException) -> tuple[str, dict[str, Any]] | None:
@@ -156,6 +289,8 @@ def _outcome(exc: BaseException) -> tuple[str, dict[str, Any]] | None:
     pytest sets their ``__module__`` to "builtins" (for shorter reports), so they cannot
     be imported back by name; they go as (class name, attributes) instead.
     """
+    if "_pytest.outcomes" not in sys.modules:
+        return None  # nothing imported pytest's outcomes, so exc is none of them
     from _pytest.outcomes import OutcomeException
 
     if not isinstance(exc, OutcomeException):

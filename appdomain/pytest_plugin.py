@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
-from . import _pytest_isolation
+from . import _pytest_code, _pytest_isolation
 from ._domain import AppDomain, AppDomainSetup
 from ._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
 
@@ -58,7 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Declare the isolated marker."""
+    """Declare the isolated marker; keep the code pytest compiles for test modules."""
+    _pytest_code.capture_rewrites()
     config.addinivalue_line(
         "markers",
         "isolated: run the test function inside a fresh AppDomain (subinterpreter); its "
@@ -96,6 +97,19 @@ def pytest_runtest_makereport(
     if longrepr is not None and call.when == "call" and report.failed:
         report.longrepr = longrepr
     return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Finish unloading isolated tests' domains; fail the run if one could not be unloaded."""
+    problems = _pytest_isolation.shutdown(session.config)
+    if not problems:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "appdomain: isolated tests' domains not unloaded", red=True)
+        for line in problems:
+            reporter.write_line(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -419,3 +419,121 @@ def test_fresh(n):
     assert STATE == [n]
 """
     run(pytester, source, "--appdomain-prepare-ahead=0").assert_outcomes(passed=3)
+
+
+def test_failed_assert_shows_the_explanation(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_numbers():
+    assert 1 == 2
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([">*assert 1 == 2", "E*assert 1 == 2"])
+
+
+def test_failed_assert_on_a_call_shows_its_value(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+def total():
+    return 3
+@pytest.mark.isolated
+def test_sum():
+    assert total() == 4
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E*assert 3 == 4", "E*+  where 3 = total()"])
+
+
+def test_passing_isolated_test_loads_nothing_of_pytest(pytester: pytest.Pytester) -> None:
+    source = """
+import sys
+import pytest
+@pytest.fixture
+def three():
+    return 3
+@pytest.mark.isolated
+@pytest.mark.parametrize("n", [1])
+def test_light(n, three):
+    assert [name for name in sys.modules if name.split(".")[0] == "_pytest"] == []
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_isolated_test_can_use_the_rest_of_pytest(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+@pytest.mark.parametrize("x", [pytest.param(0.1, id="tenth")])
+def test_close(x):
+    assert x * 3 == pytest.approx(0.3)
+    with pytest.warns(UserWarning):
+        __import__("warnings").warn("careful")
+"""
+    result = run(pytester, source, "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_close?tenth? PASSED*"])
+
+
+def test_edited_module_is_imported_anew(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without pyc files the domains share the code they compiled; an edit must show.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    pytester.makepyfile(edited="VALUE = 1\n")
+    source = """
+import pathlib
+import pytest
+@pytest.mark.isolated
+def test_before():
+    import edited
+    assert edited.VALUE == 1
+def test_edit():
+    pathlib.Path(__file__).with_name("edited.py").write_text("VALUE = 22\\n")
+@pytest.mark.isolated
+def test_after():
+    import edited
+    assert edited.VALUE == 22
+"""
+    # Prepared at its turn, test_after's domain gets the code test_before's compiled.
+    run(pytester, source, "--appdomain-prepare-ahead=0").assert_outcomes(passed=3)
+
+
+def test_thread_left_running_is_stopped_at_unload(pytester: pytest.Pytester) -> None:
+    source = """
+import helpers
+import pytest
+@pytest.mark.isolated
+def test_spins():
+    helpers.start_spinning_thread()
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_domain_that_cannot_unload_fails_the_isolated_test(pytester: pytest.Pytester) -> None:
+    # As for the fixture: the thread sits in sleep past the unload timeout.
+    source = """
+import helpers
+import pytest
+@pytest.mark.isolated
+def test_stuck():
+    helpers.start_sleeping_thread(1.5)
+"""
+    result = run(pytester, source, "--appdomain-unload-timeout=0.2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*could not be unloaded within 0.2 s*"])
+
+
+def test_failed_assert_without_rewriting_fails_plainly(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_numbers():
+    assert 1 == 2
+"""
+    result = run(pytester, source, "--assert=plain")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E*AssertionError"])
+    result.stdout.no_fnmatch_line("E*assert 1 == 2")
