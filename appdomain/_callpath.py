@@ -108,6 +108,8 @@ class _State:
     def __init__(self) -> None:
         # Fast-route mailboxes bound by callers: (thread ident, caller interp) -> queue id.
         self.boxes: dict[tuple[int, int], int] = {}
+        # The entry queues of those callers (see _Mailbox.entries), for unload to wait on.
+        self.entry_queues: set[int] = set()
         # Threads currently running a call in this interpreter (unload aborts them).
         self.inside: set[int] = set()
 
@@ -140,9 +142,15 @@ class _Mailbox:
         self.waker = WakeSocket()
         self.seq = itertools.count(1)
         self.bound: set[int] = set()
+        # Target interp id -> a queue holding one item while this thread switches into the
+        # target.  The target's running flag drops before the switch has deleted the thread's
+        # state there, and destroying an interpreter in that gap aborts the process ("not the
+        # last thread"); an item leaves the queue only once the switch has returned, so
+        # unload waits for these queues to empty (see _domain._wait_for_entries).
+        self.entries: dict[int, int] = {}
         # Closing happens when the owning thread's locals die, never from __del__ I/O.
         self.close = weakref.finalize(
-            self, _close_mailbox, _compat.queue_destroy, self.queue, self.waker
+            self, _close_mailbox, _compat.queue_destroy, self.queue, self.waker, self.entries
         )
         # Not at exit: unloading the remaining domains then still needs this mailbox.
         self.close.atexit = False
@@ -187,9 +195,13 @@ def close_mailboxes() -> None:
         box.close()
 
 
-def _close_mailbox(destroy: Callable[[int], None], queue_id: int, waker: WakeSocket) -> None:
+def _close_mailbox(
+    destroy: Callable[[int], None], queue_id: int, waker: WakeSocket, entries: dict[int, int]
+) -> None:
     # Gets what it needs as arguments: at interpreter teardown module globals may be gone.
     destroy(queue_id)
+    for entry_queue in entries.values():
+        destroy(entry_queue)  # a no-op for those the target's unload destroyed already
     waker.close()
 
 
@@ -317,11 +329,30 @@ def _try_fast(box: _Mailbox, target: int, request: tuple[Any, ...]) -> tuple[Any
     if _compat.interp_is_running(target):
         # A failed exec costs ~10 µs and takes the target's GIL; this check costs neither.
         return None
+    entry_queue = box.entries.get(target)
+    if entry_queue is None:
+        entry_queue = box.entries[target] = _compat.queue_create()
+    try:
+        _compat.queue_put(entry_queue, target)
+    except _compat.QueueNotFoundError:  # destroyed by the target's unload
+        raise AppDomainUnloadedException(f"domain {target + 1} has been unloaded") from None
+    try:
+        return _switch_in(box, target, entry_queue, request)
+    finally:
+        try:
+            _compat.queue_get(entry_queue)  # the switch has returned: our thread state is gone
+        except _compat.QueueError:
+            pass  # an unload gave up waiting for us and destroyed the queue
+
+
+def _switch_in(
+    box: _Mailbox, target: int, entry_queue: int, request: tuple[Any, ...]
+) -> tuple[Any, ...] | None:
     if target not in box.bound:
         try:
             _compat.exec_in(
                 target,
-                f"__appdomain_bind__({CURRENT_INTERP}, {box.queue})",
+                f"__appdomain_bind__({CURRENT_INTERP}, {box.queue}, {entry_queue})",
             )
         except _compat.InterpreterNotFoundError:
             raise AppDomainUnloadedException(f"domain {target + 1} has been unloaded") from None
@@ -462,8 +493,9 @@ def post(route: Route, op: str, payload: Any) -> bool:
     return wake(route.inbox_address)
 
 
-def _bind(caller_interp: int, queue_id: int) -> None:
+def _bind(caller_interp: int, queue_id: int, entry_queue: int) -> None:
     state.boxes[(threading.get_ident(), caller_interp)] = queue_id
+    state.entry_queues.add(entry_queue)
 
 
 def _enter(caller_interp: int) -> None:

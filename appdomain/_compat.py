@@ -35,7 +35,7 @@ SLOW_EXEC_THREAD: int = -1
 if PY314:
     import _thread
 
-    SLOW_EXEC_THREAD = _thread._get_main_thread_ident()
+    SLOW_EXEC_THREAD = _thread._get_main_thread_ident()  # type: ignore[attr-defined]
 
 InterpreterError = _interpreters.InterpreterError
 InterpreterNotFoundError = _interpreters.InterpreterNotFoundError

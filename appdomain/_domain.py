@@ -501,12 +501,17 @@ def _unload_here(domain_id: int, timeout: float) -> None:
                 native.release_interp(route.interp_id, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 _cancel_unload(record, "a native call into it is still running", timeout)
-        channels = _wait_until_quiet(record, deadline, timeout)
+        channels, entry_queues = _wait_until_quiet(record, deadline, timeout)
+        left = _wait_for_entries(entry_queues, deadline)
         if channels:
             from ._channel import rehome
 
             rehome(channels)
-        _compat.destroy_interp(route.interp_id)
+        if left:
+            _compat.destroy_interp(route.interp_id)
+        # else: its threads are stopped and its calls refused; CPython finalizes it at exit.
+        for entry_queue in entry_queues:
+            _compat.queue_destroy(entry_queue)
         _callpath.fail_pending(route.inbox_queue, f"domain {domain_id} was unloaded")
         _compat.queue_destroy(route.inbox_queue)
         _compat.queue_destroy(route.release_queue)
@@ -514,17 +519,50 @@ def _unload_here(domain_id: int, timeout: float) -> None:
         del _records[domain_id]
 
 
-def _wait_until_quiet(record: _Record, deadline: float, timeout: float) -> tuple[int, ...]:
+def _wait_until_quiet(
+    record: _Record, deadline: float, timeout: float
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Join the domain's threads from inside it, retrying while a fast call still runs there.
 
-    Returns the channels the domain sent values to.
+    Returns the channels the domain sent values to, and the entry queues of the threads
+    that switched into it (see _wait_for_entries).
     """
     report = _compat.queue_create()
     try:
         _join_domain(record, deadline, timeout, report)
-        return tuple(_compat.queue_get(report))
+        channels, entry_queues = _compat.queue_get(report)
+        return tuple(channels), tuple(entry_queues)
     finally:
         _compat.queue_destroy(report)
+
+
+# How long a thread may take to finish leaving a domain it no longer runs in: it only has
+# to delete its thread state, but on a loaded machine it may wait for a CPU first.
+_LEAVE_GRACE_SECONDS = 2.0
+
+
+def _wait_for_entries(entry_queues: tuple[int, ...], deadline: float) -> bool:
+    """Wait until no thread is still leaving the domain after a switch into it.
+
+    A thread whose call was aborted stops running in the domain a moment before its thread
+    state there is deleted; destroying the interpreter in between aborts the process.  Each
+    switch holds an item on its entry queue until the switch has returned.  Returns False
+    if a thread has not left within the grace period (the interpreter must not be destroyed).
+    """
+    give_up = max(deadline, time.monotonic() + _LEAVE_GRACE_SECONDS)
+    delay = 0.0001
+    for entry_queue in entry_queues:
+        while True:
+            try:
+                if not _compat.queue_count(entry_queue):
+                    break
+            except _compat.QueueError:
+                break  # its thread's domain is gone, and the thread with it
+            if time.monotonic() > give_up:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+    return True
 
 
 def _join_domain(record: _Record, deadline: float, timeout: float, report: int) -> None:

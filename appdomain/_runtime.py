@@ -395,9 +395,11 @@ def join_threads(timeout: float, report_queue: int) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             raise TimeoutError(f"thread {thread.name!r} is still running")
-    # Tell the unloader which channels hold values sent from here, to re-send them.
+    # Tell the unloader which channels hold values sent from here, to re-send them, and
+    # which entry queues to wait on before destroying the interpreter.
     channel = sys.modules.get("appdomain._channel")
-    _compat.queue_put(report_queue, tuple(channel.sent_to) if channel is not None else ())
+    channels = tuple(channel.sent_to) if channel is not None else ()
+    _compat.queue_put(report_queue, (channels, tuple(_callpath.state.entry_queues)))
     # Nothing runs here any more: release what the interpreter's teardown would not.
     for sock in list(_sockets_to_close):
         sock.close()
