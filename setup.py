@@ -11,7 +11,7 @@ setup(
     ext_modules=[
         Extension(
             "appdomain._native",
-            ["appdomain/_native.c"],
+            ["appdomain/_native.c", "appdomain/_gilpeek.c"],
             optional=True,
         )
     ]

@@ -75,8 +75,8 @@
 /* invoke() packs plain values: marshal version 2 has no back-references, so packing
  * needs no hash table (version 4 sets one up for every dumps, ~40% of the cost). */
 #define LEAN_MARSHAL_VERSION 2
-#define MAX_BIG_ARGS 8
-#define BUSY_WAIT_NS 30000         /* how long a caller waits for a busy domain, awake */             /* large bytes arguments an invoke carries in place */
+#define MAX_BIG_ARGS 8            /* large bytes arguments an invoke carries in place */
+#define BUSY_WAIT_NS 30000         /* how long a thread watches a held GIL before sleeping on it */
 
 typedef struct domain domain_t;
 typedef struct slot slot_t;
@@ -103,7 +103,6 @@ struct domain {
     void *owner_state;           /* module state that registered (identity only) */
     int closing;                 /* no new calls admitted */
     Py_ssize_t active;           /* calls in flight + releasers at work */
-    int inside;                  /* threads our switch attached to interp (atomic, a hint) */
     Py_ssize_t norphans;
     slot_t *slots;
 };
@@ -889,16 +888,17 @@ make_result(callctx *c, const char *buf, Py_ssize_t len)
     return PyBytes_FromStringAndSize(buf, len);
 }
 
-/* Give a busy domain a moment before taking its GIL (no GIL held here).  Blocking on a
- * taken GIL puts the thread to sleep, and waking it costs tens of µs: with several
- * threads calling one domain, every call would pay that, and the calls in the domain
- * last a few µs.  So look again for a while, yielding the CPU, then take the GIL
- * anyway.  d->inside is a hint: threads of d that our switch did not bring in are not
- * counted, and then this returns at once and the GIL wait works as usual. */
+int appdomain_gil_locked(PyInterpreterState *interp);   /* _gilpeek.c */
+
+/* Give a GIL another thread holds a moment before taking it (no GIL held here).  Blocking
+ * on a taken GIL puts the thread to sleep, and waking it costs tens of µs: with several
+ * threads calling one domain, every call would pay that on the way in and on the way back,
+ * and the calls last a few µs.  So look again for a while, yielding the CPU, then take the
+ * GIL anyway. */
 static void
-wait_while_busy(domain_t *d)
+wait_for_gil(PyInterpreterState *interp)
 {
-    if (__atomic_load_n(&d->inside, __ATOMIC_RELAXED) == 0) {
+    if (!appdomain_gil_locked(interp)) {
         return;
     }
     PyTime_t start, now;
@@ -910,7 +910,7 @@ wait_while_busy(domain_t *d)
         if (PyTime_MonotonicRaw(&now) < 0) {
             return;
         }
-    } while (__atomic_load_n(&d->inside, __ATOMIC_RELAXED) > 0 && now - start < BUSY_WAIT_NS);
+    } while (appdomain_gil_locked(interp) && now - start < BUSY_WAIT_NS);
 }
 
 /* Switch the calling thread into interpreter iid, run the call described by c there,
@@ -1008,9 +1008,8 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
     int same = (ts == caller);
     if (!same) {
         PyEval_SaveThread();
-        wait_while_busy(d);
+        wait_for_gil(d->interp);
         PyEval_RestoreThread(ts);
-        __atomic_add_fetch(&d->inside, 1, __ATOMIC_RELAXED);
     }
     delete_slots_attached(reap, 0);   /* orphans of dead threads, while we are here */
     run_in_target(r, d, c);
@@ -1023,13 +1022,11 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
         else {
             /* One copy, from the target's reply into a bytes of the caller; the reply
              * is immutable and kept alive by our reference, then dropped in the target. */
-            __atomic_sub_fetch(&d->inside, 1, __ATOMIC_RELAXED);
             PyEval_SaveThread();
             PyEval_RestoreThread(caller);
             result = make_result(c, buf, len);
             PyEval_SaveThread();
             PyEval_RestoreThread(ts);
-            __atomic_add_fetch(&d->inside, 1, __ATOMIC_RELAXED);
         }
         Py_CLEAR(c->held);
     }
@@ -1037,7 +1034,6 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
     /* ---- leave: drop our pin while still attached to the target ---- */
     int drop_ts = 0;
     if (!same) {
-        __atomic_sub_fetch(&d->inside, 1, __ATOMIC_RELAXED);
     }
     PyMutex_Lock(&G.mutex);
     r->depth--;
@@ -1066,6 +1062,7 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
         else {
             PyEval_SaveThread();
         }
+        wait_for_gil(PyThreadState_GetInterpreter(caller));
         PyEval_RestoreThread(caller);
     }
 
