@@ -19,6 +19,7 @@ import os
 import threading
 import types
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -61,12 +62,20 @@ def _keeping(original: Any) -> Any:
     return keep
 
 
+def stashed[T](
+    config: pytest.Config, key: pytest.StashKey[T], make: Callable[[pytest.Config], T]
+) -> T:
+    """Return the session's value under key, made by make(config) on first use."""
+    value = config.stash.get(key, None)
+    if value is None:
+        # Threads preparing domains may get here at once: setdefault keeps the first one.
+        value = config.stash.setdefault(key, make(config))
+    return value
+
+
 def code_cache(config: pytest.Config) -> _CodeCache:
     """Return the session's code for the domains."""
-    cache = config.stash.get(_code_key, None)
-    if cache is None:
-        cache = config.stash.setdefault(_code_key, _CodeCache(config))
-    return cache
+    return stashed(config, _code_key, _CodeCache)
 
 
 class _CodeCache:

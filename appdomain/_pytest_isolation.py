@@ -25,7 +25,7 @@ import pytest
 from . import _pytest_remote
 from ._domain import AppDomain
 from ._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
-from ._pytest_code import code_cache
+from ._pytest_code import code_cache, stashed
 
 __all__ = ["plan", "run", "shutdown", "take_longrepr"]
 
@@ -201,10 +201,7 @@ def _crossing_funcargs(item: pytest.Function) -> dict[str, Any]:
 
 
 def _unloader(config: pytest.Config) -> _Unloader:
-    unloader = config.stash.get(_unloader_key, None)
-    if unloader is None:
-        unloader = config.stash.setdefault(_unloader_key, _Unloader(config))
-    return unloader
+    return stashed(config, _unloader_key, _Unloader)
 
 
 class _Unloader:
