@@ -149,13 +149,14 @@ def main() -> None:
     print(f"appdomain bench_domains  mode={mode}  APPDOMAIN_PURE={pure!r}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
 
-    def show(label: str, seconds: float, target: float, unit: str) -> None:
+    def show(label: str, seconds: float, target: float | None, unit: str) -> None:
         scale = {"ms": 1e3, "us": 1e6}[unit]
-        verdict = "ok" if seconds <= target else "OVER"
-        print(
-            f"  {label:<46} {seconds * scale:9.2f} {unit}"
-            f"   (target <= {target * scale:g} {unit}, {verdict})"
-        )
+        if target is None:
+            note = "(no target: see the comment at this row)"
+        else:
+            verdict = "ok" if seconds <= target else "OVER"
+            note = f"(target <= {target * scale:g} {unit}, {verdict})"
+        print(f"  {label:<46} {seconds * scale:9.2f} {unit}   {note}")
 
     create, unload = bench_create_unload()
     show("create_domain", create, 15e-3, "ms")
@@ -169,8 +170,10 @@ def main() -> None:
         show("call while another thread waits inside", bench_dispatcher(d), 60e-6, "us")
         show(
             "call while another thread spins inside (GIL)",
+            # Informational: a thread running pure Python in the domain keeps its GIL for
+            # the switch interval (5 ms), so no call can get in sooner, on any route.
             bench_dispatcher(d, spin=True),
-            60e-6,
+            None,
             "us",
         )
         show("callback into the default domain", bench_callback_into_default(d), 60e-6, "us")
