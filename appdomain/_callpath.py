@@ -348,6 +348,7 @@ def _try_fast(box: _Mailbox, target: int, request: tuple[Any, ...]) -> tuple[Any
 def _switch_in(
     box: _Mailbox, target: int, entry_queue: int, request: tuple[Any, ...]
 ) -> tuple[Any, ...] | None:
+    """Bind this thread's mailbox in target once, then exec the request's entry there."""
     if target not in box.bound:
         try:
             _compat.exec_in(
