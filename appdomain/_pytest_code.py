@@ -26,7 +26,7 @@ import pytest
 
 from ._pytest_remote import AR_ALIAS
 
-__all__ = ["capture_rewrites", "code_cache"]
+__all__ = ["capture_rewrites", "code_cache", "stashed"]
 
 _code_key = pytest.StashKey["_CodeCache"]()
 # A source file's identity: (st_mtime_ns, st_size).
