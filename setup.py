@@ -11,7 +11,8 @@ setup(
     ext_modules=[
         Extension(
             "appdomain._native",
-            ["appdomain/_native.c", "appdomain/_gilpeek.c"],
+            ["appdomain/_native.c", "appdomain/_native_method.c", "appdomain/_gilpeek.c"],
+            depends=["appdomain/_native.h"],
             optional=True,
         )
     ]

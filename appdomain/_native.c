@@ -52,6 +52,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <marshal.h>
+#include "_native.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -479,18 +480,7 @@ free_domain_locked(domain_t *d, PyObject **fn, PyObject **type, PyObject **str)
 
 /* --------------------------------------------------------- module state */
 
-typedef struct {
-    PyTypeObject *argbuf_type;
-    PyObject *str_release;
-    PyObject *ctxvar;  /* the logical call context's ContextVar (set_context_var), or NULL */
-    int exited;   /* this interpreter's exit hook ran: refuse new registrations */
-} modstate;
-
-static inline modstate *
-get_state(PyObject *module)
-{
-    return (modstate *)PyModule_GetState(module);
-}
+/* modstate and get_state() are in _native.h, shared with _native_method.c. */
 
 /* A read-only window on a caller's buffer, valid only during one call.  The callee
  * gets memoryviews of it; exports are counted so that a view kept past the call
@@ -888,8 +878,6 @@ make_result(callctx *c, const char *buf, Py_ssize_t len)
     return PyBytes_FromStringAndSize(buf, len);
 }
 
-int appdomain_gil_locked(PyInterpreterState *interp);   /* _gilpeek.c */
-
 /* Give a GIL another thread holds a moment before taking it (no GIL held here).  Blocking
  * on a taken GIL puts the thread to sleep, and waking it costs tens of µs: with several
  * threads calling one domain, every call would pay that on the way in and on the way back,
@@ -1169,8 +1157,8 @@ native_set_context_var(PyObject *module, PyObject *var)
 /* invoke(interp_id, oid, name, args): the lean proxy call.  args (plain values) cross
  * as one stdlib-marshal blob, read by the target's invoker fn(oid, name, args), whose
  * reply comes back the same way. */
-static PyObject *
-native_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "invoke(interp_id, oid, name, args) takes 4 arguments");
@@ -1662,10 +1650,17 @@ static PyMethodDef native_methods[] = {
      "register_dispatcher(fn, invoker=None)\n--\n\nMake fn(parts: tuple[memoryview, ...]) -> "
      "bytes the target of call() for the current interpreter, and invoker(oid, name, args) "
      "-> marshallable the target of invoke()."},
-    {"invoke", (PyCFunction)(void (*)(void))native_invoke, METH_FASTCALL,
+    {"invoke", (PyCFunction)(void (*)(void))appdomain_invoke, METH_FASTCALL,
      "invoke(interp_id, oid, name, args)\n--\n\nRun the invoker of interpreter interp_id on "
      "the calling thread with args (plain values); return its reply, or NotImplemented "
      "when args (or a logical call context) need the generic route."},
+    {"method_member", (PyCFunction)(void (*)(void))appdomain_method_member, METH_FASTCALL,
+     "method_member(spec, bound_type)\n--\n\nMake the proxy-type member for the remote "
+     "method spec: reading it from a proxy binds a bound_type (a BoundMethod subclass)."},
+    {"set_method_hooks", (PyCFunction)(void (*)(void))appdomain_set_method_hooks, METH_FASTCALL,
+     "set_method_hooks(slow_call, lean_outcome)\n--\n\nName the Python functions bound "
+     "methods hand a call to: slow_call(proxy, spec, *args, **kwargs) for the generic "
+     "route, lean_outcome(proxy, spec, args, reply, error) for a lean call to finish."},
     {"set_context_var", native_set_context_var, METH_O,
      "set_context_var(var)\n--\n\nName the ContextVar whose value makes invoke() "
      "decline (the logical call context must travel the generic route)."},
@@ -1696,7 +1691,7 @@ native_exec(PyObject *module)
         return -1;
     }
     st->str_release = PyUnicode_InternFromString("release");
-    if (st->str_release == NULL) {
+    if (st->str_release == NULL || appdomain_method_init(module, st) < 0) {
         return -1;
     }
     /* Cleanup must run before Py_EndInterpreter's "last thread" check: atexit. */
@@ -1721,7 +1716,7 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     modstate *st = get_state(module);
     Py_VISIT(st->argbuf_type);
     Py_VISIT(st->ctxvar);
-    return 0;
+    return appdomain_method_traverse(st, visit, arg);
 }
 
 static int
@@ -1731,6 +1726,7 @@ native_clear(PyObject *module)
     Py_CLEAR(st->argbuf_type);
     Py_CLEAR(st->str_release);
     Py_CLEAR(st->ctxvar);
+    appdomain_method_clear(st);
     return 0;
 }
 

@@ -23,7 +23,16 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
 
 _native: Any = _native_module
 
-__all__ = ["available", "call", "register", "release_interp"]
+__all__ = [
+    "BoundMethod",
+    "available",
+    "call",
+    "invoke",
+    "method_member",
+    "register",
+    "release_interp",
+    "set_method_hooks",
+]
 
 # Buffers at least this large cross as parts of their own instead of inside the packed header.
 _PART_MIN = 64 * 1024
@@ -73,6 +82,11 @@ def _join(value: Any, parts: tuple[Any, ...], depth: int) -> Any:
 invoke = _native.invoke
 # invoke() declines (returns NotImplemented) while the caller carries a logical call context.
 _native.set_context_var(_context._data)
+
+# Proxy methods bound and called in C (see _native_method.c and remoting's RemoteMethod).
+BoundMethod = _native.BoundMethod
+method_member = _native.method_member
+set_method_hooks = _native.set_method_hooks
 
 
 def call(interp_id: int, op: str, payload: Any, ctx: Any) -> tuple[Any, ...]:

@@ -709,3 +709,34 @@ def test_invoke_without_an_invoker_says_so(interps):
     b = interps()
     with pytest.raises(RuntimeError, match="no dispatcher"):
         n.invoke(b, 1, "who", ())
+
+
+# ---------------------------------------------------------------- bound methods
+
+
+def test_bound_method_cannot_be_made_directly():
+    with pytest.raises(TypeError):
+        n.BoundMethod()
+
+
+def test_method_member_names_a_bad_bound_type():
+    class Spec:
+        name, lean_ok = "add", True
+
+    with pytest.raises(
+        TypeError, match=r"'bound_type' must be a subclass of BoundMethod \(got <class 'int'>\)"
+    ):
+        n.method_member(Spec(), int)
+
+
+def test_method_member_read_from_its_class_is_itself():
+    class Spec:
+        name, lean_ok = "add", False
+
+    class Bound(n.BoundMethod):
+        __slots__ = ()
+
+    member = n.method_member(Spec(), Bound)
+    owner = type("Owner", (), {"add": member})
+    assert owner.add is member
+    assert type(owner().add) is Bound

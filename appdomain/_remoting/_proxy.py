@@ -10,7 +10,6 @@ instance attribute.
 
 from __future__ import annotations
 
-import functools
 import threading
 import types
 import weakref
@@ -164,30 +163,8 @@ class _MethodSpec:
 
 
 def _call(proxy: Any, spec: _MethodSpec, *args: Any, **kwargs: Any) -> Any:
+    """Call the remote method by the generic route: a wire message through the call path."""
     ref: RemoteRef = proxy.__dict__[_REF]
-    if spec.lean_ok and not kwargs:
-        try:
-            # NotImplemented: an argument (or the call context) needs the generic route.
-            reply = _native.invoke(ref.route[0], ref.oid, spec.name, args)
-        except LookupError:
-            raise AppDomainUnloadedException(
-                f"domain {ref.route.interp_id + 1} has been unloaded"
-            ) from None
-        except RuntimeError as exc:
-            if "being destroyed" in str(exc) or "shutting down" in str(exc):
-                raise AppDomainUnloadedException(
-                    f"domain {ref.route.interp_id + 1} is being unloaded"
-                ) from None
-            if "no dispatcher" not in str(exc):
-                raise
-            reply = NotImplemented  # the target takes no native calls: the generic route
-        if reply is not NotImplemented:
-            done, value, ctx_back = reply
-            if ctx_back is not None:
-                _context.merge(ctx_back)
-            if done:
-                return value
-            return decode_reply(value, args, kwargs)
     wire = encode_call(args, kwargs, spec.plan)
     if spec.one_way:
         _callpath.post(ref.route, "remoting.invoke", (ref.oid, spec.name, wire))
@@ -196,17 +173,66 @@ def _call(proxy: Any, spec: _MethodSpec, *args: Any, **kwargs: Any) -> Any:
     return decode_reply(reply, args, kwargs)
 
 
-class RemoteMethod(functools.partial):  # type: ignore[type-arg]
-    """A method of a remote object, bound to its proxy: call it, or begin_invoke it.
+def _lean_outcome(
+    proxy: Any, spec: _MethodSpec, args: tuple[Any, ...], reply: Any, error: BaseException | None
+) -> Any:
+    """Finish a lean call (native invoke) that did not come back as a plain value."""
+    ref: RemoteRef = proxy.__dict__[_REF]
+    if error is not None:
+        if isinstance(error, LookupError):
+            raise AppDomainUnloadedException(
+                f"domain {ref.route.interp_id + 1} has been unloaded"
+            ) from None
+        if not isinstance(error, RuntimeError):
+            raise error
+        if "being destroyed" in str(error) or "shutting down" in str(error):
+            raise AppDomainUnloadedException(
+                f"domain {ref.route.interp_id + 1} is being unloaded"
+            ) from None
+        if "no dispatcher" not in str(error):
+            raise error
+        reply = NotImplemented  # the target takes no native calls: the generic route
+    if reply is NotImplemented:  # an argument (or the call context) needs the generic route
+        return _call(proxy, spec, *args)
+    done, value, ctx_back = reply
+    if ctx_back is not None:
+        _context.merge(ctx_back)
+    if done:
+        return value
+    return decode_reply(value, args, {})
 
-    ``RemoteMethod(_call, proxy, spec)``: a partial, so that it is built and called in C
-    and ``proxy.method(...)`` costs no Python frame besides the call itself.
-    """
+
+class _PyBoundMethod:
+    """A remote method bound to its proxy, for the pure-Python call path."""
+
+    __slots__ = ("proxy", "spec")
+
+    def __init__(self, proxy: Any, spec: _MethodSpec) -> None:
+        self.proxy = proxy
+        self.spec = spec
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _call(self.proxy, self.spec, *args, **kwargs)
+
+
+# With the native module, binding and lean calls run in C (_native_method.c), the
+# slow cases coming back to _call and _lean_outcome.
+if TYPE_CHECKING or _native is None:
+    _BoundBase = _PyBoundMethod
+else:
+    _BoundBase = _native.BoundMethod
+    _native.set_method_hooks(_call, _lean_outcome)
+
+
+class RemoteMethod(_BoundBase):
+    """A method of a remote object, bound to its proxy: call it, or begin_invoke it."""
+
+    __slots__ = ()
 
     @property
     def name(self) -> str:
         """The method's name."""
-        return str(self.args[1].name)
+        return self.spec.name
 
     def begin_invoke(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Start the call on a worker thread and return a Future of its result (BeginInvoke)."""
@@ -221,19 +247,29 @@ class RemoteMethod(functools.partial):  # type: ignore[type-arg]
     BeginInvoke = begin_invoke
 
     def __repr__(self) -> str:
-        return f"<remote method {self.name} of {self.args[0]!r}>"
+        return f"<remote method {self.name} of {self.proxy!r}>"
 
 
-class _MethodMember:
-    """Class member of a proxy type that stands for a remote method."""
+class _PyMethodMember:
+    """Class member of a proxy type that stands for a remote method (pure-Python path)."""
 
-    def __init__(self, name: str, plan: CallPlan | None, one_way: bool) -> None:
-        self.spec = _MethodSpec(name, plan, one_way)
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: _MethodSpec) -> None:
+        self.spec = spec
 
     def __get__(self, proxy: Any, owner: type | None = None) -> Any:
         if proxy is None:
             return self
-        return RemoteMethod(_call, proxy, self.spec)
+        return RemoteMethod(proxy, self.spec)
+
+
+def _method_member(name: str, plan: CallPlan | None, one_way: bool) -> Any:
+    """Return the proxy-type member for a remote method: reading it binds a RemoteMethod."""
+    spec = _MethodSpec(name, plan, one_way)
+    if _native is None:
+        return _PyMethodMember(spec)
+    return _native.method_member(spec, RemoteMethod)
 
 
 class _FieldMember:
@@ -259,7 +295,7 @@ def _remote_getattr(proxy: Any, name: str) -> Any:
     ref = ref_of(proxy)
     kind, value = _callpath.call(ref.route, "remoting.getattr", (ref.oid, name))
     if kind == "method":
-        return RemoteMethod(_call, proxy, _MethodSpec(name, None, bool(value)))
+        return _method_member(name, None, bool(value)).__get__(proxy)
     return from_shareable(value)
 
 
@@ -386,14 +422,14 @@ def _member(name: str, value: Any) -> Any:
         return _SPECIAL[name]
     if isinstance(value, staticmethod):
         func = value.__func__
-        return _MethodMember(name, _plan(func, bound=False), is_one_way(func))
+        return _method_member(name, _plan(func, bound=False), is_one_way(func))
     if isinstance(value, classmethod):
         func = value.__func__
-        return _MethodMember(name, _plan(func, bound=True), is_one_way(func))
+        return _method_member(name, _plan(func, bound=True), is_one_way(func))
     if isinstance(value, types.FunctionType):
-        return _MethodMember(name, _plan(value, bound=True), is_one_way(value))
+        return _method_member(name, _plan(value, bound=True), is_one_way(value))
     if callable(value) and not isinstance(value, type):
-        return _MethodMember(name, None, False)
+        return _method_member(name, None, False)
     return _FieldMember(name)
 
 
