@@ -20,7 +20,6 @@ from __future__ import annotations
 import _interpreters
 import importlib
 import sys
-from typing import TYPE_CHECKING, Any
 
 from . import _exc as _exc  # registers exception encoding
 from . import _types as _types  # registers the value types
@@ -37,18 +36,23 @@ from ._calls import (
     wire_from_bytes,
     wire_to_bytes,
 )
-from ._markers import Out, Ref, is_serializable, serializable
+from ._markers import Ref, is_serializable, serializable
 from ._plan import plan_for
 from ._registry import register_reference_type, set_module_alias
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from typing import Any
 
 if TYPE_CHECKING or _interpreters.get_current()[0] == _interpreters.get_main()[0]:
     # The main interpreter must import msgpack before any subinterpreter does.
     from ._bytes import dumps, loads
 if TYPE_CHECKING:
     from ._callplan import CallPlan
+    from ._markers import Out
 
 # Names imported on first access (module __getattr__), by the module that defines them.
-_LAZY = {"CallPlan": "_callplan", "dumps": "_bytes", "loads": "_bytes"}
+_LAZY = {"CallPlan": "_callplan", "Out": "_markers", "dumps": "_bytes", "loads": "_bytes"}
 
 __all__ = [
     "CallPlan",

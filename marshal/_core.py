@@ -11,11 +11,14 @@ import importlib
 import marshal as _stdlib_marshal
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from .._errors import SerializationException
 from . import _tags as tg
 from ._registry import find_reference_type, on_registry_change
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from typing import Any
 
 __all__ = [
     "MAX_DEPTH",
@@ -92,8 +95,9 @@ def refusal_error(where: str, refusal: Refusal) -> SerializationException:
     return SerializationException(f"{where}{path}: {short_repr(refusal.obj)} {refusal.reason}")
 
 
-Handler = Callable[[Any, Ctx], Any]
-Decoder = Callable[[tuple[Any, ...], bool], Any]
+if TYPE_CHECKING:
+    Handler = Callable[[Any, Ctx], Any]
+    Decoder = Callable[[tuple[Any, ...], bool], Any]
 
 _builtin_handlers: dict[type, Handler] = {}
 # Exact types of modules that may not be imported yet, by (module, name) where the module

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+import types
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms: Out makes it load on first use
+    from typing import Annotated, Any, Generic, TypeVar
 
 __all__ = ["OUT_MARKER", "Out", "Ref", "is_serializable", "serializable"]
-
-T = TypeVar("T")
 
 
 class _OutMarker:
@@ -21,11 +23,38 @@ class _OutMarker:
 OUT_MARKER = _OutMarker()
 
 # ``Out[bytearray]`` is ``Annotated[bytearray, OUT_MARKER]``: type checkers see a plain
-# bytearray, and plan_for() finds the marker in the metadata.
-Out = Annotated[T, OUT_MARKER]
+# bytearray, and plan_for() finds the marker in the metadata.  Made on first use (below).
+if TYPE_CHECKING:
+    T = TypeVar("T")
+    Out = Annotated[T, OUT_MARKER]
 
 
-class Ref[V]:
+def __getattr__(name: str) -> Any:
+    if name != "Out":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from typing import Annotated, TypeVar
+
+    out = Annotated[TypeVar("T"), OUT_MARKER]  # type: ignore[valid-type]  # a value here
+    globals()["Out"] = out
+    return out
+
+
+# Ref is generic to type checkers; at run time Ref[int] is a types.GenericAlias, since a
+# class using typing.Generic (or ``class Ref[V]``) imports typing.
+if TYPE_CHECKING:
+    V = TypeVar("V")
+
+    class _Box(Generic[V]):  # noqa: UP046  # Ref[V] without PEP 695, which imports typing
+        __slots__ = ()
+else:
+    V = "V"
+
+    class _Box:
+        __slots__ = ()
+        __class_getitem__ = classmethod(types.GenericAlias)
+
+
+class Ref(_Box[V]):
     """Box a value passed by reference, like C# ``ref``: the callee's final value comes back.
 
     >>> r = Ref(5)

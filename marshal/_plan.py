@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import array
-import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from ._markers import OUT_MARKER, Ref
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing loads only when a signature is planned
     import re
     import weakref
+    from typing import Any
 
     from ._callplan import CallPlan
 
@@ -69,6 +69,8 @@ def _build(func: Callable[..., Any], target: Any) -> CallPlan:
     except (TypeError, ValueError):
         name = getattr(func, "__qualname__", repr(func))
         return CallPlan(name, (), frozenset(), frozenset(), (), TIER_SERIALIZE)
+    import typing
+
     try:
         hints = typing.get_type_hints(target, include_extras=True)
     except Exception:  # unresolvable string annotations: read them as text below
@@ -134,7 +136,7 @@ def tier_of(annotation: Any) -> int:
         if _patterns()[1].match(text):
             return TIER_COPY_BACK
         return _NAMES.get(text, TIER_SERIALIZE)
-    if annotation is Ref or typing.get_origin(annotation) is Ref:
+    if annotation is Ref or getattr(annotation, "__origin__", None) is Ref:
         return TIER_COPY_BACK
     try:
         if annotation in _PRIMITIVES:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from typing import Any
 
 __all__ = [
     "ReferenceType",
@@ -20,8 +23,9 @@ __all__ = [
     "wire_module",
 ]
 
-Reduce = Callable[[Any], tuple[Any, ...]]
-Rebuild = Callable[[tuple[Any, ...]], Any]
+if TYPE_CHECKING:
+    Reduce = Callable[[Any], tuple[Any, ...]]
+    Rebuild = Callable[[tuple[Any, ...]], Any]
 
 
 class ReferenceType:

@@ -31,6 +31,7 @@ LAZY = (
     "msgpack",
     "pathlib",
     "traceback",
+    "typing",
     "uuid",
     "zoneinfo",
 )
