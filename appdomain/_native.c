@@ -64,6 +64,14 @@
 #  include <sched.h>
 #  define yield_cpu() sched_yield()
 #endif
+/* A spin-wait hint to the CPU (x86 PAUSE, ARM YIELD), where the compiler has one. */
+#if defined(__x86_64__) || defined(__i386__)
+#  define spin_hint() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#  define spin_hint() __asm__ __volatile__("yield")
+#else
+#  define spin_hint() ((void)0)
+#endif
 
 #if PY_VERSION_HEX < 0x030D0000
 #  error "appdomain._native needs CPython 3.13 or newer"
@@ -77,6 +85,7 @@
  * needs no hash table (version 4 sets one up for every dumps, ~40% of the cost). */
 #define LEAN_MARSHAL_VERSION 2
 #define MAX_BIG_ARGS 8            /* large bytes arguments an invoke carries in place */
+#define SPIN_LOOKS 256             /* looks at a held GIL before yielding the CPU between looks */
 #define BUSY_WAIT_NS 30000         /* how long a thread watches a held GIL before sleeping on it */
 
 typedef struct domain domain_t;
@@ -888,6 +897,14 @@ wait_for_gil(PyInterpreterState *interp)
 {
     if (!appdomain_gil_locked(interp)) {
         return;
+    }
+    /* The holder usually lets go within a µs or two (a call's Python part): look without
+     * a system call first. */
+    for (int i = 0; i < SPIN_LOOKS; i++) {
+        spin_hint();
+        if (!appdomain_gil_locked(interp)) {
+            return;
+        }
     }
     PyTime_t start, now;
     if (PyTime_MonotonicRaw(&start) < 0) {

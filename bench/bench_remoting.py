@@ -29,8 +29,8 @@ def median_us(fn: object, *, repeat: int = 7, number: int = 200) -> float:
     return statistics.median(samples)
 
 
-def thread_scaling(domain: AppDomain, seconds: float = 1.0) -> tuple[float, float]:
-    """Proxy calls per second into one domain from 1 thread, then from 4 threads at once."""
+def thread_scaling(domain: AppDomain, seconds: float = 1.0) -> tuple[float, float, float]:
+    """Proxy calls per second into one domain from 1 thread, then 2, then 4 at once."""
 
     def rate(threads: int) -> float:
         proxies = [
@@ -61,7 +61,7 @@ def thread_scaling(domain: AppDomain, seconds: float = 1.0) -> tuple[float, floa
             t.join()
         return sum(counts) / (time.perf_counter() - began)
 
-    return rate(1), rate(4)
+    return rate(1), rate(2), rate(4)
 
 
 def parallel_speedup(work: int) -> tuple[float, float, float]:
@@ -119,10 +119,11 @@ def main() -> None:
         for name, value, target in rows:
             goal = f"(target <= {target} us)" if target else ""
             print(f"  {name:32s} {value:10.1f} us  {goal}")
-        one, four = thread_scaling(domain)
+        one, two, four = thread_scaling(domain)
         print(
-            f"  threads calling one domain: 1 thread {one:,.0f} calls/s, 4 threads {four:,.0f} "
-            f"calls/s ({four / one:.2f}x; target: no collapse)"
+            f"  threads calling one domain: 1 thread {one:,.0f} calls/s, 2 threads {two:,.0f} "
+            f"({two / one:.2f}x), 4 threads {four:,.0f} ({four / one:.2f}x; target: no "
+            f"collapse; {os.cpu_count()} cores)"
         )
     finally:
         AppDomain.unload(domain)
