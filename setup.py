@@ -11,8 +11,14 @@ setup(
     ext_modules=[
         Extension(
             "appdomain._native",
-            ["appdomain/_native.c", "appdomain/_native_method.c", "appdomain/_gilpeek.c"],
-            depends=["appdomain/_native.h"],
+            [
+                "appdomain/_native.c",
+                "appdomain/_native_states.c",
+                "appdomain/_native_switch.c",
+                "appdomain/_native_method.c",
+                "appdomain/_gilpeek.c",
+            ],
+            depends=["appdomain/_native.h", "appdomain/_native_core.h"],
             optional=True,
         )
     ]

@@ -1,6 +1,6 @@
 /* What the C files of appdomain._native share: the module state and the calls between
- * files.  _native.c switches threads between interpreters, _native_method.c binds proxy
- * methods, _gilpeek.c reads CPython's GIL flag. */
+ * files.  _native.c and the files behind _native_core.h switch threads between
+ * interpreters, _native_method.c binds proxy methods, _gilpeek.c reads CPython's GIL flag. */
 #ifndef APPDOMAIN_NATIVE_H
 #define APPDOMAIN_NATIVE_H
 
@@ -24,6 +24,10 @@ get_state(PyObject *module)
     return (modstate *)PyModule_GetState(module);
 }
 
+#if defined(__GNUC__)
+#  pragma GCC visibility push(hidden)   /* shared between the files, not exported */
+#endif
+
 /* _native.c: the lean proxy call, invoke(interp_id, oid, name, args). */
 PyObject *appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
@@ -37,5 +41,9 @@ int appdomain_method_traverse(modstate *st, visitproc visit, void *arg);
 void appdomain_method_clear(modstate *st);
 PyObject *appdomain_method_member(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *appdomain_set_method_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+#if defined(__GNUC__)
+#  pragma GCC visibility pop
+#endif
 
 #endif
