@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from . import _callpath, _compat
+from . import _callpath, _compat, _pool
 from ._callpath import Route, register_op, state
 from ._errors import ThreadAbortException
 from ._events import Event, EventArgs, UnhandledExceptionEventArgs
@@ -83,7 +83,7 @@ def _start_dispatcher(*, daemon: bool) -> None:
     waker = WakeSocket()
     _sockets_to_close.add(waker.sock)
     releases = _compat.queue_create()
-    pool = _callpath.Pool(inbox, waker, daemon=daemon)
+    pool = _pool.Pool(inbox, waker, daemon=daemon)
     state.pool = pool
     state.route = Route(_callpath.CURRENT_INTERP, inbox, waker.address, releases)
     _callpath.install_entry_points()
