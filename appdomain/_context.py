@@ -42,7 +42,8 @@ class CallContext:
         if current and name in current:
             updated = dict(current)
             del updated[name]
-            _data.set(updated)
+            # None, not {}: an empty context must not keep calls off the lean route.
+            _data.set(updated or None)
 
     LogicalSetData = logical_set_data
     LogicalGetData = logical_get_data

@@ -699,6 +699,15 @@ def test_invoke_declines_while_a_call_context_is_set(interps):
         n.set_context_var(appdomain._context._data)
 
 
+def test_invoke_takes_plain_calls_again_once_the_call_context_is_emptied(interps):
+    from appdomain import CallContext
+
+    b = interps(INVOKER)
+    CallContext.logical_set_data("user", "ada")
+    CallContext.free_named_data_slot("user")
+    assert n.invoke(b, 1, "who", (1,)) == (1, "who", (1,))
+
+
 def test_invoke_reports_the_invokers_error(interps):
     b = interps(INVOKER)
     with pytest.raises(RuntimeError, match="ValueError: boom"):
