@@ -27,7 +27,6 @@ __all__ = [
     "BoundMethod",
     "available",
     "call",
-    "invoke",
     "method_member",
     "register",
     "release_interp",
@@ -75,11 +74,6 @@ def _join(value: Any, parts: tuple[Any, ...], depth: int) -> Any:
     return value
 
 
-# invoke(interp_id, oid, name, args) -> (done, value, ctx): call method name of object oid
-# with plain arguments, the lean form of a proxy call, entirely in C: args and the reply
-# cross as stdlib-marshal blobs, the target's invoker (remoting) runs it.  value is the
-# plain result when done is True, else a marshal reply to decode.
-invoke = _native.invoke
 # invoke() declines (returns NotImplemented) while the caller carries a logical call context.
 _native.set_context_var(_context._data)
 

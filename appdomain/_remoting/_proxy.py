@@ -144,9 +144,9 @@ def _shutdown_executor() -> None:
 
 
 _native = _callpath.native_module()
-# Plain arguments (None, bool, float, str, 64-bit int, bytes under 64 KiB) take the lean
-# route, checked in C by _native.invoke; larger buffers take the generic route, which
-# passes them without copies.
+# Plain arguments (None, bool, float, 64-bit int, str, bytes) take the lean route: the C
+# bound method (_native_method.c) calls the native invoke, which checks them; anything
+# else takes the generic route (_call).
 
 
 class _MethodSpec:
