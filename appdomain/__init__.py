@@ -5,8 +5,6 @@ deriving from MarshalByRefObject are used across domains through transparent pro
 other values cross by Mono's four marshalling tiers (``appdomain.marshal``).
 """
 
-from ._context import CallContext
-from ._domain import AppDomain, AppDomainSetup
 from ._errors import (
     AppDomainError,
     AppDomainUnloadedException,
@@ -18,12 +16,14 @@ from ._errors import (
     SocketHandoffError,
     ThreadAbortException,
 )
-from ._events import Event, EventArgs, UnhandledExceptionEventArgs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import marshal
     from ._channel import Channel
+    from ._context import CallContext
+    from ._domain import AppDomain, AppDomainSetup
+    from ._events import Event, EventArgs, UnhandledExceptionEventArgs
     from ._remoting import Lease, MarshalByRefObject, RemoteMethod, is_transparent_proxy, one_way
     from ._socket import Socket, SocketInformation, SocketInformationOptions, duplicate_and_close
     from .marshal import Out, Ref, serializable
@@ -63,9 +63,16 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Everything below loads on first use, so that a new domain pays only for what it uses:
-# the marshalling tiers, remoting and channels cost a domain ~10 ms to import.  The main
+# the marshalling tiers, remoting and channels cost a domain ~10 ms to import, and even
+# AppDomain itself ~1 ms, which the domain of an isolated test rarely needs.  The main
 # interpreter imports marshal (and msgpack with it) before it creates any domain (_domain).
 _LAZY = {
+    "AppDomain": "._domain",
+    "AppDomainSetup": "._domain",
+    "CallContext": "._context",
+    "Event": "._events",
+    "EventArgs": "._events",
+    "UnhandledExceptionEventArgs": "._events",
     "marshal": ".marshal",
     "Out": ".marshal",
     "Ref": ".marshal",

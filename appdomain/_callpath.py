@@ -305,7 +305,7 @@ def _call_here(op: str, payload: Any) -> Any:
 
 # Modules that register the operations under a prefix, loaded when the first such
 # operation arrives: a domain nobody sends a proxy to never imports remoting.
-_op_providers = {"remoting.": "appdomain._remoting"}
+_op_providers = {"remoting.": "appdomain._remoting", "pytest.": "appdomain._pytest_remote"}
 
 
 def _handler(op: str) -> OpHandler:

@@ -15,9 +15,11 @@ compiled once by an earlier domain (``_pytest_code``).
 
 from __future__ import annotations
 
+import marshal as stdlib_marshal
 import os
 import queue
 import threading
+import types
 from typing import Any
 
 import pytest
@@ -27,9 +29,19 @@ from ._domain import AppDomain
 from ._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
 from ._pytest_code import code_cache, stashed
 
-__all__ = ["plan", "run", "shutdown", "take_longrepr"]
+__all__ = [
+    "plan",
+    "quiet_background",
+    "run",
+    "shutdown",
+    "summary",
+    "take_longrepr",
+    "take_skip_location",
+]
 
 _longrepr_key = pytest.StashKey[Any]()
+_skip_where_key = pytest.StashKey[tuple[str, int]]()
+_not_isolatable_key = pytest.StashKey[int]()
 _warmer_key = pytest.StashKey["_Warmer"]()
 _unloader_key = pytest.StashKey["_Unloader"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
@@ -38,7 +50,41 @@ _ASSERT_INIS = ("truncation_limit_lines", "truncation_limit_chars", "assertion_t
 
 def is_isolated(item: pytest.Item) -> bool:
     """Tell whether item is a test function to run inside its own domain."""
-    return isinstance(item, pytest.Function) and item.get_closest_marker("isolated") is not None
+    return _calls_pyfunc(item) and item.get_closest_marker("isolated") is not None
+
+
+def _calls_pyfunc(item: pytest.Item) -> bool:
+    # Only items run through pytest_pyfunc_call can be isolated; unittest.TestCase items
+    # run their test case themselves.
+    from _pytest.unittest import TestCaseFunction
+
+    return isinstance(item, pytest.Function) and not isinstance(item, TestCaseFunction)
+
+
+def not_isolatable(items: list[pytest.Item]) -> int:
+    """Count the items marked isolated that run in the main process all the same."""
+    return sum(
+        1
+        for item in items
+        if item.get_closest_marker("isolated") is not None and not _calls_pyfunc(item)
+    )
+
+
+def quiet_background(item: pytest.Item) -> None:
+    """Before a test that measures the whole process, let the background domain work end.
+
+    Domains being prepared or unloaded allocate memory in this process; a test that traces
+    allocations (``tracemalloc``) would count theirs, and on CPython 3.13.0 tracing while
+    another interpreter runs can even crash the process.
+    """
+    if not (isinstance(item, pytest.Function) and runs_alone(item)):
+        return
+    warmer = item.config.stash.get(_warmer_key, None)
+    if warmer is not None:
+        warmer.wait_idle()
+    unloader = item.config.stash.get(_unloader_key, None)
+    if unloader is not None:
+        unloader.wait_idle()
 
 
 def plan(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -46,6 +92,7 @@ def plan(config: pytest.Config, items: list[pytest.Item]) -> None:
     isolated: list[pytest.Function] = [
         item for item in items if isinstance(item, pytest.Function) and is_isolated(item)
     ]
+    config.stash[_not_isolatable_key] = not_isolatable(items)
     old = config.stash.get(_warmer_key, None)
     if old is not None:
         old.close()
@@ -114,24 +161,33 @@ def spec_of(item: pytest.Function, *, code: bool = True) -> dict[str, Any]:
 
 def _ini(config: pytest.Config, name: str) -> Any:
     try:
-        return config.getini(name)
+        value = config.getini(name)
     except ValueError:
         return None  # an older pytest without this setting
+    try:
+        _pytest_remote.pack(value)  # the spec crosses packed by CPython's marshal
+    except ValueError:
+        return str(value)
+    return value
 
 
 def run(item: pytest.Function) -> None:
     """Run item's function inside a fresh domain; raise what it raised there."""
     __tracebackhide__ = True
-    funcargs = _crossing_funcargs(item)
+    funcargs, made_here = _crossing_funcargs(item)
     warmer = item.config.stash.get(_warmer_key, None)
     domain, ready = warmer.take(item) if warmer is not None else (None, False)
     if domain is None:
         domain = _new_domain(item)
     quiet = False
     try:
-        outcome, exc, longrepr, compiled, quiet = domain.do_callback(
-            _pytest_remote.run_test, spec_of(item, code=not ready), funcargs
-        )
+        spec = spec_of(item, code=not ready)
+        if funcargs:
+            reply = domain.do_callback(_pytest_remote.run_test, spec, funcargs, made_here)
+        else:
+            spec["made_here"] = made_here
+            reply = _call_packed(domain, "pytest.run", spec)
+        outcome, exc, longrepr, compiled, quiet = reply
         code_cache(item.config).learn(compiled)
     finally:
         if warmer is not None:
@@ -147,7 +203,7 @@ def run(item: pytest.Function) -> None:
             pytest.fail(unload_problem, pytrace=False)
         return
     if outcome == "outcome":
-        exc = _rebuild_outcome(*exc)
+        exc = _rebuild_outcome(item, *exc)
     if unload_problem:
         exc.add_note(unload_problem)
     report = _rebuild_longrepr(longrepr, exc)
@@ -156,32 +212,103 @@ def run(item: pytest.Function) -> None:
     raise exc
 
 
-def _rebuild_outcome(name: str, state: dict[str, Any]) -> BaseException:
+# Modules whose figures cover the whole process, not one domain: while a test that uses one
+# runs, no other domain is prepared or unloaded, or that work would count in its figures.
+_PROCESS_WIDE = frozenset({"tracemalloc"})
+
+
+def runs_alone(item: pytest.Function) -> bool:
+    """Tell whether item must run with no domain work going on in the background.
+
+    True for ``@pytest.mark.isolated(alone=True)``, and for a test function whose code
+    names a process-wide tool such as ``tracemalloc``.
+    """
+    marker = item.get_closest_marker("isolated")
+    if marker is not None and marker.kwargs.get("alone"):
+        return True
+    function = getattr(item.obj, "__func__", item.obj)
+    while hasattr(function, "__wrapped__"):
+        function = function.__wrapped__
+    code = getattr(function, "__code__", None)
+    return isinstance(code, types.CodeType) and _names_any(code, _PROCESS_WIDE)
+
+
+def _names_any(code: types.CodeType, names: frozenset[str]) -> bool:
+    if not names.isdisjoint(code.co_names):
+        return True
+    return any(isinstance(c, types.CodeType) and _names_any(c, names) for c in code.co_consts)
+
+
+def _call_packed(domain: AppDomain, op: str, spec: dict[str, Any]) -> Any:
+    """Call one of _pytest_remote's packed operations in domain (see there)."""
+    from . import _callpath, marshal
+
+    kind, data = _callpath.call(domain.route, op, _pytest_remote.pack(spec))
+    if kind == _pytest_remote.PACKED:
+        return stdlib_marshal.loads(data)
+    return marshal.from_shareable(data)
+
+
+def _rebuild_outcome(item: pytest.Item, name: str, state: dict[str, Any]) -> BaseException:
     """Rebuild the skip/xfail/fail/exit exception the test raised in its domain."""
     from _pytest import outcomes
 
     cls = getattr(outcomes, name, None)
     if not (isinstance(cls, type) and issubclass(cls, outcomes.OutcomeException)):
         cls = outcomes.Failed
+    where = state.pop(_pytest_remote.SKIP_WHERE, None)
     exc = cls.__new__(cls)
     exc.__dict__.update(state)
     exc.args = (state.get("msg"),)
     if isinstance(exc, outcomes.Skipped):
-        # Report the skip at the test, not at the plugin line that re-raised it.
+        # Not at the plugin line that re-raised it: at the test, and then (in the report
+        # hook) at the line inside the test that skipped, as pytest itself reports it.
         exc._use_item_location = True
+        if where is not None:
+            item.stash[_skip_where_key] = (str(where[0]), int(where[1]))
     return exc
+
+
+def summary(config: pytest.Config) -> str | None:
+    """Say, for the terminal summary, how many marked tests could not run isolated."""
+    count = config.stash.get(_not_isolatable_key, 0)
+    if not count:
+        return None
+    return (
+        f"appdomain: {count} test{'s' if count != 1 else ''} marked isolated ran in the main "
+        "process: isolation runs plain test functions, not unittest.TestCase methods"
+    )
+
+
+def take_skip_location(item: pytest.Item) -> tuple[str, int] | None:
+    """Return (once) the file and line where an isolated test called ``pytest.skip()``."""
+    where = item.stash.get(_skip_where_key, None)
+    if where is not None:
+        del item.stash[_skip_where_key]
+    return where
 
 
 def _new_domain(item: pytest.Function) -> AppDomain:
     return AppDomain.create_domain(item.name)
 
 
-def _crossing_funcargs(item: pytest.Function) -> dict[str, Any]:
-    """Collect the values the test function asks for, checking that each can cross."""
+def _crossing_funcargs(item: pytest.Function) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Collect the values the test function asks for, checking that each can cross.
+
+    Also returns the names of the fixtures its domain makes itself (pytest's own
+    ``monkeypatch``): those values stay here.
+    """
     from . import marshal
     from ._errors import SerializationException
 
     values = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
+    made_here = tuple(
+        name
+        for name, value in values.items()
+        if name in _pytest_remote.MADE_IN_DOMAIN and type(value) is pytest.MonkeyPatch
+    )
+    for name in made_here:
+        del values[name]
     for name, value in values.items():
         try:
             marshal.to_shareable(value, name=f"fixture {name!r}")
@@ -197,7 +324,7 @@ def _crossing_funcargs(item: pytest.Function) -> dict[str, Any]:
             "isolated marker for this test.",
             pytrace=False,
         )
-    return values
+    return values, made_here
 
 
 def _unloader(config: pytest.Config) -> _Unloader:
@@ -214,7 +341,10 @@ class _Unloader:
 
     def __init__(self, config: pytest.Config) -> None:
         self._config = config
-        self._queue: queue.SimpleQueue[tuple[AppDomain, str] | None] = queue.SimpleQueue()
+        # A job, an Event to set once the jobs before it are done, or None to stop.
+        self._queue: queue.SimpleQueue[tuple[AppDomain, str] | threading.Event | None] = (
+            queue.SimpleQueue()
+        )
         self._problems: list[str] = []
         self._thread = threading.Thread(
             target=self._work, name="appdomain-pytest-unloader", daemon=True
@@ -224,8 +354,17 @@ class _Unloader:
     def put(self, domain: AppDomain, nodeid: str) -> None:
         self._queue.put((domain, nodeid))
 
+    def wait_idle(self) -> None:
+        """Wait until the domains queued so far are unloaded."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
+            if isinstance(job, threading.Event):
+                job.set()
+                continue
             domain, nodeid = job
             problem = _unload(domain, self._config)
             if problem is not None:
@@ -289,6 +428,13 @@ class _Warmer:
         prepared.done.wait()
         return prepared.domain, prepared.ready
 
+    def wait_idle(self) -> None:
+        """Wait until every domain being prepared is ready (none starts until prepare_after)."""
+        with self._lock:
+            pending = list(self._ready.values())
+        for prepared in pending:
+            prepared.done.wait()
+
     def prepare_after(self, item: pytest.Function) -> None:
         """Start preparing the domain of the isolated test `ahead` places after item."""
         index = self._order.get(id(item))
@@ -338,7 +484,7 @@ class _Prepared:
             return
         self.domain = domain
         try:
-            compiled = domain.do_callback(_pytest_remote.prepare, self.spec)
+            compiled = _call_packed(domain, "pytest.prepare", self.spec)
             self.cache.learn(compiled)
             self.ready = True
         except BaseException:

@@ -297,10 +297,11 @@ unload_hooks: list[Any] = []
 
 def _op_unload_begin(_: None) -> int:
     """Run domain_unload, then abort what still runs here; return how many threads were hit."""
-    from ._domain import AppDomain
-
     state.unloading = True
-    domain_unload.fire(AppDomain.current_domain, EventArgs())
+    if len(domain_unload):  # AppDomain is only imported for a handler to get as sender
+        from ._domain import AppDomain
+
+        domain_unload.fire(AppDomain.current_domain, EventArgs())
     handoff = sys.modules.get("appdomain._handoff_service")
     hooks = list(unload_hooks)
     if handoff is not None:

@@ -7,7 +7,10 @@ Loaded through the ``pytest11`` entry point (or ``-p appdomain.pytest_plugin``):
   both fail the test when a domain cannot be unloaded or still holds threads, open sockets
   or live proxies;
 - marker ``@pytest.mark.isolated`` and option ``--appdomain-isolate``: the test function
-  itself runs inside a fresh domain, its module imported there.
+  itself runs inside a fresh domain, its module imported there.  Its ``monkeypatch`` is made
+  (and undone) inside that domain.  ``@pytest.mark.isolated(alone=True)``, or a test that
+  uses ``tracemalloc``, runs while no other domain is being prepared or unloaded: such
+  tools measure the whole process.
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _pytest_code.capture_rewrites()
     config.addinivalue_line(
         "markers",
-        "isolated: run the test function inside a fresh AppDomain (subinterpreter); its "
-        "module is imported there and fixture values cross by value "
-        "(MarshalByRefObject by reference)",
+        "isolated(alone=False): run the test function inside a fresh AppDomain "
+        "(subinterpreter); its module is imported there and fixture values cross by value "
+        "(MarshalByRefObject by reference); alone=True keeps other domains' work from "
+        "running meanwhile (for tests that measure the whole process)",
     )
 
 
@@ -76,6 +80,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if isinstance(item, pytest.Function):
                 item.add_marker(pytest.mark.isolated)
     _pytest_isolation.plan(config, items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Let background domain work end first if the test measures the whole process."""
+    _pytest_isolation.quiet_background(item)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -96,6 +106,9 @@ def pytest_runtest_makereport(
     longrepr = _pytest_isolation.take_longrepr(item)
     if longrepr is not None and call.when == "call" and report.failed:
         report.longrepr = longrepr
+    where = _pytest_isolation.take_skip_location(item)
+    if where is not None and report.skipped and isinstance(report.longrepr, tuple):
+        report.longrepr = (*where, report.longrepr[2])
     return report
 
 
@@ -110,6 +123,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         for line in problems:
             reporter.write_line(line)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many tests marked isolated could not run isolated (unittest.TestCase ones)."""
+    line = _pytest_isolation.summary(terminalreporter.config)
+    if line is not None:
+        terminalreporter.write_line(line, yellow=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

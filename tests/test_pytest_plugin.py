@@ -56,7 +56,7 @@ def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
 
 def test_markers_lists_isolated(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.isolated:*fresh AppDomain*"])
+    result.stdout.fnmatch_lines(["@pytest.mark.isolated(alone=False):*fresh AppDomain*"])
 
 
 def test_help_lists_isolate_option(pytester: pytest.Pytester) -> None:
@@ -295,6 +295,59 @@ def test_skipper():
     result.stdout.fnmatch_lines(["SKIPPED*test_subject.py*not today"])
 
 
+def test_skip_is_reported_at_the_line_that_skipped(pytester: pytest.Pytester) -> None:
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_skipper():
+    reason = "not today"
+    pytest.skip(reason)
+"""
+    result = run(pytester, source, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_subject.py:5: not today"])
+
+
+def _refusing_extension() -> str:
+    """Name a C extension of this Python that refuses to load in a subinterpreter."""
+    import importlib.util
+
+    for name in ("_curses", "readline", "_tkinter", "_testsinglephase"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    pytest.skip("this Python has none of the single-phase C extensions the test imports")
+
+
+def test_extension_refusing_the_domain_fails_with_the_reason(pytester: pytest.Pytester) -> None:
+    source = f"""
+import pytest
+@pytest.mark.isolated
+def test_needs_it():
+    import {_refusing_extension()}
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*subinterpreter limit*C extension refuses to load*"])
+
+
+def test_skip_after_a_refused_import_says_why(pytester: pytest.Pytester) -> None:
+    name = _refusing_extension()
+    source = f"""
+import pytest
+@pytest.mark.isolated
+def test_needs_it():
+    try:
+        import {name}
+    except ImportError:
+        pytest.skip("requires {name}")
+"""
+    result = run(pytester, source, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [f"SKIPPED*requires {name} (appdomain:*subinterpreter limit*C extension refuses*"]
+    )
+
+
 def test_xfail_inside_isolated_test_xfails(pytester: pytest.Pytester) -> None:
     source = """
 import pytest
@@ -366,6 +419,37 @@ def test_hits(counter):
     run(pytester, source).assert_outcomes(passed=1)
 
 
+def test_monkeypatch_patches_inside_the_domain(pytester: pytest.Pytester) -> None:
+    source = """
+import json
+import pytest
+@pytest.mark.isolated
+def test_patched(monkeypatch):
+    monkeypatch.setattr(json, "dumps", lambda value: "patched")
+    assert json.dumps(1) == "patched"
+def test_main_untouched():
+    assert json.dumps(1) == "1"
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
+def test_monkeypatch_is_undone_after_the_isolated_test(pytester: pytest.Pytester) -> None:
+    # Environment variables belong to the process: a later domain would see one left set.
+    source = """
+import os
+import pytest
+@pytest.mark.isolated
+def test_sets(monkeypatch):
+    monkeypatch.setenv("APPDOMAIN_PLUGIN_PROBE", "set")
+    assert os.environ["APPDOMAIN_PLUGIN_PROBE"] == "set"
+@pytest.mark.isolated
+def test_gone():
+    assert "APPDOMAIN_PLUGIN_PROBE" not in os.environ
+"""
+    # Without preparing ahead, the second domain starts after the first test ran.
+    run(pytester, source, "--appdomain-prepare-ahead=0").assert_outcomes(passed=2)
+
+
 def test_fixture_that_cannot_cross_names_itself(pytester: pytest.Pytester) -> None:
     source = """
 import threading
@@ -406,6 +490,69 @@ def test_talks():
     result = run(pytester, source)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Captured stdout call*", "said inside"])
+
+
+# Tests whose domains are still being prepared (their imports allocate megabytes) when the
+# first test of test_subject.py starts: tracemalloc would count all of that.
+HEAVY_TESTS = """
+import pytest
+@pytest.mark.isolated
+@pytest.mark.parametrize("n", range(3))
+def test_heavy(n):
+    import asyncio, decimal, email.message, http.client, xml.dom.minidom
+"""
+
+def test_tracemalloc_test_runs_with_no_domain_work_beside_it(pytester: pytest.Pytester) -> None:
+    # _tracemalloc refuses subinterpreters, so such a test runs in the main process; but it
+    # traces every interpreter's allocations (and on 3.13.0 tracing while another
+    # interpreter runs can crash the process).
+    pytester.makepyfile(test_heavy=HEAVY_TESTS)
+    source = """
+import tracemalloc
+def test_traces():
+    tracemalloc.start()
+    try:
+        kept = [sum(range(100)) for _ in range(20000)]
+        traced = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert traced < 1024 * 1024, traced
+"""
+    result = run(pytester, source, "test_subject.py", "test_heavy.py")
+    result.assert_outcomes(passed=4)
+
+
+def test_alone_marker_keeps_domain_work_from_running_beside_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # Process CPU time outruns this thread's only while another thread of the process works.
+    pytester.makepyfile(test_heavy=HEAVY_TESTS)
+    source = """
+import time
+import pytest
+@pytest.mark.isolated(alone=True)
+def test_measures():
+    process, thread = time.process_time(), time.thread_time()
+    kept = [sum(range(100)) for _ in range(100000)]
+    process, thread = time.process_time() - process, time.thread_time() - thread
+    assert process < thread * 1.3 + 0.005, (process, thread)
+"""
+    result = run(pytester, source, "test_subject.py", "test_heavy.py")
+    result.assert_outcomes(passed=4)
+
+
+def test_unittest_case_under_isolation_runs_here_and_says_so(pytester: pytest.Pytester) -> None:
+    source = """
+import unittest
+class Case(unittest.TestCase):
+    def test_it(self):
+        self.assertTrue(True)
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["appdomain: 1 test marked isolated ran in the main process*not unittest.TestCase*"]
+    )
 
 
 def test_isolated_tests_run_without_preparing_ahead(pytester: pytest.Pytester) -> None:
