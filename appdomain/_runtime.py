@@ -315,8 +315,10 @@ def _op_unload_begin(_: None) -> int:
     state.aborting = True
     me = threading.get_ident()
     # Shut sockets first: threads blocked in accept()/recv() then leave on their own, and
-    # an abort landing in their clean-up code is avoided.
+    # an abort landing in their clean-up code is avoided.  Threads blocked in appdomain's
+    # own waits (replies, channels) raise ThreadAbortException themselves once woken.
     _shutdown_sockets()
+    waiting = set(_callpath._waiting)
     _callpath.wake_waiting_threads()
     pool = state.pool
     workers = {t.ident for t in pool.threads} if pool is not None else set()
@@ -338,9 +340,23 @@ def _op_unload_begin(_: None) -> int:
             targets.add(thread.ident or 0)
     targets.discard(me)
     targets.discard(0)
+    # A second, asynchronous abort would land somewhere in their way out, perhaps inside an
+    # import, whose lock it would leave held: every later entry into this domain, the
+    # unload's own included, would then wait forever (seen on 3.14, 1 unload in 6).
+    targets -= waiting
+    if targets:
+        _load_unwinding_modules()
     for ident in targets:
         _async_raise(ident)
     return len(targets)
+
+
+def _load_unwinding_modules() -> None:
+    """Import now what an aborted call imports on its way out: its error crosses back with
+    its traceback.  An abort landing inside that import would leave the import lock held."""
+    import traceback  # noqa: F401
+
+    from . import marshal  # noqa: F401
 
 
 def _async_raise(ident: int) -> None:
