@@ -34,6 +34,8 @@ TEST_DIRS = {
     "six": "test_six.py",
     "more-itertools": "tests",
     "iniconfig": "testing",
+    "inflection": "test_inflection.py",
+    "parse": "tests",
 }
 # Extra sys.path entries (inside the sdist) a project's tests need to import it.
 SOURCE_DIRS = {"iniconfig": "src"}
@@ -197,7 +199,9 @@ def main() -> None:
     per_test = (medians["isolated"] - medians["normal"]) / max(1, len(items)) * 1000
     print(f"same outcome counts: {same}")
     print(f"test items: {len(items)}")
-    print(f"isolation overhead: {per_test:.1f} ms per test (median of {args.repeat}; target <= 20 ms)")
+    print(
+        f"isolation overhead: {per_test:.1f} ms per test (median of {args.repeat}; target <= 20 ms)"
+    )
     if floor:
         per_file: dict[str, int] = {}
         for nodeid in items:

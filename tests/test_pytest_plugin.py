@@ -502,6 +502,7 @@ def test_heavy(n):
     import asyncio, decimal, email.message, http.client, xml.dom.minidom
 """
 
+
 def test_tracemalloc_test_runs_with_no_domain_work_beside_it(pytester: pytest.Pytester) -> None:
     # _tracemalloc refuses subinterpreters, so such a test runs in the main process; but it
     # traces every interpreter's allocations (and on 3.13.0 tracing while another
