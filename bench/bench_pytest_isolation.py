@@ -38,8 +38,12 @@ TEST_DIRS = {
     "parse": "tests",
 }
 # Extra sys.path entries (inside the sdist) a project's tests need to import it.
-SOURCE_DIRS = {"iniconfig": "src"}
+SOURCE_DIRS = {"iniconfig": "src", "parse": "."}
+# pytest options a project's configuration needs undone here (its addopts name plugins such as
+# pytest-cov, which this environment does not have).
+PYTEST_ARGS = {"parse": ["-o", "addopts="]}
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "appdomain"
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 
 
 def download(requirement: str, into: Path) -> Path:
@@ -102,10 +106,10 @@ def run_suite(
     return counts, elapsed, done.stdout
 
 
-def collect(source: Path, tests: str, env: dict[str, str]) -> list[str]:
+def collect(source: Path, tests: str, args: list[str], env: dict[str, str]) -> list[str]:
     """Return the node ids of the suite's test items (subtests are not items)."""
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", tests],
+        [*PYTEST, "--collect-only", *args, tests],
         cwd=source,
         env=env,
         capture_output=True,
@@ -128,13 +132,16 @@ def floor_per_module(source: Path, nodeids: list[str], path: list[str]) -> dict[
     """Measure, per test module, the CPU seconds of create + import + destroy (median of 5)."""
     import _interpreters
 
-    from _pytest.pathlib import resolve_pkg_root_and_module_name
+    from _pytest.pathlib import CouldNotResolvePathError, resolve_pkg_root_and_module_name
 
     import appdomain.marshal  # noqa: F401  (msgpack loads here before any subinterpreter)
 
     costs: dict[str, float] = {}
     for file in sorted({nodeid.split("::")[0] for nodeid in nodeids}):
-        root, module = resolve_pkg_root_and_module_name(source / file)
+        try:
+            root, module = resolve_pkg_root_and_module_name(source / file)
+        except CouldNotResolvePathError:  # not in a package: pytest puts its folder on sys.path
+            root, module = (source / file).parent, (source / file).stem
         shared = {"path": (str(root), *path), "module": module}
         samples = []
         for _ in range(5):
@@ -164,6 +171,7 @@ def main() -> None:
         source = download(args.project, Path(tmp))
         compile_caches(source, PACKAGE_DIR)
         tests = TEST_DIRS.get(name, "tests")
+        project_args = PYTEST_ARGS.get(name, [])
         env = dict(os.environ)
         extra_path = [str(source / SOURCE_DIRS[name])] if name in SOURCE_DIRS else []
         if extra_path:
@@ -177,13 +185,15 @@ def main() -> None:
         summary = ""
         for _ in range(args.repeat):
             for label, extra in (("normal", []), ("isolated", isolate)):
-                counts[label], seconds, output = run_suite(source, tests, extra, env)
+                counts[label], seconds, output = run_suite(
+                    source, tests, [*project_args, *extra], env
+                )
                 times[label].append(seconds)
                 if label == "isolated":
                     summary = "\n".join(
                         line for line in output.splitlines() if line.startswith("appdomain:")
                     )
-        items = collect(source, tests, env)
+        items = collect(source, tests, project_args, env)
         floor = {} if args.no_floor else floor_per_module(source, items, [*extra_path, *sys.path])
     for label in ("normal", "isolated"):
         c = counts[label]
