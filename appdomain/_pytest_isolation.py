@@ -15,6 +15,7 @@ compiled once by an earlier domain (``_pytest_code``).
 
 from __future__ import annotations
 
+import functools
 import marshal as stdlib_marshal
 import os
 import queue
@@ -32,16 +33,15 @@ from ._pytest_code import code_cache, stashed
 __all__ = [
     "plan",
     "quiet_background",
+    "route_unittest",
     "run",
     "shutdown",
-    "summary",
     "take_longrepr",
     "take_skip_location",
 ]
 
 _longrepr_key = pytest.StashKey[Any]()
 _skip_where_key = pytest.StashKey[tuple[str, int]]()
-_not_isolatable_key = pytest.StashKey[int]()
 _warmer_key = pytest.StashKey["_Warmer"]()
 _unloader_key = pytest.StashKey["_Unloader"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
@@ -50,24 +50,24 @@ _ASSERT_INIS = ("truncation_limit_lines", "truncation_limit_chars", "assertion_t
 
 def is_isolated(item: pytest.Item) -> bool:
     """Tell whether item is a test function to run inside its own domain."""
-    return _calls_pyfunc(item) and item.get_closest_marker("isolated") is not None
+    return isinstance(item, pytest.Function) and item.get_closest_marker("isolated") is not None
 
 
-def _calls_pyfunc(item: pytest.Item) -> bool:
-    # Only items run through pytest_pyfunc_call can be isolated; unittest.TestCase items
-    # run their test case themselves.
+def _is_unittest(item: pytest.Item) -> bool:
     from _pytest.unittest import TestCaseFunction
 
-    return isinstance(item, pytest.Function) and not isinstance(item, TestCaseFunction)
+    return isinstance(item, TestCaseFunction)
 
 
-def not_isolatable(items: list[pytest.Item]) -> int:
-    """Count the items marked isolated that run in the main process all the same."""
-    return sum(
-        1
-        for item in items
-        if item.get_closest_marker("isolated") is not None and not _calls_pyfunc(item)
-    )
+def route_unittest(items: list[pytest.Item]) -> None:
+    """Make the isolated unittest.TestCase items run in a domain too.
+
+    pytest runs a TestCase test through unittest (its runtest), not pytest_pyfunc_call: the
+    item's runtest is replaced by run.
+    """
+    for item in items:
+        if isinstance(item, pytest.Function) and is_isolated(item) and _is_unittest(item):
+            item.runtest = functools.partial(run, item)  # type: ignore[method-assign]
 
 
 def quiet_background(item: pytest.Item) -> None:
@@ -92,7 +92,6 @@ def plan(config: pytest.Config, items: list[pytest.Item]) -> None:
     isolated: list[pytest.Function] = [
         item for item in items if isinstance(item, pytest.Function) and is_isolated(item)
     ]
-    config.stash[_not_isolatable_key] = not_isolatable(items)
     old = config.stash.get(_warmer_key, None)
     if old is not None:
         old.close()
@@ -149,6 +148,7 @@ def spec_of(item: pytest.Function, *, code: bool = True) -> dict[str, Any]:
             config.VERBOSITY_ASSERTIONS: config.get_verbosity(config.VERBOSITY_ASSERTIONS),
         },
         "ini": {name: _ini(config, name) for name in _ASSERT_INIS},
+        "unittest": _is_unittest(item),
         "tbstyle": config.getoption("tbstyle", "auto"),
         "showlocals": bool(config.getoption("showlocals", False)),
     }
@@ -269,17 +269,6 @@ def _rebuild_outcome(item: pytest.Item, name: str, state: dict[str, Any]) -> Bas
     return exc
 
 
-def summary(config: pytest.Config) -> str | None:
-    """Say, for the terminal summary, how many marked tests could not run isolated."""
-    count = config.stash.get(_not_isolatable_key, 0)
-    if not count:
-        return None
-    return (
-        f"appdomain: {count} test{'s' if count != 1 else ''} marked isolated ran in the main "
-        "process: isolation runs plain test functions, not unittest.TestCase methods"
-    )
-
-
 def take_skip_location(item: pytest.Item) -> tuple[str, int] | None:
     """Return (once) the file and line where an isolated test called ``pytest.skip()``."""
     where = item.stash.get(_skip_where_key, None)
@@ -397,10 +386,14 @@ def _rebuild_longrepr(data: Any, exc: BaseException) -> Any:
             return _report_kwargs_from_json({"longrepr": data})["longrepr"]
         except Exception:
             pass
-    from _pytest.outcomes import OutcomeException
+    from _pytest.outcomes import Failed, OutcomeException
 
+    if isinstance(exc, Failed) and not exc.pytrace:
+        # Its message alone, as pytest shows it: the frames it was re-raised through here
+        # are all hidden, and pytest would add a line saying so.
+        return str(exc.msg)
     if isinstance(exc, OutcomeException):
-        return None  # pytest reports skips, xfails and fail(pytrace=False) itself
+        return None  # pytest reports skips and xfails itself
     remote = getattr(exc, "remote_traceback", None)
     return f"{remote}(ran inside an isolated AppDomain)" if remote else None
 

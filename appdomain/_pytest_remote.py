@@ -280,9 +280,14 @@ def run_test(
                 _spec = spec
             else:
                 _prepare(spec)
-            func = _resolve(spec)
-            made = {name: MADE_IN_DOMAIN[name]() for name in made_here}
-            func(**funcargs, **made)
+            if spec.get("unittest"):
+                from ._pytest_unittest import run_case
+
+                run_case(_owner(spec), spec["function"])
+            else:
+                func = _resolve(spec)
+                made = {name: MADE_IN_DOMAIN[name]() for name in made_here}
+                func(**funcargs, **made)
         finally:
             for fixture in made.values():
                 fixture.undo()
@@ -353,21 +358,29 @@ def _raised_at(exc: BaseException) -> tuple[str, int] | None:
     while tb is not None:
         frame = tb.tb_frame
         hidden = frame.f_locals.get("__tracebackhide__") or frame.f_globals.get("__tracebackhide__")
-        if not hidden:
+        if not hidden and not frame.f_code.co_filename.startswith(_OWN_FOLDER):
             where = (frame.f_code.co_filename, tb.tb_lineno)
         tb = tb.tb_next
     return where
 
 
+# appdomain's own code: a skip raised there (for a unittest skip) is reported at the test.
+_OWN_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def _resolve(spec: dict[str, Any]) -> Any:
-    module = sys.modules[spec["module"]]
     if spec["cls"] is None:
-        return getattr(module, spec["function"])
-    owner: Any = module
+        return getattr(sys.modules[spec["module"]], spec["function"])
+    # pytest makes a fresh instance of the test class for every test.
+    return getattr(_owner(spec)(), spec["function"])
+
+
+def _owner(spec: dict[str, Any]) -> Any:
+    """Return the class that holds the test (spec["cls"] names it in its module)."""
+    owner: Any = sys.modules[spec["module"]]
     for part in spec["cls"].split("."):
         owner = getattr(owner, part)
-    # pytest makes a fresh instance of the test class for every test.
-    return getattr(owner(), spec["function"])
+    return owner
 
 
 def _flush() -> None:
@@ -423,6 +436,8 @@ def _longrepr(exc: BaseException, spec: dict[str, Any]) -> Any:
         def tbfilter(info: ExceptionInfo[BaseException]) -> Traceback:
             # As pytest does: hide __tracebackhide__ frames; "auto" shortens middle frames.
             tb = info.traceback.filter(info)
+            if spec.get("unittest"):  # as pytest does for TestCase tests: no unittest frames
+                tb = tb.filter(lambda entry: not entry.frame.f_globals.get("__unittest"))
             if auto and len(tb) > 2:
                 tb = Traceback((tb[0], *(t.with_repr_style("short") for t in tb[1:-1]), tb[-1]))
             return tb

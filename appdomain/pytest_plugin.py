@@ -7,7 +7,9 @@ Loaded through the ``pytest11`` entry point (or ``-p appdomain.pytest_plugin``):
   both fail the test when a domain cannot be unloaded or still holds threads, open sockets
   or live proxies;
 - marker ``@pytest.mark.isolated`` and option ``--appdomain-isolate``: the test function
-  itself runs inside a fresh domain, its module imported there.  Its ``monkeypatch`` is made
+  itself runs inside a fresh domain, its module imported there (a ``unittest.TestCase``
+  test runs there as unittest runs it, with its class and module fixtures; its subtests
+  are not reported one by one).  Its ``monkeypatch`` is made
   (and undone) inside that domain.  ``@pytest.mark.isolated(alone=True)``, or a test that
   uses ``tracemalloc``, runs while no other domain is being prepared or unloaded: such
   tools measure the whole process.
@@ -79,6 +81,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if isinstance(item, pytest.Function):
                 item.add_marker(pytest.mark.isolated)
+    _pytest_isolation.route_unittest(items)
     _pytest_isolation.plan(config, items)
 
 
@@ -123,13 +126,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         for line in problems:
             reporter.write_line(line)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say how many tests marked isolated could not run isolated (unittest.TestCase ones)."""
-    line = _pytest_isolation.summary(terminalreporter.config)
-    if line is not None:
-        terminalreporter.write_line(line, yellow=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -542,18 +542,77 @@ def test_measures():
     result.assert_outcomes(passed=4)
 
 
-def test_unittest_case_under_isolation_runs_here_and_says_so(pytester: pytest.Pytester) -> None:
+def test_unittest_case_runs_isolated(pytester: pytest.Pytester) -> None:
+    source = """
+import unittest
+from appdomain import AppDomain
+class Case(unittest.TestCase):
+    def test_where(self):
+        self.assertFalse(AppDomain.current_domain.is_default_app_domain())
+"""
+    run(pytester, source, "--appdomain-isolate").assert_outcomes(passed=1)
+
+
+def test_unittest_class_fixtures_run_in_the_domain(pytester: pytest.Pytester) -> None:
+    source = """
+import unittest
+from appdomain import AppDomain
+class Case(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.where = AppDomain.current_domain.friendly_name
+    def test_where(self):
+        self.assertEqual(self.where, "test_where")
+"""
+    run(pytester, source, "--appdomain-isolate").assert_outcomes(passed=1)
+
+
+def test_unittest_failure_shows_unittest_message(pytester: pytest.Pytester) -> None:
     source = """
 import unittest
 class Case(unittest.TestCase):
-    def test_it(self):
-        self.assertTrue(True)
+    def test_equal(self):
+        self.assertEqual([1, 2], [1, 3])
 """
     result = run(pytester, source, "--appdomain-isolate")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(
-        ["appdomain: 1 test marked isolated ran in the main process*not unittest.TestCase*"]
-    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: Lists differ: [[]1, 2[]] != [[]1, 3[]]*"])
+
+
+def test_unittest_skip_expected_failure_and_unexpected_success(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import unittest
+class Case(unittest.TestCase):
+    @unittest.skip("not here")
+    def test_skipped(self):
+        pass
+    @unittest.expectedFailure
+    def test_expected(self):
+        self.fail("as expected")
+    @unittest.expectedFailure
+    def test_unexpected(self):
+        pass
+"""
+    result = run(pytester, source, "--appdomain-isolate", "-rsx")
+    result.assert_outcomes(skipped=1, xfailed=1, failed=1)
+    result.stdout.fnmatch_lines(["Unexpected success", "SKIPPED*not here"])
+    result.stdout.no_fnmatch_line("*traceback entries are hidden*")
+
+
+def test_unittest_failing_subtest_fails_the_test(pytester: pytest.Pytester) -> None:
+    source = """
+import unittest
+class Case(unittest.TestCase):
+    def test_numbers(self):
+        for n in range(3):
+            with self.subTest(n=n):
+                self.assertNotEqual(n, 1)
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: 1 == 1*"])
 
 
 def test_isolated_tests_run_without_preparing_ahead(pytester: pytest.Pytester) -> None:
