@@ -77,12 +77,14 @@ def quiet_background(item: pytest.Item) -> None:
     allocations (``tracemalloc``) would count theirs, and on CPython 3.13.0 tracing while
     another interpreter runs can even crash the process.
     """
+    warmer = item.config.stash.get(_warmer_key, None)
+    unloader = item.config.stash.get(_unloader_key, None)
+    if warmer is None and unloader is None:
+        return  # nothing runs in the background: no need to look at the test's code
     if not (isinstance(item, pytest.Function) and runs_alone(item)):
         return
-    warmer = item.config.stash.get(_warmer_key, None)
     if warmer is not None:
         warmer.wait_idle()
-    unloader = item.config.stash.get(_unloader_key, None)
     if unloader is not None:
         unloader.wait_idle()
 
