@@ -5,6 +5,23 @@ deriving from MarshalByRefObject are used across domains through transparent pro
 other values cross by Mono's four marshalling tiers (``appdomain.marshal``).
 """
 
+# The layers, lowest first.  A module imports only from its own layer and those below it,
+# never from above, not even lazily inside a function (tests/test_layout.py checks it):
+#
+#   _errors        the exception types, under AppDomainError; imports nothing
+#   _aliases       module names known by another name on the wire (the main script's)
+#   _native/       the optional C switch (_ext, typed by _ext.pyi); imports no Python
+#   marshal/       the four marshalling tiers (the repository's top-level marshal/ folder)
+#   _core/         the call path: compat, wake, context, wire types, serve, pool, routes, client
+#   _channels/     Channel, between domains
+#   _sockets/      Socket and SocketInformation: duplicate_and_close, same process or not
+#   _domains/      AppDomain and AppDomainSetup: boot, events, the domain.* ops, unload
+#   _remoting/     MarshalByRefObject, proxies, leases, distributed reference counts
+#   _testing/      the pytest plugin (behind the pytest_plugin entry-point shim)
+#   _cli           the ``appdomain`` command
+#
+# docs/DESIGN.md has the same table with each module.
+
 from ._errors import (
     AppDomainError,
     AppDomainUnloadedException,
@@ -20,12 +37,17 @@ from ._errors import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import marshal
-    from ._channel import Channel
-    from ._context import CallContext
-    from ._domain import AppDomain, AppDomainSetup
-    from ._events import Event, EventArgs, UnhandledExceptionEventArgs
+    from ._channels._channel import Channel
+    from ._core._context import CallContext
+    from ._domains._domain import AppDomain, AppDomainSetup
+    from ._domains._events import Event, EventArgs, UnhandledExceptionEventArgs
     from ._remoting import Lease, MarshalByRefObject, RemoteMethod, is_transparent_proxy, one_way
-    from ._socket import Socket, SocketInformation, SocketInformationOptions, duplicate_and_close
+    from ._sockets._socket import (
+        Socket,
+        SocketInformation,
+        SocketInformationOptions,
+        duplicate_and_close,
+    )
     from .marshal import Out, Ref, serializable
 
 __all__ = [
@@ -65,28 +87,28 @@ __version__ = "0.1.0"
 # Everything below loads on first use, so that a new domain pays only for what it uses:
 # the marshalling tiers, remoting and channels cost a domain ~10 ms to import, and even
 # AppDomain itself ~1 ms, which the domain of an isolated test rarely needs.  The main
-# interpreter imports marshal (and msgpack with it) before it creates any domain (_domain).
+# interpreter imports marshal (and msgpack with it) before it creates any domain (_domains).
 _LAZY = {
-    "AppDomain": "._domain",
-    "AppDomainSetup": "._domain",
-    "CallContext": "._context",
-    "Event": "._events",
-    "EventArgs": "._events",
-    "UnhandledExceptionEventArgs": "._events",
+    "AppDomain": "._domains._domain",
+    "AppDomainSetup": "._domains._domain",
+    "CallContext": "._core._context",
+    "Event": "._domains._events",
+    "EventArgs": "._domains._events",
+    "UnhandledExceptionEventArgs": "._domains._events",
     "marshal": ".marshal",
     "Out": ".marshal",
     "Ref": ".marshal",
     "serializable": ".marshal",
-    "Channel": "._channel",
+    "Channel": "._channels._channel",
     "Lease": "._remoting",
     "MarshalByRefObject": "._remoting",
     "RemoteMethod": "._remoting",
     "is_transparent_proxy": "._remoting",
     "one_way": "._remoting",
-    "Socket": "._socket",
-    "SocketInformation": "._socket",
-    "SocketInformationOptions": "._socket",
-    "duplicate_and_close": "._socket",
+    "Socket": "._sockets._socket",
+    "SocketInformation": "._sockets._socket",
+    "SocketInformationOptions": "._sockets._socket",
+    "duplicate_and_close": "._sockets._socket",
 }
 
 

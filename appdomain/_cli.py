@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if args else 2
     if args[0] in ("-V", "--version"):
-        from appdomain import __version__
+        from . import __version__
 
         print(f"appdomain {__version__}")
         return 0

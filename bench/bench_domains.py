@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # domain_helpers: functions the domains
 
 import domain_helpers as helpers  # noqa: E402
 
-from appdomain import AppDomain, Channel, _callpath  # noqa: E402
+from appdomain import AppDomain, Channel, _core  # noqa: E402
 
 ROUNDS = 7  # batches per measurement; the median batch is reported
 
@@ -143,7 +143,7 @@ def bench_channel_round_trip(server: AppDomain, client: AppDomain) -> float:
 
 
 def main() -> None:
-    native = _callpath.native_module() is not None
+    native = _core.native_module() is not None
     mode = "native" if native else "pure"
     pure = os.environ.get("APPDOMAIN_PURE", "")
     print(f"appdomain bench_domains  mode={mode}  APPDOMAIN_PURE={pure!r}")

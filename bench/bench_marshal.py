@@ -9,11 +9,11 @@ import _interpreters
 import marshal
 
 import appdomain.marshal  # noqa: F401  # main imports first (msgpack must load here first)
-from appdomain import _compat
+from appdomain._core import _compat
 
 BODY = r'''
 import statistics, time
-from appdomain import _compat
+from appdomain._core import _compat
 from appdomain.marshal import (encode_call, decode_call, to_shareable, from_shareable,
     encode_reply, decode_reply, dumps, loads)
 

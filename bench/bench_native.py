@@ -1,4 +1,4 @@
-"""Benchmark appdomain._native against the pure _interpreters.exec path.
+"""Benchmark appdomain._native._ext against the pure _interpreters.exec path.
 
     python bench/bench_native.py [--rounds N]
 
@@ -15,13 +15,13 @@ import sys
 import threading
 import time
 
-import appdomain._native as n
+import appdomain._native._ext as n
 
 MAIN = int(_interpreters.get_main()[0])
 
 DOMAIN_CODE = f"""
 import time
-import appdomain._native as n
+import appdomain._native._ext as n
 
 BIG = bytes(1 << 20)
 

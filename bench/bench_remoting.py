@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_helpers
 
 from appdomain import AppDomain
-from appdomain._callpath import native_module
+from appdomain._core import native_module
 
 
 def median_us(fn: object, *, repeat: int = 7, number: int = 200) -> float:

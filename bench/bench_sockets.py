@@ -19,12 +19,12 @@ if ROOT not in sys.path:  # runnable from a checkout without installing
     sys.path.insert(0, ROOT)
 
 from appdomain import _handoff  # noqa: E402
-from appdomain._socket import Socket, SocketInformation  # noqa: E402
+from appdomain._sockets._socket import Socket, SocketInformation  # noqa: E402
 
 # A long-lived claimant: per line (a hex blob) it claims the socket, closes it, acks.
 CHILD = """
 import sys
-from appdomain._socket import Socket, SocketInformation
+from appdomain._sockets._socket import Socket, SocketInformation
 for line in sys.stdin:
     if len(line) > 1:  # an empty line only measures the pipe round trip
         Socket(SocketInformation.from_bytes(bytes.fromhex(line))).close()

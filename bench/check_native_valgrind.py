@@ -1,6 +1,6 @@
 """Run the native domain switch under valgrind and report invalid memory accesses.
 
-Not part of the test suite (it takes minutes): run it by hand after changing _native.c.
+Not part of the test suite (it takes minutes): run it by hand after changing appdomain/_native/.
     python bench/check_native_valgrind.py [--tests]
 --tests also runs tests/test_native.py and tests/test_remote_method.py (proxy methods
 bound and called in C) under valgrind (~10 minutes).
@@ -14,14 +14,14 @@ import sys
 import tempfile
 
 VALGRIND_SCRIPT = """
-import threading, _interpreters, appdomain._native as n
+import threading, _interpreters, appdomain._native._ext as n
 MAIN = 0
 n.register_dispatcher(lambda p: b"main:" + bytes(p[0]))
 ids = []
 for k in range(3):
     i = int(_interpreters.create())
     ids.append(i)
-    _interpreters.exec(i, "import appdomain._native as n\\n"
+    _interpreters.exec(i, "import appdomain._native._ext as n\\n"
                           "def fn(p):\\n"
                           "    if p and bytes(p[0]) == b'cb':\\n"
                           "        return n.call(0, (b'x',))\\n"

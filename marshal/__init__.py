@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import _interpreters
 import importlib
-import sys
 
 from . import _exc as _exc  # registers exception encoding
 from . import _types as _types  # registers the value types
@@ -90,14 +89,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
-
-
-def _adopt_runtime_aliases() -> None:
-    # appdomain's runtime names the default domain's __main__ before this package loads
-    # (lazily, on a domain's first use of marshalling): take over its aliases.
-    runtime = sys.modules.get("appdomain._runtime")
-    for local_name, wire_name in getattr(runtime, "module_aliases", {}).items():
-        set_module_alias(local_name, wire_name)
-
-
-_adopt_runtime_aliases()

@@ -6,6 +6,9 @@ import importlib
 import sys
 from collections.abc import Callable
 
+from .._aliases import local_to_wire as _alias_out
+from .._aliases import wire_to_local as _alias_in
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from typing import Any
@@ -43,8 +46,6 @@ class ReferenceType:
 # Insertion ordered: the first registered base that matches wins.
 _references: dict[str, ReferenceType] = {}
 _listeners: list[Callable[[], None]] = []
-_alias_out: dict[str, str] = {}
-_alias_in: dict[str, str] = {}
 _resolved: dict[tuple[str, str], type[Any]] = {}
 
 

@@ -164,14 +164,17 @@ def start_acceptor(started: Channel) -> int:
 _keep: list[Any] = []
 
 
-def _sleep(seconds: float, started: Channel) -> None:
-    started.send("sleeping")
-    time.sleep(seconds)
+def _read_one(fd: int, started: Channel) -> None:
+    started.send("blocked")
+    os.read(fd, 1)
 
 
-def start_sleeper(seconds: float, started: Channel) -> None:
-    """Start a thread stuck in one long C call (time.sleep is not interruptible by an abort)."""
-    threading.Thread(target=_sleep, args=(seconds, started), name="sleeper").start()
+def start_blocked_reader(fd: int, started: Channel) -> None:
+    """Start a thread stuck in one C call, os.read(fd, 1), until the caller writes to fd's pipe.
+
+    An abort cannot land in a C call: the thread holds the domain until it is released.
+    """
+    threading.Thread(target=_read_one, args=(fd, started), name="blocked-reader").start()
 
 
 def block_on_channel(channel: Channel) -> Any:
@@ -390,11 +393,11 @@ def _op_echo(value: Any) -> Any:
 
 def register_test_ops() -> None:
     """Register call-path ops used by test_callpath: test.wait (blocks), test.echo."""
-    from appdomain import _callpath
+    from appdomain import _core
 
     _release.clear()
-    _callpath.register_op("test.wait", _op_wait)
-    _callpath.register_op("test.echo", _op_echo)
+    _core.register_op("test.wait", _op_wait)
+    _core.register_op("test.echo", _op_echo)
 
 
 def release_test_ops() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import domain_helpers as helpers
 import pytest
 
-from appdomain import AppDomain, Channel, _callpath, is_transparent_proxy
+from appdomain import AppDomain, Channel, _core, is_transparent_proxy
 
 Factory = Callable[..., AppDomain]
 JOIN = 60.0
@@ -177,7 +177,7 @@ def test_domain_still_serves_after_callee_exception(domain: AppDomain) -> None:
 def test_call_with_timeout_raises_timeout_error(domain: AppDomain) -> None:
     domain.do_callback(helpers.register_test_ops)
     with pytest.raises(TimeoutError):
-        _callpath.call(domain.route, "test.wait", 5.0, timeout=0.05)
+        _core.call(domain.route, "test.wait", 5.0, timeout=0.05)
     # Stop the abandoned call so teardown does not wait for it.
     domain.do_callback(helpers.release_test_ops)
 
@@ -185,10 +185,10 @@ def test_call_with_timeout_raises_timeout_error(domain: AppDomain) -> None:
 def test_late_reply_to_timed_out_call_is_dropped(domain: AppDomain) -> None:
     domain.do_callback(helpers.register_test_ops)
     with pytest.raises(TimeoutError):
-        _callpath.call(domain.route, "test.wait", 5.0, timeout=0.05)
+        _core.call(domain.route, "test.wait", 5.0, timeout=0.05)
     domain.do_callback(helpers.release_test_ops)
     # The next calls on this thread get their own replies, not the stale one.
-    assert _callpath.call(domain.route, "test.echo", "fresh", timeout=30.0) == "fresh"
+    assert _core.call(domain.route, "test.echo", "fresh", timeout=30.0) == "fresh"
     assert domain.do_callback(helpers.echo, "again") == "again"
 
 

@@ -308,7 +308,7 @@ def test_setup_net_names() -> None:
 def test_new_domain_loads_remoting_and_sockets_only_when_used(domain_factory: Factory) -> None:
     d = domain_factory("Lean")
     loaded = set(d.do_callback(plain_helpers.loaded_modules))
-    assert not loaded & {"appdomain._remoting", "appdomain._socket", "socket", "pickle"}
+    assert not loaded & {"appdomain._remoting", "appdomain._sockets._socket", "socket", "pickle"}
 
 
 def test_remoting_loads_in_a_domain_on_first_use(domain_factory: Factory) -> None:

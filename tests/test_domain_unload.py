@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,29 +73,67 @@ def test_unload_with_thread_blocked_in_channel_recv(domain_factory: Factory) -> 
         d.get_data("x")
 
 
-def test_unload_times_out_on_long_c_call(domain_factory: Factory) -> None:
-    d = domain_factory("Sleeper")
-    started = Channel()
-    d.do_callback(helpers.start_sleeper, 3.0, started)
-    assert started.recv(timeout=JOIN) == "sleeping"
+class BlockedReader:
+    """A pipe whose read end a thread of a domain blocks on: os.read, a C call no abort ends."""
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        self.released = False
+
+    def block(self, domain: AppDomain) -> None:
+        started = Channel()
+        domain.do_callback(helpers.start_blocked_reader, self.read_end, started)
+        assert started.recv(timeout=JOIN) == "blocked"
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            os.write(self.write_end, b"x")
+
+
+@pytest.fixture
+def reader() -> Iterator[BlockedReader]:
+    """A blocked reader, released (so its domain can unload) at the latest when the test ends."""
+    pipe = BlockedReader()
+    yield pipe
+    pipe.release()
+    os.close(pipe.read_end)
+    os.close(pipe.write_end)
+
+
+@pytest.fixture
+def domain_with_reader(
+    reader: BlockedReader, domain_factory: Factory
+) -> Iterator[tuple[AppDomain, BlockedReader]]:
+    """A domain with a thread stuck in os.read(); released, then unloaded, after the test."""
+    d = domain_factory("Blocked")
+    reader.block(d)
+    yield d, reader
+    reader.release()
+
+
+def test_unload_times_out_on_long_c_call(
+    domain_with_reader: tuple[AppDomain, BlockedReader],
+) -> None:
+    d, _ = domain_with_reader
     begun = time.monotonic()
     with pytest.raises(CannotUnloadAppDomainException):
         AppDomain.unload(d, timeout=0.5)
-    # Bounded: it gave up long before the 3 s sleep could end.
+    # Bounded: it gave up although the thread is still stuck.
     assert time.monotonic() - begun < 2.5
 
 
-def test_domain_usable_after_cancelled_unload(domain_factory: Factory) -> None:
-    d = domain_factory("SleeperUsable")
+def test_domain_usable_after_cancelled_unload(
+    domain_with_reader: tuple[AppDomain, BlockedReader],
+) -> None:
+    d, reader = domain_with_reader
     d.set_data("kept", [1, 2, 3])
-    started = Channel()
-    d.do_callback(helpers.start_sleeper, 1.5, started)
-    assert started.recv(timeout=JOIN) == "sleeping"
     with pytest.raises(CannotUnloadAppDomainException):
         AppDomain.unload(d, timeout=0.3)
     assert d.get_data("kept") == [1, 2, 3]
     assert d.do_callback(helpers.add, 20, 22) == 42
-    # Once the sleep is over the domain unloads for real.
+    reader.release()
+    # Once the reader is released the domain unloads for real.
     AppDomain.unload(d, timeout=JOIN)
     with pytest.raises(AppDomainUnloadedException):
         d.get_data("kept")

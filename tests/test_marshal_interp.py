@@ -15,7 +15,7 @@ import pytest
 from test_marshal_samples import Account, AppError, Color, Handle, Pair, Point, Segment
 from test_marshal_values import same
 
-from appdomain import _compat
+from appdomain._core import _compat
 from appdomain._errors import RemoteException
 from appdomain.marshal import (
     Ref,
@@ -32,7 +32,7 @@ SETUP = f"""
 import sys
 sys.path.insert(0, {TESTS!r})
 import _interpreters
-from appdomain import _compat
+from appdomain._core import _compat
 from appdomain.marshal import *
 """
 

@@ -1,4 +1,4 @@
-"""appdomain._native: switching the calling thread into another interpreter.
+"""appdomain._native._ext: switching the calling thread into another interpreter.
 
 Uses raw _interpreters so these tests exercise the C extension alone.  Every
 interpreter a test creates is destroyed by the `interps` fixture.  Synchronisation is
@@ -15,11 +15,11 @@ import threading
 
 import pytest
 
-n = pytest.importorskip("appdomain._native")
+n = pytest.importorskip("appdomain._native._ext")
 import _interpreters  # noqa: E402
 
 JOIN = (
-    "import appdomain._native as n\n"
+    "import appdomain._native._ext as n\n"
     "n.register_dispatcher(lambda parts: b''.join(bytes(p) for p in parts))\n"
 )
 MAIN = int(_interpreters.get_main()[0])
@@ -63,10 +63,10 @@ def main_dispatcher():
     n.register_dispatcher(lambda parts: b"")  # reopen main after release_interp
     n.unregister_dispatcher()
     # Give the main interpreter back to appdomain's call path if it had started there.
-    import appdomain._callpath
+    import appdomain._core
 
-    if appdomain._callpath.state.route is not None and appdomain._callpath.native_module():
-        appdomain._callpath.native_module().register()
+    if appdomain._core.state.route is not None and appdomain._core.native_module():
+        appdomain._core.native_module().register()
 
 
 def fd_count() -> int:
@@ -87,7 +87,7 @@ def test_round_trip(interps):
 def test_parts_arrive_as_readonly_memoryviews(interps):
     b = interps(
         """
-        import appdomain._native as n
+        import appdomain._native._ext as n
         def fn(parts):
             out = []
             for p in parts:
@@ -106,7 +106,7 @@ def test_parts_arrive_as_readonly_memoryviews(interps):
 def test_exception_in_fn_becomes_runtime_error(interps):
     b = interps(
         """
-        import appdomain._native as n
+        import appdomain._native._ext as n
         def fn(parts):
             raise ValueError("boom " + bytes(parts[0]).decode())
         n.register_dispatcher(fn)
@@ -115,12 +115,12 @@ def test_exception_in_fn_becomes_runtime_error(interps):
     with pytest.raises(RuntimeError, match=r"^ValueError: boom x$"):
         n.call(b, (b"x",))
     # The target is unharmed and the next call works.
-    run(b, "import appdomain._native as n; n.register_dispatcher(lambda p: b'ok')")
+    run(b, "import appdomain._native._ext as n; n.register_dispatcher(lambda p: b'ok')")
     assert n.call(b, ()) == b"ok"
 
 
 def test_non_bytes_reply_is_an_error(interps):
-    b = interps("import appdomain._native as n; n.register_dispatcher(lambda p: 42)")
+    b = interps("import appdomain._native._ext as n; n.register_dispatcher(lambda p: 42)")
     with pytest.raises(RuntimeError, match="TypeError: dispatcher must return bytes, not int"):
         n.call(b, ())
 
@@ -140,18 +140,18 @@ def test_unknown_interpreter():
 
 def test_interpreter_without_dispatcher(interps):
     b = interps("pass")
-    with pytest.raises(RuntimeError, match="has no dispatcher"):
+    with pytest.raises(n.NotServed, match="has no dispatcher"):
         n.call(b, ())
     run(b, JOIN)
-    run(b, "import appdomain._native as n; n.unregister_dispatcher()")
-    with pytest.raises(RuntimeError, match="has no dispatcher"):
+    run(b, "import appdomain._native._ext as n; n.unregister_dispatcher()")
+    with pytest.raises(n.NotServed, match="has no dispatcher"):
         n.call(b, ())
 
 
 def test_large_reply(interps):
     b = interps(
         """
-        import appdomain._native as n
+        import appdomain._native._ext as n
         n.register_dispatcher(lambda parts: bytes(parts[0]) * 4)
         """
     )
@@ -175,7 +175,7 @@ def test_large_buffer_is_read_in_place(interps, main_dispatcher):
     main_dispatcher(poke)
     b = interps(
         f"""
-        import appdomain._native as n
+        import appdomain._native._ext as n
         def fn(parts):
             p = parts[0]
             before = p[0]
@@ -190,7 +190,7 @@ def test_large_buffer_is_read_in_place(interps, main_dispatcher):
 def test_views_are_revoked_after_return(interps):
     b = interps(
         """
-        import appdomain._native as n
+        import appdomain._native._ext as n
         kept = []
         def fn(parts):
             if parts:
@@ -211,7 +211,7 @@ def test_views_are_revoked_after_return(interps):
 def test_kept_slice_fails_the_call_and_pins_the_buffer(interps):
     b = interps(
         """
-        import appdomain._native as n
+        import appdomain._native._ext as n
         kept = []
         def fn(parts):
             if parts:
@@ -231,7 +231,7 @@ def test_kept_slice_fails_the_call_and_pins_the_buffer(interps):
 def test_reply_may_be_a_view_of_an_argument(interps):
     """Echoing an argument back (a slice of its view) is fine: the reply is copied
     before the views are revoked, and nothing outlives the call."""
-    b = interps("import appdomain._native as n; n.register_dispatcher(lambda p: p[0][1:])")
+    b = interps("import appdomain._native._ext as n; n.register_dispatcher(lambda p: p[0][1:])")
     assert n.call(b, (b"xecho",)) == b"echo"
     big = os.urandom(1 << 20)
     assert n.call(b, (big,)) == big[1:]
@@ -247,7 +247,7 @@ def test_reentrant_a_b_a(interps, main_dispatcher):
     )
     b = interps(
         f"""
-        import appdomain._native as n
+        import appdomain._native._ext as n
         def fn(parts):
             return b"B(" + n.call({MAIN}, (bytes(parts[0]),)) + b")"
         n.register_dispatcher(fn)
@@ -273,7 +273,7 @@ def test_callback_reuses_the_callers_thread_state(interps, main_dispatcher):
     main_dispatcher(lambda parts: getattr(local, "value", b"fresh"))
     b = interps(
         f"""
-        import appdomain._native as n
+        import appdomain._native._ext as n
         n.register_dispatcher(lambda parts: n.call({MAIN}, ()))
         """
     )
@@ -293,7 +293,7 @@ def test_deep_ping_pong_and_three_interpreters(interps, main_dispatcher):
     main_dispatcher(main_fn)
     b = interps(
         f"""
-        import appdomain._native as n
+        import appdomain._native._ext as n
         n.register_dispatcher(lambda parts: b"b" + n.call({MAIN}, (bytes(parts[0]),)))
         """
     )
@@ -302,14 +302,14 @@ def test_deep_ping_pong_and_three_interpreters(interps, main_dispatcher):
 
     c = interps(
         f"""
-        import appdomain._native as n
+        import appdomain._native._ext as n
         n.register_dispatcher(lambda parts: b"c" + n.call({MAIN}, (b"0",)))
         """
     )
     run(
         b,
         f"""
-        import appdomain._native as n
+        import appdomain._native._ext as n
         n.register_dispatcher(lambda parts: b"b" + n.call({c}, ()))
         """,
     )
@@ -321,7 +321,7 @@ def test_unbounded_recursion_is_an_error_not_a_crash(interps, main_dispatcher):
     main_dispatcher(lambda parts: n.call(box[0], ()))
     b = interps(
         f"""
-        import appdomain._native as n
+        import appdomain._native._ext as n
         n.register_dispatcher(lambda parts: n.call({MAIN}, ()))
         """
     )
@@ -334,13 +334,25 @@ def test_unbounded_recursion_is_an_error_not_a_crash(interps, main_dispatcher):
 # ------------------------------------------------------------------ threads
 
 
+@pytest.fixture(params=[True, False], ids=["gil-peek", "no-gil-peek"])
+def gil_peek(request):
+    """Run with the look at a held GIL on, and off (as on a CPython gilpeek.c does not know)."""
+    assert n.set_gil_peek(request.param) is request.param
+    yield request.param
+    n.set_gil_peek(True)
+
+
+def test_gil_peek_is_known_on_this_python():
+    assert n.set_gil_peek(True) is (sys.version_info[:2] in ((3, 13), (3, 14)))
+
+
 @pytest.mark.parametrize("nthreads", [4, 8])
-def test_many_threads_inside_one_interpreter_at_once(interps, nthreads):
+def test_many_threads_inside_one_interpreter_at_once(interps, nthreads, gil_peek):
     """Each caller thread runs in the interpreter on its own thread state: all of
     them meet at a barrier inside the target, which needs them inside together."""
     b = interps(
         f"""
-        import threading, appdomain._native as n
+        import threading, appdomain._native._ext as n
         barrier = threading.Barrier({nthreads})
         def fn(parts):
             if parts and bytes(parts[0]) == b"meet":
@@ -427,7 +439,7 @@ def test_release_interp_then_destroy_while_threads_hold_states(interps):
 
     n.release_interp(b)
     assert n._stats()[b][:4] == (0, 0, 0, True)
-    with pytest.raises(RuntimeError, match="being destroyed"):
+    with pytest.raises(n.Closing, match="being destroyed"):
         n.call(b, ())
     _interpreters.destroy(b)
 
@@ -450,7 +462,7 @@ def test_release_interp_waits_for_calls_in_flight(interps, main_dispatcher):
     main_dispatcher(main_fn)
     b = interps(
         f"""
-        import appdomain._native as n
+        import appdomain._native._ext as n
         n.register_dispatcher(lambda parts: n.call({MAIN}, ()))
         """
     )
@@ -461,7 +473,7 @@ def test_release_interp_waits_for_calls_in_flight(interps, main_dispatcher):
     # A call is in flight in b (parked in a callback into main): release cannot finish.
     with pytest.raises(TimeoutError, match="in flight"):
         n.release_interp(b, 0.05)
-    with pytest.raises(RuntimeError, match="being destroyed"):
+    with pytest.raises(n.Closing, match="being destroyed"):
         n.call(b, ())  # closing already refuses new calls
     leave.set()
     n.release_interp(b)  # waits for the call to finish
@@ -482,7 +494,7 @@ def test_release_interp_from_inside_is_refused(interps, main_dispatcher):
 
     main_dispatcher(main_fn)
     b = interps(
-        f"import appdomain._native as n; n.register_dispatcher(lambda p: n.call({MAIN}, ()))"
+        f"import appdomain._native._ext as n; n.register_dispatcher(lambda p: n.call({MAIN}, ()))"
     )
     box.append(b)
     assert b"from a call running inside it" in n.call(b, ())
@@ -502,7 +514,7 @@ def test_release_thread(interps):
 # ~70 ms per interpreter, which would dominate a 1000-cycle test.
 LIGHT_JOIN = f"""
 import importlib.util
-spec = importlib.util.spec_from_file_location("appdomain._native", {n.__file__!r})
+spec = importlib.util.spec_from_file_location("appdomain._native._ext", {n.__file__!r})
 n = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(n)
 n.register_dispatcher(lambda parts: b''.join(bytes(p) for p in parts))
@@ -532,7 +544,7 @@ def test_main_dispatcher_on_many_threads(main_dispatcher, interps):
     """Several non-main threads call back into main at once, each on its own state."""
     main_dispatcher(lambda parts: bytes(parts[0]).upper())
     b = interps(
-        f"import appdomain._native as n; n.register_dispatcher(lambda p: n.call({MAIN}, p))"
+        f"import appdomain._native._ext as n; n.register_dispatcher(lambda p: n.call({MAIN}, p))"
     )
     errors = []
 
@@ -555,23 +567,25 @@ def test_main_dispatcher_on_many_threads(main_dispatcher, interps):
 
 EXIT_SCRIPTS = {
     "states_alive": """
-        import threading, _interpreters, appdomain._native as n
+        import threading, _interpreters, appdomain._native._ext as n
         ids = [int(_interpreters.create()) for _ in range(3)]
         for i in ids:
-            _interpreters.exec(i, "import appdomain._native as n; "
+            _interpreters.exec(i, "import appdomain._native._ext as n; "
                                   "n.register_dispatcher(lambda p: b''.join(bytes(x) for x in p))")
             assert n.call(i, (b"a",)) == b"a"
         n.register_dispatcher(lambda p: b"main")
-        _interpreters.exec(ids[0], "import appdomain._native as n; assert n.call(0, ()) == b'main'")
+        _interpreters.exec(ids[0], "import appdomain._native._ext as n; "
+                                   "assert n.call(0, ()) == b'main'")
         ts = [threading.Thread(target=n.call, args=(i, (b"t",))) for i in ids for _ in range(3)]
         [t.start() for t in ts]
         [t.join() for t in ts]
         print("ok")
     """,
     "live_threads_hold_states": """
-        import threading, _interpreters, appdomain._native as n
+        import threading, _interpreters, appdomain._native._ext as n
         b = int(_interpreters.create())
-        _interpreters.exec(b, "import appdomain._native as n; n.register_dispatcher(lambda p: b'')")
+        _interpreters.exec(b, "import appdomain._native._ext as n; "
+                              "n.register_dispatcher(lambda p: b'')")
         ready = threading.Barrier(4)
         def worker():
             n.call(b, ())
@@ -584,9 +598,9 @@ EXIT_SCRIPTS = {
         print("ok")
     """,
     "daemon_stuck_inside_a_call": """
-        import threading, _interpreters, appdomain._native as n
+        import threading, _interpreters, appdomain._native._ext as n
         b = int(_interpreters.create())
-        _interpreters.exec(b, "import threading, appdomain._native as n\\n"
+        _interpreters.exec(b, "import threading, appdomain._native._ext as n\\n"
                               "never = threading.Event()\\n"
                               "def fn(p):\\n"
                               "    n.call(0, ())\\n"
@@ -601,9 +615,10 @@ EXIT_SCRIPTS = {
         print("ok")
     """,
     "released_then_exit": """
-        import _interpreters, appdomain._native as n
+        import _interpreters, appdomain._native._ext as n
         b = int(_interpreters.create())
-        _interpreters.exec(b, "import appdomain._native as n; n.register_dispatcher(lambda p: b'')")
+        _interpreters.exec(b, "import appdomain._native._ext as n; "
+                              "n.register_dispatcher(lambda p: b'')")
         n.call(b, ())
         n.release_interp(b)
         print("ok")
@@ -630,7 +645,7 @@ def test_process_exit_with_interpreters_and_states_alive(name):
 # ---------------------------------------------------------------- invoke (lean proxy calls)
 
 INVOKER = (
-    "import appdomain._native as n\n"
+    "import appdomain._native._ext as n\n"
     "def invoker(oid, name, args):\n"
     "    if name == 'sizes':\n"
     "        return (True, tuple(len(a) if isinstance(a, bytes) else a for a in args), None)\n"
@@ -694,9 +709,9 @@ def test_invoke_declines_while_a_call_context_is_set(interps):
         var.set(None)
         assert n.invoke(b, 1, "who", (1,)) == (1, "who", (1,))
     finally:
-        import appdomain._context
+        import appdomain._core._context
 
-        n.set_context_var(appdomain._context._data)
+        n.set_context_var(appdomain._core._context._data)
 
 
 def test_invoke_takes_plain_calls_again_once_the_call_context_is_emptied(interps):
@@ -716,7 +731,7 @@ def test_invoke_reports_the_invokers_error(interps):
 
 def test_invoke_without_an_invoker_says_so(interps):
     b = interps()
-    with pytest.raises(RuntimeError, match="no dispatcher"):
+    with pytest.raises(n.NotServed, match="no dispatcher"):
         n.invoke(b, 1, "who", ())
 
 

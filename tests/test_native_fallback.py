@@ -13,17 +13,17 @@ import warnings
 
 
 class BlockNative:
-    # Stands for an install where no C compiler built appdomain._native.
+    # Stands for an install where no C compiler built appdomain._native._ext.
     def find_spec(self, name, path=None, target=None):
-        if name == "appdomain._native":
-            raise ImportError("appdomain._native is not built here")
+        if name == "appdomain._native._ext":
+            raise ImportError("appdomain._native._ext is not built here")
         return None
 
 
 sys.meta_path.insert(0, BlockNative())
 warnings.simplefilter("always")
 
-import appdomain._callpath
+import appdomain._core
 from appdomain import AppDomain
 
 
@@ -32,7 +32,7 @@ def answer():
 
 
 if __name__ == "__main__":
-    assert appdomain._callpath.native_module() is None
+    assert appdomain._core.native_module() is None
     for index in range(2):
         with AppDomain.create_domain(f"Pure{index}") as domain:
             assert domain.do_callback(answer) == 42

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest_plugins = ["pytester"]
 
 # Helpers the domains import by name (test files and domains share the pytester folder).
 HELPERS = """
+import os
 import socket
 import threading
 
@@ -26,8 +29,15 @@ def start_spinning_thread():
     threading.Thread(target=spin, name="spinner").start()
     _kept.append(stop)
 
-def start_sleeping_thread(seconds):
-    threading.Thread(target=__import__("time").sleep, args=(seconds,), name="sleeper").start()
+def start_blocked_thread():
+    # Stuck in one C call (open() of a FIFO with no writer yet), where no abort lands, until
+    # this process's main interpreter opens the FIFO for writing as it exits.
+    path = os.environ["BLOCK_FIFO"]
+    threading.Thread(target=lambda: open(path, "rb").close(), name="blocked").start()
+
+def release_blocked_thread_at_exit():
+    import atexit  # runs before appdomain's own exit hook, registered earlier
+    atexit.register(lambda: open(os.environ["BLOCK_FIFO"], "wb").close())
 
 def open_socket():
     _kept.append(socket.socket())
@@ -158,13 +168,22 @@ def test_leaky(appdomain):
     result.stdout.fnmatch_lines(["*'test_leaky' leaked: 1 proxy(ies)*still alive*"])
 
 
+@pytest.fixture
+def fifo(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO the inner run's helpers block a thread on (BLOCK_FIFO), released at its exit."""
+    path = pytester.path / "block.fifo"
+    os.mkfifo(path)
+    monkeypatch.setenv("BLOCK_FIFO", str(path))
+
+
+@pytest.mark.usefixtures("fifo")
 def test_domain_that_cannot_unload_fails_the_test(pytester: pytest.Pytester) -> None:
-    # The thread sits in one C call (sleep) longer than the unload timeout, so the
-    # abort cannot land; it ends by itself before the process exits.
+    # The thread sits in one C call past the unload timeout, so the abort cannot land.
     source = """
 import helpers
+helpers.release_blocked_thread_at_exit()
 def test_stuck(appdomain):
-    appdomain.do_callback(helpers.start_sleeping_thread, 1.5)
+    appdomain.do_callback(helpers.start_blocked_thread)
 """
     result = run(pytester, source, "--appdomain-unload-timeout=0.2")
     result.assert_outcomes(passed=1, errors=1)
@@ -719,14 +738,18 @@ def test_spins():
     run(pytester, source).assert_outcomes(passed=1)
 
 
+@pytest.mark.usefixtures("fifo")
 def test_domain_that_cannot_unload_fails_the_isolated_test(pytester: pytest.Pytester) -> None:
-    # As for the fixture: the thread sits in sleep past the unload timeout.
+    # As for the fixture: the thread sits in one C call past the unload timeout.
     source = """
 import helpers
 import pytest
+from appdomain import AppDomain
+if AppDomain.current_domain.is_default_app_domain():
+    helpers.release_blocked_thread_at_exit()
 @pytest.mark.isolated
 def test_stuck():
-    helpers.start_sleeping_thread(1.5)
+    helpers.start_blocked_thread()
 """
     result = run(pytester, source, "--appdomain-unload-timeout=0.2")
     result.assert_outcomes(failed=1)

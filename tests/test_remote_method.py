@@ -1,6 +1,6 @@
 """Bound remote methods: what `proxy.method` is, and calls through it on every route.
 
-On the native path binding and lean calls run in C (_native_method.c); on the pure path
+On the native path binding and lean calls run in C (_native/method.c); on the pure path
 in Python.  These tests hold on both (the suite runs twice, once with APPDOMAIN_PURE=1).
 """
 

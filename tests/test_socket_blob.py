@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appdomain._socket import (
+from appdomain._sockets._socket import (
     Socket,
     SocketInformation,
     SocketInformationFormatError,

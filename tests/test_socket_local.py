@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from appdomain import _handoff, _handoff_service
-from appdomain._socket import (
+from appdomain._sockets import _handoff, _handoff_service
+from appdomain._sockets._socket import (
     HandoffSourceGoneError,
     Socket,
     SocketHandoffError,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from appdomain import _handoff
-from appdomain._socket import (
+from appdomain._sockets import _handoff
+from appdomain._sockets._socket import (
     HandoffSourceGoneError,
     Socket,
     SocketInformation,
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 # outcome on stdout; a listening socket serves one client, a connected one echoes once.
 CHILD = """
 import os, sys
-from appdomain._socket import Socket, SocketInformation, SocketInformationOptions as Opt
+from appdomain._sockets._socket import Socket, SocketInformation, SocketInformationOptions as Opt
 blob = bytes.fromhex(sys.stdin.readline())
 for _ in range(int(sys.argv[1])):
     try:
@@ -228,7 +228,7 @@ def test_successful_handoffs_do_not_leak_descriptors() -> None:
 # blob, then waits for one line on stdin before exiting (or exits at once).
 SOURCE = """
 import os, socket, sys
-from appdomain._socket import duplicate_and_close
+from appdomain._sockets._socket import duplicate_and_close
 left, right = socket.socketpair()
 info = duplicate_and_close(left, os.getppid())
 print(info.protocol_information.hex(), flush=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from appdomain._compat import queue_create, queue_destroy, queue_get
-from appdomain._socket import (
+from appdomain._core._compat import queue_create, queue_destroy, queue_get
+from appdomain._sockets._socket import (
     Socket,
     SocketHandoffError,
     SocketInformation,
@@ -28,7 +28,7 @@ PRELUDE = f"import sys\nif {ROOT!r} not in sys.path: sys.path.insert(0, {ROOT!r}
 SERVE_ONE = (
     PRELUDE
     + """
-from appdomain._socket import Socket, SocketInformation
+from appdomain._sockets._socket import Socket, SocketInformation
 with Socket(SocketInformation.from_bytes(blob)) as server:
     conn, _ = server.accept()
     with conn:
@@ -40,8 +40,8 @@ OFFER_TO_MAIN = (
     PRELUDE
     + """
 import os, socket
-from appdomain._compat import queue_put
-from appdomain._socket import Socket
+from appdomain._core._compat import queue_put
+from appdomain._sockets._socket import Socket
 sock = Socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.bind(("127.0.0.1", 0))
 sock.listen(5)
@@ -53,7 +53,7 @@ queue_put(qid, info.protocol_information)
 CLAIM = (
     PRELUDE
     + """
-from appdomain._socket import Socket, SocketInformation
+from appdomain._sockets._socket import Socket, SocketInformation
 Socket(SocketInformation.from_bytes(blob)).close()
 """
 )

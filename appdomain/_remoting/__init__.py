@@ -4,8 +4,8 @@ from ._base import Lease, MarshalByRefObject, is_one_way, one_way
 from ._proxy import RemoteMethod, is_transparent_proxy, live_proxies
 from ._server import install
 
-# Loaded on first use (appdomain's facade, an incoming "remoting." operation or reference):
-# register the operations and the by-reference marshalling right away.
+# Loaded on first use (appdomain's facade, an incoming "appdomain._remoting:..." operation
+# or reference): register the operations and the by-reference marshalling right away.
 install()
 
 __all__ = [

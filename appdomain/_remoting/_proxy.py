@@ -16,11 +16,10 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .. import _callpath, _context, _runtime
-from .._callpath import Route
-from .._compat import queue_put
-from .._errors import AppDomainUnloadedException
-from .._wake import wake
+from .. import _core
+from .._core import Route, _context, wake
+from .._core._compat import queue_put
+from .._domains import _runtime
 from ..marshal import (
     decode_reply,
     encode_call,
@@ -36,6 +35,11 @@ if TYPE_CHECKING:
     from ..marshal import CallPlan
 
 __all__ = ["RemoteRef", "RemoteMethod", "proxy_for", "is_transparent_proxy", "ref_of"]
+
+# Remoting's operations are named "package:op": a domain that receives one before it has
+# loaded remoting imports the package then (see _core._serve).
+_OP = f"{__package__}:"
+_INVOKE = _OP + "invoke"
 
 # How many items one round trip of a remote iteration brings back.
 ITER_CHUNK = 256
@@ -131,7 +135,7 @@ def _async_executor() -> concurrent.futures.ThreadPoolExecutor:
         if _executor is None:
             _executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="appdomain-async")
             # Idle executor threads block in a lock an abort cannot reach: stop them first.
-            _runtime.unload_hooks.append(_shutdown_executor)
+            _core.unload_hooks.append(_shutdown_executor)
         return _executor
 
 
@@ -143,9 +147,9 @@ def _shutdown_executor() -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-_native = _callpath.native_module()
+_native = _core.native_module()
 # Plain arguments (None, bool, float, 64-bit int, str, bytes) take the lean route: the C
-# bound method (_native_method.c) calls the native invoke, which checks them; anything
+# bound method (_native/method.c) calls the native invoke, which checks them; anything
 # else takes the generic route (_call).
 
 
@@ -167,9 +171,9 @@ def _call(proxy: Any, spec: _MethodSpec, *args: Any, **kwargs: Any) -> Any:
     ref: RemoteRef = proxy.__dict__[_REF]
     wire = encode_call(args, kwargs, spec.plan)
     if spec.one_way:
-        _callpath.post(ref.route, "remoting.invoke", (ref.oid, spec.name, wire))
+        _core.post(ref.route, _INVOKE, (ref.oid, spec.name, wire))
         return None
-    reply = _callpath.call(ref.route, "remoting.invoke", (ref.oid, spec.name, wire))
+    reply = _core.call(ref.route, _INVOKE, (ref.oid, spec.name, wire))
     return decode_reply(reply, args, kwargs)
 
 
@@ -177,20 +181,11 @@ def _lean_outcome(
     proxy: Any, spec: _MethodSpec, args: tuple[Any, ...], reply: Any, error: BaseException | None
 ) -> Any:
     """Finish a lean call (native invoke) that did not come back as a plain value."""
-    ref: RemoteRef = proxy.__dict__[_REF]
     if error is not None:
-        if isinstance(error, LookupError):
-            raise AppDomainUnloadedException(
-                f"domain {ref.route.interp_id + 1} has been unloaded"
-            ) from None
-        if not isinstance(error, RuntimeError):
-            raise error
-        if "being destroyed" in str(error) or "shutting down" in str(error):
-            raise AppDomainUnloadedException(
-                f"domain {ref.route.interp_id + 1} is being unloaded"
-            ) from None
-        if "no dispatcher" not in str(error):
-            raise error
+        assert _native is not None  # lean calls run only on the native route
+        unloaded = _native.refusal(error, proxy.__dict__[_REF].route.interp_id)
+        if unloaded is not None:
+            raise unloaded from None
         reply = NotImplemented  # the target takes no native calls: the generic route
     if reply is NotImplemented:  # an argument (or the call context) needs the generic route
         return _call(proxy, spec, *args)
@@ -215,7 +210,7 @@ class _PyBoundMethod:
         return _call(self.proxy, self.spec, *args, **kwargs)
 
 
-# With the native module, binding and lean calls run in C (_native_method.c), the
+# With the native module, binding and lean calls run in C (_native/method.c), the
 # slow cases coming back to _call and _lean_outcome.
 if TYPE_CHECKING or _native is None:
     _BoundBase = _PyBoundMethod
@@ -288,12 +283,12 @@ class _FieldMember:
 
     def __delete__(self, proxy: Any) -> None:
         ref = ref_of(proxy)
-        _callpath.call(ref.route, "remoting.delattr", (ref.oid, self.name))
+        _core.call(ref.route, _OP + "delattr", (ref.oid, self.name))
 
 
 def _remote_getattr(proxy: Any, name: str) -> Any:
     ref = ref_of(proxy)
-    kind, value = _callpath.call(ref.route, "remoting.getattr", (ref.oid, name))
+    kind, value = _core.call(ref.route, _OP + "getattr", (ref.oid, name))
     if kind == "method":
         return _method_member(name, None, bool(value)).__get__(proxy)
     return from_shareable(value)
@@ -302,7 +297,7 @@ def _remote_getattr(proxy: Any, name: str) -> Any:
 def _remote_setattr(proxy: Any, name: str, value: Any) -> None:
     ref = ref_of(proxy)
     wire = to_shareable(value, name=f"value for attribute {name!r}")
-    _callpath.call(ref.route, "remoting.setattr", (ref.oid, name, wire))
+    _core.call(ref.route, _OP + "setattr", (ref.oid, name, wire))
 
 
 # Forwarders for protocols whose shape differs from a plain method call.
@@ -310,22 +305,22 @@ def _remote_setattr(proxy: Any, name: str, value: Any) -> None:
 
 def _proxy_iter(self: Any) -> Iterator[Any]:
     ref = ref_of(self)
-    iterator_id, items, done = _callpath.call(ref.route, "remoting.iter", (ref.oid, ITER_CHUNK))
+    iterator_id, items, done = _core.call(ref.route, _OP + "iter", (ref.oid, ITER_CHUNK))
     try:
         while True:
             yield from from_shareable(items)
             if done:
                 return
-            items, done = _callpath.call(ref.route, "remoting.iter_next", (iterator_id, ITER_CHUNK))
+            items, done = _core.call(ref.route, _OP + "iter_next", (iterator_id, ITER_CHUNK))
     finally:
         if not done:
-            _callpath.post(ref.route, "remoting.iter_close", iterator_id)
+            _core.post(ref.route, _OP + "iter_close", iterator_id)
 
 
 def _proxy_exit(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
     ref = ref_of(self)
     wire = to_shareable(exc, name="exception") if exc is not None else None
-    return _callpath.call(ref.route, "remoting.exit", (ref.oid, wire))
+    return _core.call(ref.route, _OP + "exit", (ref.oid, wire))
 
 
 _SPECIAL = {"__iter__": _proxy_iter, "__exit__": _proxy_exit}
@@ -346,7 +341,7 @@ class _ProxyBase:
 
     def __delattr__(self, name: str) -> None:
         ref = ref_of(self)
-        _callpath.call(ref.route, "remoting.delattr", (ref.oid, name))
+        _core.call(ref.route, _OP + "delattr", (ref.oid, name))
 
     # A proxy is its remote object's only stand-in here, so identity is equality.
     def __eq__(self, other: object) -> bool:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .. import _callpath, _compat, _context, _runtime
-from .._callpath import Route
-from .._errors import AppDomainUnloadedException, SerializationException, ThreadAbortException
+from .. import _core
+from .._core import Route, _compat, _context
+from .._domains import _runtime
+from .._errors import SerializationException
 from ..marshal import (
     decode_call,
-    encode_exception,
     encode_reply,
     from_shareable,
     is_serializable,
@@ -105,31 +104,20 @@ def _op_invoke(payload: tuple[int, str, Any]) -> Any:
 
 def _invoke_lean(oid: int, name: str, args: tuple[Any, ...]) -> tuple[Any, Any, Any]:
     """Serve a lean native invoke (plain arguments, no call context) without the generic layers."""
-    state = _callpath.state
     # Releases are not drained here: each one also wakes this domain's dispatcher, which
     # drains them, and the generic route drains before every call.
-    ident = _get_ident()
-    inside = state.inside  # unload aborts the threads listed here
-    nested = ident in inside
-    inside.add(ident)
+    ident, nested = _enter_call()
     try:
-        if state.unloading:
-            raise AppDomainUnloadedException(
-                f"domain {_callpath.CURRENT_INTERP + 1} is being unloaded"
-            )
+        if _state.unloading:
+            raise _core.unloaded(_core.CURRENT_INTERP, "is being unloaded")
         entry = _entries.get(oid)
         # Leased objects (and unknown ids) take lookup(), which renews or explains.
         target = entry.obj if entry is not None and entry.lease is None else _table.lookup(oid)
         result = getattr(target, name)(*args)
     except BaseException as exc:  # every error goes back to the caller
-        if isinstance(exc, ThreadAbortException):
-            exc = AppDomainUnloadedException(
-                f"domain {_callpath.CURRENT_INTERP + 1} was unloaded during the call"
-            )
-        return (False, encode_exception(exc), None)
+        return (False, _core.encode_failure(exc), None)
     finally:
-        if not nested:
-            inside.discard(ident)
+        _leave_call(ident, nested)
     ctx_back = None
     if _logical_data.get() is not None:
         ctx_back = _context.capture()  # the callee set logical data: it flows back
@@ -141,9 +129,11 @@ def _invoke_lean(oid: int, name: str, args: tuple[Any, ...]) -> tuple[Any, Any, 
 
 
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
-_get_ident = threading.get_ident
 _entries = _table._entries
 _logical_data = _context._data  # the call context's variable: None when it carries nothing
+_state = _core.state
+_enter_call = _core.enter_call
+_leave_call = _core.leave_call
 
 
 def _op_getattr(payload: tuple[int, str]) -> tuple[str, Any]:
@@ -209,7 +199,7 @@ def _op_incref(oid: int) -> None:
 
 
 def _op_live_count(_: None) -> int:
-    _drain_releases(_callpath.current_route().release_queue)
+    _drain_releases(_core.current_route().release_queue)
     return _table.live_count()
 
 
@@ -228,9 +218,9 @@ def _drain_releases(release_queue: int) -> None:
 def _reduce(obj: Any) -> tuple[Any, ...]:
     if is_transparent_proxy(obj):
         ref = ref_of(obj)
-        if ref.route.interp_id != _callpath.CURRENT_INTERP:
+        if ref.route.interp_id != _core.CURRENT_INTERP:
             # The receiver will hold its own reference: count it at the owner first.
-            _callpath.call(ref.route, "remoting.incref", ref.oid)
+            _core.call(ref.route, f"{__package__}:incref", ref.oid)
         return (*ref.route, ref.oid, ref.module, ref.qualname)
     route = _runtime.ensure_started()
     oid = _table.export(obj)
@@ -241,7 +231,7 @@ def _reduce(obj: Any) -> tuple[Any, ...]:
 def _rebuild(data: tuple[Any, ...]) -> Any:
     route = Route(*data[:4])
     oid, module, qualname = data[4], data[5], data[6]
-    if route.interp_id == _callpath.CURRENT_INTERP:
+    if route.interp_id == _core.CURRENT_INTERP:
         # A reference coming home is the object itself; give back the count it carried.
         obj = _table.lookup(oid, renew=False)
         _table.release(oid, 1)
@@ -252,23 +242,23 @@ def _rebuild(data: tuple[Any, ...]) -> Any:
 def install() -> None:
     """Register the remoting operations and the by-reference marshalling of objects."""
     register_reference_type(MarshalByRefObject, _reduce, _rebuild)
-    _callpath.set_release_hook(_drain_releases)
-    native = _callpath.native_module()
+    _core.set_release_hook(_drain_releases)
+    native = _core.native_module()
     if native is not None:
         native.set_invoke_handler(_invoke_lean)
     handlers: dict[str, Callable[[Any], Any]] = {
-        "remoting.create": _op_create,
-        "remoting.create_from": _op_create_from,
-        "remoting.invoke": _op_invoke,
-        "remoting.getattr": _op_getattr,
-        "remoting.setattr": _op_setattr,
-        "remoting.delattr": _op_delattr,
-        "remoting.iter": _op_iter,
-        "remoting.iter_next": _op_iter_next,
-        "remoting.iter_close": _op_iter_close,
-        "remoting.exit": _op_exit,
-        "remoting.incref": _op_incref,
-        "remoting.live_count": _op_live_count,
+        f"{__package__}:create": _op_create,
+        f"{__package__}:create_from": _op_create_from,
+        f"{__package__}:invoke": _op_invoke,
+        f"{__package__}:getattr": _op_getattr,
+        f"{__package__}:setattr": _op_setattr,
+        f"{__package__}:delattr": _op_delattr,
+        f"{__package__}:iter": _op_iter,
+        f"{__package__}:iter_next": _op_iter_next,
+        f"{__package__}:iter_close": _op_iter_close,
+        f"{__package__}:exit": _op_exit,
+        f"{__package__}:incref": _op_incref,
+        f"{__package__}:live_count": _op_live_count,
     }
     for name, handler in handlers.items():
-        _callpath.register_op(name, handler)
+        _core.register_op(name, handler)

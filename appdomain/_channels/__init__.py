@@ -1,0 +1,1 @@
+"""Channels: bounded first-in first-out channels of values between domains (``_channel``)."""

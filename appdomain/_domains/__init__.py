@@ -1,0 +1,7 @@
+"""Domains: AppDomain and AppDomainSetup, the boot of a new domain, its events and its unload.
+
+Modules: ``_domain`` (the public classes and the default domain's registry), ``_runtime`` (each
+interpreter's own part: boot, the ``domain.*`` operations, the main-script alias), ``_unload``
+(tearing a domain down, run by the default domain), ``_events``.  Kept empty: every domain
+boots through ``_runtime``, and AppDomain itself loads only on first use.
+"""

@@ -1,0 +1,567 @@
+"""Create, use and unload application domains: isolated subinterpreters with their own GIL."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import weakref
+
+from .. import _core
+from .._core import Route, _compat
+from .._errors import (
+    AppDomainError,
+    AppDomainUnloadedException,
+    CannotUnloadAppDomainException,
+)
+from . import _runtime
+from ._events import Event
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+__all__ = ["AppDomain", "AppDomainSetup"]
+
+# Run in a fresh interpreter: give it the creator's import path, then boot appdomain there.
+# The collector stays off while the domain boots: its imports make no garbage cycles, and
+# the collections they would trigger cost ~1 ms for nothing.
+# The module is named from the imported one, so moving it cannot leave a stale string here.
+_BOOT_SOURCE = f"""\
+import gc, sys
+gc.disable()
+try:
+    sys.path[:] = list(cfg[2])
+    import {_runtime.__name__} as _appdomain_runtime
+    _appdomain_runtime.boot_subdomain(cfg)
+finally:
+    gc.enable()
+    del cfg, _appdomain_runtime
+"""
+
+
+# Remoting's operations (a layer above this one, so named, not imported): the target domain
+# imports remoting when the first one arrives.
+_REMOTING = "appdomain._remoting:"
+
+
+class AppDomainSetup:
+    """How a new domain is set up: where it loads code from (its sys.path)."""
+
+    # A plain class, not a dataclass: importing dataclasses would slow every domain's start.
+    __slots__ = ("application_base", "application_name", "private_bin_path")
+
+    def __init__(
+        self,
+        application_base: str | os.PathLike[str] | None = None,
+        private_bin_path: Sequence[str | os.PathLike[str]] | str = (),
+        application_name: str | None = None,
+    ) -> None:
+        base = application_base
+        if base is not None and not isinstance(base, (str, os.PathLike)):
+            raise TypeError(
+                f"'application_base' must be str or os.PathLike "
+                f"(got {base!r} that is a {type(base).__name__})"
+            )
+        if isinstance(private_bin_path, str):
+            # .NET separates PrivateBinPath entries with ';'
+            paths: list[str | os.PathLike[str]] = [p for p in private_bin_path.split(";") if p]
+        elif isinstance(private_bin_path, (list, tuple)) and all(
+            isinstance(p, (str, os.PathLike)) for p in private_bin_path
+        ):
+            paths = list(private_bin_path)
+        else:
+            raise TypeError(
+                f"'private_bin_path' must be a list of paths or a ';'-separated str "
+                f"(got {private_bin_path!r})"
+            )
+        self.application_base = application_base
+        self.private_bin_path = paths
+        self.application_name = application_name
+
+    def __repr__(self) -> str:
+        return (
+            f"AppDomainSetup(application_base={self.application_base!r}, "
+            f"private_bin_path={self.private_bin_path!r}, "
+            f"application_name={self.application_name!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AppDomainSetup):
+            return NotImplemented
+        return (self.application_base, self.private_bin_path, self.application_name) == (
+            other.application_base,
+            other.private_bin_path,
+            other.application_name,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def sys_path(self, inherited: Sequence[str]) -> list[str]:
+        """Return the domain's sys.path: its base and private bin folders, then inherited."""
+        front: list[str] = []
+        if self.application_base is not None:
+            base = os.path.abspath(os.fspath(self.application_base))
+            front.append(base)
+            front += [os.path.join(base, os.fspath(p)) for p in self.private_bin_path]
+        else:
+            front += [os.path.abspath(os.fspath(p)) for p in self.private_bin_path]
+        return front + [p for p in inherited if p not in front]
+
+    @property
+    def ApplicationBase(self) -> str | os.PathLike[str] | None:
+        return self.application_base
+
+    @property
+    def PrivateBinPath(self) -> str:
+        return ";".join(os.fspath(p) for p in self.private_bin_path)
+
+
+class _AppDomainType(type):
+    """Give AppDomain its class-level properties (CurrentDomain)."""
+
+    @property
+    def current_domain(cls) -> AppDomain:
+        """The domain this code runs in."""
+        return _current()
+
+    @property
+    def CurrentDomain(cls) -> AppDomain:
+        return _current()
+
+
+class AppDomain(metaclass=_AppDomainType):
+    """A handle on one application domain (a subinterpreter), usable from any domain."""
+
+    # Seconds unload waits for the domain's threads before giving up.
+    unload_timeout: float = 10.0
+
+    __slots__ = ("__weakref__", "_id", "_name", "_route")
+    _id: int
+    _name: str
+    _route: Route | None
+
+    def __init__(self, *_: Any) -> None:
+        raise TypeError("use AppDomain.create_domain(name) to create a domain")
+
+    @classmethod
+    def _handle(cls, domain_id: int, name: str, route: Route | None) -> AppDomain:
+        existing = _handles.get(domain_id)
+        if existing is not None:
+            if route is not None and existing._route is None:
+                existing._route = route
+            return existing
+        handle = object.__new__(cls)
+        handle._id = domain_id
+        handle._name = name
+        handle._route = route
+        _handles[domain_id] = handle
+        return handle
+
+    # -- identity ----------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The domain's number: 1 for the default domain, never reused."""
+        return self._id
+
+    @property
+    def friendly_name(self) -> str:
+        """The name given at creation (the main script's name for the default domain)."""
+        return self._name
+
+    def is_default_app_domain(self) -> bool:
+        """Tell whether this is the default domain (the main interpreter)."""
+        return self._id == _core.MAIN_INTERP + 1
+
+    def __repr__(self) -> str:
+        return f"<AppDomain #{self._id} {self._name!r}>"
+
+    @property
+    def route(self) -> Route:
+        """Where calls into this domain go (internal; remoting uses it)."""
+        if self._route is None:
+            self._route = _runtime.ensure_started() if self is _current() else _route_of(self._id)
+        return self._route
+
+    # -- creating and unloading ------------------------------------------------------------
+
+    @classmethod
+    def create_domain(cls, friendly_name: str, setup: AppDomainSetup | None = None) -> AppDomain:
+        """Create a new domain: a fresh subinterpreter with its own GIL and modules."""
+        if not isinstance(friendly_name, str):
+            raise TypeError(
+                f"'friendly_name' must be str (got {friendly_name!r} that is a "
+                f"{type(friendly_name).__name__})"
+            )
+        if setup is not None and not isinstance(setup, AppDomainSetup):
+            raise TypeError(
+                f"'setup' must be AppDomainSetup or None (got {setup!r} that is a "
+                f"{type(setup).__name__})"
+            )
+        if _runtime.importing_main:
+            # As multiprocessing's bootstrapping error: without this, every domain would
+            # re-run the script's top level and create domains without end.
+            raise AppDomainError(
+                f"domain {_runtime.info.id} imported the main script {_runtime.info.main_path!r} "
+                "to load a class or function from it, and the script tried to create a domain "
+                "while being imported; put the script's top-level code under "
+                "'if __name__ == \"__main__\":'"
+            )
+        setup = setup or AppDomainSetup()
+        if _runtime.info.is_default:
+            return _create_here(friendly_name, setup, list(sys.path))
+        default = _default_route()
+        domain_id, name, route = _core.call(
+            default,
+            "domain.create",
+            (friendly_name, tuple(setup.sys_path(sys.path))),
+        )
+        return cls._handle(domain_id, name, Route(*route))
+
+    @staticmethod
+    def unload(domain: AppDomain, timeout: float | None = None) -> None:
+        """Unload domain: run its domain_unload event, stop its threads, destroy it.
+
+        Raises CannotUnloadAppDomainException, leaving the domain loaded and usable, when
+        its threads do not stop within timeout seconds (default AppDomain.unload_timeout).
+        """
+        if not isinstance(domain, AppDomain):
+            raise TypeError(
+                f"'domain' must be an AppDomain (got {domain!r} that is a {type(domain).__name__})"
+            )
+        if timeout is None:
+            timeout = AppDomain.unload_timeout
+        if domain.is_default_app_domain():
+            raise AppDomainError("the default domain cannot be unloaded")
+        if domain is _current():
+            raise AppDomainError(
+                f"{domain!r} cannot unload itself from one of its own threads; "
+                "unload it from another domain"
+            )
+        if _runtime.info.is_default:
+            _unload_here(domain.id, timeout)
+        else:
+            _core.call(_default_route(), "domain.unload", (domain.id, float(timeout)))
+
+    def __enter__(self) -> AppDomain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._id in _records or not _runtime.info.is_default:
+            try:
+                AppDomain.unload(self)
+            except AppDomainUnloadedException:
+                pass
+
+    # -- using a domain ----------------------------------------------------------------------
+
+    def set_data(self, name: str, value: Any) -> None:
+        """Store a copy of value in the domain under name."""
+        from .. import marshal
+
+        if not isinstance(name, str):
+            raise TypeError(f"'name' must be str (got {name!r} that is a {type(name).__name__})")
+        wire = marshal.to_shareable(value, name=f"value for key {name!r}")
+        _core.call(self.route, "domain.set_data", (name, wire))
+
+    def get_data(self, name: str) -> Any:
+        """Return a copy of the value stored in the domain under name, or None."""
+        from .. import marshal
+
+        if not isinstance(name, str):
+            raise TypeError(f"'name' must be str (got {name!r} that is a {type(name).__name__})")
+        wire = _core.call(self.route, "domain.get_data", name)
+        return None if wire is None else marshal.from_shareable(wire)
+
+    def do_callback(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run an importable function inside the domain; return (a copy of) its result."""
+        from .. import marshal
+
+        module, qualname = _importable_name(callback)
+        wire_args = marshal.encode_call(args, kwargs)
+        result = _core.call(self.route, "domain.callback", (module, qualname, wire_args))
+        return marshal.from_shareable(result)
+
+    def execute_assembly(self, path: str | os.PathLike[str], args: Sequence[str] = ()) -> int:
+        """Run a script as __main__ with its own sys.argv; return the exit code."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"'path' must be str or os.PathLike (got {path!r})")
+        full = os.path.abspath(os.fspath(path))
+        if not os.path.isfile(full):
+            raise FileNotFoundError(f"execute_assembly: no script at {os.fspath(path)!r} ({full})")
+        if isinstance(args, str) or not all(isinstance(a, str) for a in args):
+            raise TypeError(f"'args' must be a sequence of str (got {args!r})")
+        return int(_core.call(self.route, "domain.execute_assembly", (full, tuple(args))))
+
+    def create_instance_and_unwrap(
+        self, module_name: str, type_name: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Create type_name from module_name inside the domain and return a proxy to it.
+
+        A MarshalByRefObject comes back as a transparent proxy, a serializable type as a
+        copy.  module_name "__main__" means the default domain's main script.
+        """
+        from .. import marshal
+
+        _check_names(module_name=module_name, type_name=type_name)
+        wire_args = marshal.encode_call(args, kwargs)
+        payload = (module_name, type_name, wire_args)
+        result = _core.call(self.route, _REMOTING + "create", payload)
+        return marshal.from_shareable(result)
+
+    def create_instance_from_and_unwrap(
+        self, path: str | os.PathLike[str], type_name: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Like create_instance_and_unwrap, loading the module from a file path."""
+        from .. import marshal
+
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"'path' must be str or os.PathLike (got {path!r})")
+        full = os.path.abspath(os.fspath(path))
+        if not os.path.isfile(full):
+            raise FileNotFoundError(f"create_instance_from_and_unwrap: no file at {full!r}")
+        _check_names(type_name=type_name)
+        wire_args = marshal.encode_call(args, kwargs)
+        result = _core.call(self.route, _REMOTING + "create_from", (full, type_name, wire_args))
+        return marshal.from_shareable(result)
+
+    # -- events (subscribed from inside the domain they concern) -------------------------------
+
+    def _own_event(self, event: Event) -> Event:
+        if self is not _current():
+            raise AppDomainError(
+                f"subscribe to {event.name} from inside {self!r} (e.g. with do_callback), "
+                f"not from {_current()!r}"
+            )
+        return event
+
+    @property
+    def domain_unload(self) -> Event:
+        """Raised inside this domain just before it is unloaded."""
+        return self._own_event(_runtime.domain_unload)
+
+    @domain_unload.setter
+    def domain_unload(self, value: Event) -> None:
+        if value is not _runtime.domain_unload:
+            raise TypeError("use 'domain.domain_unload += handler' to subscribe")
+
+    @property
+    def unhandled_exception(self) -> Event:
+        """Raised inside this domain when an exception escapes one of its threads."""
+        return self._own_event(_runtime.unhandled_exception)
+
+    @unhandled_exception.setter
+    def unhandled_exception(self, value: Event) -> None:
+        if value is not _runtime.unhandled_exception:
+            raise TypeError("use 'domain.unhandled_exception += handler' to subscribe")
+
+    # -- .NET names ------------------------------------------------------------------------
+
+    @property
+    def Id(self) -> int:
+        return self._id
+
+    @property
+    def FriendlyName(self) -> str:
+        return self._name
+
+    @property
+    def DomainUnload(self) -> Event:
+        return self.domain_unload
+
+    @DomainUnload.setter
+    def DomainUnload(self, value: Event) -> None:
+        self.domain_unload = value
+
+    @property
+    def UnhandledException(self) -> Event:
+        return self.unhandled_exception
+
+    @UnhandledException.setter
+    def UnhandledException(self, value: Event) -> None:
+        self.unhandled_exception = value
+
+    CreateInstanceAndUnwrap = create_instance_and_unwrap
+    CreateInstanceFromAndUnwrap = create_instance_from_and_unwrap
+    IsDefaultAppDomain = is_default_app_domain
+    SetData = set_data
+    GetData = get_data
+    DoCallBack = do_callback
+    ExecuteAssembly = execute_assembly
+    CreateDomain = create_domain
+    Unload = unload
+
+
+# -- handles and the registry (the registry lives in the default domain) -----------------------
+
+_handles: weakref.WeakValueDictionary[int, AppDomain] = weakref.WeakValueDictionary()
+
+
+def _current() -> AppDomain:
+    info = _runtime.info
+    return AppDomain._handle(info.id, info.name, _core.state.route)
+
+
+def _default_route() -> Route:
+    route = _runtime.info.default_route
+    if route is None:
+        raise AppDomainError(
+            "this interpreter was not started by appdomain: it has no default domain"
+        )
+    return route
+
+
+def _route_of(domain_id: int) -> Route:
+    if _runtime.info.is_default:
+        record = _records.get(domain_id)
+        if record is None:
+            raise AppDomainUnloadedException(f"domain {domain_id} has been unloaded")
+        return record.route
+    return Route(*_core.call(_default_route(), "domain.route", domain_id))
+
+
+class _Record:
+    """The default domain's bookkeeping for one loaded domain."""
+
+    __slots__ = ("lock", "name", "route", "unloaded")
+
+    def __init__(self, name: str, route: Route) -> None:
+        self.name = name
+        self.route = route
+        self.lock = threading.Lock()
+        self.unloaded = False
+
+
+_records: dict[int, _Record] = {}
+
+
+_said_pure = False
+
+
+def _say_pure_once() -> None:
+    global _said_pure
+    if _core.native_missing and not _said_pure:
+        _said_pure = True
+        import warnings
+
+        warnings.warn(
+            "appdomain: the native domain switch (appdomain._native) was not built, most "
+            "likely for want of a C compiler when appdomain was installed; cross-domain calls "
+            "use the slower pure-Python path",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppDomain:
+    _say_pure_once()
+    if _core.CURRENT_INTERP == _core.MAIN_INTERP:
+        # msgpack (under appdomain.marshal) must be loaded by the main interpreter before
+        # any subinterpreter imports it, or CPython 3.13 aborts at exit.
+        from .. import marshal  # noqa: F401
+    default = _runtime.ensure_started()
+    interp_id = _compat.create_interp()
+    domain_id = interp_id + 1
+    reply_queue = _compat.queue_create()
+    main_path, main_module = _runtime.main_script()
+    cfg = (
+        domain_id,
+        name,
+        tuple(setup.sys_path(inherited)),
+        tuple(default),
+        main_path,
+        main_module,
+        reply_queue,
+    )
+    try:
+        excinfo = _compat.exec_in(interp_id, _BOOT_SOURCE, {"cfg": cfg})
+        if excinfo is not None:
+            detail = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", "")
+            raise AppDomainError(f"domain {name!r} failed to start: {detail}")
+        route = Route(*_compat.queue_get(reply_queue))
+    except BaseException:
+        _compat.destroy_interp(interp_id)
+        raise
+    finally:
+        _compat.queue_destroy(reply_queue)
+    _records[domain_id] = _Record(name, route)
+    return AppDomain._handle(domain_id, name, route)
+
+
+def _unload_here(domain_id: int, timeout: float) -> None:
+    record = _records.get(domain_id)
+    if record is None:
+        raise AppDomainUnloadedException(f"domain {domain_id} has already been unloaded")
+    with record.lock:
+        if record.unloaded:
+            raise AppDomainUnloadedException(f"domain {domain_id} has already been unloaded")
+        from . import _unload  # only the default domain unloads: others need not import it
+
+        _unload.tear_down(record.name, record.route, domain_id, timeout)
+        record.unloaded = True
+        del _records[domain_id]
+
+
+def _op_create(payload: tuple[str, tuple[str, ...]]) -> tuple[int, str, tuple[Any, ...]]:
+    name, sys_path = payload
+    domain = _create_here(name, AppDomainSetup(), list(sys_path))
+    return (domain.id, domain.friendly_name, tuple(domain.route))
+
+
+def _op_unload(payload: tuple[int, float]) -> None:
+    domain_id, timeout = payload
+    _unload_here(domain_id, timeout)
+
+
+def _op_route(domain_id: int) -> tuple[Any, ...]:
+    return tuple(_route_of(domain_id))
+
+
+def _unload_all_at_exit() -> None:
+    """Unload every domain still loaded, so the interpreter can finalize without hanging."""
+    stuck = []
+    for domain_id in list(_records):
+        try:
+            _unload_here(domain_id, min(AppDomain.unload_timeout, 5.0))
+        except AppDomainUnloadedException:
+            pass
+        except CannotUnloadAppDomainException as exc:
+            stuck.append(str(exc))
+    if stuck:
+        # Finalizing an interpreter whose threads still run would block forever: leave now.
+        print("appdomain: exiting without finalizing:", *stuck, sep="\n  ", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def _check_names(**names: Any) -> None:
+    for label, value in names.items():
+        if not isinstance(value, str) or not value:
+            raise TypeError(
+                f"'{label}' must be a non-empty str "
+                f"(got {value!r} that is a {type(value).__name__})"
+            )
+
+
+def _importable_name(func: Callable[..., Any]) -> tuple[str, str]:
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if not callable(func) or not module or not qualname or "<" in qualname:
+        raise TypeError(
+            f"'callback' must be a function importable by module and name "
+            f"(got {func!r}); lambdas, closures and bound methods cannot cross domains"
+        )
+    return _runtime.wire_module(module), qualname
+
+
+_runtime.current_domain = _current  # the sender of this domain's events
+
+if _runtime.info.is_default:
+    _core.register_op("domain.create", _op_create)
+    _core.register_op("domain.unload", _op_unload)
+    _core.register_op("domain.route", _op_route)
+    atexit.register(_unload_all_at_exit)

@@ -1,0 +1,77 @@
+"""Types of the C switch, appdomain._native._ext (built from module.c and its siblings)."""
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, final
+
+# (done, value, ctx): done is True when value is the method's plain result, False when it
+# is an encoded reply or error that the generic layers decode.
+type _LeanReply = tuple[bool, Any, Any]
+type _Invoker = Callable[[int, str, tuple[Any, ...]], _LeanReply]
+type _Dispatcher = Callable[[tuple[memoryview, ...]], bytes]
+
+def register_dispatcher(fn: _Dispatcher, invoker: _Invoker | None = None, /) -> None:
+    """Make fn the target of call() for this interpreter, and invoker that of invoke()."""
+
+def unregister_dispatcher() -> None:
+    """Remove this interpreter's dispatcher."""
+
+def call(interp_id: int, parts: tuple[bytes | memoryview | bytearray, ...], /) -> bytes:
+    """Run interp_id's dispatcher on this thread with read-only views of parts.
+
+    Raises LookupError when no such interpreter exists, NotServed when it has no
+    dispatcher, Closing when it is being destroyed.
+    """
+
+def invoke(interp_id: int, oid: int, name: str, args: tuple[Any, ...], /) -> Any:
+    """Run interp_id's invoker on this thread; NotImplemented when args need the generic route."""
+
+def release_interp(interp_id: int, timeout: float | None = None, /) -> None:
+    """Refuse new calls into the interpreter, wait for those in flight, drop its states."""
+
+def release_thread() -> None:
+    """Delete the calling thread's idle cached thread states."""
+
+def set_context_var(var: ContextVar[Any], /) -> None:
+    """Name the ContextVar whose value (other than None) makes invoke() decline."""
+
+def set_method_hooks(
+    slow_call: Callable[..., Any],
+    lean_outcome: Callable[[Any, Any, tuple[Any, ...], Any, BaseException | None], Any],
+    /,
+) -> None:
+    """Name the functions bound methods hand a call to (generic route, lean finish)."""
+
+def method_member(spec: Any, bound_type: type[BoundMethod], /) -> MethodMember:
+    """Make the proxy-type member for spec: reading it from a proxy binds a bound_type."""
+
+def set_gil_peek(on: bool, /) -> bool:
+    """Turn the look at a held GIL on or off (process-wide); return whether it is now on."""
+
+def _on_exit() -> None: ...
+def _stats() -> dict[int, tuple[int, int, int, bool]]:
+    """For tests: {interp_id: (cached slots, orphans, calls in flight, closing)}."""
+
+class NotServed(RuntimeError):
+    """The target interpreter takes no native calls: no dispatcher is registered there."""
+
+class Closing(RuntimeError):
+    """The target interpreter is being destroyed: it takes no new calls."""
+
+@final
+class MethodMember:
+    """A proxy type's member for one remote method (a non-data descriptor)."""
+
+    def __get__(self, proxy: Any, owner: type | None = None, /) -> Any: ...
+
+class BoundMethod:
+    """A remote method bound to its proxy; calling it takes the lean route when it can."""
+
+    def __init__(self, proxy: Any, spec: Any, /) -> None: ...
+    @property
+    def proxy(self) -> Any:
+        """The proxy this method is bound to."""
+    @property
+    def spec(self) -> Any:
+        """The method's spec."""
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...

@@ -1,0 +1,396 @@
+/* Proxy methods bound and called in C, for appdomain._native._ext.
+ *
+ * `proxy.add(1, 2)` is two steps: looking up `add` binds the method to the proxy, then
+ * the bound method is called.  Done in Python, each step runs a frame (a descriptor's
+ * __get__, then the function that picks a route), and those frames cost about as much as
+ * the whole switch into the other domain.  Here both steps are C:
+ *
+ *  - MethodMember is the class attribute of a proxy type that stands for one remote
+ *    method.  It holds the method's spec (the Python _MethodSpec), its name, and whether
+ *    its calls may take the lean route (invoke(): plain values, no Out parameters).
+ *    Reading it from a proxy makes a BoundMethod.
+ *  - BoundMethod (the base of the Python RemoteMethod) holds the member and the proxy.
+ *    Called with positional arguments on a lean method, it reads the proxy's RemoteRef
+ *    and calls appdomain_invoke() directly; a plain successful reply is returned as it
+ *    is.  Everything else (keywords, a method that is not lean, an error, a reply that
+ *    needs decoding or carries a call context) goes to the Python functions registered
+ *    with set_method_hooks(), which stay the reference for what a call means.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include "native.h"
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *module;      /* the _native module of this interpreter (its state, invoke) */
+    PyObject *spec;        /* the Python _MethodSpec */
+    PyObject *name;        /* spec.name */
+    PyTypeObject *bound;   /* the type to bind with (RemoteMethod, a BoundMethod subclass) */
+    int lean;              /* spec.lean_ok */
+} MethodMember;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    MethodMember *member;
+    PyObject *proxy;
+} BoundMethod;
+
+static PyObject *bound_vectorcall(PyObject *, PyObject *const *, size_t, PyObject *);
+
+/* ---------------------------------------------------------------- MethodMember */
+
+static int
+member_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    MethodMember *self = (MethodMember *)op;
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(self->module);
+    Py_VISIT(self->spec);
+    Py_VISIT(self->name);
+    Py_VISIT(self->bound);
+    return 0;
+}
+
+static int
+member_clear(PyObject *op)
+{
+    MethodMember *self = (MethodMember *)op;
+    Py_CLEAR(self->module);
+    Py_CLEAR(self->spec);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->bound);
+    return 0;
+}
+
+static void
+member_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    (void)member_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+member_get(PyObject *op, PyObject *proxy, PyObject *Py_UNUSED(owner))
+{
+    if (proxy == NULL || proxy == Py_None) {
+        return Py_NewRef(op);   /* read from the proxy type itself */
+    }
+    MethodMember *self = (MethodMember *)op;
+    BoundMethod *bound = (BoundMethod *)self->bound->tp_alloc(self->bound, 0);
+    if (bound == NULL) {
+        return NULL;
+    }
+    bound->vectorcall = bound_vectorcall;
+    bound->member = (MethodMember *)Py_NewRef(op);
+    bound->proxy = Py_NewRef(proxy);
+    return (PyObject *)bound;
+}
+
+static PyMemberDef member_members[] = {
+    {"spec", Py_T_OBJECT_EX, offsetof(MethodMember, spec), Py_READONLY, "the method's spec"},
+    {NULL},
+};
+
+static PyType_Slot member_slots[] = {
+    {Py_tp_doc, "A remote method, as a member of a proxy type (made by method_member())."},
+    {Py_tp_traverse, member_traverse},
+    {Py_tp_clear, member_clear},
+    {Py_tp_dealloc, member_dealloc},
+    {Py_tp_descr_get, member_get},
+    {Py_tp_members, member_members},
+    {0, NULL},
+};
+
+static PyType_Spec member_spec = {
+    .name = "appdomain._native._ext.MethodMember",
+    .basicsize = sizeof(MethodMember),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = member_slots,
+};
+
+/* method_member(spec, bound_type): the member for one remote method. */
+PyObject *
+appdomain_method_member(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    modstate *st = get_state(module);
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "method_member(spec, bound_type) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *spec = args[0], *bound = args[1];
+    if (!PyType_Check(bound) || !PyType_IsSubtype((PyTypeObject *)bound, st->bound_type)) {
+        PyErr_Format(PyExc_TypeError, "'bound_type' must be a subclass of BoundMethod (got %R)",
+                     bound);
+        return NULL;
+    }
+    PyObject *name = PyObject_GetAttrString(spec, "name");
+    if (name == NULL) {
+        return NULL;
+    }
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "'spec.name' must be a str (got %R)", name);
+        Py_DECREF(name);
+        return NULL;
+    }
+    PyObject *lean_ok = PyObject_GetAttrString(spec, "lean_ok");
+    int lean = lean_ok == NULL ? -1 : PyObject_IsTrue(lean_ok);
+    Py_XDECREF(lean_ok);
+    if (lean < 0) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    MethodMember *self = PyObject_GC_New(MethodMember, st->member_type);
+    if (self == NULL) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    self->module = Py_NewRef(module);
+    self->spec = Py_NewRef(spec);
+    self->name = name;
+    self->bound = (PyTypeObject *)Py_NewRef(bound);
+    self->lean = lean;
+    PyObject_GC_Track((PyObject *)self);
+    return (PyObject *)self;
+}
+
+/* set_method_hooks(slow_call, lean_outcome): the Python side of a bound call. */
+PyObject *
+appdomain_set_method_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_method_hooks(slow_call, lean_outcome) takes 2 callables");
+        return NULL;
+    }
+    modstate *st = get_state(module);
+    Py_XSETREF(st->slow_call, Py_NewRef(args[0]));
+    Py_XSETREF(st->lean_outcome, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+/* ----------------------------------------------------------------- BoundMethod */
+
+static int
+bound_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    BoundMethod *self = (BoundMethod *)op;
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(self->member);
+    Py_VISIT(self->proxy);
+    return 0;
+}
+
+static int
+bound_clear(PyObject *op)
+{
+    BoundMethod *self = (BoundMethod *)op;
+    Py_CLEAR(self->member);
+    Py_CLEAR(self->proxy);
+    return 0;
+}
+
+static void
+bound_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    (void)bound_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+hook_missing(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "appdomain._native._ext: set_method_hooks() was not called");
+    return NULL;
+}
+
+/* slow_call(proxy, spec, *args, **kwargs): the generic route. */
+static PyObject *
+call_slow(modstate *st, BoundMethod *self, PyObject *const *args, size_t nargsf,
+          PyObject *kwnames)
+{
+    if (st->slow_call == NULL) {
+        return hook_missing();
+    }
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t total = n + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *stack[10];
+    PyObject **all = stack;
+    if (total + 2 > (Py_ssize_t)(sizeof(stack) / sizeof(stack[0]))) {
+        all = PyMem_Malloc((total + 2) * sizeof(PyObject *));
+        if (all == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    all[0] = self->proxy;
+    all[1] = self->member->spec;
+    memcpy(all + 2, args, total * sizeof(PyObject *));
+    PyObject *result = PyObject_Vectorcall(st->slow_call, all, n + 2, kwnames);
+    if (all != stack) {
+        PyMem_Free(all);
+    }
+    return result;
+}
+
+/* The proxy's RemoteRef(route, oid, ...), route starting with the interpreter id: the
+ * borrowed items, with the ref returned as a new reference (NULL: not a usable ref). */
+static PyObject *
+read_ref(modstate *st, PyObject *proxy, PyObject **iid, PyObject **oid)
+{
+    PyObject *dict = PyObject_GenericGetDict(proxy, NULL), *ref = NULL;
+    if (dict == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (PyDict_GetItemRef(dict, st->str_ref, &ref) <= 0) {
+        PyErr_Clear();
+    }
+    Py_DECREF(dict);
+    if (ref == NULL || !PyTuple_Check(ref) || PyTuple_GET_SIZE(ref) < 2
+        || !PyTuple_Check(PyTuple_GET_ITEM(ref, 0)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(ref, 0)) < 1) {
+        Py_XDECREF(ref);
+        return NULL;
+    }
+    *iid = PyTuple_GET_ITEM(PyTuple_GET_ITEM(ref, 0), 0);
+    *oid = PyTuple_GET_ITEM(ref, 1);
+    return ref;
+}
+
+static PyObject *
+bound_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    BoundMethod *self = (BoundMethod *)op;
+    MethodMember *m = self->member;
+    modstate *st = get_state(m->module);
+    if (!m->lean || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)) {
+        return call_slow(st, self, args, nargsf, kwnames);
+    }
+    PyObject *iid, *oid;
+    PyObject *ref = read_ref(st, self->proxy, &iid, &oid);
+    if (ref == NULL) {
+        return call_slow(st, self, args, nargsf, kwnames);   /* it explains */
+    }
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    PyObject *argt = PyTuple_New(n);
+    if (argt == NULL) {
+        Py_DECREF(ref);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(argt, i, Py_NewRef(args[i]));
+    }
+    PyObject *invoke_args[4] = {iid, oid, m->name, argt};
+    PyObject *reply = appdomain_invoke(m->module, invoke_args, 4);
+    Py_DECREF(ref);
+    PyObject *result;
+    if (reply != NULL && PyTuple_CheckExact(reply) && PyTuple_GET_SIZE(reply) == 3
+        && PyTuple_GET_ITEM(reply, 0) == Py_True && PyTuple_GET_ITEM(reply, 2) == Py_None) {
+        result = Py_NewRef(PyTuple_GET_ITEM(reply, 1));   /* done, nothing to merge */
+    }
+    else if (st->lean_outcome == NULL) {
+        Py_XDECREF(reply);
+        reply = NULL;
+        result = hook_missing();
+    }
+    else {
+        PyObject *error = reply == NULL ? PyErr_GetRaisedException() : Py_NewRef(Py_None);
+        result = PyObject_CallFunctionObjArgs(st->lean_outcome, self->proxy, m->spec, argt,
+                                              reply ? reply : Py_None, error, NULL);
+        Py_DECREF(error);
+    }
+    Py_XDECREF(reply);
+    Py_DECREF(argt);
+    return result;
+}
+
+static PyObject *
+bound_get_proxy(PyObject *op, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(((BoundMethod *)op)->proxy);
+}
+
+static PyObject *
+bound_get_spec(PyObject *op, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(((BoundMethod *)op)->member->spec);
+}
+
+static PyGetSetDef bound_getset[] = {
+    {"proxy", bound_get_proxy, NULL, "the proxy this method is bound to", NULL},
+    {"spec", bound_get_spec, NULL, "the method's spec", NULL},
+    {NULL},
+};
+
+static PyMemberDef bound_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(BoundMethod, vectorcall), Py_READONLY},
+    {NULL},
+};
+
+static PyType_Slot bound_slots[] = {
+    {Py_tp_doc, "A remote method bound to its proxy (the base of RemoteMethod)."},
+    {Py_tp_traverse, bound_traverse},
+    {Py_tp_clear, bound_clear},
+    {Py_tp_dealloc, bound_dealloc},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_getset, bound_getset},
+    {Py_tp_members, bound_members},
+    {0, NULL},
+};
+
+static PyType_Spec bound_spec = {
+    .name = "appdomain._native._ext.BoundMethod",
+    .basicsize = sizeof(BoundMethod),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE
+             | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = bound_slots,
+};
+
+/* ---------------------------------------------------------------------- module */
+
+int
+appdomain_method_init(PyObject *module, modstate *st)
+{
+    st->member_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &member_spec, NULL);
+    if (st->member_type == NULL) {
+        return -1;
+    }
+    st->bound_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &bound_spec, NULL);
+    if (st->bound_type == NULL) {
+        return -1;
+    }
+    if ((st->str_ref = PyUnicode_InternFromString("_appdomain_ref")) == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "MethodMember", (PyObject *)st->member_type) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "BoundMethod", (PyObject *)st->bound_type);
+}
+
+int
+appdomain_method_traverse(modstate *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->member_type);
+    Py_VISIT(st->bound_type);
+    Py_VISIT(st->slow_call);
+    Py_VISIT(st->lean_outcome);
+    return 0;
+}
+
+void
+appdomain_method_clear(modstate *st)
+{
+    Py_CLEAR(st->member_type);
+    Py_CLEAR(st->bound_type);
+    Py_CLEAR(st->str_ref);
+    Py_CLEAR(st->slow_call);
+    Py_CLEAR(st->lean_outcome);
+}

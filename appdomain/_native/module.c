@@ -1,0 +1,496 @@
+/* appdomain._native._ext: run a call in another interpreter on the calling thread.
+ *
+ * The pure-Python call path enters a domain with _interpreters.exec(), which costs
+ * ~15 us, admits one thread per interpreter and cannot enter the main interpreter.
+ * Here the calling thread itself is switched: its current thread state is detached
+ * (PyEval_SaveThread) and a thread state of the target interpreter, cached per
+ * (OS thread, interpreter), is attached (PyEval_RestoreThread); the dispatcher
+ * registered in the target is called with read-only memoryviews over the caller's
+ * buffers; the reply is copied into a bytes object of the caller; then the thread
+ * switches back.  Any number of threads can be inside one interpreter this way, each
+ * on its own thread state, and calls nest (A -> B -> A).
+ *
+ * Speed is the easy part (switch.c); the rest is lifecycle (states.c).
+ * A thread state may only be cleared while attached to its interpreter, Py_EndInterpreter() aborts
+ * ("not the last thread") if any thread state but the finalizing one is left, and
+ * the main interpreter destroys leftover subinterpreters at exit.  So:
+ *
+ *  - Every cached thread state ("slot") is recorded twice, in the process-global
+ *    table of its interpreter ("domain", one per interpreter with a dispatcher) and
+ *    in its OS thread's record, all under one mutex (G.mutex).  G is plain C data:
+ *    it spans interpreters, so it holds no PyObject of its own; the dispatcher and
+ *    helper objects a domain points to belong to that domain's interpreter and are
+ *    touched only while attached to it.
+ *  - A thread's death is seen by a thread-specific-storage destructor
+ *    (pthread_key_create / FlsAlloc), which runs on every OS thread exit, whoever
+ *    created the thread and whichever interpreter it lived in, needs no Python API,
+ *    and cannot be fooled by thread-id reuse.  It only marks the thread's slots as
+ *    orphans; they are deleted later by whoever is attached to their interpreter
+ *    anyway: the next call into it, release_interp(), or the interpreter's exit hook.
+ *    (The alternative, an object in a threading.local whose dealloc fires when the
+ *    caller's thread state is cleared, runs inside PyThreadState_Clear on a half-dead
+ *    thread state and misses threads whose home state outlives the work.)
+ *  - Before an interpreter is destroyed, its slots must be gone.  The module registers
+ *    an atexit callback in every interpreter that imports it: Py_EndInterpreter() runs
+ *    atexit callbacks *before* its "last thread" check (PyUnstable_AtExit callbacks and
+ *    module m_free run after it, too late).  In a subinterpreter the callback refuses
+ *    new calls, waits for calls in flight, and deletes every slot of that interpreter.
+ *    In the main interpreter it runs before finalize_subinterpreters(): it deletes
+ *    every idle slot of every interpreter and turns caching off, so calls made later
+ *    (daemon threads, later atexit callbacks) use a throw-away thread state.
+ *  - release_interp() does the same for one interpreter on demand (the Python layer
+ *    calls it right before destroying a domain) and release_thread() for the caller.
+ *  - A domain's in-flight count ("active") pins it: records are freed, and slots
+ *    taken, only when no call is using them.  Calls release their pin while still
+ *    attached to the target, before re-attaching to the caller, so a thread that
+ *    is stopped there at exit (3.13 exits it, 3.14 hangs it) holds no pin.
+ *
+ * Lock order: G.mutex, then CPython's runtime locks (PyThreadState_New/Delete take
+ * the HEAD lock).  G.mutex is never held while waiting for a GIL or running Python
+ * code, so it cannot deadlock with interpreters' GILs.
+ */
+#include "core.h"
+
+/* This file: the module and its entry points (invoke, call, registration).  The others:
+ * states.c (records, release, exit hooks), switch.c (the switch),
+ * method.c (proxy methods bound in C), gilpeek.c (is a GIL held?). */
+
+#define BIG_ARG_BYTES (64 * 1024)   /* bytes arguments this large skip the blob */
+
+/* Tell whether a lean invoke may carry these arguments: exact None, bool, float, str,
+ * bytes and 64-bit ints (the values that cross unchanged), and no logical call context
+ * to carry along.  Anything else takes the generic route. */
+static int
+is_lean(modstate *st, PyObject *args)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(args, i);
+        PyTypeObject *t = Py_TYPE(v);
+        if (v == Py_None || t == &PyBool_Type || t == &PyFloat_Type || t == &PyUnicode_Type) {
+            continue;
+        }
+        if (t == &PyLong_Type) {
+            int overflow;
+            (void)PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow == 0) {
+                continue;
+            }
+            return 0;
+        }
+        if (t == &PyBytes_Type) {
+            continue;
+        }
+        return 0;
+    }
+    if (st->ctxvar != NULL) {
+        PyObject *value = NULL;
+        if (PyContextVar_Get(st->ctxvar, NULL, &value) < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        int empty = (value == NULL || value == Py_None);
+        Py_XDECREF(value);
+        return empty;
+    }
+    return 1;
+}
+
+static PyObject *
+native_set_context_var(PyObject *module, PyObject *var)
+{
+    if (!PyContextVar_CheckExact(var)) {
+        PyErr_Format(PyExc_TypeError, "expected a ContextVar, not %s", Py_TYPE(var)->tp_name);
+        return NULL;
+    }
+    modstate *st = get_state(module);
+    Py_XSETREF(st->ctxvar, Py_NewRef(var));
+    Py_RETURN_NONE;
+}
+
+/* invoke(interp_id, oid, name, args): the lean proxy call.  args (plain values) cross
+ * as one stdlib-marshal blob, read by the target's invoker fn(oid, name, args), whose
+ * reply comes back the same way. */
+PyObject *
+appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "invoke(interp_id, oid, name, args) takes 4 arguments");
+        return NULL;
+    }
+    long long iid = PyLong_AsLongLong(args[0]);
+    if (iid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long oid = PyLong_AsLongLong(args[1]);
+    if (oid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyUnicode_Check(args[2])) {
+        PyErr_Format(PyExc_TypeError, "name must be a str, not %s", Py_TYPE(args[2])->tp_name);
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(args[3])) {
+        PyErr_Format(PyExc_TypeError, "args must be a tuple, not %s", Py_TYPE(args[3])->tp_name);
+        return NULL;
+    }
+    if (!is_lean(get_state(module), args[3])) {
+        Py_RETURN_NOTIMPLEMENTED;   /* the caller takes the generic route */
+    }
+    Py_ssize_t name_len;
+    const char *name = PyUnicode_AsUTF8AndSize(args[2], &name_len);
+    if (name == NULL) {
+        return NULL;
+    }
+    threadrec_t *r = caller_record();
+    if (r == NULL) {
+        return NULL;
+    }
+    callctx c = {.kind = KIND_INVOKE, .st = get_state(module), .oid = oid, .name = name,
+                 .name_len = name_len};
+    /* Large bytes arguments stay where they are (the caller's tuple keeps them alive
+     * for the call): None stands in for them in the blob. */
+    PyObject *packed = args[3];
+    Py_ssize_t n = PyTuple_GET_SIZE(packed);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(args[3], i);
+        if (!PyBytes_CheckExact(v) || PyBytes_GET_SIZE(v) < BIG_ARG_BYTES) {
+            continue;
+        }
+        if (c.nbig == MAX_BIG_ARGS) {
+            if (packed != args[3]) {
+                Py_DECREF(packed);
+            }
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        if (packed == args[3]) {
+            /* A copy to edit (PyTuple_GetSlice would hand back the same tuple). */
+            if ((packed = PyTuple_New(n)) == NULL) {
+                return NULL;
+            }
+            for (Py_ssize_t j = 0; j < n; j++) {
+                PyTuple_SET_ITEM(packed, j, Py_NewRef(PyTuple_GET_ITEM(args[3], j)));
+            }
+        }
+        Py_SETREF(((PyTupleObject *)packed)->ob_item[i], Py_NewRef(Py_None));
+        c.big_index[c.nbig] = i;
+        c.big_buf[c.nbig] = PyBytes_AS_STRING(v);
+        c.big_len[c.nbig] = PyBytes_GET_SIZE(v);
+        c.nbig++;
+    }
+    PyObject *blob = PyMarshal_WriteObjectToString(packed, LEAN_MARSHAL_VERSION);
+    if (packed != args[3]) {
+        Py_DECREF(packed);
+    }
+    if (blob == NULL) {
+        return NULL;
+    }
+    c.payload = PyBytes_AS_STRING(blob);
+    c.payload_len = PyBytes_GET_SIZE(blob);
+    PyObject *result = switch_call(r, iid, &c);
+    Py_DECREF(blob);
+    return result;
+}
+
+static PyObject *
+native_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "call(interp_id, parts) takes 2 arguments");
+        return NULL;
+    }
+    long long iid = PyLong_AsLongLong(args[0]);
+    if (iid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *parts = args[1];
+    if (!PyTuple_Check(parts)) {
+        PyErr_Format(PyExc_TypeError, "parts must be a tuple, not %s", Py_TYPE(parts)->tp_name);
+        return NULL;
+    }
+    threadrec_t *r = caller_record();
+    if (r == NULL) {
+        return NULL;
+    }
+
+    Py_ssize_t n = PyTuple_GET_SIZE(parts), got = 0;
+    Py_buffer bufs_stack[NPARTS_STACK];
+    unsigned char kept_stack[NPARTS_STACK] = {0};
+    Py_buffer *bufs = bufs_stack;
+    unsigned char *kept = kept_stack;
+    PyObject *result = NULL;
+    if (n > NPARTS_STACK) {
+        bufs = PyMem_Malloc(n * sizeof(*bufs));
+        kept = PyMem_Calloc(n, 1);
+        if (bufs == NULL || kept == NULL) {
+            PyErr_NoMemory();
+            goto out;
+        }
+    }
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(parts, got), &bufs[got], PyBUF_SIMPLE) < 0) {
+            goto out;
+        }
+    }
+
+    callctx c = {.kind = KIND_PARTS, .st = get_state(module), .bufs = bufs, .n = n,
+                 .retained = kept};
+    result = switch_call(r, iid, &c);
+
+out:
+    for (Py_ssize_t i = 0; i < got; i++) {
+        if (!kept[i]) {
+            PyBuffer_Release(&bufs[i]);
+        }
+    }
+    if (bufs != bufs_stack) {
+        PyMem_Free(bufs);
+    }
+    if (kept != kept_stack) {
+        PyMem_Free(kept);
+    }
+    return result;
+}
+
+
+/* ------------------------------------------------------ registration */
+
+static PyObject *
+native_register_dispatcher(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    modstate *st = get_state(module);
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "register_dispatcher(fn, invoker=None) takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *invoker = nargs == 2 ? args[1] : Py_None;
+    if (!PyCallable_Check(args[0]) || (invoker != Py_None && !PyCallable_Check(invoker))) {
+        PyErr_SetString(PyExc_TypeError, "dispatcher must be callable");
+        return NULL;
+    }
+    /* The record holds both as one pair, so its lifecycle handles a single object. */
+    PyObject *fn = PyTuple_Pack(2, args[0], invoker);
+    if (fn == NULL) {
+        return NULL;
+    }
+    if (st->exited) {
+        Py_DECREF(fn);
+        PyErr_SetString(PyExc_RuntimeError, "this interpreter is shutting down");
+        return NULL;
+    }
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    int64_t id = PyInterpreterState_GetID(interp);
+    PyObject *old_fn = NULL, *old_type = NULL, *old_str = NULL;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(id);
+    if (d == NULL) {
+        d = calloc(1, sizeof(*d));
+        if (d == NULL) {
+            PyMutex_Unlock(&G.mutex);
+            Py_DECREF(fn);
+            return PyErr_NoMemory();
+        }
+        d->id = id;
+        d->interp = interp;
+        d->next = G.domains;
+        G.domains = d;
+    }
+    old_fn = d->fn;
+    old_type = (PyObject *)d->argbuf_type;
+    old_str = d->str_release;
+    d->fn = fn;   /* our reference */
+    d->argbuf_type = (PyTypeObject *)Py_NewRef(st->argbuf_type);
+    d->str_release = Py_NewRef(st->str_release);
+    d->owner_state = st;
+    d->closing = 0;     /* re-registering reopens a released interpreter */
+    PyMutex_Unlock(&G.mutex);
+    Py_XDECREF(old_fn);
+    Py_XDECREF(old_type);
+    Py_XDECREF(old_str);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_unregister_dispatcher(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    PyObject *old = NULL;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(id);
+    if (d) {
+        old = d->fn;
+        d->fn = NULL;
+    }
+    PyMutex_Unlock(&G.mutex);
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+
+/* ------------------------------------------------------------- module */
+
+static PyObject *
+native_set_gil_peek(PyObject *Py_UNUSED(module), PyObject *on)
+{
+    int truth = PyObject_IsTrue(on);
+    if (truth < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(appdomain_gil_peek_set(truth));
+}
+
+static PyMethodDef native_methods[] = {
+    {"register_dispatcher", (PyCFunction)(void (*)(void))native_register_dispatcher, METH_FASTCALL,
+     "register_dispatcher(fn, invoker=None)\n--\n\nMake fn(parts: tuple[memoryview, ...]) -> "
+     "bytes the target of call() for the current interpreter, and invoker(oid, name, args) "
+     "-> marshallable the target of invoke()."},
+    {"invoke", (PyCFunction)(void (*)(void))appdomain_invoke, METH_FASTCALL,
+     "invoke(interp_id, oid, name, args)\n--\n\nRun the invoker of interpreter interp_id on "
+     "the calling thread with args (plain values); return its reply, or NotImplemented "
+     "when args (or a logical call context) need the generic route."},
+    {"method_member", (PyCFunction)(void (*)(void))appdomain_method_member, METH_FASTCALL,
+     "method_member(spec, bound_type)\n--\n\nMake the proxy-type member for the remote "
+     "method spec: reading it from a proxy binds a bound_type (a BoundMethod subclass)."},
+    {"set_method_hooks", (PyCFunction)(void (*)(void))appdomain_set_method_hooks, METH_FASTCALL,
+     "set_method_hooks(slow_call, lean_outcome)\n--\n\nName the Python functions bound "
+     "methods hand a call to: slow_call(proxy, spec, *args, **kwargs) for the generic "
+     "route, lean_outcome(proxy, spec, args, reply, error) for a lean call to finish."},
+    {"set_context_var", native_set_context_var, METH_O,
+     "set_context_var(var)\n--\n\nName the ContextVar whose value makes invoke() "
+     "decline (the logical call context must travel the generic route)."},
+    {"unregister_dispatcher", native_unregister_dispatcher, METH_NOARGS,
+     "unregister_dispatcher()\n--\n\nRemove the current interpreter's dispatcher."},
+    {"call", (PyCFunction)(void (*)(void))native_call, METH_FASTCALL,
+     "call(interp_id, parts)\n--\n\nRun the dispatcher of interpreter interp_id on the "
+     "calling thread with read-only views of parts; return its reply as bytes."},
+    {"release_interp", (PyCFunction)(void (*)(void))native_release_interp, METH_FASTCALL,
+     "release_interp(interp_id, timeout=None)\n--\n\nRefuse new calls into the "
+     "interpreter, wait for calls in flight, and delete every cached thread state."},
+    {"release_thread", native_release_thread, METH_NOARGS,
+     "release_thread()\n--\n\nDelete the calling thread's idle cached thread states."},
+    {"_on_exit", native_on_exit, METH_NOARGS, "atexit hook (internal)."},
+    {"_stats", native_stats, METH_NOARGS, "Per-interpreter counters (tests)."},
+    {"set_gil_peek", native_set_gil_peek, METH_O,
+     "set_gil_peek(on)\n--\n\nTurn the look at a held GIL before taking it on or off "
+     "(process-wide); return whether it is now on (never on a CPython gilpeek.c does not "
+     "know)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+native_exec(PyObject *module)
+{
+    modstate *st = get_state(module);
+    if (globals_init() < 0) {
+        return -1;
+    }
+    st->argbuf_type = (PyTypeObject *)PyType_FromSpec(&argbuf_spec);
+    if (st->argbuf_type == NULL) {
+        return -1;
+    }
+    st->str_release = PyUnicode_InternFromString("release");
+    if (st->str_release == NULL || appdomain_method_init(module, st) < 0) {
+        return -1;
+    }
+    st->not_served = PyErr_NewExceptionWithDoc(
+        "appdomain._native._ext.NotServed",
+        "The target interpreter takes no native calls: no dispatcher is registered there.",
+        PyExc_RuntimeError, NULL);
+    st->closing = PyErr_NewExceptionWithDoc(
+        "appdomain._native._ext.Closing",
+        "The target interpreter is being destroyed: it takes no new calls.",
+        PyExc_RuntimeError, NULL);
+    if (st->not_served == NULL || st->closing == NULL
+        || PyModule_AddObjectRef(module, "NotServed", st->not_served) < 0
+        || PyModule_AddObjectRef(module, "Closing", st->closing) < 0) {
+        return -1;
+    }
+    /* Cleanup must run before Py_EndInterpreter's "last thread" check: atexit. */
+    PyObject *atexit = PyImport_ImportModule("atexit");
+    if (atexit == NULL) {
+        return -1;
+    }
+    PyObject *hook = PyObject_GetAttrString(module, "_on_exit");
+    PyObject *res = hook ? PyObject_CallMethod(atexit, "register", "O", hook) : NULL;
+    Py_XDECREF(hook);
+    Py_DECREF(atexit);
+    if (res == NULL) {
+        return -1;
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
+static int
+native_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    modstate *st = get_state(module);
+    Py_VISIT(st->argbuf_type);
+    Py_VISIT(st->ctxvar);
+    Py_VISIT(st->not_served);
+    Py_VISIT(st->closing);
+    return appdomain_method_traverse(st, visit, arg);
+}
+
+static int
+native_clear(PyObject *module)
+{
+    modstate *st = get_state(module);
+    Py_CLEAR(st->argbuf_type);
+    Py_CLEAR(st->str_release);
+    Py_CLEAR(st->ctxvar);
+    Py_CLEAR(st->not_served);
+    Py_CLEAR(st->closing);
+    appdomain_method_clear(st);
+    return 0;
+}
+
+static void
+native_free(void *module)
+{
+    /* Fallback if the exit hook never ran (atexit cleared): drop this interpreter's
+     * record so no call can reach a dead interpreter.  Too late to delete thread
+     * states (Py_EndInterpreter already checked, or the main interpreter zapped
+     * them), so any left are forgotten, not touched. */
+    modstate *st = get_state((PyObject *)module);
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    PyObject *fn = NULL, *tp = NULL, *s = NULL;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(id);
+    if (d && d->owner_state == st && d->active == 0) {
+        free_domain_locked(d, &fn, &tp, &s);
+    }
+    else if (d && d->owner_state == st) {
+        d->closing = 1;   /* calls stuck in flight (daemon threads at exit): leak it */
+    }
+    PyMutex_Unlock(&G.mutex);
+    Py_XDECREF(fn);
+    Py_XDECREF(tp);
+    Py_XDECREF(s);
+    native_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot native_slots[] = {
+    {Py_mod_exec, native_exec},
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+    {Py_mod_gil, Py_MOD_GIL_USED},   /* dispatcher access relies on the target's GIL */
+    {0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "appdomain._native._ext",
+    .m_doc = "Switch the calling thread into another interpreter (see module.c).",
+    .m_size = sizeof(modstate),
+    .m_methods = native_methods,
+    .m_slots = native_slots,
+    .m_traverse = native_traverse,
+    .m_clear = native_clear,
+    .m_free = native_free,
+};
+
+PyMODINIT_FUNC
+PyInit__ext(void)
+{
+    return PyModuleDef_Init(&native_module);
+}

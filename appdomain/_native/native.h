@@ -1,0 +1,57 @@
+/* What the C files of appdomain._native._ext share: the module state and the calls between
+ * files.  _native.c and the files behind _native_core.h switch threads between
+ * interpreters, method.c binds proxy methods, gilpeek.c reads CPython's GIL flag. */
+#ifndef APPDOMAIN_NATIVE_H
+#define APPDOMAIN_NATIVE_H
+
+#include <Python.h>
+
+typedef struct {
+    PyTypeObject *argbuf_type;
+    PyTypeObject *member_type;   /* MethodMember (method.c) */
+    PyTypeObject *bound_type;    /* BoundMethod (method.c) */
+    PyObject *str_release;
+    PyObject *str_ref;           /* "_appdomain_ref": where a proxy keeps its RemoteRef */
+    PyObject *slow_call;         /* generic route: slow_call(proxy, spec, *args, **kwargs) */
+    PyObject *lean_outcome;      /* lean_outcome(proxy, spec, args, reply, error) */
+    PyObject *ctxvar;  /* the logical call context's ContextVar (set_context_var), or NULL */
+    /* Why a call was refused, as types the caller can tell apart (both RuntimeError's):
+     * the target takes no native calls, or it is being destroyed. */
+    PyObject *not_served;
+    PyObject *closing;
+    int exited;   /* this interpreter's exit hook ran: refuse new registrations */
+} modstate;
+
+static inline modstate *
+get_state(PyObject *module)
+{
+    return (modstate *)PyModule_GetState(module);
+}
+
+#if defined(__GNUC__)
+#  pragma GCC visibility push(hidden)   /* shared between the files, not exported */
+#endif
+
+/* module.c: the lean proxy call, invoke(interp_id, oid, name, args). */
+PyObject *appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* gilpeek.c: whether interp's GIL is held (a hint, read without locking).  GIL_UNKNOWN on
+ * a CPython whose GIL layout gilpeek.c does not know, or with the peek turned off. */
+enum { GIL_FREE = 0, GIL_HELD = 1, GIL_UNKNOWN = -1 };
+int appdomain_gil_state(PyInterpreterState *interp);
+/* Turn the peek on or off (tests); returns whether it is now on. */
+int appdomain_gil_peek_set(int on);
+
+/* method.c: the method types, made when the module is executed, and the module
+ * functions that use them. */
+int appdomain_method_init(PyObject *module, modstate *st);
+int appdomain_method_traverse(modstate *st, visitproc visit, void *arg);
+void appdomain_method_clear(modstate *st);
+PyObject *appdomain_method_member(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *appdomain_set_method_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+#if defined(__GNUC__)
+#  pragma GCC visibility pop
+#endif
+
+#endif

@@ -1,0 +1,488 @@
+"""Run isolated tests inside fresh domains: the main-process side of the ``isolated`` marker.
+
+Each isolated test gets a new domain; its module is imported there (assertions rewritten),
+its function called with the fixture values pytest computed here, and the domain unloaded.
+The outcome comes back as the same exception type (so skip, xfail and ``raises`` behave
+as usual) together with the failure report rendered where the frames were.
+
+Creating a domain and importing the test module into it costs far more than a typical
+test, so background threads prepare the domains of the next isolated tests while the
+current one runs (``_Warmer``); a domain has its own GIL, so that work runs in parallel.
+The test module crosses as the code pytest compiled for it here, asserts rewritten; so
+does the code of the modules it imports from source files that have no usable pyc,
+compiled once by an earlier domain (``_pytest_code``).
+"""
+
+from __future__ import annotations
+
+import functools
+import marshal as stdlib_marshal
+import os
+import queue
+import threading
+import types
+from typing import Any
+
+import pytest
+
+from .._domains._domain import AppDomain
+from .._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
+from . import _remote
+from ._code import code_cache, stashed
+
+__all__ = [
+    "plan",
+    "quiet_background",
+    "route_unittest",
+    "run",
+    "shutdown",
+    "take_longrepr",
+    "take_skip_location",
+]
+
+_longrepr_key = pytest.StashKey[Any]()
+_skip_where_key = pytest.StashKey[tuple[str, int]]()
+_warmer_key = pytest.StashKey["_Warmer"]()
+_unloader_key = pytest.StashKey["_Unloader"]()
+# Ini values pytest's assertion helpers read while explaining a failed assert.
+_ASSERT_INIS = ("truncation_limit_lines", "truncation_limit_chars", "assertion_text_diff_style")
+
+
+def is_isolated(item: pytest.Item) -> bool:
+    """Tell whether item is a test function to run inside its own domain."""
+    return isinstance(item, pytest.Function) and item.get_closest_marker("isolated") is not None
+
+
+def _is_unittest(item: pytest.Item) -> bool:
+    from _pytest.unittest import TestCaseFunction
+
+    return isinstance(item, TestCaseFunction)
+
+
+def route_unittest(items: list[pytest.Item]) -> None:
+    """Make the isolated unittest.TestCase items run in a domain too.
+
+    pytest runs a TestCase test through unittest (its runtest), not pytest_pyfunc_call: the
+    item's runtest is replaced by run.
+    """
+    for item in items:
+        if isinstance(item, pytest.Function) and is_isolated(item) and _is_unittest(item):
+            item.runtest = functools.partial(run, item)  # type: ignore[method-assign]
+
+
+def quiet_background(item: pytest.Item) -> None:
+    """Before a test that measures the whole process, let the background domain work end.
+
+    Domains being prepared or unloaded allocate memory in this process; a test that traces
+    allocations (``tracemalloc``) would count theirs, and on CPython 3.13.0 tracing while
+    another interpreter runs can even crash the process.
+    """
+    warmer = item.config.stash.get(_warmer_key, None)
+    unloader = item.config.stash.get(_unloader_key, None)
+    if warmer is None and unloader is None:
+        return  # nothing runs in the background: no need to look at the test's code
+    if not (isinstance(item, pytest.Function) and runs_alone(item)):
+        return
+    if warmer is not None:
+        warmer.wait_idle()
+    if unloader is not None:
+        unloader.wait_idle()
+
+
+def plan(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Remember the isolated tests in run order, so their domains can be prepared ahead."""
+    isolated: list[pytest.Function] = [
+        item for item in items if isinstance(item, pytest.Function) and is_isolated(item)
+    ]
+    old = config.stash.get(_warmer_key, None)
+    if old is not None:
+        old.close()
+    ahead = config.getoption("--appdomain-prepare-ahead", None)
+    if ahead is None:
+        # Domains build under their own GIL: keep every core busy, plus one queued.
+        ahead = min((os.cpu_count() or 1) + 1, 4)
+    if isolated and ahead > 0:
+        config.stash[_warmer_key] = _Warmer(isolated, ahead)
+
+
+def shutdown(config: pytest.Config) -> list[str]:
+    """Unload the domains prepared for tests that never ran, and those still unloading.
+
+    Returns the problems met unloading in the background, one line per test.
+    """
+    warmer = config.stash.get(_warmer_key, None)
+    if warmer is not None:
+        warmer.close()
+        del config.stash[_warmer_key]
+    unloader = config.stash.get(_unloader_key, None)
+    if unloader is None:
+        return []
+    del config.stash[_unloader_key]
+    return unloader.close()
+
+
+def take_longrepr(item: pytest.Item) -> Any:
+    """Return (once) the failure report an isolated test brought back from its domain."""
+    if _longrepr_key not in item.stash:
+        return None
+    longrepr = item.stash[_longrepr_key]
+    del item.stash[_longrepr_key]
+    return longrepr
+
+
+def spec_of(item: pytest.Function, *, code: bool = True) -> dict[str, Any]:
+    """Describe item for the domain: where its function lives and how to report a failure.
+
+    With code, the spec also carries the test module's compiled code and the code earlier
+    domains compiled, for a domain that has not imported the test module yet.
+    """
+    config = item.config
+    module = item.module
+    cls = item.cls
+    spec = {
+        "module": module.__name__,
+        "path": str(module.__file__),
+        "cls": cls.__qualname__ if cls is not None else None,
+        "function": item.originalname,
+        "assertmode": config.getoption("assertmode", "rewrite"),
+        "verbosity": {
+            "": config.get_verbosity(),
+            config.VERBOSITY_ASSERTIONS: config.get_verbosity(config.VERBOSITY_ASSERTIONS),
+        },
+        "ini": {name: _ini(config, name) for name in _ASSERT_INIS},
+        "unittest": _is_unittest(item),
+        "tbstyle": config.getoption("tbstyle", "auto"),
+        "showlocals": bool(config.getoption("showlocals", False)),
+    }
+    if code:
+        cache = code_cache(config)
+        spec["code"] = cache.test_module(item)
+        spec["cache"] = cache.shared()
+    return spec
+
+
+def _ini(config: pytest.Config, name: str) -> Any:
+    try:
+        value = config.getini(name)
+    except ValueError:
+        return None  # an older pytest without this setting
+    try:
+        _remote.pack(value)  # the spec crosses packed by CPython's marshal
+    except ValueError:
+        return str(value)
+    return value
+
+
+def run(item: pytest.Function) -> None:
+    """Run item's function inside a fresh domain; raise what it raised there."""
+    __tracebackhide__ = True
+    funcargs, made_here = _crossing_funcargs(item)
+    warmer = item.config.stash.get(_warmer_key, None)
+    domain, ready = warmer.take(item) if warmer is not None else (None, False)
+    if domain is None:
+        domain = _new_domain(item)
+    quiet = False
+    try:
+        spec = spec_of(item, code=not ready)
+        if funcargs:
+            reply = domain.do_callback(_remote.run_test, spec, funcargs, made_here)
+        else:
+            spec["made_here"] = made_here
+            reply = _call_packed(domain, _remote.RUN, spec)
+        outcome, exc, longrepr, compiled, quiet = reply
+        code_cache(item.config).learn(compiled)
+    finally:
+        if warmer is not None:
+            warmer.prepare_after(item)
+        unload_problem = None
+        if quiet:
+            # Nothing the test started can stop the unload: it needs no waiting for here.
+            _unloader(item.config).put(domain, item.nodeid)
+        else:
+            unload_problem = _unload(domain, item.config)
+    if outcome == "passed":
+        if unload_problem:
+            pytest.fail(unload_problem, pytrace=False)
+        return
+    if outcome == "outcome":
+        exc = _rebuild_outcome(item, *exc)
+    if unload_problem:
+        exc.add_note(unload_problem)
+    report = _rebuild_longrepr(longrepr, exc)
+    if report is not None:
+        item.stash[_longrepr_key] = report
+    raise exc
+
+
+# Modules whose figures cover the whole process, not one domain: while a test that uses one
+# runs, no other domain is prepared or unloaded, or that work would count in its figures.
+_PROCESS_WIDE = frozenset({"tracemalloc"})
+
+
+def runs_alone(item: pytest.Function) -> bool:
+    """Tell whether item must run with no domain work going on in the background.
+
+    True for ``@pytest.mark.isolated(alone=True)``, and for a test function whose code
+    names a process-wide tool such as ``tracemalloc``.
+    """
+    marker = item.get_closest_marker("isolated")
+    if marker is not None and marker.kwargs.get("alone"):
+        return True
+    function = getattr(item.obj, "__func__", item.obj)
+    while hasattr(function, "__wrapped__"):
+        function = function.__wrapped__
+    code = getattr(function, "__code__", None)
+    return isinstance(code, types.CodeType) and _names_any(code, _PROCESS_WIDE)
+
+
+def _names_any(code: types.CodeType, names: frozenset[str]) -> bool:
+    if not names.isdisjoint(code.co_names):
+        return True
+    return any(isinstance(c, types.CodeType) and _names_any(c, names) for c in code.co_consts)
+
+
+def _call_packed(domain: AppDomain, op: str, spec: dict[str, Any]) -> Any:
+    """Call one of _remote's packed operations in domain (see there)."""
+    from .. import _core, marshal
+
+    kind, data = _core.call(domain.route, op, _remote.pack(spec))
+    if kind == _remote.PACKED:
+        return stdlib_marshal.loads(data)
+    return marshal.from_shareable(data)
+
+
+def _rebuild_outcome(item: pytest.Item, name: str, state: dict[str, Any]) -> BaseException:
+    """Rebuild the skip/xfail/fail/exit exception the test raised in its domain."""
+    from _pytest import outcomes
+
+    cls = getattr(outcomes, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, outcomes.OutcomeException)):
+        cls = outcomes.Failed
+    where = state.pop(_remote.SKIP_WHERE, None)
+    exc = cls.__new__(cls)
+    exc.__dict__.update(state)
+    exc.args = (state.get("msg"),)
+    if isinstance(exc, outcomes.Skipped):
+        # Not at the plugin line that re-raised it: at the test, and then (in the report
+        # hook) at the line inside the test that skipped, as pytest itself reports it.
+        exc._use_item_location = True
+        if where is not None:
+            item.stash[_skip_where_key] = (str(where[0]), int(where[1]))
+    return exc
+
+
+def take_skip_location(item: pytest.Item) -> tuple[str, int] | None:
+    """Return (once) the file and line where an isolated test called ``pytest.skip()``."""
+    where = item.stash.get(_skip_where_key, None)
+    if where is not None:
+        del item.stash[_skip_where_key]
+    return where
+
+
+def _new_domain(item: pytest.Function) -> AppDomain:
+    return AppDomain.create_domain(item.name)
+
+
+def _crossing_funcargs(item: pytest.Function) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Collect the values the test function asks for, checking that each can cross.
+
+    Also returns the names of the fixtures its domain makes itself (pytest's own
+    ``monkeypatch``): those values stay here.
+    """
+    from .. import marshal
+    from .._errors import SerializationException
+
+    values = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
+    made_here = tuple(
+        name
+        for name, value in values.items()
+        if name in _remote.MADE_IN_DOMAIN and type(value) is pytest.MonkeyPatch
+    )
+    for name in made_here:
+        del values[name]
+    for name, value in values.items():
+        try:
+            marshal.to_shareable(value, name=f"fixture {name!r}")
+        except SerializationException as exc:
+            why = str(exc)
+        else:
+            continue
+        pytest.fail(
+            f"isolated test {item.nodeid}: fixture {name!r} cannot cross into the test's "
+            f"AppDomain: {why}\n"
+            "Fixture values reach an isolated test by copy (by reference for a "
+            "MarshalByRefObject); use a value that can be copied, or drop the "
+            "isolated marker for this test.",
+            pytrace=False,
+        )
+    return values, made_here
+
+
+def _unloader(config: pytest.Config) -> _Unloader:
+    return stashed(config, _unloader_key, _Unloader)
+
+
+class _Unloader:
+    """Unload the domains of finished tests on a background thread, while the next ones run.
+
+    Only domains that no longer run a thread of the test's go here (their unload takes a
+    few ms and cannot fail for a thread that will not stop); the rest are unloaded before
+    the test's outcome is reported, so an unload failure fails that test.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+        # A job, an Event to set once the jobs before it are done, or None to stop.
+        self._queue: queue.SimpleQueue[tuple[AppDomain, str] | threading.Event | None] = (
+            queue.SimpleQueue()
+        )
+        self._problems: list[str] = []
+        self._thread = threading.Thread(
+            target=self._work, name="appdomain-pytest-unloader", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, domain: AppDomain, nodeid: str) -> None:
+        self._queue.put((domain, nodeid))
+
+    def wait_idle(self) -> None:
+        """Wait until the domains queued so far are unloaded."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if isinstance(job, threading.Event):
+                job.set()
+                continue
+            domain, nodeid = job
+            problem = _unload(domain, self._config)
+            if problem is not None:
+                self._problems.append(f"{nodeid}: {problem}")
+
+    def close(self) -> list[str]:
+        """Wait for the queued unloads; return the problems met, one line per test."""
+        self._queue.put(None)
+        self._thread.join()
+        return self._problems
+
+
+def _unload(domain: AppDomain, config: pytest.Config) -> str | None:
+    timeout = config.getoption("--appdomain-unload-timeout", None)
+    try:
+        AppDomain.unload(domain, timeout=timeout)
+    except AppDomainUnloadedException:
+        pass
+    except CannotUnloadAppDomainException as exc:
+        return f"appdomain: the isolated test's domain could not be unloaded: {exc}"
+    return None
+
+
+def _rebuild_longrepr(data: Any, exc: BaseException) -> Any:
+    """Turn the report rendered in the domain back into pytest's report object."""
+    if data is not None:
+        from _pytest.reports import _report_kwargs_from_json
+
+        try:
+            return _report_kwargs_from_json({"longrepr": data})["longrepr"]
+        except Exception:
+            pass
+    from _pytest.outcomes import Failed, OutcomeException
+
+    if isinstance(exc, Failed) and not exc.pytrace:
+        # Its message alone, as pytest shows it: the frames it was re-raised through here
+        # are all hidden, and pytest would add a line saying so.
+        return str(exc.msg)
+    if isinstance(exc, OutcomeException):
+        return None  # pytest reports skips and xfails itself
+    remote = getattr(exc, "remote_traceback", None)
+    return f"{remote}(ran inside an isolated AppDomain)" if remote else None
+
+
+class _Warmer:
+    """Prepare the domain of the next isolated test on a background thread."""
+
+    def __init__(self, items: list[pytest.Function], ahead: int) -> None:
+        self._order = {id(item): n for n, item in enumerate(items)}
+        self._items = items
+        self._ahead = ahead
+        self._lock = threading.Lock()
+        self._ready: dict[int, _Prepared] = {}
+        self._closed = False
+        for index in range(min(ahead, len(items))):
+            self._start(index)
+
+    def take(self, item: pytest.Function) -> tuple[AppDomain | None, bool]:
+        """Return the domain prepared for item (waiting for it), or None; and whether the
+        test module is imported there."""
+        with self._lock:
+            prepared = self._ready.pop(id(item), None)
+        if prepared is None:
+            return None, False
+        prepared.done.wait()
+        return prepared.domain, prepared.ready
+
+    def wait_idle(self) -> None:
+        """Wait until every domain being prepared is ready (none starts until prepare_after)."""
+        with self._lock:
+            pending = list(self._ready.values())
+        for prepared in pending:
+            prepared.done.wait()
+
+    def prepare_after(self, item: pytest.Function) -> None:
+        """Start preparing the domain of the isolated test `ahead` places after item."""
+        index = self._order.get(id(item))
+        if index is not None and index + self._ahead < len(self._items):
+            self._start(index + self._ahead)
+
+    def _start(self, index: int) -> None:
+        item = self._items[index]
+        with self._lock:
+            if self._closed or id(item) in self._ready:
+                return
+            prepared = _Prepared(item)
+            self._ready[id(item)] = prepared
+        threading.Thread(target=prepared.build, name="appdomain-pytest-warmer", daemon=True).start()
+
+    def close(self) -> None:
+        """Unload every prepared domain nobody took."""
+        with self._lock:
+            self._closed = True
+            leftover = list(self._ready.values())
+            self._ready.clear()
+        for prepared in leftover:
+            prepared.done.wait()
+            if prepared.domain is not None:
+                try:
+                    AppDomain.unload(prepared.domain)
+                except (AppDomainUnloadedException, CannotUnloadAppDomainException):
+                    pass
+
+
+class _Prepared:
+    """A domain being created, with the test module imported into it."""
+
+    def __init__(self, item: pytest.Function) -> None:
+        self.item = item
+        self.spec = spec_of(item)
+        self.cache = code_cache(item.config)
+        self.domain: AppDomain | None = None
+        self.ready = False  # the test module is imported in domain
+        self.done = threading.Event()
+
+    def build(self) -> None:
+        try:
+            domain = AppDomain.create_domain(self.item.name)
+        except BaseException:
+            self.done.set()
+            return
+        self.domain = domain
+        try:
+            compiled = _call_packed(domain, _remote.PREPARE, self.spec)
+            self.cache.learn(compiled)
+            self.ready = True
+        except BaseException:
+            pass  # the test imports its module again, and reports what goes wrong
+        finally:
+            self.done.set()

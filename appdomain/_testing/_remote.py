@@ -1,0 +1,499 @@
+"""Run one test function inside the current domain, the way pytest would run it.
+
+Everything here executes inside the fresh domain of an isolated test (called through
+``do_callback`` from ``appdomain.pytest_plugin``).  The test module arrives compiled, its
+asserts already rewritten by the main process, and is executed here; the function is
+called with the fixture values that crossed, and the outcome goes back as
+``(outcome, exception, longrepr, compiled, quiet)``: the exception crosses by type so
+pytest's skip/xfail/raises logic works unchanged in the main process, and the failure
+report is rendered here (where the frames are) in pytest's serialized form.
+
+A passing test imports nothing of pytest here: the rewritten asserts reach pytest's
+helpers through ``appdomain._testing._ar`` only to explain a failure, ``import pytest``
+gives a light stand-in (``appdomain._testing._standin``), and the modules the test imports
+from source files without a usable pyc are loaded from code compiled by an earlier test's
+domain (``compiled`` carries what this domain had to compile itself, for the next ones).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.machinery
+import marshal as _stdlib_marshal
+import os
+import sys
+import threading
+import types
+
+from .._core import register_op
+from .._domains._runtime import exec_module_from_file
+from . import _standin
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from collections.abc import Sequence
+    from typing import Any
+
+__all__ = ["AR_ALIAS", "PACKED", "assertion_helpers", "pack", "prepare", "run_test"]
+
+# Messages CPython gives for its subinterpreter limits, and what to tell the user about them.
+_LIMITS = (
+    (
+        "does not support loading in subinterpreters",
+        "this C extension refuses to load in a subinterpreter, so tests that import it "
+        "cannot run isolated; run this test without isolation",
+    ),
+    (
+        "daemon threads",
+        "subinterpreters created by PEP 734 do not allow daemon threads; use a "
+        "non-daemon thread that the test joins, or run this test without isolation",
+    ),
+    (
+        "not supported in subinterpreters",
+        "this feature is not available in a subinterpreter; run this test without isolation",
+    ),
+)
+
+# A source file's identity for a cached compilation: (st_mtime_ns, st_size).
+Stamp = tuple[int, int]
+# What test modules sent here import instead of _pytest.assertion.rewrite: a name with as
+# many parts, found in sys.modules (see appdomain._pytest_code).
+AR_ALIAS = "@appdomain.assertion.rewrite"
+# This module's operations, named "module:op": a test's domain imports it on the first one.
+PREPARE = f"{__name__}:prepare"
+RUN = f"{__name__}:run"
+# The key, in the state of an outcome exception sent back, of where the test raised it.
+SKIP_WHERE = "_appdomain_raised_at"
+
+
+class _Config:
+    """Answer the few Config questions pytest's assertion helpers ask, from copied values."""
+
+    def __init__(self, verbosity: dict[str, int], ini: dict[str, Any], assertmode: str) -> None:
+        self._verbosity = verbosity
+        self._ini = ini
+        self._assertmode = assertmode
+        self.pluginmanager = self  # only has_plugin() is asked of it
+
+    def get_verbosity(self, verbosity_type: str | None = None) -> int:
+        return self._verbosity.get(verbosity_type or "", self._verbosity.get("", 0))
+
+    def getini(self, name: str) -> Any:
+        return self._ini.get(name)
+
+    def getvalue(self, name: str) -> Any:
+        return self._assertmode if name == "assertmode" else None
+
+    def has_plugin(self, name: str) -> bool:
+        return False  # plain text: the report is rendered (with colours) in the main process
+
+
+# The spec of the test this domain runs (set by prepare; read when an assert fails).
+_spec: dict[str, Any] | None = None
+_config: _Config | None = None
+# Code compiled by earlier domains, by source path; and what this domain compiled itself.
+_cache: dict[str, tuple[Stamp, bytes]] = {}
+_compiled: dict[str, tuple[Stamp, bytes]] = {}
+# The threads alive before the test module was imported: the domain's own.
+_first_threads: frozenset[int | None] | None = None
+
+
+class _TestModuleLoader(importlib.machinery.SourceFileLoader):
+    """Load the test module from the code the main process compiled (asserts rewritten)."""
+
+    def __init__(self, fullname: str, path: str, code: bytes) -> None:
+        super().__init__(fullname, path)
+        self._code = code
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        code: types.CodeType = _stdlib_marshal.loads(self._code)
+        return code
+
+
+class _CachedLoader(importlib.machinery.SourceFileLoader):
+    """Load a source module from code an earlier domain compiled, else compile and note it."""
+
+    def get_code(self, fullname: str) -> types.CodeType | None:
+        path = self.path
+        try:
+            st = os.stat(path)
+        except OSError:
+            return super().get_code(fullname)
+        stamp = (st.st_mtime_ns, st.st_size)
+        hit = _cache.get(path)
+        if hit is not None and hit[0] == stamp:
+            code: types.CodeType = _stdlib_marshal.loads(hit[1])
+            return code
+        self._compiled_here = False
+        found = super().get_code(fullname)
+        if self._compiled_here and found is not None:
+            _compiled[path] = (stamp, _stdlib_marshal.dumps(found))
+        return found
+
+    def source_to_code(  # type: ignore[override]
+        self, data: bytes, path: str, *, _optimize: int = -1
+    ) -> types.CodeType:
+        # Called only when no valid pyc exists: the code is worth sharing.
+        self._compiled_here = True
+        return super().source_to_code(data, path, _optimize=_optimize)
+
+
+class _CachedCodeFinder:  # a meta path finder; importlib.abc would cost every domain ~15 ms
+    """Find modules as the path finder does, loading plain source modules with _CachedLoader."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is not None and type(spec.loader) is importlib.machinery.SourceFileLoader:
+            spec.loader = _CachedLoader(spec.loader.name, spec.loader.path)
+        return spec
+
+
+def _install_finder() -> None:
+    if any(type(finder) is _CachedCodeFinder for finder in sys.meta_path):
+        return
+    try:
+        at = sys.meta_path.index(importlib.machinery.PathFinder)  # type: ignore[arg-type]
+    except ValueError:
+        return  # an unusual import system: leave it alone
+    sys.meta_path.insert(at, _CachedCodeFinder())
+
+
+def prepare(spec: dict[str, Any]) -> dict[str, tuple[Stamp, bytes]]:
+    """Get this domain ready for a test: import the test module; return the code compiled."""
+    _prepare(spec)
+    return _take_compiled()
+
+
+def _prepare(spec: dict[str, Any]) -> None:
+    global _spec, _first_threads
+    _spec = spec
+    if _first_threads is None:
+        _first_threads = frozenset(t.ident for t in threading.enumerate())
+    cache = spec.get("cache")
+    if cache:
+        _cache.update(cache)
+    _install_finder()
+    _install_ar_alias()
+    _standin.install()
+    # Importing makes next to no garbage cycles, but enough objects to trigger a handful of
+    # collections (~1 ms for a module importing toolz); the test then runs with it on.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _import_test_module(spec)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _install_ar_alias() -> None:
+    if AR_ALIAS in sys.modules:
+        return
+    from . import _ar
+
+    _ar.load_helpers = assertion_helpers
+    top, assertion, _ = AR_ALIAS.split(".")
+    sys.modules[top] = types.SimpleNamespace(  # type: ignore[assignment]
+        **{assertion: types.SimpleNamespace(rewrite=_ar)}
+    )
+    sys.modules[AR_ALIAS] = _ar
+
+
+def _take_compiled() -> dict[str, tuple[Stamp, bytes]]:
+    compiled = dict(_compiled)
+    _compiled.clear()
+    return compiled
+
+
+def assertion_helpers() -> types.ModuleType:
+    """Return pytest's assertion helpers, set up to explain comparisons (first call imports)."""
+    _setup_assertions(_spec)
+    from _pytest.assertion import rewrite
+
+    return rewrite
+
+
+def _setup_assertions(spec: dict[str, Any] | None) -> None:
+    global _config
+    if _config is not None:
+        return
+    import _pytest.assertion
+    from _pytest.assertion import truncate, util
+
+    if spec is None:
+        spec = {"verbosity": {}, "ini": {}, "assertmode": "rewrite"}
+    config = _Config(spec["verbosity"], spec["ini"], spec["assertmode"])
+    rewriting = spec["assertmode"] == "rewrite"
+
+    def callbinrepr(op: str, left: object, right: object) -> str | None:
+        # What pytest's assertion plugin installs for each test (see pytest_runtest_protocol).
+        lines = _pytest.assertion.pytest_assertrepr_compare(
+            config=config,  # type: ignore[arg-type]
+            op=op,
+            left=left,
+            right=right,
+        )
+        if not lines:
+            return None
+        lines = truncate.materialize_with_truncation(lines, config)  # type: ignore[arg-type]
+        if not lines:
+            return None
+        res = "\n~".join(line.replace("\n", "\\n") for line in lines)
+        return res.replace("%", "%%") if rewriting else res
+
+    util._reprcompare = callbinrepr
+    util._config = config  # type: ignore[assignment]
+    _config = config
+
+
+def _import_test_module(spec: dict[str, Any]) -> types.ModuleType:
+    name = spec["module"]
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    parent = name.rpartition(".")[0]
+    if parent:
+        # Relative imports in the test module need its package.
+        try:
+            importlib.import_module(parent)
+        except ImportError:
+            pass
+    code = spec.get("code")
+    loader = None if code is None else _TestModuleLoader(name, spec["path"], code)
+    return exec_module_from_file(name, spec["path"], loader)
+
+
+def run_test(
+    spec: dict[str, Any], funcargs: dict[str, Any], made_here: tuple[str, ...] = ()
+) -> tuple[Any, ...]:
+    """Run the test function named by spec.
+
+    made_here names the fixtures to make in this domain (see MADE_IN_DOMAIN) rather than
+    receive.  Returns (outcome, exception, longrepr, compiled, quiet); quiet tells that no
+    thread the test module or function started is still alive, so unloading cannot fail
+    on one.
+    """
+    global _spec
+    made: dict[str, Any] = {}
+    try:
+        try:
+            if spec["module"] in sys.modules:
+                _spec = spec
+            else:
+                _prepare(spec)
+            if spec.get("unittest"):
+                from ._unittest import run_case
+
+                run_case(_owner(spec), spec["function"])
+            else:
+                func = _resolve(spec)
+                made = {name: MADE_IN_DOMAIN[name]() for name in made_here}
+                func(**funcargs, **made)
+        finally:
+            for fixture in made.values():
+                fixture.undo()
+            _flush()
+    except BaseException as exc:
+        outcome = _outcome(exc)
+        if outcome is not None:
+            return ("outcome", outcome, _longrepr(exc, spec), _take_compiled(), _quiet())
+        _explain_limits(exc)
+        return ("raised", exc, _longrepr(exc, spec), _take_compiled(), _quiet())
+    return ("passed", None, None, _take_compiled(), _quiet())
+
+
+def _monkeypatch() -> Any:
+    # pytest's own class (its module loads much of pytest: only tests that ask pay for it).
+    from _pytest.monkeypatch import MonkeyPatch
+
+    return MonkeyPatch()
+
+
+# Fixtures an isolated test gets made afresh inside its domain, by name: their value acts on
+# the interpreter that holds it (monkeypatch patches this domain's modules), so a copy of
+# the main process's value would patch the wrong interpreter.  Each is undone after the test,
+# which matters for what is process-wide (environment variables, the working directory).
+MADE_IN_DOMAIN = {"monkeypatch": _monkeypatch}
+
+
+def _quiet() -> bool:
+    if _first_threads is None:
+        return False
+    me = threading.current_thread()
+    return all(t is me or t.ident in _first_threads for t in threading.enumerate())
+
+
+def _outcome(exc: BaseException) -> tuple[str, dict[str, Any]] | None:
+    """Describe pytest's skip/xfail/fail/exit exceptions, which cannot cross by type.
+
+    pytest sets their ``__module__`` to "builtins" (for shorter reports), so they cannot
+    be imported back by name; they go as (class name, attributes) instead.
+    """
+    if "_pytest.outcomes" not in sys.modules:
+        return None  # nothing imported pytest's outcomes, so exc is none of them
+    from _pytest.outcomes import OutcomeException
+
+    if not isinstance(exc, OutcomeException):
+        return None
+    state: dict[str, Any] = {
+        k: v for k, v in vars(exc).items() if isinstance(v, (str, int, bool, type(None)))
+    }
+    where = _raised_at(exc)
+    if where is not None:
+        state[SKIP_WHERE] = where
+    why = _limit_behind(exc)
+    msg = state.get("msg")
+    if why is not None and isinstance(msg, str):
+        # A test that skips on a failed import would hide that only the domain refused it.
+        state["msg"] = f"{msg} (appdomain: isolated test hit a subinterpreter limit: {why})"
+    return (type(exc).__name__, state)
+
+
+def _raised_at(exc: BaseException) -> tuple[str, int] | None:
+    """Return (file, line) of the last traceback frame not hidden by ``__tracebackhide__``.
+
+    That is where pytest reports a skip: the line that called ``pytest.skip()``.
+    """
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        hidden = frame.f_locals.get("__tracebackhide__") or frame.f_globals.get("__tracebackhide__")
+        if not hidden and not frame.f_code.co_filename.startswith(_OWN_FOLDER):
+            where = (frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return where
+
+
+# appdomain's own code: a skip raised there (for a unittest skip) is reported at the test.
+_OWN_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _resolve(spec: dict[str, Any]) -> Any:
+    if spec["cls"] is None:
+        return getattr(sys.modules[spec["module"]], spec["function"])
+    # pytest makes a fresh instance of the test class for every test.
+    return getattr(_owner(spec)(), spec["function"])
+
+
+def _owner(spec: dict[str, Any]) -> Any:
+    """Return the class that holds the test (spec["cls"] names it in its module)."""
+    owner: Any = sys.modules[spec["module"]]
+    for part in spec["cls"].split("."):
+        owner = getattr(owner, part)
+    return owner
+
+
+def _flush() -> None:
+    # Output must reach the file descriptors while pytest still captures this test.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
+def _explain_limits(exc: BaseException) -> None:
+    why = _limit_behind(exc)
+    if why is not None:
+        exc.add_note(f"appdomain: isolated test hit a subinterpreter limit: {why}")
+
+
+def _limit_behind(exc: BaseException) -> str | None:
+    """Explain the subinterpreter limit that exc, or an exception it was raised from, hit."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        for needle, why in _LIMITS:
+            if needle in text:
+                return why
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _longrepr(exc: BaseException, spec: dict[str, Any]) -> Any:
+    """Render the failure as pytest would, in its serialized (xdist) form; None for outcomes."""
+    from _pytest._code import ExceptionInfo
+    from _pytest._code.code import Traceback
+    from _pytest.outcomes import Failed, OutcomeException
+    from _pytest.reports import _report_to_json
+
+    if isinstance(exc, OutcomeException) and not (isinstance(exc, Failed) and exc.pytrace):
+        return None  # skip, xfail, exit, fail(pytrace=False): pytest reports these itself
+    # Drop run_test's own frame: the report starts at the test function, as pytest's does.
+    if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
+        exc = exc.with_traceback(exc.__traceback__.tb_next)
+    try:
+        excinfo = ExceptionInfo.from_exception(exc)
+        style = spec["tbstyle"]
+        auto = style == "auto"
+        if auto:
+            style = "long"
+        elif style not in ("long", "short", "native", "value"):
+            style = "short"
+
+        def tbfilter(info: ExceptionInfo[BaseException]) -> Traceback:
+            # As pytest does: hide __tracebackhide__ frames; "auto" shortens middle frames.
+            tb = info.traceback.filter(info)
+            if spec.get("unittest"):  # as pytest does for TestCase tests: no unittest frames
+                tb = tb.filter(lambda entry: not entry.frame.f_globals.get("__unittest"))
+            if auto and len(tb) > 2:
+                tb = Traceback((tb[0], *(t.with_repr_style("short") for t in tb[1:-1]), tb[-1]))
+            return tb
+
+        longrepr = excinfo.getrepr(
+            funcargs=True,
+            showlocals=spec["showlocals"],
+            style=style,
+            tbfilter=tbfilter,
+            truncate_locals=spec["verbosity"].get("", 0) <= 1,
+            truncate_args=spec["verbosity"].get("", 0) <= 2,
+        )
+        report = types.SimpleNamespace(longrepr=longrepr)
+        return _report_to_json(report)["longrepr"]  # type: ignore[arg-type]
+    except Exception:
+        return None
+
+
+# -- packed calls --------------------------------------------------------------------------
+#
+# The main process sends a spec to the PREPARE and RUN operations packed
+# by CPython's marshal (a spec holds only builtin values), and gets the outcome back the
+# same way unless it holds an exception object.  A domain whose test passes, skips or
+# fails an assert so never imports appdomain.marshal: ~2 ms less for every isolated test.
+
+# The reply's first item: the outcome packed by CPython's marshal, or encoded by appdomain's.
+PACKED = 0
+ENCODED = 1
+
+
+def pack(value: Any) -> bytes:
+    """Pack a spec (or an outcome) for the other side; ValueError if it holds other types."""
+    return _stdlib_marshal.dumps(value)
+
+
+def _reply(result: Any) -> tuple[int, Any]:
+    try:
+        return (PACKED, pack(result))
+    except ValueError:  # an exception object: it crosses by appdomain's marshalling
+        from .. import marshal
+
+        return (ENCODED, marshal.to_shareable(result, name="outcome"))
+
+
+def _op_prepare(packed: bytes) -> tuple[int, Any]:
+    return _reply(prepare(_stdlib_marshal.loads(packed)))
+
+
+def _op_run(packed: bytes) -> tuple[int, Any]:
+    spec = _stdlib_marshal.loads(packed)
+    return _reply(run_test(spec, {}, tuple(spec.get("made_here", ()))))
+
+
+register_op(PREPARE, _op_prepare)
+register_op(RUN, _op_run)
