@@ -13,7 +13,7 @@ from .._errors import ChannelClosedError
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Iterator
-    from typing import Any
+    from typing import Any, NoReturn
 
 __all__ = ["Channel", "sent_to", "rehome"]
 
@@ -74,7 +74,7 @@ class Channel:
     def __len__(self) -> int:
         return _compat.queue_count(self._queues[0])
 
-    def send(self, value: Any, timeout: float | None = None) -> None:
+    def send(self, value: object, timeout: float | None = None) -> None:
         """Send a copy of value, waiting up to timeout seconds for room (None: forever)."""
         from ..marshal import to_shareable
 
@@ -176,7 +176,7 @@ class Channel:
         state = "closed" if self.closed else "open"
         return f"<Channel {state} maxsize={self._maxsize} queued={len(self)}>"
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a Channel crosses domains through appdomain's marshalling, not pickle")
 
 
@@ -229,15 +229,15 @@ def _release(queues: tuple[int, ...]) -> None:
         _compat.queue_release(queue_id)
 
 
-def _reduce(channel: Channel) -> tuple[Any, ...]:
+def _reduce(channel: Channel) -> tuple[int, ...]:
     # Bind for the copy in flight, so the queues outlive this side if it is collected first.
     for queue_id in channel._queues:
         _compat.queue_bind(queue_id)
     return (*channel._queues, channel._maxsize)
 
 
-def _rebuild(data: tuple[Any, ...]) -> Channel:
-    return Channel._attach(tuple(data[:4]), data[4])  # type: ignore[arg-type]
+def _rebuild(data: tuple[int, ...]) -> Channel:
+    return Channel._attach((data[0], data[1], data[2], data[3]), data[4])
 
 
 def register() -> None:

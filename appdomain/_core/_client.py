@@ -36,7 +36,7 @@ from ._wire import ONE_WAY, is_request
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections.abc would cost every new domain ~3 ms
     from collections.abc import Callable
-    from types import ModuleType
+    from types import CodeType, ModuleType
     from typing import Any
 
     from ._wire import Dispatched, Reply, Request, Route, Shareable
@@ -234,7 +234,7 @@ def _finish(reply: Reply) -> Any:
     raise decode_error(value)
 
 
-_enter_code: dict[int, Any] = {}
+_enter_code: dict[int, CodeType] = {}
 
 
 def _try_fast(box: _Mailbox, target: int, request: Request) -> Reply | None:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from ._wire import Shareable
+
 PY314 = sys.version_info >= (3, 14)
 
 # The thread whose exec into another interpreter is slow: on 3.14 each exec made from the
@@ -35,7 +37,7 @@ SLOW_EXEC_THREAD: int = -1
 if PY314:
     import _thread
 
-    SLOW_EXEC_THREAD = _thread._get_main_thread_ident()  # type: ignore[attr-defined]
+    SLOW_EXEC_THREAD = getattr(_thread, "_get_main_thread_ident")()  # noqa: B009 - no stub
 
 InterpreterError = _interpreters.InterpreterError
 InterpreterNotFoundError = _interpreters.InterpreterNotFoundError
@@ -87,9 +89,9 @@ def interp_exists(interp_id: int) -> bool:
 
 def exec_in(
     interp_id: int,
-    code: str | types.CodeType | Callable[[], Any],
-    shared: dict[str, Any] | None = None,
-) -> Any:
+    code: str | types.CodeType | Callable[[], object],
+    shared: dict[str, Shareable] | None = None,
+) -> types.SimpleNamespace | None:
     """Run code (source, or a no-argument function's code) in the interpreter's __main__.
 
     Returns None on success, or the excinfo namespace describing the uncaught exception.
@@ -100,11 +102,17 @@ def exec_in(
     return _interpreters.exec(interp_id, code)
 
 
+# The queue module's arguments changed order in 3.14, and its stub knows one version: named
+# once as plain callables, each call below is checked by its own version's arguments.
+_create: Callable[..., int] = _interpqueues.create
+_put: Callable[..., None] = _interpqueues.put
+
+
 def queue_create(maxsize: int = 0) -> int:
     """Create a low-level cross-interpreter queue (0: unbounded); return its id."""
     if PY314:
-        return int(_interpqueues.create(maxsize, _UNBOUND_REMOVE, 0))  # type: ignore[call-arg, arg-type]
-    return int(_interpqueues.create(maxsize, 0, _UNBOUND_REMOVE))  # type: ignore[arg-type]
+        return int(_create(maxsize, _UNBOUND_REMOVE, 0))
+    return int(_create(maxsize, 0, _UNBOUND_REMOVE))
 
 
 class QueueEmpty(QueueError):
@@ -126,16 +134,16 @@ class _QueueHandle:
 # any, 3.13 imports test.support on the first empty get).  Registering our own spares every
 # domain the stdlib's high-level queues module, which imports pickle, re and queue (~5 ms).
 # Whoever registers last wins, so the wrappers below do not rely on the exact types.
-_interpqueues._register_heap_types(_QueueHandle, QueueEmpty, QueueFull)  # type: ignore[attr-defined]
+getattr(_interpqueues, "_register_heap_types")(_QueueHandle, QueueEmpty, QueueFull)  # noqa: B009
 
 
-def queue_put(queue_id: int, obj: Any) -> None:
+def queue_put(queue_id: int, obj: Shareable) -> None:
     """Put a shareable object on the queue without blocking; raise QueueFull if full."""
     try:
         if PY314:
-            _interpqueues.put(queue_id, obj, _UNBOUND_REMOVE, 0)  # type: ignore[call-arg, arg-type]
+            _put(queue_id, obj, _UNBOUND_REMOVE, 0)
         else:
-            _interpqueues.put(queue_id, obj, 0, _UNBOUND_REMOVE)  # type: ignore[arg-type]
+            _put(queue_id, obj, 0, _UNBOUND_REMOVE)
     except QueueNotFoundError:
         raise
     except QueueError:

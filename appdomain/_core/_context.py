@@ -8,10 +8,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from typing import Any
 
+    from ._wire import WireContext
+
 __all__ = ["CallContext", "capture", "install", "collect", "uninstall", "merge"]
 
 # None means "no logical data": the common case costs one lookup per call.
-_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+_data: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
     "appdomain_logical_call_context", default=None
 )
 
@@ -20,7 +22,7 @@ class CallContext:
     """Named values that flow with a call into other domains, and back (LogicalCallContext)."""
 
     @staticmethod
-    def logical_set_data(name: str, value: Any) -> None:
+    def logical_set_data(name: str, value: object) -> None:
         """Store value under name; it travels with every cross-domain call from here."""
         if not isinstance(name, str):
             raise TypeError(f"'name' must be str (got {name!r} that is a {type(name).__name__})")
@@ -60,17 +62,18 @@ def clear() -> None:
     _data.set(None)
 
 
-def capture() -> Any:
+def capture() -> WireContext:
     """Encode the caller's logical data for a request (None when there is none)."""
     current = _data.get()
     if current is None:
         return None
     from ..marshal import to_shareable
 
-    return to_shareable(current, name="CallContext")
+    wire: WireContext = to_shareable(current, name="CallContext")
+    return wire
 
 
-def install(ctx: Any) -> contextvars.Token[dict[str, Any] | None] | None:
+def install(ctx: WireContext) -> contextvars.Token[dict[str, object] | None] | None:
     """Make the request's logical data current in the callee (a clean context if None)."""
     if ctx is None:
         if _data.get() is None:
@@ -81,12 +84,12 @@ def install(ctx: Any) -> contextvars.Token[dict[str, Any] | None] | None:
     return _data.set(dict(from_shareable(ctx)))
 
 
-def collect() -> Any:
+def collect() -> WireContext:
     """Encode the callee's logical data for the reply, so changes flow back."""
     return capture()
 
 
-def uninstall(token: contextvars.Token[dict[str, Any] | None] | None) -> None:
+def uninstall(token: contextvars.Token[dict[str, object] | None] | None) -> None:
     """Restore the logical data that was current before install()."""
     if token is None:
         if _data.get() is not None:
@@ -98,7 +101,7 @@ def uninstall(token: contextvars.Token[dict[str, Any] | None] | None) -> None:
         _data.set(None)
 
 
-def merge(ctx_back: Any) -> None:
+def merge(ctx_back: WireContext) -> None:
     """Adopt the logical data the callee returned."""
     from ..marshal import from_shareable
 

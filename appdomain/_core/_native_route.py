@@ -20,10 +20,15 @@ from ._serve import encode_failure, enter_call, leave_call, serve, state, unload
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from collections.abc import Callable
     from typing import Any
 
     from .._errors import AppDomainUnloadedException
-    from ._wire import Reply, Shareable, WireContext
+    from ._wire import NativeReply, Reply, Shareable, WireContext
+
+    type Part = bytes | bytearray | memoryview
+    # Serves a lean invoke in this domain: invoker(oid, name, args) (remoting's).
+    type Invoker = Callable[[int, str, tuple[Any, ...]], NativeReply]
 
 __all__ = [
     "BoundMethod",
@@ -50,7 +55,7 @@ def available() -> bool:
     return not os.environ.get("APPDOMAIN_PURE")
 
 
-def _split(value: Any, parts: list[Any], depth: int) -> Any:
+def _split(value: Any, parts: list[Part], depth: int) -> Any:  # Any: type() is checked below
     """Replace large buffers in the top levels of value by (marker, part index)."""
     kind = type(value)
     if kind is bytes or kind is memoryview or kind is bytearray:
@@ -69,7 +74,7 @@ def _split(value: Any, parts: list[Any], depth: int) -> Any:
     return value
 
 
-def _join(value: Any, parts: tuple[Any, ...], depth: int) -> Any:
+def _join(value: Any, parts: tuple[memoryview, ...], depth: int) -> Any:
     if type(value) is tuple and depth < 4:
         if len(value) == 2 and value[0] == _BUFFER:
             # The part is a view of the caller's memory, valid only during the call: copy.
@@ -104,7 +109,7 @@ def refusal(error: BaseException, interp_id: int) -> AppDomainUnloadedException 
 
 def call(interp_id: int, op: str, payload: Shareable, ctx: WireContext) -> Reply | None:
     """Run op(payload) in the interpreter on this thread; None if it takes no native calls."""
-    parts: list[Any] = [b""]
+    parts: list[Part] = [b""]
     request = (op, _split(payload, parts, 0), ctx, len(parts) > 1)
     parts[0] = _dumps(request)
     try:
@@ -137,10 +142,10 @@ def _dispatch(parts: tuple[memoryview, ...]) -> bytes:
 
 _registered = False
 # Set by remoting when it loads: serves invoke(oid, name, args) in this domain.
-_invoker: Any = None
+_invoker: Invoker | None = None
 
 
-def set_invoke_handler(handler: Any) -> None:
+def set_invoke_handler(handler: Invoker) -> None:
     """Install the function that serves lean invokes, handler(oid, name, args)."""
     global _invoker
     _invoker = handler

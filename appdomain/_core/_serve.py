@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # typing and collections.abc would cost every new domain ~3 m
     from ._pool import Pool
     from ._wire import Reply, Request, Route, Shareable, WireContext
 
-    OpHandler = Callable[[Any], Any]
+    # handler(payload): the payload is the shape its op defines, the result shareable.
+    OpHandler = Callable[[Any], Shareable]
 
 __all__ = [
     "CURRENT_INTERP",
@@ -135,7 +136,7 @@ def _handler(op: str) -> OpHandler:
     return handler
 
 
-def call_here(op: str, payload: Any) -> Any:
+def call_here(op: str, payload: Shareable) -> Shareable:
     """Run op(payload) in this domain directly (a call whose target is the caller's domain)."""
     return _handler(op)(payload)
 
@@ -189,7 +190,8 @@ def encode_error(exc: BaseException) -> Shareable:
     """Encode an error to cross to another domain (same type, remote traceback)."""
     from ..marshal import encode_exception
 
-    return encode_exception(exc)
+    wire: Shareable = encode_exception(exc)
+    return wire
 
 
 # Set by remoting: drains the release queue (kept as a hook so the call path stays generic).
@@ -234,5 +236,4 @@ def install_entry_points() -> None:
     """Expose the fast-route entry points as builtins, where exec'd code finds them."""
     import builtins
 
-    builtins.__appdomain_enter__ = _enter  # type: ignore[attr-defined]
-    builtins.__appdomain_bind__ = _bind  # type: ignore[attr-defined]
+    vars(builtins).update(__appdomain_enter__=_enter, __appdomain_bind__=_bind)

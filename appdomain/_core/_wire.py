@@ -21,12 +21,10 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    from typing import Any
-
-    # A value the queues share (checked where it is made, by marshal's to_shareable).
-    type Shareable = Any
+    # A value the queues share (marshal's to_shareable makes one of anything that crosses).
+    type Shareable = bool | int | float | str | bytes | memoryview | tuple[Shareable, ...] | None
     # The logical call context as it crosses: None, or marshal's shareable tree of it.
-    type WireContext = Any
+    type WireContext = Shareable
     type Request = tuple[str, Shareable, int, WireContext]
     type Dispatched = tuple[str, Shareable, int, WireContext, int, str]
     type Reply = tuple[int, bool, Shareable, WireContext]
@@ -72,6 +70,6 @@ class Route(tuple[int, int, str, int]):  # a NamedTuple would import typing into
         return f"Route(interp_id={self[0]}, inbox_queue={self[1]}, release_queue={self[3]})"
 
 
-def is_request(message: tuple[Any, ...]) -> bool:
+def is_request(message: tuple[object, ...]) -> bool:
     """Tell a Request left on a mailbox from the Reply that replaced it (op str vs seq int)."""
     return type(message[0]) is str

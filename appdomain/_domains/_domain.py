@@ -143,7 +143,7 @@ class AppDomain(metaclass=_AppDomainType):
     _name: str
     _route: Route | None
 
-    def __init__(self, *_: Any) -> None:
+    def __init__(self, *_: object) -> None:
         raise TypeError("use AppDomain.create_domain(name) to create a domain")
 
     @classmethod
@@ -258,7 +258,7 @@ class AppDomain(metaclass=_AppDomainType):
 
     # -- using a domain ----------------------------------------------------------------------
 
-    def set_data(self, name: str, value: Any) -> None:
+    def set_data(self, name: str, value: object) -> None:
         """Store a copy of value in the domain under name."""
         from .. import marshal
 
@@ -276,7 +276,7 @@ class AppDomain(metaclass=_AppDomainType):
         wire = _core.call(self.route, "domain.get_data", name)
         return None if wire is None else marshal.from_shareable(wire)
 
-    def do_callback(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def do_callback(self, callback: Callable[..., object], *args: object, **kwargs: object) -> Any:
         """Run an importable function inside the domain; return (a copy of) its result."""
         from .. import marshal
 
@@ -297,7 +297,7 @@ class AppDomain(metaclass=_AppDomainType):
         return int(_core.call(self.route, "domain.execute_assembly", (full, tuple(args))))
 
     def create_instance_and_unwrap(
-        self, module_name: str, type_name: str, *args: Any, **kwargs: Any
+        self, module_name: str, type_name: str, *args: object, **kwargs: object
     ) -> Any:
         """Create type_name from module_name inside the domain and return a proxy to it.
 
@@ -313,7 +313,7 @@ class AppDomain(metaclass=_AppDomainType):
         return marshal.from_shareable(result)
 
     def create_instance_from_and_unwrap(
-        self, path: str | os.PathLike[str], type_name: str, *args: Any, **kwargs: Any
+        self, path: str | os.PathLike[str], type_name: str, *args: object, **kwargs: object
     ) -> Any:
         """Like create_instance_and_unwrap, loading the module from a file path."""
         from .. import marshal
@@ -471,7 +471,7 @@ def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppD
         domain_id,
         name,
         tuple(setup.sys_path(inherited)),
-        tuple(default),
+        (*default,),  # a plain tuple: a Route (a tuple subclass) cannot cross
         main_path,
         main_module,
         reply_queue,
@@ -505,10 +505,10 @@ def _unload_here(domain_id: int, timeout: float) -> None:
         del _records[domain_id]
 
 
-def _op_create(payload: tuple[str, tuple[str, ...]]) -> tuple[int, str, tuple[Any, ...]]:
+def _op_create(payload: tuple[str, tuple[str, ...]]) -> tuple[int, str, tuple[int, int, str, int]]:
     name, sys_path = payload
     domain = _create_here(name, AppDomainSetup(), list(sys_path))
-    return (domain.id, domain.friendly_name, tuple(domain.route))
+    return (domain.id, domain.friendly_name, (*domain.route,))
 
 
 def _op_unload(payload: tuple[int, float]) -> None:
@@ -516,8 +516,8 @@ def _op_unload(payload: tuple[int, float]) -> None:
     _unload_here(domain_id, timeout)
 
 
-def _op_route(domain_id: int) -> tuple[Any, ...]:
-    return tuple(_route_of(domain_id))
+def _op_route(domain_id: int) -> tuple[int, int, str, int]:
+    return (*_route_of(domain_id),)  # a plain tuple: a Route cannot cross
 
 
 def _unload_all_at_exit() -> None:
@@ -538,7 +538,7 @@ def _unload_all_at_exit() -> None:
         os._exit(1)
 
 
-def _check_names(**names: Any) -> None:
+def _check_names(**names: object) -> None:
     for label, value in names.items():
         if not isinstance(value, str) or not value:
             raise TypeError(
@@ -547,7 +547,7 @@ def _check_names(**names: Any) -> None:
             )
 
 
-def _importable_name(func: Callable[..., Any]) -> tuple[str, str]:
+def _importable_name(func: Callable[..., object]) -> tuple[str, str]:
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", None)
     if not callable(func) or not module or not qualname or "<" in qualname:

@@ -7,7 +7,8 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Callable
     from typing import Any
 
-    Handler = Callable[[Any, Any], Any]
+    # handler(sender, args): users annotate sender as AppDomain, args as their EventArgs.
+    Handler = Callable[[Any, Any], object]
 
 __all__ = ["Event", "EventArgs", "UnhandledExceptionEventArgs"]
 
@@ -81,7 +82,7 @@ class Event:
     def __repr__(self) -> str:
         return f"<Event {self.name} with {len(self._handlers)} handler(s)>"
 
-    def fire(self, sender: Any, args: Any) -> list[BaseException]:
+    def fire(self, sender: object, args: EventArgs) -> list[BaseException]:
         """Call every handler in order; return the exceptions they raised, if any."""
         errors: list[BaseException] = []
         for handler in list(self._handlers):

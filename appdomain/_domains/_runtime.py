@@ -30,6 +30,12 @@ if TYPE_CHECKING:  # typing, collections.abc and socket cost every new domain ~5
     from collections.abc import Callable, Sequence
     from typing import Any
 
+    from .._core._wire import Shareable
+
+    # What a new domain gets from its creator: (domain id, name, sys.path, the default
+    # domain's route, the main script's path and module name, the queue to report on).
+    type BootConfig = tuple[int, str, tuple[str, ...], tuple[int, int, str, int], str, str, int]
+
 __all__ = ["info", "ensure_started", "boot_subdomain", "MAIN_ALIAS", "wire_module", "load_module"]
 
 # The default domain's main script is imported under this name in other domains (_aliases).
@@ -60,7 +66,7 @@ info = DomainInfo(
     name=_default_name() if _IS_MAIN else f"Domain{_core.CURRENT_INTERP + 1}",
     is_default=_IS_MAIN,
 )
-data: dict[str, Any] = {}
+data: dict[str, Shareable] = {}
 _start_lock = threading.Lock()
 
 
@@ -96,7 +102,7 @@ def _start_dispatcher(*, daemon: bool) -> None:
 _sockets_to_close: set[_socket.socket] = set()
 
 
-def boot_subdomain(cfg: tuple[Any, ...]) -> None:
+def boot_subdomain(cfg: BootConfig) -> None:
     """Initialise this fresh interpreter as a domain and report its route to the creator."""
     domain_id, name, _sys_path, default_route, main_path, main_module, reply_queue = cfg
     info.id = domain_id
@@ -241,16 +247,16 @@ unhandled_exception = Event("unhandled_exception", on_first_subscribe=_install_e
 # -- operations every domain answers -----------------------------------------------------------
 
 
-def _op_set_data(payload: tuple[str, Any]) -> None:
+def _op_set_data(payload: tuple[str, Shareable]) -> None:
     key, value = payload
     data[key] = value
 
 
-def _op_get_data(key: str) -> Any:
+def _op_get_data(key: str) -> Shareable:
     return data.get(key)
 
 
-def _op_callback(payload: tuple[str, str, Any]) -> Any:
+def _op_callback(payload: tuple[str, str, Shareable]) -> Shareable:
     from .. import marshal
 
     module_name, qualname, wire_args = payload
@@ -259,7 +265,8 @@ def _op_callback(payload: tuple[str, str, Any]) -> Any:
         func = getattr(func, part)
     args, kwargs = marshal.decode_call(wire_args)
     result = func(*args, **kwargs)
-    return marshal.to_shareable(result, name="result")
+    wire: Shareable = marshal.to_shareable(result, name="result")
+    return wire
 
 
 def _op_execute_assembly(payload: tuple[str, tuple[str, ...]]) -> int:
@@ -320,7 +327,7 @@ def _op_unload_begin(_: None) -> int:
         for thread in threading.enumerate()
         if thread.ident not in workers
         and thread is not threading.main_thread()
-        and not isinstance(thread, threading._DummyThread)  # type: ignore[attr-defined]
+        and not isinstance(thread, threading._DummyThread)
         and thread.ident != me
     ]
     grace_until = time.monotonic() + ABORT_GRACE_SECONDS
@@ -402,7 +409,7 @@ def join_threads(timeout: float, report_queue: int) -> None:
     for thread in threading.enumerate():
         if thread is me or thread is threading.main_thread():
             continue
-        if isinstance(thread, threading._DummyThread):  # type: ignore[attr-defined]
+        if isinstance(thread, threading._DummyThread):
             continue
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():

@@ -6,7 +6,7 @@ from typing import Any, final
 
 # (done, value, ctx): done is True when value is the method's plain result, False when it
 # is an encoded reply or error that the generic layers decode.
-type _LeanReply = tuple[bool, Any, Any]
+type _LeanReply = tuple[bool, object, object]
 type _Invoker = Callable[[int, str, tuple[Any, ...]], _LeanReply]
 type _Dispatcher = Callable[[tuple[memoryview, ...]], bytes]
 
@@ -23,7 +23,7 @@ def call(interp_id: int, parts: tuple[bytes | memoryview | bytearray, ...], /) -
     dispatcher, Closing when it is being destroyed.
     """
 
-def invoke(interp_id: int, oid: int, name: str, args: tuple[Any, ...], /) -> Any:
+def invoke(interp_id: int, oid: int, name: str, args: tuple[object, ...], /) -> object:
     """Run interp_id's invoker on this thread; NotImplemented when args need the generic route."""
 
 def release_interp(interp_id: int, timeout: float | None = None, /) -> None:
@@ -32,17 +32,17 @@ def release_interp(interp_id: int, timeout: float | None = None, /) -> None:
 def release_thread() -> None:
     """Delete the calling thread's idle cached thread states."""
 
-def set_context_var(var: ContextVar[Any], /) -> None:
+def set_context_var(var: ContextVar[dict[str, object] | None], /) -> None:
     """Name the ContextVar whose value (other than None) makes invoke() decline."""
 
 def set_method_hooks(
-    slow_call: Callable[..., Any],
-    lean_outcome: Callable[[Any, Any, tuple[Any, ...], Any, BaseException | None], Any],
+    slow_call: Callable[..., object],
+    lean_outcome: Callable[..., object],
     /,
 ) -> None:
     """Name the functions bound methods hand a call to (generic route, lean finish)."""
 
-def method_member(spec: Any, bound_type: type[BoundMethod], /) -> MethodMember:
+def method_member(spec: object, bound_type: type[BoundMethod], /) -> MethodMember:
     """Make the proxy-type member for spec: reading it from a proxy binds a bound_type."""
 
 def set_gil_peek(on: bool, /) -> bool:
@@ -62,16 +62,16 @@ class Closing(RuntimeError):
 class MethodMember:
     """A proxy type's member for one remote method (a non-data descriptor)."""
 
-    def __get__(self, proxy: Any, owner: type | None = None, /) -> Any: ...
+    def __get__(self, proxy: object, owner: type | None = None, /) -> Any: ...
 
 class BoundMethod:
     """A remote method bound to its proxy; calling it takes the lean route when it can."""
 
-    def __init__(self, proxy: Any, spec: Any, /) -> None: ...
+    def __init__(self, proxy: object, spec: Any, /) -> None: ...
     @property
-    def proxy(self) -> Any:
+    def proxy(self) -> object:
         """The proxy this method is bound to."""
     @property
     def spec(self) -> Any:
         """The method's spec."""
-    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __call__(self, *args: object, **kwargs: object) -> Any: ...

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 __all__ = ["MarshalByRefObject", "Lease", "one_way", "is_one_way"]
 
@@ -56,12 +55,12 @@ class MarshalByRefObject:
         return self.initialize_lifetime_service()
 
 
-def one_way[F: Callable[..., Any]](func: F) -> F:
+def one_way[F: Callable[..., object]](func: F) -> F:
     """Mark a method as one-way: remote callers do not wait and get no result or exception."""
-    func.__appdomain_one_way__ = True  # type: ignore[attr-defined]
+    vars(func)["__appdomain_one_way__"] = True
     return func
 
 
-def is_one_way(func: Any) -> bool:
+def is_one_way(func: object) -> bool:
     """Tell whether func was marked with one_way."""
     return bool(getattr(func, "__appdomain_one_way__", False))

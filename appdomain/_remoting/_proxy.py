@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 import types
 import weakref
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .. import _core
 from .._core import Route, _context, wake
@@ -31,8 +31,17 @@ from ._base import MarshalByRefObject, is_one_way
 
 if TYPE_CHECKING:
     import concurrent.futures
+    from types import NotImplementedType
+    from typing import Protocol
 
+    from .._core._wire import NativeReply
     from ..marshal import CallPlan
+
+    class MethodMember(Protocol):
+        """What stands for a remote method on a proxy type (C's, or _PyMethodMember)."""
+
+        def __get__(self, proxy: object, owner: type | None = None, /) -> Any: ...
+
 
 __all__ = ["RemoteRef", "RemoteMethod", "proxy_for", "is_transparent_proxy", "ref_of"]
 
@@ -108,13 +117,13 @@ _LOCAL = frozenset(
 )
 
 
-def ref_of(proxy: Any) -> RemoteRef:
+def ref_of(proxy: object) -> RemoteRef:
     """Return the reference a proxy stands for."""
     ref: RemoteRef = proxy.__dict__[_REF]
     return ref
 
 
-def is_transparent_proxy(obj: Any) -> bool:
+def is_transparent_proxy(obj: object) -> bool:
     """Tell a proxy to a remote object from a local object."""
     return getattr(type(obj), "__appdomain_proxy__", False) is True
 
@@ -166,7 +175,7 @@ class _MethodSpec:
         self.lean_ok = _native is not None and not one_way and plan is not None and not plan.has_out
 
 
-def _call(proxy: Any, spec: _MethodSpec, *args: Any, **kwargs: Any) -> Any:
+def _call(proxy: object, spec: _MethodSpec, *args: object, **kwargs: object) -> Any:
     """Call the remote method by the generic route: a wire message through the call path."""
     ref: RemoteRef = proxy.__dict__[_REF]
     wire = encode_call(args, kwargs, spec.plan)
@@ -178,7 +187,11 @@ def _call(proxy: Any, spec: _MethodSpec, *args: Any, **kwargs: Any) -> Any:
 
 
 def _lean_outcome(
-    proxy: Any, spec: _MethodSpec, args: tuple[Any, ...], reply: Any, error: BaseException | None
+    proxy: object,
+    spec: _MethodSpec,
+    args: tuple[object, ...],
+    reply: NativeReply | NotImplementedType | None,
+    error: BaseException | None,
 ) -> Any:
     """Finish a lean call (native invoke) that did not come back as a plain value."""
     if error is not None:
@@ -186,8 +199,8 @@ def _lean_outcome(
         unloaded = _native.refusal(error, proxy.__dict__[_REF].route.interp_id)
         if unloaded is not None:
             raise unloaded from None
-        reply = NotImplemented  # the target takes no native calls: the generic route
-    if reply is NotImplemented:  # an argument (or the call context) needs the generic route
+        return _call(proxy, spec, *args)  # the target takes no native calls: the generic route
+    if reply is None or reply is NotImplemented:  # an argument (or the call context) needs it
         return _call(proxy, spec, *args)
     done, value, ctx_back = reply
     if ctx_back is not None:
@@ -202,11 +215,11 @@ class _PyBoundMethod:
 
     __slots__ = ("proxy", "spec")
 
-    def __init__(self, proxy: Any, spec: _MethodSpec) -> None:
+    def __init__(self, proxy: object, spec: _MethodSpec) -> None:
         self.proxy = proxy
         self.spec = spec
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> Any:
         return _call(self.proxy, self.spec, *args, **kwargs)
 
 
@@ -229,11 +242,11 @@ class RemoteMethod(_BoundBase):
         """The method's name."""
         return self.spec.name
 
-    def begin_invoke(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+    def begin_invoke(self, *args: object, **kwargs: object) -> concurrent.futures.Future[Any]:
         """Start the call on a worker thread and return a Future of its result (BeginInvoke)."""
         return _async_executor().submit(self, *args, **kwargs)
 
-    async def invoke_async(self, *args: Any, **kwargs: Any) -> Any:
+    async def invoke_async(self, *args: object, **kwargs: object) -> Any:
         """Await the call from asyncio code without blocking the event loop."""
         import asyncio
 
@@ -253,18 +266,19 @@ class _PyMethodMember:
     def __init__(self, spec: _MethodSpec) -> None:
         self.spec = spec
 
-    def __get__(self, proxy: Any, owner: type | None = None) -> Any:
+    def __get__(self, proxy: object, owner: type | None = None) -> object:
         if proxy is None:
             return self
         return RemoteMethod(proxy, self.spec)
 
 
-def _method_member(name: str, plan: CallPlan | None, one_way: bool) -> Any:
+def _method_member(name: str, plan: CallPlan | None, one_way: bool) -> MethodMember:
     """Return the proxy-type member for a remote method: reading it binds a RemoteMethod."""
     spec = _MethodSpec(name, plan, one_way)
     if _native is None:
         return _PyMethodMember(spec)
-    return _native.method_member(spec, RemoteMethod)
+    member: MethodMember = _native.method_member(spec, RemoteMethod)
+    return member
 
 
 class _FieldMember:
@@ -273,20 +287,20 @@ class _FieldMember:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __get__(self, proxy: Any, owner: type | None = None) -> Any:
+    def __get__(self, proxy: object, owner: type | None = None) -> Any:
         if proxy is None:
             return self
         return _remote_getattr(proxy, self.name)
 
-    def __set__(self, proxy: Any, value: Any) -> None:
+    def __set__(self, proxy: object, value: object) -> None:
         _remote_setattr(proxy, self.name, value)
 
-    def __delete__(self, proxy: Any) -> None:
+    def __delete__(self, proxy: object) -> None:
         ref = ref_of(proxy)
         _core.call(ref.route, _OP + "delattr", (ref.oid, self.name))
 
 
-def _remote_getattr(proxy: Any, name: str) -> Any:
+def _remote_getattr(proxy: object, name: str) -> Any:
     ref = ref_of(proxy)
     kind, value = _core.call(ref.route, _OP + "getattr", (ref.oid, name))
     if kind == "method":
@@ -294,7 +308,7 @@ def _remote_getattr(proxy: Any, name: str) -> Any:
     return from_shareable(value)
 
 
-def _remote_setattr(proxy: Any, name: str, value: Any) -> None:
+def _remote_setattr(proxy: object, name: str, value: object) -> None:
     ref = ref_of(proxy)
     wire = to_shareable(value, name=f"value for attribute {name!r}")
     _core.call(ref.route, _OP + "setattr", (ref.oid, name, wire))
@@ -303,7 +317,7 @@ def _remote_setattr(proxy: Any, name: str, value: Any) -> None:
 # Forwarders for protocols whose shape differs from a plain method call.
 
 
-def _proxy_iter(self: Any) -> Iterator[Any]:
+def _proxy_iter(self: object) -> Iterator[Any]:
     ref = ref_of(self)
     iterator_id, items, done = _core.call(ref.route, _OP + "iter", (ref.oid, ITER_CHUNK))
     try:
@@ -317,10 +331,13 @@ def _proxy_iter(self: Any) -> Iterator[Any]:
             _core.post(ref.route, _OP + "iter_close", iterator_id)
 
 
-def _proxy_exit(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
+def _proxy_exit(
+    self: object, exc_type: object, exc: BaseException | None, tb: object
+) -> bool | None:
     ref = ref_of(self)
     wire = to_shareable(exc, name="exception") if exc is not None else None
-    return _core.call(ref.route, _OP + "exit", (ref.oid, wire))
+    suppress: bool | None = _core.call(ref.route, _OP + "exit", (ref.oid, wire))
+    return suppress
 
 
 _SPECIAL = {"__iter__": _proxy_iter, "__exit__": _proxy_exit}
@@ -336,7 +353,7 @@ class _ProxyBase:
             raise AttributeError(name)
         return _remote_getattr(self, name)
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         _remote_setattr(self, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -357,7 +374,7 @@ class _ProxyBase:
             f"in domain #{ref.route.interp_id + 1}>"
         )
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a proxy crosses domains through appdomain's marshalling, not pickle")
 
 
@@ -390,7 +407,7 @@ def _resolve(module: str, qualname: str) -> type:
 
 
 def _build_proxy_type(real: type) -> type:
-    members: dict[str, Any] = {}
+    members: dict[str, object] = {}
     seen: set[str] = set()
     for klass in real.__mro__:
         if klass in (object, MarshalByRefObject):
@@ -412,7 +429,7 @@ def _build_proxy_type(real: type) -> type:
         return type(real.__name__, (_ProxyBase, MarshalByRefObject), namespace)
 
 
-def _member(name: str, value: Any) -> Any:
+def _member(name: str, value: object) -> object:
     if name in _SPECIAL:
         return _SPECIAL[name]
     if isinstance(value, staticmethod):
@@ -428,7 +445,7 @@ def _member(name: str, value: Any) -> Any:
     return _FieldMember(name)
 
 
-def _plan(func: Any, *, bound: bool) -> CallPlan | None:
+def _plan(func: Callable[..., object], *, bound: bool) -> CallPlan | None:
     try:
         # Plan as a bound method would be called: without self.
         return plan_for(func.__get__(object()) if bound else func)
@@ -438,7 +455,7 @@ def _plan(func: Any, *, bound: bool) -> CallPlan | None:
 
 # -- references in and out --------------------------------------------------------------------
 
-_proxies: weakref.WeakValueDictionary[tuple[int, int], Any] = weakref.WeakValueDictionary()
+_proxies: weakref.WeakValueDictionary[tuple[int, int], _ProxyBase] = weakref.WeakValueDictionary()
 _proxies_lock = threading.Lock()
 # proxy identity -> how many remote references it holds (released together when it dies)
 _counts: dict[tuple[int, int], list[int]] = {}

@@ -7,7 +7,7 @@ import os
 import sys
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from .._core import Route, _compat, _context
@@ -26,11 +26,15 @@ from . import _table
 from ._base import MarshalByRefObject, is_one_way
 from ._proxy import RemoteRef, is_transparent_proxy, proxy_for, ref_of
 
+if TYPE_CHECKING:
+    from .._core._wire import NativeReply, Shareable
+    from ..marshal import CallPlan
+
 __all__ = ["install"]
 
 
-def _find_type(module: types.ModuleType | Any, type_name: str) -> Any:
-    target: Any = module
+def _find_type(module: types.ModuleType, type_name: str) -> type:
+    target: object = module
     for part in type_name.split("."):
         try:
             target = getattr(target, part)
@@ -43,7 +47,7 @@ def _find_type(module: types.ModuleType | Any, type_name: str) -> Any:
     return target
 
 
-def _instantiate(cls: type, wire_args: Any) -> Any:
+def _instantiate(cls: type, wire_args: Shareable) -> Shareable:
     if not (issubclass(cls, MarshalByRefObject) or _by_value(cls)):
         # As .NET: only MarshalByRefObject types come back by reference, serializable by copy.
         raise SerializationException(
@@ -53,7 +57,8 @@ def _instantiate(cls: type, wire_args: Any) -> Any:
         )
     args, kwargs = decode_call(wire_args)
     obj = cls(*args, **kwargs)
-    return to_shareable(obj, name="created instance")
+    wire: Shareable = to_shareable(obj, name="created instance")
+    return wire
 
 
 def _by_value(cls: type) -> bool:
@@ -63,12 +68,12 @@ def _by_value(cls: type) -> bool:
     return is_serializable(cls) or dataclasses.is_dataclass(cls) or issubclass(cls, enum.Enum)
 
 
-def _op_create(payload: tuple[str, str, Any]) -> Any:
+def _op_create(payload: tuple[str, str, Shareable]) -> Shareable:
     module_name, type_name, wire_args = payload
     return _instantiate(_find_type(_runtime.load_module(module_name), type_name), wire_args)
 
 
-def _op_create_from(payload: tuple[str, str, Any]) -> Any:
+def _op_create_from(payload: tuple[str, str, Shareable]) -> Shareable:
     path, type_name, wire_args = payload
     return _instantiate(_find_type(_load_path(path), type_name), wire_args)
 
@@ -86,10 +91,10 @@ def _load_path(path: str) -> types.ModuleType:
 
 
 # (type, method name) -> plan: saves a signature lookup per call.
-_plans: dict[tuple[type, str], Any] = {}
+_plans: dict[tuple[type, str], CallPlan | None] = {}
 
 
-def _op_invoke(payload: tuple[int, str, Any]) -> Any:
+def _op_invoke(payload: tuple[int, str, Shareable]) -> Shareable:
     oid, name, wire_args = payload
     obj = _table.lookup(oid)
     method = getattr(obj, name)
@@ -99,10 +104,11 @@ def _op_invoke(payload: tuple[int, str, Any]) -> Any:
     plan = _plans.get(key)
     if plan is None:
         plan = _plans[key] = plan_for(method)
-    return encode_reply(result, args, kwargs, plan)
+    reply: Shareable = encode_reply(result, args, kwargs, plan)
+    return reply
 
 
-def _invoke_lean(oid: int, name: str, args: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+def _invoke_lean(oid: int, name: str, args: tuple[Any, ...]) -> NativeReply:
     """Serve a lean native invoke (plain arguments, no call context) without the generic layers."""
     # Releases are not drained here: each one also wakes this domain's dispatcher, which
     # drains them, and the generic route drains before every call.
@@ -136,7 +142,7 @@ _enter_call = _core.enter_call
 _leave_call = _core.leave_call
 
 
-def _op_getattr(payload: tuple[int, str]) -> tuple[str, Any]:
+def _op_getattr(payload: tuple[int, str]) -> tuple[str, Shareable]:
     oid, name = payload
     obj = _table.lookup(oid)
     value = getattr(obj, name)
@@ -145,7 +151,7 @@ def _op_getattr(payload: tuple[int, str]) -> tuple[str, Any]:
     return ("value", to_shareable(value, name=f"attribute {name!r}"))
 
 
-def _op_setattr(payload: tuple[int, str, Any]) -> None:
+def _op_setattr(payload: tuple[int, str, Shareable]) -> None:
     oid, name, wire = payload
     setattr(_table.lookup(oid), name, from_shareable(wire))
 
@@ -155,16 +161,16 @@ def _op_delattr(payload: tuple[int, str]) -> None:
     delattr(_table.lookup(oid), name)
 
 
-_iterators: dict[int, Iterator[Any]] = {}
+_iterators: dict[int, Iterator[object]] = {}
 _iterator_ids = itertools.count(1)
 
 
-def _chunk(iterator: Iterator[Any], size: int) -> tuple[list[Any], bool]:
+def _chunk(iterator: Iterator[object], size: int) -> tuple[list[object], bool]:
     items = list(itertools.islice(iterator, size))
     return items, len(items) < size
 
 
-def _op_iter(payload: tuple[int, int]) -> tuple[int, Any, bool]:
+def _op_iter(payload: tuple[int, int]) -> tuple[int, Shareable, bool]:
     oid, size = payload
     iterator = iter(_table.lookup(oid))
     items, done = _chunk(iterator, size)
@@ -175,7 +181,7 @@ def _op_iter(payload: tuple[int, int]) -> tuple[int, Any, bool]:
     return iterator_id, to_shareable(items, name="iterated items"), done
 
 
-def _op_iter_next(payload: tuple[int, int]) -> tuple[Any, bool]:
+def _op_iter_next(payload: tuple[int, int]) -> tuple[Shareable, bool]:
     iterator_id, size = payload
     items, done = _chunk(_iterators[iterator_id], size)
     if done:
@@ -187,11 +193,12 @@ def _op_iter_close(iterator_id: int) -> None:
     _iterators.pop(iterator_id, None)
 
 
-def _op_exit(payload: tuple[int, Any]) -> Any:
+def _op_exit(payload: tuple[int, Shareable]) -> Shareable:
     oid, wire = payload
     exc = from_shareable(wire) if wire is not None else None
     result = _table.lookup(oid).__exit__(type(exc) if exc is not None else None, exc, None)
-    return to_shareable(result, name="__exit__ result")
+    reply: Shareable = to_shareable(result, name="__exit__ result")
+    return reply
 
 
 def _op_incref(oid: int) -> None:
@@ -215,7 +222,7 @@ def _drain_releases(release_queue: int) -> None:
 # -- references crossing domains --------------------------------------------------------------
 
 
-def _reduce(obj: Any) -> tuple[Any, ...]:
+def _reduce(obj: object) -> tuple[Shareable, ...]:
     if is_transparent_proxy(obj):
         ref = ref_of(obj)
         if ref.route.interp_id != _core.CURRENT_INTERP:
@@ -228,7 +235,7 @@ def _reduce(obj: Any) -> tuple[Any, ...]:
     return (*route, oid, _runtime.wire_module(cls.__module__), cls.__qualname__)
 
 
-def _rebuild(data: tuple[Any, ...]) -> Any:
+def _rebuild(data: tuple[Any, ...]) -> object:
     route = Route(*data[:4])
     oid, module, qualname = data[4], data[5], data[6]
     if route.interp_id == _core.CURRENT_INTERP:
@@ -246,7 +253,7 @@ def install() -> None:
     native = _core.native_module()
     if native is not None:
         native.set_invoke_handler(_invoke_lean)
-    handlers: dict[str, Callable[[Any], Any]] = {
+    handlers: dict[str, Callable[[Any], Shareable]] = {
         f"{__package__}:create": _op_create,
         f"{__package__}:create_from": _op_create_from,
         f"{__package__}:invoke": _op_invoke,

@@ -18,7 +18,7 @@ class _Entry:
 
     __slots__ = ("count", "expires", "lease", "obj")
 
-    def __init__(self, obj: Any, count: int, lease: Lease | None, expires: float) -> None:
+    def __init__(self, obj: object, count: int, lease: Lease | None, expires: float) -> None:
         self.obj = obj
         self.count = count
         self.lease = lease
@@ -32,7 +32,7 @@ _by_identity: dict[int, int] = {}
 _next_oid = itertools.count(1)
 
 
-def export(obj: Any) -> int:
+def export(obj: object) -> int:
     """Publish obj for one more remote reference and return its object id."""
     with _lock:
         oid = _by_identity.get(id(obj))

@@ -449,7 +449,7 @@ def get_service() -> _Service:
                 try:
                     # Runs before the interpreter joins non-daemon threads, so the
                     # serving thread never holds up exit or interpreter destruction.
-                    threading._register_atexit(_shutdown)  # type: ignore[attr-defined]
+                    getattr(threading, "_register_atexit")(_shutdown)  # noqa: B009 - no stub
                 except RuntimeError:
                     raise SocketHandoffError(
                         errno.ESHUTDOWN, "cannot hand off a socket: the interpreter is exiting"

@@ -58,7 +58,7 @@ def _keeping(original: Any) -> Any:
             _rewritten[str(fn)] = code
         return result
 
-    keep._appdomain_keeps = True  # type: ignore[attr-defined]
+    vars(keep)["_appdomain_keeps"] = True
     return keep
 
 

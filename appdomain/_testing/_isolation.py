@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -29,6 +29,9 @@ from .._domains._domain import AppDomain
 from .._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
 from . import _remote
 from ._code import code_cache, stashed
+
+if TYPE_CHECKING:
+    from ._remote import TestSpec
 
 __all__ = [
     "plan",
@@ -67,7 +70,7 @@ def route_unittest(items: list[pytest.Item]) -> None:
     """
     for item in items:
         if isinstance(item, pytest.Function) and is_isolated(item) and _is_unittest(item):
-            item.runtest = functools.partial(run, item)  # type: ignore[method-assign]
+            vars(item)["runtest"] = functools.partial(run, item)  # shadows the method
 
 
 def quiet_background(item: pytest.Item) -> None:
@@ -130,7 +133,7 @@ def take_longrepr(item: pytest.Item) -> Any:
     return longrepr
 
 
-def spec_of(item: pytest.Function, *, code: bool = True) -> dict[str, Any]:
+def spec_of(item: pytest.Function, *, code: bool = True) -> TestSpec:
     """Describe item for the domain: where its function lives and how to report a failure.
 
     With code, the spec also carries the test module's compiled code and the code earlier
@@ -139,7 +142,7 @@ def spec_of(item: pytest.Function, *, code: bool = True) -> dict[str, Any]:
     config = item.config
     module = item.module
     cls = item.cls
-    spec = {
+    spec: TestSpec = {
         "module": module.__name__,
         "path": str(module.__file__),
         "cls": cls.__qualname__ if cls is not None else None,
@@ -161,7 +164,7 @@ def spec_of(item: pytest.Function, *, code: bool = True) -> dict[str, Any]:
     return spec
 
 
-def _ini(config: pytest.Config, name: str) -> Any:
+def _ini(config: pytest.Config, name: str) -> object:
     try:
         value = config.getini(name)
     except ValueError:
@@ -241,7 +244,7 @@ def _names_any(code: types.CodeType, names: frozenset[str]) -> bool:
     return any(isinstance(c, types.CodeType) and _names_any(c, names) for c in code.co_consts)
 
 
-def _call_packed(domain: AppDomain, op: str, spec: dict[str, Any]) -> Any:
+def _call_packed(domain: AppDomain, op: str, spec: TestSpec) -> Any:
     """Call one of _remote's packed operations in domain (see there)."""
     from .. import _core, marshal
 
@@ -251,7 +254,7 @@ def _call_packed(domain: AppDomain, op: str, spec: dict[str, Any]) -> Any:
     return marshal.from_shareable(data)
 
 
-def _rebuild_outcome(item: pytest.Item, name: str, state: dict[str, Any]) -> BaseException:
+def _rebuild_outcome(item: pytest.Item, name: str, state: dict[str, object]) -> BaseException:
     """Rebuild the skip/xfail/fail/exit exception the test raised in its domain."""
     from _pytest import outcomes
 
@@ -266,7 +269,7 @@ def _rebuild_outcome(item: pytest.Item, name: str, state: dict[str, Any]) -> Bas
         # Not at the plugin line that re-raised it: at the test, and then (in the report
         # hook) at the line inside the test that skipped, as pytest itself reports it.
         exc._use_item_location = True
-        if where is not None:
+        if isinstance(where, tuple):  # (file, line), as _remote._raised_at packed it
             item.stash[_skip_where_key] = (str(where[0]), int(where[1]))
     return exc
 
@@ -283,7 +286,7 @@ def _new_domain(item: pytest.Function) -> AppDomain:
     return AppDomain.create_domain(item.name)
 
 
-def _crossing_funcargs(item: pytest.Function) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _crossing_funcargs(item: pytest.Function) -> tuple[dict[str, object], tuple[str, ...]]:
     """Collect the values the test function asks for, checking that each can cross.
 
     Also returns the names of the fixtures its domain makes itself (pytest's own

@@ -18,7 +18,7 @@ _INTERNAL_THREADS = frozenset({"appdomain-dispatcher", "appdomain-socket-handoff
 
 def leftovers() -> list[str]:
     """Describe each thread, open socket and proxy the test left behind in this domain."""
-    from .._core._wake import is_internal
+    from .._core import is_internal
     from .._remoting import live_proxies
 
     # Unreachable proxies and sockets are not leaks: let their finalizers run first.
@@ -30,7 +30,7 @@ def leftovers() -> list[str]:
             continue
         if thread.name in _INTERNAL_THREADS:
             continue
-        if isinstance(thread, threading._DummyThread):  # type: ignore[attr-defined]
+        if isinstance(thread, threading._DummyThread):
             continue  # a foreign thread merely visiting this domain (a call in progress)
         kind = "daemon thread" if thread.daemon else "thread"
         found.append(f"{kind} {thread.name!r} is still running")

@@ -33,7 +33,29 @@ from . import _standin
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Sequence
-    from typing import Any
+    from typing import Any, Literal, TypedDict
+
+    from _pytest.monkeypatch import MonkeyPatch
+
+    from .._core._wire import Shareable
+
+    class TestSpec(TypedDict, total=False):
+        """What the main process tells a test's domain about one test (it crosses packed)."""
+
+        module: str
+        path: str
+        cls: str | None  # the qualname of the test's class, if it has one
+        function: str
+        assertmode: str
+        verbosity: dict[str, int]
+        ini: dict[str, object]
+        unittest: bool
+        tbstyle: Literal["long", "short", "line", "no", "native", "value", "auto"]
+        showlocals: bool
+        code: bytes | None  # the test module's code, compiled (asserts rewritten) by pytest
+        cache: dict[str, tuple[Stamp, bytes]]
+        made_here: tuple[str, ...]
+
 
 __all__ = ["AR_ALIAS", "PACKED", "assertion_helpers", "pack", "prepare", "run_test"]
 
@@ -70,7 +92,7 @@ SKIP_WHERE = "_appdomain_raised_at"
 class _Config:
     """Answer the few Config questions pytest's assertion helpers ask, from copied values."""
 
-    def __init__(self, verbosity: dict[str, int], ini: dict[str, Any], assertmode: str) -> None:
+    def __init__(self, verbosity: dict[str, int], ini: dict[str, object], assertmode: str) -> None:
         self._verbosity = verbosity
         self._ini = ini
         self._assertmode = assertmode
@@ -79,10 +101,10 @@ class _Config:
     def get_verbosity(self, verbosity_type: str | None = None) -> int:
         return self._verbosity.get(verbosity_type or "", self._verbosity.get("", 0))
 
-    def getini(self, name: str) -> Any:
+    def getini(self, name: str) -> object:
         return self._ini.get(name)
 
-    def getvalue(self, name: str) -> Any:
+    def getvalue(self, name: str) -> str | None:
         return self._assertmode if name == "assertmode" else None
 
     def has_plugin(self, name: str) -> bool:
@@ -90,7 +112,7 @@ class _Config:
 
 
 # The spec of the test this domain runs (set by prepare; read when an assert fails).
-_spec: dict[str, Any] | None = None
+_spec: TestSpec | None = None
 _config: _Config | None = None
 # Code compiled by earlier domains, by source path; and what this domain compiled itself.
 _cache: dict[str, tuple[Stamp, bytes]] = {}
@@ -155,19 +177,19 @@ def _install_finder() -> None:
     if any(type(finder) is _CachedCodeFinder for finder in sys.meta_path):
         return
     try:
-        at = sys.meta_path.index(importlib.machinery.PathFinder)  # type: ignore[arg-type]
+        at = sys.meta_path.index(importlib.machinery.PathFinder)
     except ValueError:
         return  # an unusual import system: leave it alone
     sys.meta_path.insert(at, _CachedCodeFinder())
 
 
-def prepare(spec: dict[str, Any]) -> dict[str, tuple[Stamp, bytes]]:
+def prepare(spec: TestSpec) -> dict[str, tuple[Stamp, bytes]]:
     """Get this domain ready for a test: import the test module; return the code compiled."""
     _prepare(spec)
     return _take_compiled()
 
 
-def _prepare(spec: dict[str, Any]) -> None:
+def _prepare(spec: TestSpec) -> None:
     global _spec, _first_threads
     _spec = spec
     if _first_threads is None:
@@ -216,7 +238,7 @@ def assertion_helpers() -> types.ModuleType:
     return rewrite
 
 
-def _setup_assertions(spec: dict[str, Any] | None) -> None:
+def _setup_assertions(spec: TestSpec | None) -> None:
     global _config
     if _config is not None:
         return
@@ -249,7 +271,7 @@ def _setup_assertions(spec: dict[str, Any] | None) -> None:
     _config = config
 
 
-def _import_test_module(spec: dict[str, Any]) -> types.ModuleType:
+def _import_test_module(spec: TestSpec) -> types.ModuleType:
     name = spec["module"]
     module = sys.modules.get(name)
     if module is not None:
@@ -267,8 +289,8 @@ def _import_test_module(spec: dict[str, Any]) -> types.ModuleType:
 
 
 def run_test(
-    spec: dict[str, Any], funcargs: dict[str, Any], made_here: tuple[str, ...] = ()
-) -> tuple[Any, ...]:
+    spec: TestSpec, funcargs: dict[str, object], made_here: tuple[str, ...] = ()
+) -> tuple[object, ...]:
     """Run the test function named by spec.
 
     made_here names the fixtures to make in this domain (see MADE_IN_DOMAIN) rather than
@@ -277,7 +299,7 @@ def run_test(
     on one.
     """
     global _spec
-    made: dict[str, Any] = {}
+    made: dict[str, MonkeyPatch] = {}
     try:
         try:
             if spec["module"] in sys.modules:
@@ -305,7 +327,7 @@ def run_test(
     return ("passed", None, None, _take_compiled(), _quiet())
 
 
-def _monkeypatch() -> Any:
+def _monkeypatch() -> MonkeyPatch:
     # pytest's own class (its module loads much of pytest: only tests that ask pay for it).
     from _pytest.monkeypatch import MonkeyPatch
 
@@ -326,7 +348,7 @@ def _quiet() -> bool:
     return all(t is me or t.ident in _first_threads for t in threading.enumerate())
 
 
-def _outcome(exc: BaseException) -> tuple[str, dict[str, Any]] | None:
+def _outcome(exc: BaseException) -> tuple[str, dict[str, object]] | None:
     """Describe pytest's skip/xfail/fail/exit exceptions, which cannot cross by type.
 
     pytest sets their ``__module__`` to "builtins" (for shorter reports), so they cannot
@@ -338,7 +360,7 @@ def _outcome(exc: BaseException) -> tuple[str, dict[str, Any]] | None:
 
     if not isinstance(exc, OutcomeException):
         return None
-    state: dict[str, Any] = {
+    state: dict[str, object] = {
         k: v for k, v in vars(exc).items() if isinstance(v, (str, int, bool, type(None)))
     }
     where = _raised_at(exc)
@@ -372,17 +394,17 @@ def _raised_at(exc: BaseException) -> tuple[str, int] | None:
 _OWN_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def _resolve(spec: dict[str, Any]) -> Any:
+def _resolve(spec: TestSpec) -> Any:
     if spec["cls"] is None:
         return getattr(sys.modules[spec["module"]], spec["function"])
     # pytest makes a fresh instance of the test class for every test.
     return getattr(_owner(spec)(), spec["function"])
 
 
-def _owner(spec: dict[str, Any]) -> Any:
+def _owner(spec: TestSpec) -> Any:
     """Return the class that holds the test (spec["cls"] names it in its module)."""
     owner: Any = sys.modules[spec["module"]]
-    for part in spec["cls"].split("."):
+    for part in (spec["cls"] or "").split("."):
         owner = getattr(owner, part)
     return owner
 
@@ -416,7 +438,7 @@ def _limit_behind(exc: BaseException) -> str | None:
     return None
 
 
-def _longrepr(exc: BaseException, spec: dict[str, Any]) -> Any:
+def _longrepr(exc: BaseException, spec: TestSpec) -> Any:
     """Render the failure as pytest would, in its serialized (xdist) form; None for outcomes."""
     from _pytest._code import ExceptionInfo
     from _pytest._code.code import Traceback
@@ -472,12 +494,12 @@ PACKED = 0
 ENCODED = 1
 
 
-def pack(value: Any) -> bytes:
+def pack(value: Any) -> bytes:  # Any: whatever marshal.dumps takes
     """Pack a spec (or an outcome) for the other side; ValueError if it holds other types."""
     return _stdlib_marshal.dumps(value)
 
 
-def _reply(result: Any) -> tuple[int, Any]:
+def _reply(result: object) -> tuple[int, Shareable]:
     try:
         return (PACKED, pack(result))
     except ValueError:  # an exception object: it crosses by appdomain's marshalling
@@ -486,11 +508,11 @@ def _reply(result: Any) -> tuple[int, Any]:
         return (ENCODED, marshal.to_shareable(result, name="outcome"))
 
 
-def _op_prepare(packed: bytes) -> tuple[int, Any]:
+def _op_prepare(packed: bytes) -> tuple[int, Shareable]:
     return _reply(prepare(_stdlib_marshal.loads(packed)))
 
 
-def _op_run(packed: bytes) -> tuple[int, Any]:
+def _op_run(packed: bytes) -> tuple[int, Shareable]:
     spec = _stdlib_marshal.loads(packed)
     return _reply(run_test(spec, {}, tuple(spec.get("made_here", ()))))
 

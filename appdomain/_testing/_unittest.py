@@ -14,7 +14,12 @@ import unittest
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from types import TracebackType
+
+    # What unittest passes its results (None items only when nothing was raised).
+    type ExcInfo = (
+        tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
+    )
 
 __all__ = ["run_case"]
 
@@ -29,24 +34,30 @@ class _Recorder(unittest.TestResult):
         self.expected_failure = False
         self.unexpected_success = False
 
-    def addError(self, test: Any, err: Any) -> None:
-        self.raised.append(err[1].with_traceback(err[2]))
-
-    def addFailure(self, test: Any, err: Any) -> None:
-        self.raised.append(err[1].with_traceback(err[2]))
-
-    def addSubTest(self, test: Any, subtest: Any, err: Any) -> None:
-        if err is not None:
+    def _keep(self, err: ExcInfo) -> None:
+        if err[1] is not None:
             self.raised.append(err[1].with_traceback(err[2]))
 
-    def addSkip(self, test: Any, reason: str) -> None:
+    def addError(self, test: unittest.TestCase, err: ExcInfo) -> None:
+        self._keep(err)
+
+    def addFailure(self, test: unittest.TestCase, err: ExcInfo) -> None:
+        self._keep(err)
+
+    def addSubTest(
+        self, test: unittest.TestCase, subtest: unittest.TestCase, err: ExcInfo | None
+    ) -> None:
+        if err is not None:
+            self._keep(err)
+
+    def addSkip(self, test: unittest.TestCase, reason: str) -> None:
         if self.skip_reason is None:
             self.skip_reason = reason
 
-    def addExpectedFailure(self, test: Any, err: Any) -> None:
+    def addExpectedFailure(self, test: unittest.TestCase, err: object) -> None:
         self.expected_failure = True
 
-    def addUnexpectedSuccess(self, test: Any) -> None:
+    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
         self.unexpected_success = True
 
 
