@@ -23,6 +23,7 @@ from appdomain import (  # noqa: E402
     AppDomain,
     AppDomainSetup,
     AppDomainUnloadedException,
+    _core,
 )
 
 # Final unload of a test's domains: generous, so a slow CI box does not turn a passing
@@ -36,6 +37,32 @@ def unload_quietly(domain: AppDomain, timeout: float = TEARDOWN_TIMEOUT) -> None
         AppDomain.unload(domain, timeout=timeout)
     except AppDomainUnloadedException:
         pass
+
+
+@pytest.fixture(scope="module", params=["native", "pure"])
+def route(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a module's tests on the native route (the C switch), then on the pure routes.
+
+    Modules whose behaviour must hold on both use it (``pytestmark``).  Domains choose
+    their route as they start, by APPDOMAIN_PURE: the fixture sets it for the domains the
+    tests create, and switches this interpreter's own calls.
+    """
+    native = request.param == "native"
+    if native and _core.native_built() is None:
+        pytest.fail("the C switch was not built: the native route cannot be tested")
+    saved = os.environ.get("APPDOMAIN_PURE")
+    if native:
+        os.environ.pop("APPDOMAIN_PURE", None)
+    else:
+        os.environ["APPDOMAIN_PURE"] = "1"
+    was_native = _core.native_module() is not None
+    _core.use_native_route(native)
+    yield request.param
+    _core.use_native_route(was_native)
+    if saved is None:
+        os.environ.pop("APPDOMAIN_PURE", None)
+    else:
+        os.environ["APPDOMAIN_PURE"] = saved
 
 
 @pytest.fixture

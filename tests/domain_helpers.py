@@ -416,3 +416,10 @@ def ping_many(requests: Channel, replies: Channel, count: int) -> list[Any]:
         requests.send(i)
         answers.append(replies.recv())
     return answers
+
+
+def on_native_route() -> bool:
+    """Tell whether this domain's calls take the native route (the C switch)."""
+    from appdomain import _core
+
+    return _core.native_module() is not None

@@ -11,6 +11,9 @@ import pytest
 
 from appdomain import AppDomain, Channel, _core, is_transparent_proxy
 
+# Every test here runs on the native route and on the pure routes (conftest's route).
+pytestmark = pytest.mark.usefixtures("route")
+
 Factory = Callable[..., AppDomain]
 JOIN = 60.0
 THREADS = 8
@@ -220,3 +223,10 @@ def test_domain_created_and_unloaded_from_a_domain(domain: AppDomain) -> None:
     assert nested_id > domain.id
     assert seen == (nested_id, "Nested", False)
     assert after == "AppDomainUnloadedException"
+
+
+def test_calls_here_and_in_new_domains_take_the_route_under_test(
+    route: str, domain: AppDomain
+) -> None:
+    assert helpers.on_native_route() is (route == "native")
+    assert domain.do_callback(helpers.on_native_route) is (route == "native")

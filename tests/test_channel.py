@@ -11,6 +11,9 @@ import pytest
 
 from appdomain import AppDomain, Channel, ChannelClosedError, SerializationException
 
+# Every test here runs on the native route and on the pure routes (conftest's route).
+pytestmark = pytest.mark.usefixtures("route")
+
 Factory = Callable[..., AppDomain]
 JOIN = 60.0
 

@@ -10,6 +10,9 @@ import pytest
 
 from appdomain import AppDomain, AppDomainSetup, SerializationException
 
+# Every test here runs on the native route and on the pure routes (conftest's route).
+pytestmark = pytest.mark.usefixtures("route")
+
 
 def test_non_string_name_is_type_error_naming_value() -> None:
     with pytest.raises(TypeError, match="12345"):

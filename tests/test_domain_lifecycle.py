@@ -19,6 +19,9 @@ from appdomain import (
     Channel,
 )
 
+# Every test here runs on the native route and on the pure routes (conftest's route).
+pytestmark = pytest.mark.usefixtures("route")
+
 Factory = Callable[..., AppDomain]
 
 

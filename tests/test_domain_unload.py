@@ -20,6 +20,9 @@ from appdomain import (
     Channel,
 )
 
+# Every test here runs on the native route and on the pure routes (conftest's route).
+pytestmark = pytest.mark.usefixtures("route")
+
 Factory = Callable[..., AppDomain]
 # Upper bound for any join in these tests: a hang fails the test instead of the run.
 JOIN = 30.0

@@ -1,7 +1,7 @@
 """Bound remote methods: what `proxy.method` is, and calls through it on every route.
 
 On the native path binding and lean calls run in C (_native/method.c); on the pure path
-in Python.  These tests hold on both (the suite runs twice, once with APPDOMAIN_PURE=1).
+in Python.  These tests hold on both (conftest's route fixture, and tests/test_pure_start.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import pytest
 import remoting_helpers as helpers
 
 from appdomain import AppDomain, AppDomainUnloadedException, RemoteMethod
+
+# Every test here runs on the native route and on the pure routes (conftest's route).
+pytestmark = pytest.mark.usefixtures("route")
 
 
 @pytest.fixture

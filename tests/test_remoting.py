@@ -21,6 +21,9 @@ from appdomain import (
     SerializationException,
 )
 
+# Every test here runs on the native route and on the pure routes (conftest's route).
+pytestmark = pytest.mark.usefixtures("route")
+
 
 @pytest.fixture
 def worker() -> Iterator[AppDomain]:

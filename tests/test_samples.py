@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# Every test here runs on the native route and on the pure routes (conftest's route).
+pytestmark = pytest.mark.usefixtures("route")
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 # The CLI through its module, so the tests do not depend on the console script's location.

@@ -20,6 +20,9 @@ from appdomain._sockets._socket import (
     duplicate_and_close,
 )
 
+# Every test here runs on the native route and on the pure routes (conftest's route).
+pytestmark = pytest.mark.usefixtures("route")
+
 # The checkout, for child processes that import appdomain from it.
 ROOT = str(Path(__file__).resolve().parents[1])
 

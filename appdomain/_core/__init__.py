@@ -18,10 +18,12 @@ from ._client import (
     abortable_wait,
     call,
     close_mailboxes,
+    native_built,
     native_missing,
     native_module,
     post,
     thread_waker,
+    use_native_route,
     wake_waiting_threads,
 )
 from ._context import CallContext
@@ -62,6 +64,7 @@ __all__ = [
     "install_entry_points",
     "is_internal",
     "leave_call",
+    "native_built",
     "native_missing",
     "native_module",
     "post",
@@ -71,6 +74,7 @@ __all__ = [
     "thread_waker",
     "unload_hooks",
     "unloaded",
+    "use_native_route",
     "wake",
     "wake_waiting_threads",
 ]

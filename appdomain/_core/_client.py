@@ -46,9 +46,11 @@ __all__ = [
     "call",
     "close_mailboxes",
     "native_missing",
+    "native_built",
     "native_module",
     "post",
     "thread_waker",
+    "use_native_route",
     "wake_waiting_threads",
 ]
 
@@ -178,11 +180,14 @@ def wake_waiting_threads() -> None:
 # -- calling ----------------------------------------------------------------------------
 
 _native: ModuleType | None = None
+# The native route when the C switch was built, in use or not.
+_built: ModuleType | None = None
 # True when the C switch was not built (no compiler at install time): said once, on first use.
 native_missing = False
 try:  # the C switch when it was built; the pure route otherwise
     from . import _native_route
 
+    _built = _native_route
     if _native_route.available():
         _native = _native_route
 except ImportError:
@@ -192,6 +197,23 @@ except ImportError:
 def native_module() -> ModuleType | None:
     """Return the native route (``_native_route``) when it is in use, else None."""
     return _native
+
+
+def native_built() -> ModuleType | None:
+    """Return the native route when the C switch was built, whether it is in use or not."""
+    return _built
+
+
+def use_native_route(on: bool) -> bool:
+    """Send this interpreter's calls by the native route (on) or the pure ones; True if taken.
+
+    For tests that run on both routes in one process: domains created afterwards choose
+    for themselves as they start, by APPDOMAIN_PURE, so a caller sets that too.  Proxy
+    methods keep binding as at import (in C when it was built).
+    """
+    global _native
+    _native = _built if on else None
+    return _native is not None
 
 
 # Calls from this thread go to the dispatcher threads: a switch costs it more (3.14's main thread).

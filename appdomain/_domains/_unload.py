@@ -32,7 +32,7 @@ def tear_down(name: str, route: Route, domain_id: int, timeout: float) -> None:
         _core.call(route, "domain.unload_begin", None, timeout=timeout)
     except TimeoutError:
         _cancel(name, route, "its domain_unload handlers did not finish", timeout)
-    native = _core.native_module()
+    native = _core.native_built()  # in use or not: a caller may have switched in natively
     if native is not None:
         # Native calls are invisible to the running check below: refuse new ones and
         # wait for those in flight (already aborted) before anything is torn down.

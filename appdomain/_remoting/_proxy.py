@@ -156,6 +156,9 @@ def _shutdown_executor() -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
+# The route at import decides how proxy methods bind (in C, or in Python); the route when a
+# proxy type is built decides whether its methods may take the lean route (a test can switch
+# routes: _core.use_native_route).
 _native = _core.native_module()
 # Plain arguments (None, bool, float, 64-bit int, str, bytes) take the lean route: the C
 # bound method (_native/method.c) calls the native invoke, which checks them; anything
@@ -172,7 +175,8 @@ class _MethodSpec:
         self.plan = plan
         self.one_way = one_way
         # The lean route knows nothing of Out parameters: only planned methods without any.
-        self.lean_ok = _native is not None and not one_way and plan is not None and not plan.has_out
+        native = _core.native_module() is not None
+        self.lean_ok = native and not one_way and plan is not None and not plan.has_out
 
 
 def _call(proxy: object, spec: _MethodSpec, *args: object, **kwargs: object) -> Any:
@@ -195,8 +199,9 @@ def _lean_outcome(
 ) -> Any:
     """Finish a lean call (native invoke) that did not come back as a plain value."""
     if error is not None:
-        assert _native is not None  # lean calls run only on the native route
-        unloaded = _native.refusal(error, proxy.__dict__[_REF].route.interp_id)
+        native = _core.native_module()
+        assert native is not None  # lean calls run only on the native route
+        unloaded = native.refusal(error, proxy.__dict__[_REF].route.interp_id)
         if unloaded is not None:
             raise unloaded from None
         return _call(proxy, spec, *args)  # the target takes no native calls: the generic route
@@ -378,12 +383,13 @@ class _ProxyBase:
         raise TypeError("a proxy crosses domains through appdomain's marshalling, not pickle")
 
 
-_proxy_types: dict[tuple[str, str], type] = {}
+# (module, qualname, native route?) -> proxy type
+_proxy_types: dict[tuple[str, str, bool], type] = {}
 _proxy_types_lock = threading.Lock()
 
 
 def _proxy_type(module: str, qualname: str) -> type:
-    key = (module, qualname)
+    key = (module, qualname, _core.native_module() is not None)
     cls = _proxy_types.get(key)
     if cls is None:
         with _proxy_types_lock:
