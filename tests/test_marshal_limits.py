@@ -267,6 +267,26 @@ def test_ext_payload_longer_than_its_parent_is_refused(msgpack_impl: str) -> Non
         loads(HEADER + ext_header(tg.LIST, len(payload)) + payload, trusted=False)
 
 
+# Buffer nodes holding an int where bytes belong: bytearray(n)/bytes(n) would allocate n.
+INT_BUFFERS = {
+    "BYTEARRAY": ext(tg.BYTEARRAY, 2**31),
+    "UUID": ext(tg.UUID, 2**31),
+    "ARRAY": ext(tg.ARRAY, "b", "<", 2**31),
+    "MEMORYVIEW": ext(tg.MEMORYVIEW, "B", "<", ext(tg.TUPLE), False, 2**31),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INT_BUFFERS))
+def test_int_in_place_of_a_buffer_is_refused(name: str) -> None:
+    with pytest.raises(SerializationException, match=r"expected bytes .*\(got int\)"):
+        loads(body(INT_BUFFERS[name]), trusted=False)
+
+
+@pytest.mark.parametrize("name", sorted(INT_BUFFERS))
+def test_int_in_place_of_a_buffer_allocates_little(name: str) -> None:
+    assert peak_memory(body(INT_BUFFERS[name])) < MIB
+
+
 # --- malformed ext values ----------------------------------------------------------------
 
 
