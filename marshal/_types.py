@@ -336,9 +336,12 @@ def _encode_reference(obj: Any, ctx: Ctx) -> Any:
 
 def _decode_reference(x: tuple[Any, ...], trusted: bool) -> Any:
     _, key, encoded, payload = x
-    ref = reference_by_key(key)
+    ref = reference_by_key(_str(key), trusted)
     if ref is None:
-        raise SerializationException(f"no reference type {key!r} is registered in this domain")
+        raise SerializationException(
+            f"no reference type {key!r} is registered in this domain"
+            + ("" if trusted else " (untrusted data cannot import its module)")
+        )
     return ref.rebuild(decode(payload, trusted) if encoded else payload)
 
 
