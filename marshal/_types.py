@@ -316,11 +316,14 @@ decode_on_first_use(tg.PATH, _load_pathlib, _decode_path)
 
 
 def _encode_ref(obj: Ref[Any], ctx: Ctx) -> Any:
+    key = ctx.enter(obj)  # a Ref holding a Ref ... nests like a container
     try:
         return (tg.REFBOX, encode(obj.value, ctx))
     except Refusal as refusal:
         refusal.path.append(".value")
         raise
+    finally:
+        ctx.active.discard(key)
 
 
 def _encode_reference(obj: Any, ctx: Ctx) -> Any:

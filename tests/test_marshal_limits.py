@@ -20,8 +20,8 @@ import pytest
 
 from appdomain import _compat
 from appdomain._errors import SerializationException
+from appdomain.marshal import Ref, dumps, loads
 from appdomain.marshal import _tags as tg
-from appdomain.marshal import dumps, loads
 from appdomain.marshal._bytes import HEADER
 from appdomain.marshal._reader import EXT_CODES
 
@@ -215,6 +215,32 @@ def test_top_level_msgpack_arrays_over_budget_are_refused(msgpack_impl: str) -> 
 def test_msgpack_arrays_past_msgpacks_own_stack_are_refused(msgpack_impl: str) -> None:
     with pytest.raises(SerializationException, match="deeper than msgpack can unpack"):
         loads(HEADER + b"\x91" * 100_000 + b"\x00", trusted=False)
+
+
+def refs_nested(levels: int) -> Ref[Any]:
+    box: Ref[Any] = Ref(0)
+    for _ in range(levels - 1):
+        box = Ref(box)
+    return box
+
+
+def test_dumps_refuses_refs_nested_past_the_budget() -> None:
+    with pytest.raises(SerializationException, match="nested more than 200 levels deep"):
+        dumps(refs_nested(5000))
+
+
+def test_refs_nested_to_the_budget_round_trip() -> None:
+    value = loads(dumps(refs_nested(200)), trusted=False)
+    for _ in range(199):
+        value = value.value
+    assert value.value == 0
+
+
+def test_ref_holding_itself_is_refused() -> None:
+    box: Ref[Any] = Ref(None)
+    box.value = box
+    with pytest.raises(SerializationException, match="refers to itself"):
+        dumps(box)
 
 
 # --- declared lengths and counts ---------------------------------------------------------
