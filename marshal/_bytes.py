@@ -39,11 +39,18 @@ def _pack(value: Any) -> bytes:
     )
 
 
-def _to_msgpack(x: Any) -> Any:
+def _to_msgpack(x: Any, depth: int = 0) -> Any:
     """Turn each node of a tree into an ExtType(tag, packed children)."""
     t = type(x)
     if t is tuple:
-        return msgpack.ExtType(x[0], _pack([_to_msgpack(c) for c in x[1:]]))
+        if depth >= MAX_DEPTH:
+            # encode() counts containers only; a leaf node (a BIGINT, a datetime and its
+            # tzinfo) under the deepest one would make bytes that loads() refuses.
+            raise SerializationException(
+                f"value is nested more than {MAX_DEPTH} levels deep as nodes (limit of "
+                f"loads' max_depth={MAX_DEPTH})"
+            )
+        return msgpack.ExtType(x[0], _pack([_to_msgpack(c, depth + 1) for c in x[1:]]))
     if t is memoryview:
         return x.tobytes()
     return x

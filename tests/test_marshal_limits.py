@@ -90,6 +90,13 @@ def nested(code: int, depth: int, leaf: bytes = b"\x00") -> bytes:
     return HEADER + b"".join(h + head for h in reversed(headers)) + leaf + tail * depth
 
 
+def lists_around(value: Any, levels: int) -> Any:
+    """Return ``value`` inside ``levels`` nested lists."""
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def in_thread(fn: Callable[[], object], stack: int = SMALL_STACK) -> BaseException | None:
     """Run ``fn`` in a new thread with a ``stack``-byte C stack; return what it raised."""
     caught: list[BaseException] = []
@@ -173,9 +180,7 @@ def test_nested_ext_at_budget_decodes_or_is_refused_in_a_thread(code: int) -> No
 
 
 def test_lists_nested_to_the_budget_round_trip_in_a_thread() -> None:
-    value: Any = 0
-    for _ in range(200):
-        value = [value]
+    value = lists_around(0, 200)
     data = dumps(value)
     out: list[Any] = []
     assert in_thread(lambda: out.append(loads(data, trusted=False))) is None
@@ -215,6 +220,16 @@ def test_top_level_msgpack_arrays_over_budget_are_refused(msgpack_impl: str) -> 
 def test_msgpack_arrays_past_msgpacks_own_stack_are_refused(msgpack_impl: str) -> None:
     with pytest.raises(SerializationException, match="deeper than msgpack can unpack"):
         loads(HEADER + b"\x91" * 100_000 + b"\x00", trusted=False)
+
+
+def test_dumps_refuses_leaf_nodes_past_loads_budget() -> None:
+    with pytest.raises(SerializationException, match="more than 200 levels deep as nodes"):
+        dumps(lists_around(2**100, 200))
+
+
+def test_leaf_nodes_within_the_budget_round_trip() -> None:
+    value = lists_around(2**100, 199)
+    assert loads(dumps(value), trusted=False) == value
 
 
 def refs_nested(levels: int) -> Ref[Any]:
