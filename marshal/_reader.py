@@ -71,7 +71,8 @@ def read_tree(body: Any, max_depth: int, unpackb: Unpackb) -> Any:
         if not found:
             return top
         parents: list[list[Any]] = []
-        level, found = found, []
+        level = found
+        found = []
         depth = 0
         # Breadth first, so the budget is checked before a level's payloads are unpacked.
         while level:
@@ -100,13 +101,13 @@ def read_tree(body: Any, max_depth: int, unpackb: Unpackb) -> Any:
                 else:
                     pending[1] = items
                     parents.append(pending)
-            level, found = found, []
+            level = found
+            found = []
     except ValueError as exc:
         raise unpack_error(exc, len(data), max_depth, sys.modules["msgpack"]) from None
     # Deepest first, so every child's node exists when its parent's is built.
     for pending in reversed(parents):
-        nodes = [c[1] if type(c) is list else c for c in pending[1]]
-        pending[1] = (pending[0], *nodes)
+        pending[1] = (pending[0], *[c[1] if type(c) is list else c for c in pending[1]])
     return top[1]
 
 
