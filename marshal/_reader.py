@@ -5,8 +5,9 @@ children. Unpacking each payload from inside msgpack's ext_hook would nest one u
 level: msgpack's C unpacker keeps its parse stack (about 40 KiB) on the C stack, so a few
 hundred levels overflow it (SIGSEGV, sooner in threads), and msgpack's own depth limit
 starts afresh in every payload. So the hook here unpacks nothing: it returns a placeholder
-(a "pending" ext value), and read_tree unpacks the placeholders level by level in a loop, charging
-every level to one depth budget. msgpack's C stack use is then that of a single payload.
+(a "pending" ext value), and read_tree unpacks the placeholders level by level in a loop,
+charging every level to one depth budget. msgpack's C stack use is then that of a single
+payload, however deep the data nests.
 """
 
 from __future__ import annotations
