@@ -7,8 +7,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .._errors import SerializationException
-from . import _tags as tg
 from ._core import MAX_DEPTH, Ctx, Refusal, decode, encode, refusal_error
+from ._reader import read_tree
 
 __all__ = ["DEFAULT_MAX_SIZE", "HEADER", "dumps", "loads"]
 
@@ -17,9 +17,6 @@ VERSION = 1
 ORDER = b"<" if sys.byteorder == "little" else b">"
 HEADER = bytes([MAGIC, VERSION]) + ORDER
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
-# Every tag but MARSHAL and BYTES_VIEW, which are for in-process traffic only.
-EXT_CODES = frozenset(v for v in tg.NAMES if v not in (tg.MARSHAL, tg.BYTES_VIEW))
-TREE_TYPES: frozenset[type] = frozenset({type(None), bool, int, float, str, bytes, tuple})
 
 # msgpack must be imported by the main interpreter before any subinterpreter imports it
 # (CPython 3.13.0 aborts at exit otherwise), so the main interpreter imports it here; a
@@ -42,11 +39,18 @@ def _pack(value: Any) -> bytes:
     )
 
 
-def _to_msgpack(x: Any) -> Any:
+def _to_msgpack(x: Any, depth: int = 0) -> Any:
     """Turn each node of a tree into an ExtType(tag, packed children)."""
     t = type(x)
     if t is tuple:
-        return msgpack.ExtType(x[0], _pack([_to_msgpack(c) for c in x[1:]]))
+        if depth >= MAX_DEPTH:
+            # encode() counts containers only; a leaf node (a BIGINT, a datetime and its
+            # tzinfo) under the deepest one would make bytes that loads() refuses.
+            raise SerializationException(
+                f"value is nested more than {MAX_DEPTH} levels deep as nodes (limit of "
+                f"loads' max_depth={MAX_DEPTH})"
+            )
+        return msgpack.ExtType(x[0], _pack([_to_msgpack(c, depth + 1) for c in x[1:]]))
     if t is memoryview:
         return x.tobytes()
     return x
@@ -77,8 +81,9 @@ def loads(
     """Deserialize bytes made by dumps(); any bad input raises SerializationException.
 
     With ``trusted=False`` classes are only looked up in modules already imported (nothing
-    is imported on the data's say-so); ``max_size`` bounds the input length and
-    ``max_depth`` the nesting of nodes.
+    is imported on the data's say-so). Either way ``max_size`` bounds the input length,
+    ``max_depth`` the nesting of ext values and msgpack arrays/maps (one budget for the
+    whole input), and no declared length may run past the bytes that hold it.
     """
     try:
         view = memoryview(data)
@@ -94,27 +99,8 @@ def loads(
         raise SerializationException(f"unsupported marshal format version {view[1]}")
     if msgpack is None:
         _load_msgpack()
-    depth = 0
-
-    def ext_hook(code: int, payload: bytes) -> tuple[Any, ...]:
-        nonlocal depth
-        if code not in EXT_CODES:
-            raise SerializationException(f"unknown ext code {code}")
-        depth += 1
-        try:
-            if depth > max_depth:
-                raise SerializationException(f"data is nested more than {max_depth} levels deep")
-            children = _unpack(payload, ext_hook)
-        finally:
-            depth -= 1
-        if type(children) is not list or not set(map(type, children)) <= TREE_TYPES:
-            raise SerializationException(f"ext {code} does not hold a list of values")
-        return (code, *children)
-
     try:
-        tree = _unpack(view[len(HEADER) :], ext_hook)
-        if type(tree) not in TREE_TYPES:
-            raise SerializationException(f"unexpected top-level {type(tree).__name__}")
+        tree = read_tree(view[len(HEADER) :], max_depth, msgpack.unpackb)
         return decode(tree, trusted)
     except SerializationException:
         raise
@@ -122,17 +108,6 @@ def loads(
         raise SerializationException(
             f"corrupt marshalled data: {type(exc).__name__}: {exc}"
         ) from exc
-
-
-def _unpack(payload: Any, ext_hook: Any) -> Any:
-    return msgpack.unpackb(
-        payload,
-        ext_hook=ext_hook,
-        raw=False,
-        use_list=True,
-        strict_map_key=True,
-        unicode_errors="surrogatepass",
-    )
 
 
 def short(value: object) -> str:

@@ -90,10 +90,13 @@ def find_reference_type(cls: type[Any]) -> ReferenceType | None:
     return None
 
 
-def reference_by_key(key: str) -> ReferenceType | None:
-    """Return the reference type registered under ``key`` in this interpreter."""
+def reference_by_key(key: str, trusted: bool = True) -> ReferenceType | None:
+    """Return the reference type registered under ``key`` in this interpreter.
+
+    Untrusted lookups never import (as ``resolve``): the data names the module.
+    """
     ref = _references.get(key)
-    if ref is None and key.startswith("appdomain."):
+    if ref is None and trusted and key.startswith("appdomain."):
         # appdomain's own reference types (proxies, channels) register when their module
         # loads, which a domain does on first use: the first one to arrive loads it.
         importlib.import_module(key.partition(":")[0])

@@ -136,10 +136,23 @@ def _encode_memoryview(obj: memoryview, ctx: Ctx) -> Any:
     return (tg.MEMORYVIEW, fmt, ORDER, shape, obj.readonly, _payload(obj, ctx))
 
 
+def _buffer(value: Any) -> bytes | memoryview:
+    """Check that a node's buffer is bytes (or, in-process, a view).
+
+    bytearray(n) and bytes(n) would allocate n zero bytes for an int: 12 bytes of data
+    could ask for gigabytes.
+    """
+    if type(value) is not bytes and type(value) is not memoryview:
+        raise SerializationException(
+            f"expected bytes in marshalled data (got {type(value).__name__})"
+        )
+    return value
+
+
 def _decode_array(x: tuple[Any, ...], trusted: bool) -> array.array[Any]:
     _, typecode, order, data = x
     out = array.array(typecode)
-    out.frombytes(data)
+    out.frombytes(_buffer(data))
     if order != ORDER:
         out.byteswap()
     return out
@@ -149,7 +162,7 @@ def _decode_memoryview(x: tuple[Any, ...], trusted: bool) -> memoryview:
     _, fmt, order, shape, readonly, data = x
     if fmt not in CAST_FORMATS or order not in ("<", ">"):
         raise SerializationException(f"bad memoryview format {fmt!r}/{order!r}")
-    buf = bytearray(data)
+    buf = bytearray(_buffer(data))
     width = struct.calcsize(fmt)
     if order != ORDER and width > 1:
         swapped = bytearray(len(buf))
@@ -164,7 +177,7 @@ def _decode_memoryview(x: tuple[Any, ...], trusted: bool) -> memoryview:
 add_builtin(bytearray, _encode_bytearray)
 add_builtin(array.array, _encode_array)
 add_builtin(memoryview, _encode_memoryview)
-add_decoder(tg.BYTEARRAY, lambda x, t: bytearray(x[1]))
+add_decoder(tg.BYTEARRAY, lambda x, t: bytearray(_buffer(x[1])))
 add_decoder(tg.ARRAY, _decode_array)
 add_decoder(tg.MEMORYVIEW, _decode_memoryview)
 
@@ -203,7 +216,7 @@ def _load_pathlib() -> None:
 
 
 decode_on_first_use(tg.DECIMAL, _load_decimal, lambda x, t: decimal.Decimal(_str(x[1])))
-decode_on_first_use(tg.UUID, _load_uuid, lambda x, t: uuid.UUID(bytes=bytes(x[1])))
+decode_on_first_use(tg.UUID, _load_uuid, lambda x, t: uuid.UUID(bytes=bytes(_buffer(x[1]))))
 
 
 def _str(value: Any) -> str:
@@ -303,11 +316,14 @@ decode_on_first_use(tg.PATH, _load_pathlib, _decode_path)
 
 
 def _encode_ref(obj: Ref[Any], ctx: Ctx) -> Any:
+    key = ctx.enter(obj)  # a Ref holding a Ref ... nests like a container
     try:
         return (tg.REFBOX, encode(obj.value, ctx))
     except Refusal as refusal:
         refusal.path.append(".value")
         raise
+    finally:
+        ctx.active.discard(key)
 
 
 def _encode_reference(obj: Any, ctx: Ctx) -> Any:
@@ -323,9 +339,12 @@ def _encode_reference(obj: Any, ctx: Ctx) -> Any:
 
 def _decode_reference(x: tuple[Any, ...], trusted: bool) -> Any:
     _, key, encoded, payload = x
-    ref = reference_by_key(key)
+    ref = reference_by_key(_str(key), trusted)
     if ref is None:
-        raise SerializationException(f"no reference type {key!r} is registered in this domain")
+        raise SerializationException(
+            f"no reference type {key!r} is registered in this domain"
+            + ("" if trusted else " (untrusted data cannot import its module)")
+        )
     return ref.rebuild(decode(payload, trusted) if encoded else payload)
 
 
