@@ -18,7 +18,7 @@ import msgpack
 import msgpack.fallback
 import pytest
 
-from appdomain import _compat
+from appdomain._core import _compat
 from appdomain._errors import SerializationException
 from appdomain.marshal import Ref, dumps, loads
 from appdomain.marshal import _tags as tg
@@ -364,7 +364,7 @@ import sys
 sys.path.insert(0, {TESTS!r})
 import threading
 import msgpack
-from appdomain import _compat
+from appdomain._core import _compat
 from appdomain._errors import SerializationException
 from appdomain.marshal import loads
 
