@@ -36,7 +36,7 @@ def test_remoting_tests_pass_in_a_process_started_pure(module: str) -> None:
         text=True,
         timeout=600,
         env=env,
-        cwd=TESTS.parent,
+        cwd=TESTS,  # not the checkout: its appdomain/ has no marshal/ (see ./dev)
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout.splitlines()[-1]

@@ -9,19 +9,17 @@ from .. import _core
 from .._core import _compat
 from .._core._wake import WATCH_SECONDS, wake, watch
 from .._errors import ChannelClosedError
+from ._rehome import sent_to
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Iterator
     from typing import Any, NoReturn
 
-__all__ = ["Channel", "sent_to", "rehome"]
+__all__ = ["Channel"]
 
-# A queued value belongs to the interpreter that sent it and vanishes when that domain is
-# unloaded.  So each non-default domain notes the channels it sent to, and its unloader
-# re-sends what is still queued there (see rehome) before destroying it.
+# A value queued by a domain other than the default one is noted, to outlive its unload.
 _REHOME = _core.CURRENT_INTERP != _core.MAIN_INTERP
-sent_to: set[int] = set()
 
 
 class Channel:
@@ -90,7 +88,7 @@ class Channel:
                 self._wait(senders, deadline, "send")
                 continue
             if _REHOME:
-                sent_to.add(items)
+                sent_to.add(items)  # see _rehome
             _wake_all(receivers)
             return
 
@@ -178,20 +176,6 @@ class Channel:
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a Channel crosses domains through appdomain's marshalling, not pickle")
-
-
-def rehome(items_queues: tuple[int, ...]) -> None:
-    """Take and re-send every value queued on these channels, so this domain owns them."""
-    for queue_id in items_queues:
-        try:
-            pending = [_compat.queue_get(queue_id) for _ in range(_compat.queue_count(queue_id))]
-        except (_compat.QueueEmpty, _compat.QueueNotFoundError):
-            continue  # drained by a receiver meanwhile, or the channel is gone
-        for item in pending:
-            try:
-                _compat.queue_put(queue_id, item)
-            except (_compat.QueueFull, _compat.QueueNotFoundError):
-                break
 
 
 def _deadline(timeout: float | None) -> float | None:

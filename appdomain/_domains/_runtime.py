@@ -18,7 +18,7 @@ import threading
 import time
 
 from .. import _aliases, _core
-from .._channels import _channel
+from .._channels import _rehome
 from .._core import Route, WakeSocket, _compat, is_internal, register_op, state
 from .._errors import ThreadAbortException
 from ._events import Event, EventArgs, UnhandledExceptionEventArgs
@@ -416,7 +416,7 @@ def join_threads(timeout: float, report_queue: int) -> None:
             raise TimeoutError(f"thread {thread.name!r} is still running")
     # Tell the unloader which channels hold values sent from here, to re-send them, and
     # which entry queues to wait on before destroying the interpreter.
-    channels = tuple(_channel.sent_to)
+    channels = tuple(_rehome.sent_to)
     _compat.queue_put(report_queue, (channels, tuple(_core.state.entry_queues)))
     # Nothing runs here any more: release what the interpreter's teardown would not.
     for sock in list(_sockets_to_close):

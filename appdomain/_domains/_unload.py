@@ -43,7 +43,7 @@ def tear_down(name: str, route: Route, domain_id: int, timeout: float) -> None:
     channels, entry_queues = _wait_until_quiet(name, route, deadline, timeout)
     left = _wait_for_entries(entry_queues, deadline)
     if channels:
-        from .._channels._channel import rehome
+        from .._channels._rehome import rehome
 
         rehome(channels)
     if left:
