@@ -189,12 +189,6 @@ def signal_then_spin(started: Channel) -> None:
         pass
 
 
-def signal_then_sleep(started: Channel, seconds: float) -> str:
-    started.send("inside")
-    time.sleep(seconds)
-    return "slept"
-
-
 def busy_loop(seconds: float) -> int:
     """Keep this domain busy in fast Python code for about `seconds`; return loop count."""
     deadline = time.monotonic() + seconds
