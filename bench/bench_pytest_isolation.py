@@ -122,8 +122,8 @@ def collect(source: Path, tests: str, args: list[str], env: dict[str, str]) -> l
 _FLOOR_SOURCE = """
 import importlib, sys
 sys.path[:] = list(path)
-from appdomain import _pytest_standin
-_pytest_standin.install()
+from appdomain._testing import _standin
+_standin.install()
 importlib.import_module(module)
 """
 
