@@ -41,7 +41,14 @@ if TYPE_CHECKING:
     from ._core._context import CallContext
     from ._domains._domain import AppDomain, AppDomainSetup
     from ._domains._events import Event, EventArgs, UnhandledExceptionEventArgs
-    from ._remoting import Lease, MarshalByRefObject, RemoteMethod, is_transparent_proxy, one_way
+    from ._remoting import (
+        Lease,
+        MarshalByRefObject,
+        RemoteMethod,
+        is_transparent_proxy,
+        one_way,
+        set_async_workers,
+    )
     from ._sockets._socket import (
         Socket,
         SocketInformation,
@@ -80,6 +87,7 @@ __all__ = [
     "marshal",
     "one_way",
     "serializable",
+    "set_async_workers",
 ]
 
 __version__ = "0.1.0"
@@ -105,6 +113,7 @@ _LAZY = {
     "RemoteMethod": "._remoting",
     "is_transparent_proxy": "._remoting",
     "one_way": "._remoting",
+    "set_async_workers": "._remoting",
     "Socket": "._sockets._socket",
     "SocketInformation": "._sockets._socket",
     "SocketInformationOptions": "._sockets._socket",

@@ -157,6 +157,43 @@ class ShortLived(MarshalByRefObject):
         return "hello"
 
 
+class Rendezvous(MarshalByRefObject):
+    """Calls to meet() return only once `parties` of them wait at once (or time out)."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties)
+
+    def meet(self, timeout: float) -> int:
+        return self.barrier.wait(timeout)
+
+
+class Gauge(MarshalByRefObject):
+    """Counts the hold() calls inside it at once; they all return on release()."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.active = 0
+        self.peak = 0
+        self.released = False
+
+    def hold(self, timeout: float) -> None:
+        with self.cond:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: self.released, timeout)
+            self.active -= 1
+
+    def wait_active(self, count: int, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.active >= count, timeout)
+
+    def release(self) -> None:
+        with self.cond:
+            self.released = True
+            self.cond.notify_all()
+
+
 @dataclass
 class Point:
     x: int

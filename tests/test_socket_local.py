@@ -165,13 +165,26 @@ def test_forged_nonce_fails_and_leaves_the_real_handoff_claimable() -> None:
     Socket(info).close()
 
 
+def forge_queue_id(info: SocketInformation, queue_id: int) -> bytes:
+    body = bytearray(info.protocol_information[:-4])
+    body[28:36] = struct.pack("!Q", queue_id)
+    return bytes(body) + struct.pack("!I", zlib.crc32(body))
+
+
 def test_forged_queue_id_fails() -> None:
     info = listener().duplicate_and_close(os.getpid())
-    body = bytearray(info.protocol_information[:-4])
-    body[28:36] = struct.pack("!Q", 2**40)
-    forged = bytes(body) + struct.pack("!I", zlib.crc32(body))
+    forged = forge_queue_id(info, 2**40)
     with pytest.raises(UnknownHandoffError):
         Socket(SocketInformation.from_bytes(forged))
+    Socket(info).close()
+
+
+@pytest.mark.parametrize("queue_id", [2**63, 2**64 - 1])
+def test_forged_queue_id_out_of_range_is_a_format_error(queue_id: int) -> None:
+    info = listener().duplicate_and_close(os.getpid())
+    forged = forge_queue_id(info, queue_id)
+    with pytest.raises(SocketInformationFormatError, match=f"queue id {queue_id}"):
+        SocketInformation.from_bytes(forged)
     Socket(info).close()
 
 

@@ -56,7 +56,9 @@ class Pool:
     def _work(self) -> None:
         me = threading.current_thread()
         try:
-            pending = False
+            # A spare starts because every other worker is busy, maybe with requests whose
+            # wakes were dropped (a full waker holds ~10): look at the inbox before sleeping.
+            pending = _compat.queue_count(self.inbox_queue) > 0
             while True:
                 if not pending:
                     self.waker.wait()

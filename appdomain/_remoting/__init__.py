@@ -1,5 +1,6 @@
 """Pass objects between domains by reference: MarshalByRefObject and transparent proxies."""
 
+from ._async import async_workers, set_async_workers
 from ._base import Lease, MarshalByRefObject, is_one_way, one_way
 from ._proxy import RemoteMethod, is_transparent_proxy, live_proxies
 from ._server import install
@@ -12,9 +13,11 @@ __all__ = [
     "Lease",
     "MarshalByRefObject",
     "RemoteMethod",
+    "async_workers",
     "install",
     "is_one_way",
     "is_transparent_proxy",
     "live_proxies",
     "one_way",
+    "set_async_workers",
 ]

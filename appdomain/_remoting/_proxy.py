@@ -27,6 +27,7 @@ from ..marshal import (
     plan_for,
     to_shareable,
 )
+from . import _async
 from ._base import MarshalByRefObject, is_one_way
 
 if TYPE_CHECKING:
@@ -131,31 +132,6 @@ def is_transparent_proxy(obj: object) -> bool:
 # -- calling -------------------------------------------------------------------------------
 
 
-# asyncio and concurrent.futures load lazily: importing them costs a new domain ~20 ms.
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def _async_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _executor
-    import concurrent.futures
-
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="appdomain-async")
-            # Idle executor threads block in a lock an abort cannot reach: stop them first.
-            _core.unload_hooks.append(_shutdown_executor)
-        return _executor
-
-
-def _shutdown_executor() -> None:
-    global _executor
-    with _executor_lock:
-        executor, _executor = _executor, None
-    if executor is not None:
-        executor.shutdown(wait=False, cancel_futures=True)
-
-
 # The route at import decides how proxy methods bind (in C, or in Python); the route when a
 # proxy type is built decides whether its methods may take the lean route (a test can switch
 # routes: _core.use_native_route).
@@ -248,11 +224,18 @@ class RemoteMethod(_BoundBase):
         return self.spec.name
 
     def begin_invoke(self, *args: object, **kwargs: object) -> concurrent.futures.Future[Any]:
-        """Start the call on a worker thread and return a Future of its result (BeginInvoke)."""
-        return _async_executor().submit(self, *args, **kwargs)
+        """Start the call on a worker thread and return a Future of its result (BeginInvoke).
+
+        Up to 32 such calls run at once in each domain (set_async_workers changes it).
+        """
+        return _async.submit(self, *args, **kwargs)
 
     async def invoke_async(self, *args: object, **kwargs: object) -> Any:
-        """Await the call from asyncio code without blocking the event loop."""
+        """Await the call from asyncio code without blocking the event loop.
+
+        The call runs on one of the domain's begin_invoke worker threads: up to 32 overlap
+        (set_async_workers changes it), the rest wait for a free thread.
+        """
         import asyncio
 
         return await asyncio.wrap_future(self.begin_invoke(*args, **kwargs))

@@ -345,6 +345,9 @@ _LEN16 = struct.Struct("!H")
 _LEN32 = struct.Struct("!I")
 _CRC = struct.Struct("!I")
 _NONCE = _handoff.NONCE_SIZE
+# The blob carries the queue id in 8 unsigned bytes; the interpreter queues' ids are int64,
+# and an id past that range must be refused here: the queue layer overflows (or crashes).
+_MAX_QUEUE_ID = 2**63 - 1
 
 
 class _Blob(NamedTuple):
@@ -418,6 +421,8 @@ def _decode(data: bytes) -> _Blob:
                 f"same-process route of {len(route)} bytes (expected {_QUEUE_ROUTE.size})"
             )
         queue_id, nonce = _QUEUE_ROUTE.unpack(route)
+        if queue_id > _MAX_QUEUE_ID:
+            raise _corrupt(f"queue id {queue_id} (expected at most {_MAX_QUEUE_ID})")
         return head._replace(queue_id=queue_id, nonce=nonce)
     if kind == _KIND_UNIX:
         if len(route) < _LEN16.size:
