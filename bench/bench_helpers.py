@@ -18,6 +18,19 @@ class Worker(MarshalByRefObject):
     def call_back(self, client: Client, value: int) -> int:
         return client.echo(value)
 
+    def take(self, obj: object) -> None:
+        """Receive a by-reference argument and drop it."""
+
+    def give(self) -> Client:
+        """Return a fresh by-reference object of this domain."""
+        return Client()
+
+    def keep(self, client: Client) -> None:
+        self.kept = client
+
+    def hit_kept(self, value: int) -> int:
+        return self.kept.echo(value)
+
     def call_back_many(self, client: Client, count: int) -> int:
         total = 0
         for i in range(count):

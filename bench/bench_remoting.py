@@ -10,6 +10,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,6 +63,81 @@ def thread_scaling(domain: AppDomain, seconds: float = 1.0) -> tuple[float, floa
         return sum(counts) / (time.perf_counter() - began)
 
     return rate(1), rate(2), rate(4)
+
+
+def fresh_us(call: Callable[[object], object], make: Callable[[], object]) -> float:
+    """Median of call(x) with a fresh x each time (made beforehand, not timed)."""
+    repeat, number = 7, 2000
+    fresh = iter([make() for _ in range(repeat * number)])
+    return median_us(lambda: call(next(fresh)), repeat=repeat, number=number)
+
+
+def by_reference(
+    worker: bench_helpers.Worker,
+    client: bench_helpers.Client,
+    plain: float,
+    callback: float,
+    native: bool,
+) -> None:
+    """Print the by-reference rows beside the plain call measured in the same run."""
+    worker.keep(client)
+    rows = [
+        ("take(cb), fresh cb each call", fresh_us(worker.take, bench_helpers.Client), 2.0),
+        (
+            "call_back(cb, 3), fresh cb",
+            fresh_us(lambda cb: worker.call_back(cb, 3), bench_helpers.Client),  # type: ignore[arg-type]
+            3.0,
+        ),
+        ("give() -> new object", median_us(worker.give, number=2000), 2.0),
+        ("hit_kept(3), a kept cb", median_us(lambda: worker.hit_kept(3), number=5000), None),
+    ]
+    for name, value, native_limit in rows:
+        if native_limit is None:
+            goal = ""
+        elif native:
+            goal = f"(target <= {native_limit:.0f}x plain)"
+        else:
+            # One callback each for call_back; none for take and give.
+            allowed = 1.5 * (plain + (callback if "call_back" in name else 0.0))
+            goal = f"(target <= {allowed:.1f} us: 1.5x (plain + its callbacks))"
+        print(f"  {name:32s} {value:10.1f} us  {value / plain:5.1f}x plain  {goal}")
+
+
+def many_callers(threads: int, domains: int, seconds: float = 1.0) -> float:
+    """Proxy calls per second from `threads` threads spread over `domains` domains."""
+    made = [AppDomain.create_domain(f"Many{i}") for i in range(domains)]
+    try:
+        proxies = [
+            made[i % domains].create_instance_and_unwrap("bench_helpers", "Worker")
+            for i in range(threads)
+        ]
+        counts = [0] * threads
+        start = threading.Barrier(threads + 1)
+        stop = threading.Event()
+
+        def run(i: int) -> None:
+            add = proxies[i].add
+            start.wait()
+            n = 0
+            while not stop.is_set():
+                for _ in range(200):
+                    add(n, 2)
+                n += 200
+            counts[i] = n
+
+        pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        start.wait()
+        began = time.perf_counter()
+        stop.wait(seconds)
+        stop.set()
+        for t in pool:
+            t.join()
+        return sum(counts) / (time.perf_counter() - began)
+    finally:
+        for domain in made:
+            AppDomain.unload(domain)
 
 
 def parallel_speedup(work: int) -> tuple[float, float, float]:
@@ -119,11 +195,17 @@ def main() -> None:
         for name, value, target in rows:
             goal = f"(target <= {target} us)" if target else ""
             print(f"  {name:32s} {value:10.1f} us  {goal}")
+        by_reference(worker, client, rows[0][1], rows[3][1], native)
         one, two, four = thread_scaling(domain)
         print(
             f"  threads calling one domain: 1 thread {one:,.0f} calls/s, 2 threads {two:,.0f} "
             f"({two / one:.2f}x), 4 threads {four:,.0f} ({four / one:.2f}x; target: no "
             f"collapse; {os.cpu_count()} cores)"
+        )
+        many = many_callers(8, 3)
+        print(
+            f"  8 threads calling 3 domains: {many:,.0f} calls/s, {many / one:.2f}x of 1 thread "
+            f"calling 1 domain (target >= 0.8x)"
         )
     finally:
         AppDomain.unload(domain)

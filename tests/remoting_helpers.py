@@ -157,6 +157,32 @@ class ShortLived(MarshalByRefObject):
         return "hello"
 
 
+class Keeper(MarshalByRefObject):
+    """Holds proxies handed to it, drops them, hands them on."""
+
+    def __init__(self) -> None:
+        self.kept: Client | None = None
+
+    def keep(self, client: Client) -> None:
+        self.kept = client
+
+    def touch(self, client: Client) -> None:
+        """Receive a reference and let it go at once."""
+
+    def drop(self) -> None:
+        self.kept = None
+
+    def kept_twice(self, value: int) -> tuple[int, int]:
+        assert self.kept is not None
+        return self.kept.twice(value)
+
+    def echo(self, client: Client) -> Client:
+        return client
+
+    def hand_on(self, other: Keeper, client: Client) -> None:
+        other.keep(client)
+
+
 class Rendezvous(MarshalByRefObject):
     """Calls to meet() return only once `parties` of them wait at once (or time out)."""
 
@@ -205,6 +231,6 @@ class NotCrossable:
 
 
 def live_objects() -> int:
-    from appdomain._remoting import _table
+    from appdomain._remoting import live_count
 
-    return _table.live_count()
+    return live_count()

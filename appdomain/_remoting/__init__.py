@@ -3,7 +3,7 @@
 from ._async import async_workers, set_async_workers
 from ._base import Lease, MarshalByRefObject, is_one_way, one_way
 from ._proxy import RemoteMethod, is_transparent_proxy, live_proxies
-from ._server import install
+from ._server import install, live_count
 
 # Loaded on first use (appdomain's facade, an incoming "appdomain._remoting:..." operation
 # or reference): register the operations and the by-reference marshalling right away.
@@ -17,6 +17,7 @@ __all__ = [
     "install",
     "is_one_way",
     "is_transparent_proxy",
+    "live_count",
     "live_proxies",
     "one_way",
     "set_async_workers",

@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .. import _core
-from .._core import Route, _context, wake
-from .._core._compat import queue_put
+from .._core import Route, _context
 from .._domains import _runtime
 from ..marshal import (
     decode_reply,
@@ -29,6 +28,7 @@ from ..marshal import (
 )
 from . import _async
 from ._base import MarshalByRefObject, is_one_way
+from ._release import release as _release_at_owner
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -473,11 +473,7 @@ def _release(route: Route, oid: int, cell: list[int], key: tuple[int, int]) -> N
     with _proxies_lock:
         if _counts.get(key) is cell:
             del _counts[key]
-    try:
-        queue_put(route.release_queue, (oid, cell[0]))
-    except Exception:  # the owner is gone, and its objects with it
-        return
-    wake(route.inbox_address)
+    _release_at_owner(route, oid, cell[0])
 
 
 def live_proxies() -> int:

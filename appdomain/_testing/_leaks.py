@@ -13,7 +13,9 @@ import threading
 __all__ = ["leftovers"]
 
 # appdomain's own threads, which unload stops by itself.
-_INTERNAL_THREADS = frozenset({"appdomain-dispatcher", "appdomain-socket-handoff"})
+_INTERNAL_THREADS = frozenset(
+    {"appdomain-dispatcher", "appdomain-socket-handoff", "appdomain-release-waker"}
+)
 
 
 def leftovers() -> list[str]:

@@ -1,0 +1,111 @@
+"""Distributed reference counts stay exact while releases are batched (_remoting._release)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+from collections.abc import Iterator
+
+import pytest
+import remoting_helpers as helpers
+
+from appdomain import AppDomain
+from appdomain._remoting import live_count
+
+pytestmark = pytest.mark.usefixtures("route")
+
+
+@pytest.fixture
+def worker() -> Iterator[AppDomain]:
+    domain = AppDomain.create_domain("CountWorker")
+    yield domain
+    AppDomain.unload(domain)
+
+
+@pytest.fixture
+def keeper(worker: AppDomain) -> helpers.Keeper:
+    proxy: helpers.Keeper = worker.create_instance_and_unwrap("remoting_helpers", "Keeper")
+    return proxy
+
+
+def collect_everywhere(worker: AppDomain) -> None:
+    worker.do_callback(gc.collect)
+    gc.collect()
+
+
+def test_fresh_reference_per_call_leaves_nothing_exported(
+    keeper: helpers.Keeper, worker: AppDomain
+) -> None:
+    for _ in range(300):
+        keeper.touch(helpers.Client())
+    collect_everywhere(worker)
+    assert live_count() == 0
+
+
+def test_released_object_is_freed_without_being_asked(keeper: helpers.Keeper) -> None:
+    # Nobody calls into this domain afterwards: the batched wake alone must drain it.
+    freed = threading.Event()
+    client = helpers.Client()
+    watch = weakref.ref(client, lambda _: freed.set())
+    keeper.touch(client)
+    del client
+    assert freed.wait(10), "the owner kept an object no domain references any more"
+    assert watch() is None
+
+
+def test_kept_reference_outlives_the_same_object_sent_by_8_threads(
+    keeper: helpers.Keeper, worker: AppDomain
+) -> None:
+    client = helpers.Client()
+    keeper.keep(client)
+    errors: list[BaseException] = []
+
+    def send_and_drop(sent: helpers.Client) -> None:
+        try:
+            for _ in range(100):
+                keeper.touch(sent)
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send_and_drop, args=(client,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    del client
+    collect_everywhere(worker)
+    assert errors == []
+    assert keeper.kept_twice(21) == (42, 1)  # still exported: the kept proxy works
+    keeper.drop()
+    collect_everywhere(worker)
+    assert live_count() == 0
+
+
+def test_reference_in_flight_while_the_last_proxy_dies(
+    keeper: helpers.Keeper, worker: AppDomain
+) -> None:
+    client = helpers.Client()
+    for _ in range(200):
+        keeper.keep(client)  # the domain's proxy gains a reference in flight
+        keeper.drop()  # and loses its last holder
+        worker.do_callback(gc.collect)
+        assert keeper.echo(client) is client  # never released while one is in flight
+    del client
+    collect_everywhere(worker)
+    assert live_count() == 0
+
+
+def test_reference_passed_a_to_b_to_a_comes_home_and_is_released(worker: AppDomain) -> None:
+    with AppDomain.create_domain("CountOther") as other:
+        first: helpers.Keeper = worker.create_instance_and_unwrap("remoting_helpers", "Keeper")
+        second: helpers.Keeper = other.create_instance_and_unwrap("remoting_helpers", "Keeper")
+        client = helpers.Client()
+        first.hand_on(second, client)  # A -> B -> C: C holds a proxy it got from B
+        assert second.kept_twice(4) == (8, 1)
+        assert first.echo(client) is client  # A -> B -> A: the original object
+        second.drop()
+        other.do_callback(gc.collect)
+        del client
+        collect_everywhere(worker)
+        assert live_count() == 0
