@@ -327,7 +327,8 @@ def _proxy_iter(self: object) -> Iterator[Any]:
     iterator_id, items, done = _core.call(ref.route, _OP + "iter", (ref.oid, ITER_CHUNK))
     try:
         while True:
-            yield from from_shareable(items)
+            chunk: Any = from_shareable(items)  # the list of items the server sent
+            yield from chunk
             if done:
                 return
             items, done = _core.call(ref.route, _OP + "iter_next", (iterator_id, ITER_CHUNK))
