@@ -403,7 +403,7 @@ def _proxy_type(module: str, qualname: str) -> type:
 def _resolve(module: str, qualname: str) -> type:
     """Find the real type here when it can be imported; else proxy as MarshalByRefObject."""
     try:
-        target: Any = _runtime.load_module(module)
+        target: object = _runtime.load_module(module)
         for part in qualname.split("."):
             target = getattr(target, part)
     except Exception:
