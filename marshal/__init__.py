@@ -40,15 +40,16 @@ from ._plan import plan_for
 from ._registry import register_reference_type, set_module_alias
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    from typing import Any
-
 if TYPE_CHECKING or _interpreters.get_current()[0] == _interpreters.get_main()[0]:
     # The main interpreter must import msgpack before any subinterpreter does.
     from ._bytes import dumps, loads
 if TYPE_CHECKING:
     from ._callplan import CallPlan
     from ._markers import Out
+
+    # Types only (no run-time object, so not in __all__): what crosses interpreters.
+    from ._tags import Node as Node
+    from ._tags import Shareable as Shareable
 
 # Names imported on first access (module __getattr__), by the module that defines them.
 _LAZY = {"CallPlan": "_callplan", "Out": "_markers", "dumps": "_bytes", "loads": "_bytes"}
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,9 +24,10 @@ from ._markers import Ref
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    from typing import Any
+    from typing import Any, TypeIs
 
     from ._callplan import CallPlan
+    from ._tags import Node, Shareable
 
 __all__ = [
     "decode_call",
@@ -44,7 +45,7 @@ __all__ = [
 _OUT_TYPES = (bytearray, array.array, memoryview, list, dict, set, Ref)
 
 
-def _native(values: Any) -> bool:
+def _native(values: tuple[Any, ...]) -> TypeIs[tuple[Shareable, ...]]:
     """Tell whether every value crosses natively as it is (no encoding at all)."""
     for a in values:
         t = type(a)
@@ -58,32 +59,33 @@ def _native(values: Any) -> bool:
     return True
 
 
-def to_shareable(obj: Any, name: str = "value") -> Any:
+def to_shareable(obj: Any, name: str = "value") -> Shareable:  # dispatched on its exact type
     """Encode one value by its cheapest tier; ``name`` starts refusal messages."""
     t = type(obj)
     if (t in NATIVE and (t is not bytes or len(obj) < VIEW_MIN)) or (
         t is int and MIN64 <= obj <= MAX64
     ):
-        return obj
+        native: Shareable = obj
+        return native
     try:
         return encode(obj, Ctx())
     except Refusal as refusal:
         raise refusal_error(name, refusal) from None
 
 
-def from_shareable(x: Any) -> Any:
+def from_shareable(x: Shareable) -> object:
     """Decode a value made by to_shareable (in any interpreter of this process)."""
     return decode(x)
 
 
-def _decode_values(items: tuple[Any, ...]) -> tuple[Any, ...]:
+def _decode_values(items: tuple[Shareable, ...]) -> tuple[object, ...]:
     for x in items:
         if type(x) is tuple:
             return tuple([c if type(c) is not tuple else decode(c) for c in items])
     return items
 
 
-def _check_out(args: tuple[Any, ...], kwargs: dict[str, Any], plan: CallPlan) -> None:
+def _check_out(args: tuple[object, ...], kwargs: dict[str, object], plan: CallPlan) -> None:
     """Refuse, before sending, Out arguments that cannot receive a copy-back."""
     checks = [(plan.arg_name(i), args[i]) for i in plan.out_positions if i < len(args)]
     checks += [(f"argument {k!r}", v) for k, v in kwargs.items() if k in plan.out_names]
@@ -96,14 +98,16 @@ def _check_out(args: tuple[Any, ...], kwargs: dict[str, Any], plan: CallPlan) ->
             )
 
 
-def encode_call(args: tuple[Any, ...], kwargs: dict[str, Any], plan: CallPlan | None = None) -> Any:
+def encode_call(
+    args: tuple[object, ...], kwargs: dict[str, object], plan: CallPlan | None = None
+) -> Node:
     """Encode call arguments (caller side) as a shareable tuple."""
     if plan is not None and plan.has_out:
         _check_out(args, kwargs, plan)
     if not kwargs and _native(args):
         return (tg.CALL, *args)
     ctx = Ctx()
-    out: list[Any] = [tg.CALL_KW, len(args)] if kwargs else [tg.CALL]
+    out: list[Shareable] = [tg.CALL_KW, len(args)] if kwargs else [tg.CALL]
     for i, value in enumerate(args):
         try:
             out.append(encode(value, ctx))
@@ -119,8 +123,9 @@ def encode_call(args: tuple[Any, ...], kwargs: dict[str, Any], plan: CallPlan | 
     return tuple(out)
 
 
-def decode_call(wire: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def decode_call(message: Shareable) -> tuple[tuple[object, ...], dict[str, object]]:
     """Decode call arguments (callee side)."""
+    wire: Any = message  # a call message, as _kind checks
     kind = _kind(wire)
     if kind == tg.CALL:
         return _decode_values(wire[1:]), {}
@@ -134,8 +139,8 @@ def decode_call(wire: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 
 def encode_reply(
-    result: Any, args: tuple[Any, ...], kwargs: dict[str, Any], plan: CallPlan | None
-) -> Any:
+    result: object, args: tuple[object, ...], kwargs: dict[str, object], plan: CallPlan | None
+) -> Node:
     """Encode the result plus copy-backs of Ref boxes and Out parameters (callee side)."""
     ctx = Ctx()
     try:
@@ -144,7 +149,7 @@ def encode_reply(
         raise refusal_error("return value", refusal) from None
     out_positions = plan.out_positions if plan is not None else frozenset()
     out_names = plan.out_names if plan is not None else frozenset()
-    backs: list[Any] = []
+    backs: list[Shareable] = []
     for i, value in enumerate(args):
         if type(value) is Ref or i in out_positions:
             backs += _copy_back_item(i, value, ctx, plan.arg_name(i) if plan else f"argument {i}")
@@ -156,18 +161,19 @@ def encode_reply(
     return (tg.REPLY_OUT, encoded, *backs)
 
 
-def _copy_back_item(key: int | str, value: Any, ctx: Ctx, where: str) -> list[Any]:
+def _copy_back_item(key: int | str, value: object, ctx: Ctx, where: str) -> list[Shareable]:
     try:
         return [key, encode(value.value if type(value) is Ref else value, ctx)]
     except Refusal as refusal:
         raise refusal_error(f"{where} (copy-back)", refusal) from None
 
 
-def decode_reply(wire: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def decode_reply(message: Shareable, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
     """Return the result, after writing copy-backs into the caller's original arguments.
 
     A fault message (from encode_exception) is raised here as the decoded exception.
     """
+    wire: Any = message  # a reply message, as _kind checks
     kind = _kind(wire)
     if kind == tg.REPLY:
         return decode(wire[1])
@@ -183,15 +189,16 @@ def decode_reply(wire: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
     return decode(wire[1])
 
 
-def copy_back(target: Any, node: Any) -> None:
+def copy_back(target: object, node: Shareable) -> None:
     """Write the callee's final value (a tree) into the caller's object, in place."""
     if type(target) is Ref:
         target.value = decode(node)
         return
     if type(target) is bytearray and type(node) is tuple and node[0] == tg.BYTEARRAY:
-        target[:] = node[1]  # straight from the sender's buffer: the only copy
+        payload: Any = node[1]  # bytes, or a view of the sender's buffer
+        target[:] = payload  # straight from the sender's buffer: the only copy
         return
-    value = decode(node)
+    value: Any = decode(node)  # the callee's final value of the parameter
     if isinstance(target, bytearray | list):
         target[:] = value
     elif isinstance(target, array.array):
@@ -214,36 +221,38 @@ def copy_back(target: Any, node: Any) -> None:
         raise SerializationException(f"cannot copy back into {short_repr(target)}")
 
 
-def encode_exception(exc: BaseException) -> Any:
+def encode_exception(exc: BaseException) -> Node:
     """Encode an exception raised by the callee (never fails: unsendable parts are dropped)."""
     return (tg.FAULT, encode_exception_node(exc, Ctx()))
 
 
-def decode_exception(wire: Any) -> BaseException:
+def decode_exception(wire: Shareable) -> BaseException:
     """Rebuild the callee's exception, with its traceback as a "Server stack trace" note."""
     if _kind(wire) != tg.FAULT:
         raise SerializationException("expected a fault message")
-    exc = rebuild_exception(wire[1], True)
+    fault: Any = wire  # (FAULT, exception node), as _kind checks
+    exc = rebuild_exception(fault[1], True)
     tb = getattr(exc, "remote_traceback", "")
     if tb:
         exc.add_note(STACK_NOTE + tb.rstrip("\n"))
     return exc
 
 
-def _kind(wire: Any) -> int:
-    if type(wire) is not tuple or not wire or type(wire[0]) is not int:
+def _kind(wire: Shareable) -> int:
+    kind = wire[0] if type(wire) is tuple and wire else None
+    if type(kind) is not int:
         raise SerializationException(f"not an appdomain message: {short_repr(wire)}")
-    kind: int = wire[0]
     if kind >> 8 != tg.WIRE_VERSION:
         raise SerializationException(f"unsupported message version {kind >> 8}")
     return kind
 
 
-def wire_to_bytes(wire: Any) -> bytes:
+def wire_to_bytes(wire: Shareable) -> bytes:
     """Pack a shareable message into one bytes object (in-process use only)."""
     return _stdlib_marshal.dumps(wire)
 
 
-def wire_from_bytes(data: bytes) -> Any:
+def wire_from_bytes(data: bytes) -> Shareable:
     """Unpack wire_to_bytes output (trusted, in-process data only)."""
-    return _stdlib_marshal.loads(data)
+    wire: Shareable = _stdlib_marshal.loads(data)
+    return wire

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import marshal as _stdlib_marshal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .._errors import SerializationException
 from . import _tags as tg
@@ -19,6 +19,8 @@ from ._registry import find_reference_type, on_registry_change
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from typing import Any
+
+    from ._tags import Node, Shareable
 
 __all__ = [
     "MAX_DEPTH",
@@ -96,8 +98,11 @@ def refusal_error(where: str, refusal: Refusal) -> SerializationException:
 
 
 if TYPE_CHECKING:
-    Handler = Callable[[Any, Ctx], Any]
-    Decoder = Callable[[tuple[Any, ...], bool], Any]
+    # The tables dispatch on the value's exact type and the node's tag, so each handler
+    # takes the one type it is registered for and each decoder the one node shape its tag
+    # has (FORMAT.md): the parameter is theirs to declare.
+    Handler = Callable[[Any, Ctx], Shareable]
+    Decoder = Callable[[Any, bool], object]
 
 _builtin_handlers: dict[type, Handler] = {}
 # Exact types of modules that may not be imported yet, by (module, name) where the module
@@ -106,7 +111,7 @@ _builtin_handlers: dict[type, Handler] = {}
 _lazy_builtins: dict[tuple[str, str], Handler] = {}
 _rules: list[tuple[Callable[[type], bool], Handler]] = []
 _handlers: dict[type, Handler] = {}
-DECODERS: dict[int, Decoder] = {}
+DECODERS: dict[Shareable, Decoder] = {}  # by tag, looked up with a node's first item
 
 
 def add_builtin(cls: type, handler: Handler) -> None:
@@ -154,7 +159,7 @@ def add_decoder(tag: int, decoder: Decoder) -> None:
 def decode_on_first_use(tag: int, load: Callable[[], object], decoder: Decoder) -> None:
     """Decode ``tag`` with ``decoder``, calling ``load()`` (imports it needs) on first use."""
 
-    def first(x: tuple[Any, ...], trusted: bool) -> Any:
+    def first(x: Node, trusted: bool) -> object:
         load()
         DECODERS[tag] = decoder
         return decoder(x, trusted)
@@ -162,7 +167,7 @@ def decode_on_first_use(tag: int, load: Callable[[], object], decoder: Decoder) 
     DECODERS[tag] = first
 
 
-def _refuse(obj: Any, ctx: Ctx) -> Any:
+def _refuse(obj: object, ctx: Ctx) -> Shareable:
     raise Refusal(obj, NOT_CROSSABLE)
 
 
@@ -195,7 +200,7 @@ def set_reference_handler(handler: Handler) -> None:
     _handlers.clear()
 
 
-def encode(obj: Any, ctx: Ctx) -> Any:
+def encode(obj: Any, ctx: Ctx) -> Shareable:  # dispatched on its exact type
     """Encode one value as a tree (raise Refusal if some part cannot cross)."""
     t = type(obj)
     if t in NATIVE:
@@ -203,10 +208,12 @@ def encode(obj: Any, ctx: Ctx) -> Any:
             # Crossing natively, large bytes cost ~1 ms per MiB from a subinterpreter
             # (CPython 3.13.0); as a view, one copy on the receiving side.
             return (tg.BYTES_VIEW, memoryview(obj))
-        return obj
+        native: Shareable = obj  # an exact type the queues share
+        return native
     if t is int:
         if MIN64 <= obj <= MAX64:
-            return obj
+            small: int = obj
+            return small
         return (tg.BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True))
     handler = _handlers.get(t)
     if handler is None:
@@ -214,7 +221,7 @@ def encode(obj: Any, ctx: Ctx) -> Any:
     return handler(obj, ctx)
 
 
-def encode_at(value: Any, ctx: Ctx, step: str) -> Any:
+def encode_at(value: object, ctx: Ctx, step: str) -> Shareable:
     """Encode a part of a value; a refusal names step (a key, index or field) in its path."""
     try:
         return encode(value, ctx)
@@ -223,14 +230,14 @@ def encode_at(value: Any, ctx: Ctx, step: str) -> Any:
         raise
 
 
-def decode(x: Any, trusted: bool = True) -> Any:
+def decode(x: Shareable, trusted: bool = True) -> object:
     """Decode a tree back into a value."""
     if type(x) is not tuple:
         return x
     return DECODERS[x[0]](x, trusted)
 
 
-def decode_node(x: tuple[Any, ...], trusted: bool = True) -> Any:
+def decode_node(x: Node, trusted: bool = True) -> object:
     """Decode a node (a tagged tuple), refusing unknown tags."""
     decoder = DECODERS.get(x[0]) if x else None
     if decoder is None:
@@ -241,7 +248,7 @@ def decode_node(x: tuple[Any, ...], trusted: bool = True) -> Any:
 # --- builtin containers -------------------------------------------------------------
 
 
-def is_plain(obj: Any, depth: int = 0) -> bool:
+def is_plain(obj: Iterable[object], depth: int = 0) -> bool:
     """Tell whether ``obj`` is a builtin-only tree CPython's marshal copies exactly.
 
     Bounded depth: a cycle or deep nesting makes it False, and the generic encoder then
@@ -254,7 +261,7 @@ def is_plain(obj: Any, depth: int = 0) -> bool:
     return _plain_items(obj, depth)
 
 
-def _plain_items(items: Any, depth: int) -> bool:
+def _plain_items(items: Iterable[Any], depth: int) -> bool:  # containers and leaves
     types = set(map(type, items))
     if types <= LEAF:
         return True
@@ -263,9 +270,9 @@ def _plain_items(items: Any, depth: int) -> bool:
     return all(type(x) in LEAF or is_plain(x, depth + 1) for x in items)
 
 
-def _encode_items(tag: int, obj: Any, ctx: Ctx) -> tuple[Any, ...]:
+def _encode_items(tag: int, obj: Iterable[object], ctx: Ctx) -> Node:
     key = ctx.enter(obj)
-    out: list[Any] = [tag]
+    out: list[Shareable] = [tag]
     i = 0
     try:
         for i, item in enumerate(obj):  # noqa: B007 - i names the failing item
@@ -279,7 +286,7 @@ def _encode_items(tag: int, obj: Any, ctx: Ctx) -> tuple[Any, ...]:
 
 
 def _container(tag: int) -> Handler:
-    def handler(obj: Any, ctx: Ctx) -> Any:
+    def handler(obj: tuple[Any, ...] | list[Any] | set[Any] | frozenset[Any], ctx: Ctx) -> Node:
         if not ctx.for_bytes and is_plain(obj):
             return (tg.MARSHAL, _stdlib_marshal.dumps(obj))
         return _encode_items(tag, obj, ctx)
@@ -287,11 +294,11 @@ def _container(tag: int) -> Handler:
     return handler
 
 
-def _encode_dict(obj: dict[Any, Any], ctx: Ctx) -> Any:
+def _encode_dict(obj: dict[object, object], ctx: Ctx) -> Node:
     if not ctx.for_bytes and is_plain(obj):
         return (tg.MARSHAL, _stdlib_marshal.dumps(obj))
     key = ctx.enter(obj)
-    out: list[Any] = [tg.DICT]
+    out: list[Shareable] = [tg.DICT]
     try:
         for k, v in obj.items():
             out.append(encode_at(k, ctx, f"<key {short_repr(k)}>"))
@@ -301,22 +308,22 @@ def _encode_dict(obj: dict[Any, Any], ctx: Ctx) -> Any:
     return tuple(out)
 
 
-def _decode_items(x: tuple[Any, ...], trusted: bool) -> list[Any]:
+def _decode_items(x: Node, trusted: bool) -> list[object]:
     return [c if type(c) is not tuple else DECODERS[c[0]](c, trusted) for c in x[1:]]
 
 
-def _decode_dict(x: tuple[Any, ...], trusted: bool) -> dict[Any, Any]:
+def _decode_dict(x: Node, trusted: bool) -> dict[object, object]:
     items = _decode_items(x, trusted)
     if len(items) % 2:
         raise SerializationException("dict node has an odd number of items")
     return dict(zip(items[::2], items[1::2], strict=True))
 
 
-def _decode_bigint(x: tuple[Any, ...], trusted: bool) -> int:
+def _decode_bigint(x: tuple[int, bytes], trusted: bool) -> int:
     return int.from_bytes(x[1], "little", signed=True)
 
 
-def _decode_marshal(x: tuple[Any, ...], trusted: bool) -> Any:
+def _decode_marshal(x: tuple[int, bytes], trusted: bool) -> object:
     if not trusted:
         raise SerializationException("in-process marshal node in untrusted data")
     return _stdlib_marshal.loads(x[1])
@@ -336,7 +343,7 @@ add_decoder(tg.DICT, _decode_dict)
 add_decoder(tg.MARSHAL, _decode_marshal)
 
 
-def _decode_bytes_view(x: tuple[Any, ...], trusted: bool) -> bytes:
+def _decode_bytes_view(x: tuple[int, memoryview], trusted: bool) -> bytes:
     if not trusted or len(x) != 2:
         raise SerializationException("BYTES_VIEW nodes are for in-process traffic only")
     return bytes(x[1])

@@ -9,14 +9,20 @@ from ._types import class_name, resolve_kind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    from typing import Any
+    from ._tags import Node, Shareable
+
+    # (EXCEPTION, module, qualname, message, args, state, traceback, cause, context,
+    #  suppress_context): args, state, cause and context are trees or None.
+    type ExceptionNode = tuple[
+        int, str, str, str, Shareable, Shareable, str, Shareable, Shareable, bool
+    ]
 
 __all__ = ["STACK_NOTE", "encode_exception_node", "rebuild_exception"]
 
 STACK_NOTE = "Server stack trace:\n"
 
 
-def _try_encode(value: Any, ctx: Ctx) -> Any:
+def _try_encode(value: object, ctx: Ctx) -> Shareable:
     """Encode value, or return None when some part of it cannot cross."""
     try:
         return encode(value, ctx)
@@ -24,7 +30,7 @@ def _try_encode(value: Any, ctx: Ctx) -> Any:
         return None
 
 
-def encode_exception_node(exc: BaseException, ctx: Ctx) -> Any:
+def encode_exception_node(exc: BaseException, ctx: Ctx) -> Node:
     """Encode an exception node; parts that cannot cross are dropped, never refused."""
     key = ctx.enter(exc)
     try:
@@ -64,13 +70,13 @@ def encode_exception_node(exc: BaseException, ctx: Ctx) -> Any:
         ctx.active.discard(key)
 
 
-def _chained(exc: BaseException | None, ctx: Ctx) -> Any:
+def _chained(exc: BaseException | None, ctx: Ctx) -> Shareable:
     if exc is None or id(exc) in ctx.active:
         return None
     return _try_encode(exc, ctx)
 
 
-def rebuild_exception(x: tuple[Any, ...], trusted: bool) -> BaseException:
+def rebuild_exception(x: ExceptionNode, trusted: bool) -> BaseException:
     """Rebuild an exception node: its own type when importable, else RemoteException."""
     _, module, qualname, message, args, state, tb, cause, context, suppress = x
     exc: BaseException
@@ -93,7 +99,7 @@ def rebuild_exception(x: tuple[Any, ...], trusted: bool) -> BaseException:
     return exc
 
 
-def _instantiate(cls: type[BaseException], args: Any) -> BaseException:
+def _instantiate(cls: type[BaseException], args: object) -> BaseException:
     """Create the exception without running __init__ (its signature may differ from args)."""
     if type(args) is not tuple:
         raise SerializationException("exception args must be a tuple")
@@ -108,7 +114,7 @@ def _instantiate(cls: type[BaseException], args: Any) -> BaseException:
     return exc
 
 
-def _as_exception(value: Any) -> BaseException | None:
+def _as_exception(value: object) -> BaseException | None:
     return value if isinstance(value, BaseException) else None
 
 

@@ -7,10 +7,6 @@ from types import ModuleType
 
 from .._errors import SerializationException
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    from typing import Any
-
 __all__ = ["depth_error", "native_depth", "unpack_error"]
 
 # msgpack (C and pure Python alike) refuses a declared length over its limit (the size of
@@ -26,7 +22,7 @@ def depth_error(what: str, limit: int) -> SerializationException:
     )
 
 
-def native_depth(value: Any, budget: int) -> int:
+def native_depth(value: tuple[object, ...] | dict[object, object], budget: int) -> int:
     """Count the levels of msgpack arrays/maps in ``value`` (itself one), up to budget + 1."""
     depth, level = 0, [value]
     # Level by level, not recursively: msgpack may hand over ~1000 levels. Arrays are

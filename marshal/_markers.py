@@ -6,7 +6,7 @@ import types
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms: Out makes it load on first use
-    from typing import Annotated, Any, Generic, TypeVar
+    from typing import Annotated, Generic, TypeVar
 
 __all__ = ["OUT_MARKER", "Out", "Ref", "is_serializable", "serializable"]
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     Out = Annotated[T, OUT_MARKER]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name != "Out":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from typing import Annotated, TypeVar
@@ -93,6 +93,6 @@ def serializable[C: type](cls: C) -> C:
     return cls
 
 
-def is_serializable(cls: type[Any]) -> bool:
+def is_serializable(cls: type) -> bool:
     """Tell whether the class itself (not a base) was marked @serializable."""
     return cls.__dict__.get(_SERIALIZABLE) is True

@@ -11,15 +11,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing loads only when a signature is planned
     import re
     import weakref
-    from typing import Any
 
     from ._callplan import CallPlan
 
 __all__ = ["CallPlan", "plan_for"]
 
 TIER_PRIMITIVE, TIER_COPY, TIER_COPY_BACK, TIER_SERIALIZE = 1, 2, 3, 4
-_PRIMITIVES: frozenset[Any] = frozenset({int, float, bool, None, type(None)})
-_COPIED: frozenset[Any] = frozenset({str, bytes, bytearray, memoryview, array.array})
+_PRIMITIVES: frozenset[object] = frozenset({int, float, bool, None, type(None)})
+_COPIED: frozenset[object] = frozenset({str, bytes, bytearray, memoryview, array.array})
 _NAMES = {
     **{t.__name__: TIER_PRIMITIVE for t in (int, float, bool)},
     "None": TIER_PRIMITIVE,
@@ -28,10 +27,10 @@ _NAMES = {
 # Compiled on first use (a new domain must not pay for re, weakref, dataclasses, inspect).
 _OUT_TEXT: re.Pattern[str] | None = None
 _REF_TEXT: re.Pattern[str] | None = None
-_plans: weakref.WeakKeyDictionary[Any, dict[bool, CallPlan]] | None = None
+_plans: weakref.WeakKeyDictionary[object, dict[bool, CallPlan]] | None = None
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name == "CallPlan":  # defined with @dataclass, so imported only when asked for
         from ._callplan import CallPlan
 
@@ -39,7 +38,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def plan_for(func: Callable[..., Any]) -> CallPlan:
+def plan_for(func: Callable[..., object]) -> CallPlan:
     """Return the (cached) plan of ``func``; bound methods leave out ``self``."""
     global _plans
     target = getattr(func, "__func__", func)
@@ -59,7 +58,7 @@ def plan_for(func: Callable[..., Any]) -> CallPlan:
     return plan
 
 
-def _build(func: Callable[..., Any], target: Any) -> CallPlan:
+def _build(func: Callable[..., object], target: object) -> CallPlan:
     import inspect
 
     from ._callplan import CallPlan
@@ -101,7 +100,7 @@ def _build(func: Callable[..., Any], target: Any) -> CallPlan:
     )
 
 
-def is_out(annotation: Any) -> bool:
+def is_out(annotation: object) -> bool:
     """Tell whether an annotation is ``Out[...]`` (as an object or as text)."""
     if isinstance(annotation, str):
         return bool(_patterns()[0].match(_unquote(annotation)))
@@ -127,7 +126,7 @@ def _unquote(text: str) -> str:
     return text
 
 
-def tier_of(annotation: Any) -> int:
+def tier_of(annotation: object) -> int:
     """Return the marshalling tier an annotation implies (4 when unknown)."""
     if is_out(annotation):
         return TIER_COPY_BACK

@@ -23,7 +23,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from typing import Any
 
+    from ._tags import Shareable
+
+    # msgpack's unpackb: what it returns is the data's (scalars, tuples, dicts, pending).
     Unpackb = Callable[..., Any]
+    # [code, payload] until the payload is unpacked, then [code, node] or [code, children].
+    type Pending = list[Any]
 
 __all__ = ["EXT_CODES", "read_tree"]
 
@@ -40,18 +45,18 @@ ARRAY_STARTS = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
 ITEM_TYPES: frozenset[type] = frozenset({type(None), bool, int, float, str, bytes, list})
 
 
-def read_tree(body: Any, max_depth: int, unpackb: Unpackb) -> Any:
+def read_tree(body: bytes | memoryview, max_depth: int, unpackb: Unpackb) -> Shareable:
     """Unpack ``body`` (one msgpack object) into a tree; refuse what breaks the limits.
 
     ``unpackb`` is msgpack's (C or pure Python: both work, and a subinterpreter only has
     the pure one). Raise SerializationException naming the limit and what the data holds.
     """
-    found: list[list[Any]] = []  # the ext values met by the current unpackb call(s)
+    found: list[Pending] = []  # the ext values met by the current unpackb call(s)
 
-    def hook(code: int, data: bytes) -> list[Any]:
+    def hook(code: int, data: bytes) -> Pending:
         if code not in EXT_CODES:
             raise SerializationException(f"data holds an unknown ext code {code}")
-        pending = [code, data]
+        pending: Pending = [code, data]
         found.append(pending)
         return pending
 
@@ -70,8 +75,9 @@ def read_tree(body: Any, max_depth: int, unpackb: Unpackb) -> Any:
         if type(top) not in ITEM_TYPES:
             _refuse_item(top, "the top-level value", 0, max_depth)
         if not found:
-            return top
-        parents: list[list[Any]] = []
+            scalar: Shareable = top
+            return scalar
+        parents: list[Pending] = []
         level = found
         found = []
         depth = 0
@@ -109,16 +115,17 @@ def read_tree(body: Any, max_depth: int, unpackb: Unpackb) -> Any:
     # Deepest first, so every child's node exists when its parent's is built.
     for pending in reversed(parents):
         pending[1] = (pending[0], *[c[1] if type(c) is list else c for c in pending[1]])
-    return top[1]
+    tree: Shareable = top[1]
+    return tree
 
 
-def _refuse_items(items: tuple[Any, ...], code: int, depth: int, limit: int) -> None:
+def _refuse_items(items: tuple[object, ...], code: int, depth: int, limit: int) -> None:
     """Refuse the first child of an ext value that is not a tree value."""
     bad = next(c for c in items if type(c) not in ITEM_TYPES)
     _refuse_item(bad, f"a value of ext {_name(code)}", depth, limit)
 
 
-def _refuse_item(value: Any, where: str, depth: int, limit: int) -> None:
+def _refuse_item(value: object, where: str, depth: int, limit: int) -> None:
     """Refuse a value that is not a tree value: too deep, or a msgpack array/map at all."""
     if type(value) is tuple or type(value) is dict:
         if depth + native_depth(value, limit - depth) > limit:

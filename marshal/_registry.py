@@ -27,8 +27,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    Reduce = Callable[[Any], tuple[Any, ...]]
-    Rebuild = Callable[[tuple[Any, ...]], Any]
+    from ._tags import Shareable
+
+    # Each takes the one class it is registered for (or the tuple it was reduced to).
+    Reduce = Callable[[Any], tuple[Shareable, ...]]
+    Rebuild = Callable[[Any], object]
 
 
 class ReferenceType:
@@ -36,7 +39,7 @@ class ReferenceType:
 
     __slots__ = ("cls", "key", "rebuild", "reduce")
 
-    def __init__(self, cls: type[Any], key: str, reduce: Reduce, rebuild: Rebuild) -> None:
+    def __init__(self, cls: type, key: str, reduce: Reduce, rebuild: Rebuild) -> None:
         self.cls = cls
         self.key = key
         self.reduce = reduce
@@ -46,15 +49,15 @@ class ReferenceType:
 # Insertion ordered: the first registered base that matches wins.
 _references: dict[str, ReferenceType] = {}
 _listeners: list[Callable[[], None]] = []
-_resolved: dict[tuple[str, str], type[Any]] = {}
+_resolved: dict[tuple[str, str], type] = {}
 
 
-def type_key(cls: type[Any]) -> str:
+def type_key(cls: type) -> str:
     """Name a class as ``module:qualname`` (the module as it travels on the wire)."""
     return f"{wire_module(cls.__module__)}:{cls.__qualname__}"
 
 
-def register_reference_type(cls: type[Any], reduce: Reduce, rebuild: Rebuild) -> None:
+def register_reference_type(cls: type, reduce: Reduce, rebuild: Rebuild) -> None:
     """Make every instance of ``cls`` (subclasses too) cross as ``reduce(obj)``.
 
     ``reduce`` returns a tuple of shareables; the receiving interpreter, which must have
@@ -82,7 +85,7 @@ def reference_types() -> tuple[ReferenceType, ...]:
     return tuple(_references.values())
 
 
-def find_reference_type(cls: type[Any]) -> ReferenceType | None:
+def find_reference_type(cls: type) -> ReferenceType | None:
     """Return the reference type ``cls`` falls under, if any."""
     for ref in _references.values():
         if issubclass(cls, ref.cls):
@@ -130,7 +133,7 @@ def local_module(name: str) -> str:
     return _alias_in.get(name, name)
 
 
-def resolve(module: str, qualname: str, trusted: bool) -> type[Any]:
+def resolve(module: str, qualname: str, trusted: bool) -> type:
     """Find a class by wire module name and qualname; raise LookupError if it is not there.
 
     Trusted lookups import the module; untrusted ones only look at modules already imported.
@@ -152,7 +155,7 @@ def resolve(module: str, qualname: str, trusted: bool) -> type[Any]:
             mod = importlib.import_module(local)
         except Exception as exc:  # any import failure means "not resolvable here"
             raise LookupError(f"cannot import module {local!r}: {exc}") from None
-    obj: Any = mod
+    obj: object = mod
     for part in qualname.split("."):
         if part.startswith("__") and part.endswith("__"):
             raise LookupError(f"{qualname!r} names a dunder attribute")

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    # What crosses interpreters: the values a cross-interpreter queue shares as they are
+    # (exact types only) and tuples of them.  to_shareable's output, from_shareable's input,
+    # and every message of the call path (appdomain._core._wire names their shapes).
+    type Shareable = bool | int | float | str | bytes | memoryview | tuple[Shareable, ...] | None
+    # A node of a shareable tree: a tuple whose first item is a tag below, then its children.
+    type Node = tuple[Shareable, ...]
+
 # A node is a tuple whose first item is one of these tags. In dumps() output the same
 # numbers are the msgpack ExtType codes. Never renumber: FORMAT.md pins them.
 BIGINT = 1

@@ -41,7 +41,19 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     import pathlib
     import uuid
     import zoneinfo
-    from typing import Any
+    from collections.abc import Iterator
+    from dataclasses import Field
+    from typing import Any, Protocol
+
+    from ._tags import Node, Shareable
+
+    class NamedTupleLike(Protocol):
+        """A named tuple: its field names and its values, in order."""
+
+        _fields: tuple[str, ...]
+
+        def __iter__(self) -> Iterator[object]: ...
+
 
 __all__ = ["ZERO_COPY_MIN", "class_name", "resolve_kind"]
 
@@ -63,25 +75,26 @@ def _module(name: str) -> ModuleType:
     return mod if mod is not None else importlib.import_module(name)
 
 
-def _is_enum(cls: type[Any]) -> bool:
+def _is_enum(cls: type) -> bool:
     mod = sys.modules.get("enum")  # no Enum class exists before enum is imported
     return mod is not None and issubclass(cls, mod.Enum)
 
 
-def _is_dataclass(cls: type[Any]) -> bool:
+def _is_dataclass(cls: type) -> bool:
     # dataclasses.is_dataclass(cls), without importing dataclasses to ask.
     return hasattr(cls, "__dataclass_fields__")
 
 
-def _is_namedtuple(cls: type[Any]) -> bool:
+def _is_namedtuple(cls: type) -> bool:
     return issubclass(cls, tuple) and hasattr(cls, "_fields")
 
 
-def _fields(class_or_instance: Any) -> Any:
-    return _module("dataclasses").fields(class_or_instance)
+def _fields(class_or_instance: object) -> tuple[Field[object], ...]:
+    fields: tuple[Field[object], ...] = _module("dataclasses").fields(class_or_instance)
+    return fields
 
 
-def class_name(cls: type[Any]) -> tuple[str, str]:
+def class_name(cls: type) -> tuple[str, str]:
     """Return (wire module, qualname) for a class, refusing function-local classes."""
     if "<locals>" in cls.__qualname__:
         raise Refusal(
@@ -92,13 +105,13 @@ def class_name(cls: type[Any]) -> tuple[str, str]:
     return wire_module(cls.__module__), cls.__qualname__
 
 
-def resolve_kind(module: str, qualname: str, trusted: bool, kind: str) -> type[Any]:
+def resolve_kind(module: str, qualname: str, trusted: bool, kind: str) -> type:
     """Resolve a class and check it is the kind the node claims; raise SerializationException."""
     try:
         cls = resolve(module, qualname, trusted)
     except LookupError as exc:
         raise SerializationException(f"cannot rebuild {module}.{qualname}: {exc}") from None
-    checks: dict[str, Callable[[type[Any]], bool]] = {
+    checks: dict[str, Callable[[type], bool]] = {
         "enum": _is_enum,
         "dataclass": _is_dataclass,
         "namedtuple": _is_namedtuple,
@@ -114,21 +127,21 @@ def resolve_kind(module: str, qualname: str, trusted: bool, kind: str) -> type[A
 # --- buffers ------------------------------------------------------------------------
 
 
-def _payload(view: memoryview, ctx: Ctx) -> Any:
+def _payload(view: memoryview, ctx: Ctx) -> bytes | memoryview:
     if not ctx.for_bytes and view.nbytes >= ZERO_COPY_MIN and view.c_contiguous:
         return view.cast("B") if view.format != "B" or view.ndim != 1 else view
     return view.tobytes()
 
 
-def _encode_bytearray(obj: bytearray, ctx: Ctx) -> Any:
+def _encode_bytearray(obj: bytearray, ctx: Ctx) -> Node:
     return (tg.BYTEARRAY, _payload(memoryview(obj), ctx))
 
 
-def _encode_array(obj: array.array[Any], ctx: Ctx) -> Any:
+def _encode_array(obj: array.array[int] | array.array[float] | array.array[str], ctx: Ctx) -> Node:
     return (tg.ARRAY, obj.typecode, ORDER, _payload(memoryview(obj), ctx))
 
 
-def _encode_memoryview(obj: memoryview, ctx: Ctx) -> Any:
+def _encode_memoryview(obj: memoryview, ctx: Ctx) -> Node:
     fmt = obj.format.lstrip("@")
     if fmt not in CAST_FORMATS:
         raise Refusal(obj, f"has format {obj.format!r}, which cannot be rebuilt in another domain")
@@ -136,20 +149,20 @@ def _encode_memoryview(obj: memoryview, ctx: Ctx) -> Any:
     return (tg.MEMORYVIEW, fmt, ORDER, shape, obj.readonly, _payload(obj, ctx))
 
 
-def _buffer(value: Any) -> bytes | memoryview:
+def _buffer(value: object) -> bytes | memoryview:
     """Check that a node's buffer is bytes (or, in-process, a view).
 
     bytearray(n) and bytes(n) would allocate n zero bytes for an int: 12 bytes of data
     could ask for gigabytes.
     """
-    if type(value) is not bytes and type(value) is not memoryview:
-        raise SerializationException(
-            f"expected bytes in marshalled data (got {type(value).__name__})"
-        )
-    return value
+    if type(value) is bytes or type(value) is memoryview:
+        return value
+    raise SerializationException(f"expected bytes in marshalled data (got {type(value).__name__})")
 
 
-def _decode_array(x: tuple[Any, ...], trusted: bool) -> array.array[Any]:
+def _decode_array(
+    x: tuple[int, str, str, Shareable], trusted: bool
+) -> array.array[int] | array.array[float] | array.array[str]:
     _, typecode, order, data = x
     out = array.array(typecode)
     out.frombytes(_buffer(data))
@@ -158,6 +171,7 @@ def _decode_array(x: tuple[Any, ...], trusted: bool) -> array.array[Any]:
     return out
 
 
+# Loosely typed: fmt is checked against CAST_FORMATS (memoryview.cast wants Literals).
 def _decode_memoryview(x: tuple[Any, ...], trusted: bool) -> memoryview:
     _, fmt, order, shape, readonly, data = x
     if fmt not in CAST_FORMATS or order not in ("<", ">"):
@@ -170,7 +184,8 @@ def _decode_memoryview(x: tuple[Any, ...], trusted: bool) -> memoryview:
             swapped[i::width] = buf[width - 1 - i :: width]
         buf = swapped
     view = memoryview(bytes(buf) if readonly else buf)
-    dims = list(decode(shape, trusted))
+    dims: Any = decode(shape, trusted)  # a tuple of ints in well-formed data
+    dims = list(dims)
     return view.cast(fmt, dims) if dims else view.cast(fmt)
 
 
@@ -219,15 +234,13 @@ decode_on_first_use(tg.DECIMAL, _load_decimal, lambda x, t: decimal.Decimal(_str
 decode_on_first_use(tg.UUID, _load_uuid, lambda x, t: uuid.UUID(bytes=bytes(_buffer(x[1]))))
 
 
-def _str(value: Any) -> str:
-    if type(value) is not str:
-        raise SerializationException(
-            f"expected a str in marshalled data (got {type(value).__name__})"
-        )
-    return value
+def _str(value: object) -> str:
+    if type(value) is str:
+        return value
+    raise SerializationException(f"expected a str in marshalled data (got {type(value).__name__})")
 
 
-def _encode_tz(obj: Any, ctx: Ctx) -> Any:
+def _encode_tz(obj: dt.tzinfo | None, ctx: Ctx) -> Shareable:
     try:
         return encode(obj, ctx)
     except Refusal as refusal:
@@ -235,7 +248,7 @@ def _encode_tz(obj: Any, ctx: Ctx) -> Any:
         raise
 
 
-def _encode_datetime(o: dt.datetime, ctx: Ctx) -> Any:
+def _encode_datetime(o: dt.datetime, ctx: Ctx) -> Node:
     tz = _encode_tz(o.tzinfo, ctx)
     return (
         tg.DATETIME,
@@ -251,35 +264,37 @@ def _encode_datetime(o: dt.datetime, ctx: Ctx) -> Any:
     )
 
 
-def _encode_time(o: dt.time, ctx: Ctx) -> Any:
+def _encode_time(o: dt.time, ctx: Ctx) -> Node:
     return (tg.TIME, o.hour, o.minute, o.second, o.microsecond, o.fold, _encode_tz(o.tzinfo, ctx))
 
 
-def _decode_datetime(x: tuple[Any, ...], trusted: bool) -> dt.datetime:
+def _decode_datetime(
+    x: tuple[int, int, int, int, int, int, int, int, int, Shareable], trusted: bool
+) -> dt.datetime:
     _, y, mo, d, h, mi, s, us, fold, tz = x
     return dt.datetime(y, mo, d, h, mi, s, us, tzinfo=_tzinfo(tz, trusted), fold=fold)
 
 
-def _decode_time(x: tuple[Any, ...], trusted: bool) -> dt.time:
+def _decode_time(x: tuple[int, int, int, int, int, int, Shareable], trusted: bool) -> dt.time:
     _, h, mi, s, us, fold, tz = x
     return dt.time(h, mi, s, us, tzinfo=_tzinfo(tz, trusted), fold=fold)
 
 
-def _tzinfo(tz: Any, trusted: bool) -> dt.tzinfo | None:
+def _tzinfo(tz: Shareable, trusted: bool) -> dt.tzinfo | None:
     value = decode(tz, trusted)
     if value is not None and not isinstance(value, dt.tzinfo):
         raise SerializationException(f"tzinfo must be a tzinfo (got {type(value).__name__})")
     return value
 
 
-def _encode_timezone(o: dt.timezone, ctx: Ctx) -> Any:
+def _encode_timezone(o: dt.timezone, ctx: Ctx) -> Node:
     args = o.__getinitargs__()  # type: ignore[attr-defined]
     delta: dt.timedelta = args[0]
     name = args[1] if len(args) > 1 else None
     return (tg.TIMEZONE, delta.days, delta.seconds, delta.microseconds, name)
 
 
-def _decode_timezone(x: tuple[Any, ...], trusted: bool) -> dt.timezone:
+def _decode_timezone(x: tuple[int, int, int, int, Shareable], trusted: bool) -> dt.timezone:
     _, days, seconds, us, name = x
     delta = dt.timedelta(days, seconds, us)
     return dt.timezone(delta) if name is None else dt.timezone(delta, _str(name))
@@ -301,7 +316,7 @@ decode_on_first_use(tg.TIMEZONE, _load_datetime, _decode_timezone)
 decode_on_first_use(tg.ZONEINFO, _load_zoneinfo, lambda x, t: zoneinfo.ZoneInfo(_str(x[1])))
 
 
-def _decode_path(x: tuple[Any, ...], trusted: bool) -> pathlib.PurePath:
+def _decode_path(x: tuple[int, str, Shareable], trusted: bool) -> pathlib.PurePath:
     cls = PATH_TYPES.get(x[1])
     if cls is None:
         raise SerializationException(f"unknown path type {x[1]!r}")
@@ -315,7 +330,7 @@ decode_on_first_use(tg.PATH, _load_pathlib, _decode_path)
 # --- Ref boxes and reference types --------------------------------------------------------
 
 
-def _encode_ref(obj: Ref[Any], ctx: Ctx) -> Any:
+def _encode_ref(obj: Ref[object], ctx: Ctx) -> Node:
     key = ctx.enter(obj)  # a Ref holding a Ref ... nests like a container
     try:
         return (tg.REFBOX, encode(obj.value, ctx))
@@ -326,7 +341,7 @@ def _encode_ref(obj: Ref[Any], ctx: Ctx) -> Any:
         ctx.active.discard(key)
 
 
-def _encode_reference(obj: Any, ctx: Ctx) -> Any:
+def _encode_reference(obj: object, ctx: Ctx) -> Node:
     ref = find_reference_type(type(obj))
     assert ref is not None  # the dispatcher only sends registered types here
     payload = ref.reduce(obj)
@@ -337,7 +352,7 @@ def _encode_reference(obj: Any, ctx: Ctx) -> Any:
     return (tg.REFERENCE, ref.key, False, payload)
 
 
-def _decode_reference(x: tuple[Any, ...], trusted: bool) -> Any:
+def _decode_reference(x: tuple[int, Shareable, bool, Shareable], trusted: bool) -> object:
     _, key, encoded, payload = x
     ref = reference_by_key(_str(key), trusted)
     if ref is None:
@@ -356,10 +371,10 @@ add_decoder(tg.REFERENCE, _decode_reference)
 # --- user types: @serializable, enums, dataclasses, named tuples ---------------------------
 
 
-def _encode_fields(tag: int, obj: Any, names: Any, ctx: Ctx) -> Any:
+def _encode_fields(tag: int, obj: object, names: list[str], ctx: Ctx) -> Node:
     module, qualname = class_name(type(obj))
     key = ctx.enter(obj)
-    out: list[Any] = [tag, module, qualname]
+    out: list[Shareable] = [tag, module, qualname]
     try:
         for name in names:
             out.append(name)
@@ -369,14 +384,14 @@ def _encode_fields(tag: int, obj: Any, names: Any, ctx: Ctx) -> Any:
     return tuple(out)
 
 
-def _encode_dataclass(obj: Any, ctx: Ctx) -> Any:
+def _encode_dataclass(obj: object, ctx: Ctx) -> Node:
     return _encode_fields(tg.DATACLASS, obj, [f.name for f in _fields(obj)], ctx)
 
 
-def _decode_dataclass(x: tuple[Any, ...], trusted: bool) -> Any:
+def _decode_dataclass(x: tuple[int, str, str, *tuple[Shareable, ...]], trusted: bool) -> object:
     cls = resolve_kind(x[1], x[2], trusted, "dataclass")
     names = {f.name for f in _fields(cls)}
-    obj = object.__new__(cls)
+    obj: object = object.__new__(cls)
     items = x[3:]
     for i in range(0, len(items) - 1, 2):
         name = items[i]
@@ -386,10 +401,10 @@ def _decode_dataclass(x: tuple[Any, ...], trusted: bool) -> Any:
     return obj
 
 
-def _encode_namedtuple(obj: Any, ctx: Ctx) -> Any:
+def _encode_namedtuple(obj: NamedTupleLike, ctx: Ctx) -> Node:
     module, qualname = class_name(type(obj))
     key = ctx.enter(obj)
-    out: list[Any] = [tg.NAMEDTUPLE, module, qualname]
+    out: list[Shareable] = [tg.NAMEDTUPLE, module, qualname]
     try:
         for name, value in zip(obj._fields, obj, strict=False):
             out.append(encode_at(value, ctx, f".{name}"))
@@ -398,30 +413,30 @@ def _encode_namedtuple(obj: Any, ctx: Ctx) -> Any:
     return tuple(out)
 
 
-def _decode_namedtuple(x: tuple[Any, ...], trusted: bool) -> Any:
+def _decode_namedtuple(x: tuple[int, str, str, *tuple[Shareable, ...]], trusted: bool) -> object:
     cls = resolve_kind(x[1], x[2], trusted, "namedtuple")
     return tuple.__new__(cls, [decode(v, trusted) for v in x[3:]])
 
 
-def _encode_enum(obj: enum.Enum, ctx: Ctx) -> Any:
+def _encode_enum(obj: enum.Enum, ctx: Ctx) -> Node:
     module, qualname = class_name(type(obj))
     if isinstance(obj, _module("enum").Flag):
         return (tg.ENUM, module, qualname, None, encode(obj.value, ctx))
     return (tg.ENUM, module, qualname, obj.name, None)
 
 
-def _decode_enum(x: tuple[Any, ...], trusted: bool) -> enum.Enum:
+def _decode_enum(x: tuple[int, str, str, str | None, Shareable], trusted: bool) -> enum.Enum:
     _, module, qualname, name, value = x
-    cls: Any = resolve_kind(module, qualname, trusted, "enum")
+    cls: type[enum.Enum] = resolve_kind(module, qualname, trusted, "enum")
     if name is None:
-        return cls(decode(value, trusted))  # type: ignore[no-any-return]
+        return cls(decode(value, trusted))
     member = cls.__members__.get(name)
     if member is None:
         raise SerializationException(f"{module}.{qualname} has no member {name!r}")
-    return member  # type: ignore[no-any-return]
+    return member
 
 
-def _encode_object(obj: Any, ctx: Ctx) -> Any:
+def _encode_object(obj: object, ctx: Ctx) -> Node:
     module, qualname = class_name(type(obj))
     key = ctx.enter(obj)
     try:
@@ -433,8 +448,8 @@ def _encode_object(obj: Any, ctx: Ctx) -> Any:
         ctx.active.discard(key)
 
 
-def _decode_object(x: tuple[Any, ...], trusted: bool) -> Any:
-    cls: Any = resolve_kind(x[1], x[2], trusted, "object")
+def _decode_object(x: tuple[int, str, str, Shareable], trusted: bool) -> object:
+    cls: Any = resolve_kind(x[1], x[2], trusted, "object")  # its own __new__, __setstate__
     obj = cls.__new__(cls)
     state = decode(x[3], trusted)
     setstate = getattr(obj, "__setstate__", None)

@@ -80,6 +80,7 @@ from appdomain.marshal import dumps, loads  # loads _bytes, still not msgpack
 assert appdomain.marshal._bytes.msgpack is None and "msgpack" not in sys.modules
 assert loads(dumps([1, "x"])) == [1, "x"]
 assert appdomain.marshal._bytes.msgpack is sys.modules["msgpack"]
+assert "typing" not in sys.modules, "dumps/loads imported typing"
 """,
     )
 

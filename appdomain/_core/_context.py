@@ -81,7 +81,8 @@ def install(ctx: WireContext) -> contextvars.Token[dict[str, object] | None] | N
         return _data.set(None)
     from ..marshal import from_shareable
 
-    return _data.set(dict(from_shareable(ctx)))
+    logical: Any = from_shareable(ctx)  # the dict capture() encoded
+    return _data.set(dict(logical))
 
 
 def collect() -> WireContext:
@@ -105,4 +106,5 @@ def merge(ctx_back: WireContext) -> None:
     """Adopt the logical data the callee returned."""
     from ..marshal import from_shareable
 
-    _data.set(dict(from_shareable(ctx_back)))
+    logical: Any = from_shareable(ctx_back)  # the dict collect() encoded
+    _data.set(dict(logical))

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
 
     type Part = bytes | bytearray | memoryview
     # Serves a lean invoke in this domain: invoker(oid, name, args) (remoting's).
-    type Invoker = Callable[[int, str, tuple[Any, ...]], NativeReply]
+    type Invoker = Callable[[int, str, tuple[object, ...]], NativeReply]
 
 __all__ = [
     "BoundMethod",

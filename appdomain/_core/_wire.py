@@ -21,8 +21,10 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    # A value the queues share (marshal's to_shareable makes one of anything that crosses).
-    type Shareable = bool | int | float | str | bytes | memoryview | tuple[Shareable, ...] | None
+    # A value the queues share (marshal's to_shareable makes one of anything that crosses);
+    # marshal, the layer below, defines it.
+    from ..marshal import Shareable as Shareable
+
     # The logical call context as it crosses: None, or marshal's shareable tree of it.
     type WireContext = Shareable
     type Request = tuple[str, Shareable, int, WireContext]

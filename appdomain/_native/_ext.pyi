@@ -7,7 +7,7 @@ from typing import Any, final
 # (done, value, ctx): done is True when value is the method's plain result, False when it
 # is an encoded reply or error that the generic layers decode.
 type _LeanReply = tuple[bool, object, object]
-type _Invoker = Callable[[int, str, tuple[Any, ...]], _LeanReply]
+type _Invoker = Callable[[int, str, tuple[object, ...]], _LeanReply]
 type _Dispatcher = Callable[[tuple[memoryview, ...]], bytes]
 
 def register_dispatcher(fn: _Dispatcher, invoker: _Invoker | None = None, /) -> None:

@@ -310,7 +310,8 @@ def _proxy_iter(self: object) -> Iterator[Any]:
     iterator_id, items, done = _core.call(ref.route, _OP + "iter", (ref.oid, ITER_CHUNK))
     try:
         while True:
-            yield from from_shareable(items)
+            chunk: Any = from_shareable(items)  # the list of items the server sent
+            yield from chunk
             if done:
                 return
             items, done = _core.call(ref.route, _OP + "iter_next", (iterator_id, ITER_CHUNK))
@@ -385,7 +386,7 @@ def _proxy_type(module: str, qualname: str) -> type:
 def _resolve(module: str, qualname: str) -> type:
     """Find the real type here when it can be imported; else proxy as MarshalByRefObject."""
     try:
-        target: Any = _runtime.load_module(module)
+        target: object = _runtime.load_module(module)
         for part in qualname.split("."):
             target = getattr(target, part)
     except Exception:

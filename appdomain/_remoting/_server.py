@@ -6,8 +6,8 @@ import itertools
 import os
 import sys
 import types
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .. import _core
 from .._core import Route, _compat, _context
@@ -27,6 +27,7 @@ from ._base import MarshalByRefObject, is_one_way
 from ._proxy import RemoteRef, is_transparent_proxy, proxy_for, ref_of
 
 if TYPE_CHECKING:
+    from .._core._serve import OpHandler
     from .._core._wire import NativeReply, Shareable
     from ..marshal import CallPlan
 
@@ -108,7 +109,7 @@ def _op_invoke(payload: tuple[int, str, Shareable]) -> Shareable:
     return reply
 
 
-def _invoke_lean(oid: int, name: str, args: tuple[Any, ...]) -> NativeReply:
+def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
     """Serve a lean native invoke (plain arguments, no call context) without the generic layers."""
     # Releases are not drained here: each one also wakes this domain's dispatcher, which
     # drains them, and the generic route drains before every call.
@@ -244,7 +245,8 @@ def _reduce(obj: object) -> tuple[Shareable, ...]:
     return (*route, oid, _runtime.wire_module(cls.__module__), cls.__qualname__)
 
 
-def _rebuild(data: tuple[Any, ...]) -> object:
+# The tuple _reduce made: (*route, oid, module, qualname).
+def _rebuild(data: tuple[int, int, str, int, int, str, str]) -> object:
     route = Route(*data[:4])
     oid, module, qualname = data[4], data[5], data[6]
     if route.interp_id == _core.CURRENT_INTERP:
@@ -262,7 +264,7 @@ def install() -> None:
     native = _core.native_module()
     if native is not None:
         native.set_invoke_handler(_invoke_lean)
-    handlers: dict[str, Callable[[Any], Shareable]] = {
+    handlers: dict[str, OpHandler] = {
         f"{__package__}:create": _op_create,
         f"{__package__}:create_from": _op_create_from,
         f"{__package__}:invoke": _op_invoke,

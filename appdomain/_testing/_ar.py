@@ -14,14 +14,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import types
     from collections.abc import Callable
-    from typing import Any
 
 # Returns pytest's assertion helpers, set up for this test's config: set by _remote, which
 # installs this module as the alias (it is the one that knows the test's spec).
 load_helpers: Callable[[], types.ModuleType] | None = None
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name.startswith("__") or load_helpers is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(load_helpers(), name)

@@ -20,7 +20,6 @@ import threading
 import types
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -48,10 +47,10 @@ def capture_rewrites() -> None:
             setattr(rewrite, name, _keeping(original))
 
 
-def _keeping(original: Any) -> Any:
+def _keeping(original: Callable[..., object]) -> Callable[..., object]:
     # Both helpers take the source path first and return the code (last, in a tuple).
     @functools.wraps(original)
-    def keep(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def keep(fn: object, *args: object, **kwargs: object) -> object:
         result = original(fn, *args, **kwargs)
         code = result[-1] if isinstance(result, tuple) and result else result
         if isinstance(code, types.CodeType):
