@@ -85,10 +85,37 @@ def bench_create_unload(cycles: int = 40) -> tuple[float, float]:
     return statistics.median(creates), statistics.median(unloads)
 
 
+def bench_bare_create(cycles: int = 40) -> float:
+    """The floor: CPython's own create + destroy of an isolated interpreter (no appdomain)."""
+    from appdomain._core import _compat
+
+    creates = []
+    for _ in range(cycles):
+        begun = time.perf_counter()
+        interp = _compat.create_interp()
+        creates.append(time.perf_counter() - begun)
+        _compat.destroy_interp(interp)
+    return statistics.median(creates)
+
+
+def bench_first_call(cycles: int = 20) -> float:
+    """create_domain + first create_instance_and_unwrap + first proxy call, together."""
+    times = []
+    for i in range(cycles):
+        begun = time.perf_counter()
+        d = AppDomain.create_domain(f"First{i}")
+        calc = d.create_instance_and_unwrap("bench_helpers", "Worker")  # imports nothing more
+        calc.add(1, 2)
+        times.append(time.perf_counter() - begun)
+        del calc
+        AppDomain.unload(d)
+    return statistics.median(times)
+
+
 def bench_same_thread(d: AppDomain) -> tuple[float, float]:
     noop = helpers.noop
     callback = per_call(lambda: d.do_callback(noop), 2000)
-    calc = d.create_instance_and_unwrap("domain_helpers", "Calculator")
+    calc = d.create_instance_and_unwrap("bench_helpers", "Worker")  # imports nothing more
     calc.add(1, 2)
     counter = iter(range(10**9))
     proxy = per_call(lambda: calc.add(next(counter), 2), 2000)
@@ -152,14 +179,19 @@ def main() -> None:
     def show(label: str, seconds: float, target: float | None, unit: str) -> None:
         scale = {"ms": 1e3, "us": 1e6}[unit]
         if target is None:
-            note = "(no target: see the comment at this row)"
+            note = "(no target)"
         else:
             verdict = "ok" if seconds <= target else "OVER"
             note = f"(target <= {target * scale:g} {unit}, {verdict})"
         print(f"  {label:<46} {seconds * scale:9.2f} {unit}   {note}")
 
     create, unload = bench_create_unload()
-    show("create_domain", create, 15e-3, "ms")
+    bare = bench_bare_create()
+    first = bench_first_call()
+    show("bare _interpreters.create() (the floor)", bare, None, "ms")
+    show("create_domain", create, 12e-3, "ms")
+    print(f"  {'':<46} {create / bare:9.2f} x the floor")
+    show("create + first instance + first call", first, 20e-3, "ms")
     show("unload", unload, 10e-3, "ms")
 
     d = AppDomain.create_domain("BenchCalls")

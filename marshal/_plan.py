@@ -58,46 +58,126 @@ def plan_for(func: Callable[..., object]) -> CallPlan:
     return plan
 
 
-def _build(func: Callable[..., object], target: object) -> CallPlan:
-    import inspect
+# A parameter as planning sees it: its name, whether it can be passed by position, and its
+# annotation (an object, or text still to be read).
+_Param = tuple[str, bool, object]
 
+_CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
+
+
+def _build(func: Callable[..., object], target: object) -> CallPlan:
     from ._callplan import CallPlan
 
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
-        name = getattr(func, "__qualname__", repr(func))
+    name = getattr(func, "__qualname__", repr(func))
+    shape = _code_shape(func, target)
+    if shape is None:
+        shape = _inspect_shape(func, target)
+    if shape is None:
         return CallPlan(name, (), frozenset(), frozenset(), (), TIER_SERIALIZE)
-    import typing
-
-    try:
-        hints = typing.get_type_hints(target, include_extras=True)
-    except Exception:  # unresolvable string annotations: read them as text below
-        hints = {}
+    parameters, result = shape
     params: list[str] = []
     out_positions: set[int] = set()
     out_names: set[str] = set()
     tiers: list[tuple[str, int]] = []
-    for index, param in enumerate(signature.parameters.values()):
-        annotation = hints.get(param.name, param.annotation)
+    for index, (param, positional, annotation) in enumerate(parameters):
         tier = tier_of(annotation)
-        tiers.append((param.name, tier))
-        positional = param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
+        tiers.append((param, tier))
         if positional:
-            params.append(param.name)
+            params.append(param)
         if tier == TIER_COPY_BACK and is_out(annotation):
-            out_names.add(param.name)
+            out_names.add(param)
             if positional:
                 out_positions.add(index)
-    result = hints.get("return", signature.return_annotation)
     return CallPlan(
-        getattr(func, "__qualname__", repr(func)),
+        name,
         tuple(params),
         frozenset(out_positions),
         frozenset(out_names),
         tuple(tiers),
         tier_of(result),
     )
+
+
+def _code_shape(func: object, target: object) -> tuple[list[_Param], object] | None:
+    """Read a plain function's parameters from its code object; None for anything else.
+
+    inspect.signature would do, but importing inspect costs a new domain ~14 ms.  What the
+    code object cannot say (a __signature__, a __wrapped__ chain, partials, builtins) is
+    left to inspect.
+    """
+    import types
+
+    if type(target) is not types.FunctionType:
+        return None
+    if hasattr(target, "__signature__") or hasattr(target, "__wrapped__"):
+        return None
+    try:
+        annotations = dict(target.__annotations__)  # 3.14 evaluates them here: may raise
+    except Exception:
+        return None
+    code = target.__code__
+    positional = code.co_argcount
+    names = code.co_varnames[: positional + code.co_kwonlyargcount]
+    parameters: list[_Param] = [
+        (name, index < positional, annotations.get(name, _EMPTY))
+        for index, name in enumerate(names)
+    ]
+    extra = positional + code.co_kwonlyargcount
+    for flag in (_CO_VARARGS, _CO_VARKEYWORDS):
+        if code.co_flags & flag:
+            name = code.co_varnames[extra]
+            parameters.append((name, False, annotations.get(name, _EMPTY)))
+            extra += 1
+    if func is not target:  # bound: the first parameter is self (or cls)
+        if positional == 0:
+            return None
+        del parameters[0]
+    namespace = target.__globals__
+    parameters = [(n, p, _evaluate(a, namespace)) for n, p, a in parameters]
+    return parameters, _evaluate(annotations.get("return", _EMPTY), namespace)
+
+
+class _Empty:
+    """No annotation (what inspect calls Parameter.empty)."""
+
+
+_EMPTY = _Empty()
+
+
+def _evaluate(annotation: object, namespace: dict[str, object]) -> object:
+    """Turn an annotation written as text into its object where it evaluates; else keep it."""
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, namespace)  # as typing.get_type_hints does
+    except Exception:  # unresolvable here: read as text by tier_of
+        return annotation
+
+
+def _inspect_shape(
+    func: Callable[..., object], target: object
+) -> tuple[list[_Param], object] | None:
+    """Read any other callable's parameters with inspect (and typing for the hints)."""
+    import inspect
+    import typing
+
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # unresolvable string annotations: read them as text below
+        hints = {}
+    parameters: list[_Param] = [
+        (
+            param.name,
+            param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD),
+            hints.get(param.name, param.annotation),
+        )
+        for param in signature.parameters.values()
+    ]
+    return parameters, hints.get("return", signature.return_annotation)
 
 
 def is_out(annotation: object) -> bool:

@@ -109,3 +109,23 @@ def test_reference_passed_a_to_b_to_a_comes_home_and_is_released(worker: AppDoma
         del client
         collect_everywhere(worker)
         assert live_count() == 0
+
+
+def test_proxy_dying_while_its_thread_makes_another_does_not_hang(worker: AppDomain) -> None:
+    # The garbage collector runs finalizers wherever it runs: here, inside proxy_for's
+    # locked section, as when building a proxy type imports a module.
+    from appdomain._remoting import _proxy
+
+    doomed = worker.create_instance_and_unwrap("remoting_helpers", "Keeper")
+    done = threading.Event()
+
+    def drop_while_locked() -> None:
+        nonlocal doomed
+        with _proxy._proxies_lock:
+            del doomed  # its finalizer runs now, in this thread
+        done.set()
+
+    thread = threading.Thread(target=drop_while_locked, daemon=True)  # if it hangs
+    thread.start()
+    thread.join(10)
+    assert done.is_set(), "a proxy's finalizer waited for a lock its own thread held"

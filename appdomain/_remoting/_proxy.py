@@ -14,7 +14,6 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .. import _core
 from .._core import Route, _context
@@ -30,10 +29,11 @@ from . import _async
 from ._base import MarshalByRefObject, is_one_way
 from ._release import release as _release_at_owner
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import concurrent.futures
     from types import NotImplementedType
-    from typing import Protocol
+    from typing import Any, NoReturn, Protocol
 
     from .._core._wire import NativeReply
     from ..marshal import CallPlan
@@ -55,13 +55,29 @@ _INVOKE = _OP + "invoke"
 ITER_CHUNK = 256
 
 
-class RemoteRef(NamedTuple):
+class RemoteRef(tuple[Route, int, str, str]):  # a NamedTuple would import typing (see Route)
     """What identifies a remote object: its domain's route, its id there, and its type."""
 
-    route: Route
-    oid: int
-    module: str
-    qualname: str
+    __slots__ = ()
+
+    def __new__(cls, route: Route, oid: int, module: str, qualname: str) -> RemoteRef:
+        return tuple.__new__(cls, (route, oid, module, qualname))
+
+    @property
+    def route(self) -> Route:
+        return self[0]
+
+    @property
+    def oid(self) -> int:
+        return self[1]
+
+    @property
+    def module(self) -> str:
+        return self[2]
+
+    @property
+    def qualname(self) -> str:
+        return self[3]
 
 
 _REF = "_appdomain_ref"
@@ -446,7 +462,9 @@ def _plan(func: Callable[..., object], *, bound: bool) -> CallPlan | None:
 # -- references in and out --------------------------------------------------------------------
 
 _proxies: weakref.WeakValueDictionary[tuple[int, int], _ProxyBase] = weakref.WeakValueDictionary()
-_proxies_lock = threading.Lock()
+# Reentrant: a finalizer (_release) may run in a thread that holds it, whenever the garbage
+# collector runs, and only ever removes its own cell.
+_proxies_lock = threading.RLock()
 # proxy identity -> how many remote references it holds (released together when it dies)
 _counts: dict[tuple[int, int], list[int]] = {}
 
@@ -459,7 +477,14 @@ def proxy_for(ref: RemoteRef) -> Any:
         if proxy is not None:
             _counts[key][0] += 1
             return proxy
-        cls = _proxy_type(ref.module, ref.qualname)
+    # Outside the lock: building the type may import (and collect garbage, running other
+    # proxies' finalizers, which take the lock).
+    cls = _proxy_type(ref.module, ref.qualname)
+    with _proxies_lock:
+        proxy = _proxies.get(key)
+        if proxy is not None:
+            _counts[key][0] += 1
+            return proxy
         proxy = object.__new__(cls)
         proxy.__dict__[_REF] = ref
         cell = [1]

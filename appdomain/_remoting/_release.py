@@ -11,8 +11,8 @@ Passing a callback per call then costs a queue put, not a wake.
 from __future__ import annotations
 
 import os
-import queue
 import threading
+from _queue import Empty, SimpleQueue  # not queue: it imports heapq and more
 
 from .. import _core
 from .._core import CURRENT_INTERP, MAIN_INTERP, Route, wake
@@ -28,7 +28,7 @@ _STOP = "stop"
 # finalizer may call release() while this thread is anywhere, so no lock is taken there
 # (set operations are atomic under the GIL).
 _armed: set[str] = set()
-_signal: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # reentrant, finalizer-safe
+_signal: SimpleQueue[str | None] = SimpleQueue()  # reentrant, finalizer-safe
 _thread: threading.Thread | None = None
 _start_lock = threading.Lock()
 _stopping = False
@@ -88,7 +88,7 @@ def _run() -> None:
             try:
                 if _signal.get_nowait() == _STOP:
                     stopping.set()
-            except queue.Empty:
+            except Empty:
                 break
         addresses = list(_armed)
         _armed.difference_update(addresses)  # before waking: a later release re-arms
@@ -117,7 +117,7 @@ _core.unload_hooks.append(stop)
 
 def _after_fork_in_child() -> None:
     global _thread, _start_lock, _signal
-    _thread, _start_lock, _signal = None, threading.Lock(), queue.SimpleQueue()
+    _thread, _start_lock, _signal = None, threading.Lock(), SimpleQueue()
 
 
 if hasattr(os, "register_at_fork"):

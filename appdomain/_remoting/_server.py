@@ -7,7 +7,6 @@ import os
 import sys
 import types
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from .. import _core
 from .._core import Route, _compat, _context
@@ -26,6 +25,7 @@ from . import _table
 from ._base import MarshalByRefObject, is_one_way
 from ._proxy import RemoteRef, is_transparent_proxy, proxy_for, ref_of
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .._core._serve import OpHandler
     from .._core._wire import NativeReply, Shareable

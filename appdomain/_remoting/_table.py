@@ -5,10 +5,13 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any
 
 from .._errors import RemotingException
 from ._base import Lease
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["export", "lookup", "release", "incref", "live_count"]
 
@@ -58,7 +61,7 @@ def export(obj: object) -> int:
         return oid
 
 
-def lookup(oid: int, *, renew: bool = True) -> Any:
+def lookup(oid: int, *, renew: bool = True) -> Any:  # Any: callers use the object as theirs
     """Return the object behind oid, renewing its lease; raise if it is gone or expired."""
     entry = _entries.get(oid)
     if entry is None:
