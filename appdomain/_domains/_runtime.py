@@ -457,6 +457,43 @@ def join_threads(deadline: float, report_queue: int, token: int) -> None:
     _core.close_mailboxes()
 
 
+def wait_at_exit(deadline: float) -> None:
+    """At the process's exit, let this domain's threads end as Python lets its own end.
+
+    Runs this domain's threading exit callbacks (concurrent.futures shuts its executors
+    down there), then waits until deadline (monotonic) for its threads: appdomain's own
+    (dispatchers, "appdomain-*") excepted.  Raises TimeoutError naming those still running.
+    Runs on the domain's unload helper thread, switched into this domain.
+    """
+    callbacks: list[Callable[[], object]] = getattr(threading, "_threading_atexits", [])
+    for callback in reversed(callbacks):
+        try:
+            callback()
+        except Exception as exc:  # as Python's own exit: report it, carry on
+            print(
+                f"appdomain: domain {info.name!r}: exit callback failed: {exc!r}", file=sys.stderr
+            )
+    callbacks.clear()  # run once: the domain's finalization would run them again
+    pool = state.pool
+    internal = {t.ident for t in pool.threads} if pool is not None else set()
+    me = threading.current_thread()
+    still = []
+    for thread in threading.enumerate():
+        if (
+            thread is me
+            or thread is threading.main_thread()
+            or isinstance(thread, threading._DummyThread)
+            or thread.ident in internal
+            or thread.name.startswith("appdomain-")
+        ):
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            still.append(repr(thread.name))
+    if still:
+        raise TimeoutError(f"thread {', '.join(still)} still running")
+
+
 register_op("domain.set_data", _op_set_data)
 register_op("domain.get_data", _op_get_data)
 register_op("domain.callback", _op_callback)
