@@ -235,6 +235,9 @@ class AppDomain(metaclass=_AppDomainType):
 
         Raises CannotUnloadAppDomainException, leaving the domain loaded and usable, when
         its threads do not stop within timeout seconds (default AppDomain.unload_timeout).
+        The bound holds even when a thread holds the domain's GIL in C code that never
+        releases it (a catastrophic regex, a blocking ctypes.PyDLL call): the error then
+        says so and names the thread, and the domain serves again once the GIL is free.
         """
         if not isinstance(domain, AppDomain):
             raise TypeError(

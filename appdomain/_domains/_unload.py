@@ -2,7 +2,9 @@
 
 Runs in the default domain, under the domain's record lock (see ``_domain._unload_here``).
 Any step that cannot finish in time cancels the unload: the domain stays loaded and usable,
-and CannotUnloadAppDomainException says why.
+and CannotUnloadAppDomainException says why.  Steps that run inside the domain run on its
+unload helper (``_bounded``), so a thread holding the domain's GIL cannot hold the unloader
+past its deadline.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@
 #  define Py_BUILD_CORE_MODULE 1
 #  include <Python.h>
 #  include "internal/pycore_interp.h"
-#  include "internal/pycore_pystate.h"
+#  include "internal/pycore_runtime.h"   /* _PyRuntime: its lock on the thread lists */
 #else
 #  define GILPEEK_KNOWN 0
 #  include <Python.h>
