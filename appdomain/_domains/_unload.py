@@ -40,7 +40,7 @@ def tear_down(name: str, route: Route, domain_id: int, timeout: float) -> None:
     """
     deadline = time.monotonic() + timeout
     helper = _bounded.worker(route.interp_id)
-    _begin(name, route, deadline, timeout)
+    _begin(name, route, timeout)
     native = _core.native_built()  # in use or not: a caller may have switched in natively
     if native is not None:
         # Native calls are invisible to the running check below: refuse new ones and
@@ -70,14 +70,15 @@ def tear_down(name: str, route: Route, domain_id: int, timeout: float) -> None:
     _bounded.retire(route.interp_id)
 
 
-def _begin(name: str, route: Route, deadline: float, timeout: float) -> None:
+def _begin(name: str, route: Route, timeout: float) -> None:
     """Run the domain's unload_begin (its handlers, then the aborts) on its dispatcher."""
     token = _bounded.claims(1)
     try:
         _core.call(route, "domain.unload_begin", token, timeout=timeout)
     except TimeoutError:
-        # Unless it has started, it never will (a late start finds no claim left), and the
-        # cancel waits for one that has started (the domain's unload lock).
+        # Unless it has started, it never will (a late start finds no claim left); one that
+        # has started stops short of its aborts once the cancel has run (_runtime's
+        # unload generation).
         _bounded.give_up(token)
         _cancel_stuck(name, route, "its domain_unload handlers did not finish", timeout)
     else:
