@@ -417,3 +417,33 @@ def on_native_route() -> bool:
     from appdomain import _core
 
     return _core.native_module() is not None
+
+
+# -- C code that keeps the domain's GIL (PyDLL calls do, unlike CDLL's) ------------------
+
+
+def read_holding_gil(fd: int, ready: int) -> int:
+    """Write to ready, then block in read(fd, 1) holding this domain's GIL until fd's pipe
+    is written to.  (Between the two, only a few bytecodes run, far below a GIL switch.)"""
+    import ctypes
+
+    libc = ctypes.PyDLL(None)
+    buffer = ctypes.create_string_buffer(1)
+    os.write(ready, b"r")
+    return int(libc.read(fd, buffer, 1))
+
+
+def _go_then_read_holding_gil(go: int, fd: int, ready: int) -> None:
+    os.read(go, 1)  # the GIL is free meanwhile, so the call that started us can return
+    read_holding_gil(fd, ready)
+
+
+def start_gil_holding_reader(go: int, fd: int, ready: int) -> int:
+    """Start a thread that, once go's pipe is written to, blocks in read(fd) holding the GIL
+    (see read_holding_gil).  Returns the thread's ident."""
+    thread = threading.Thread(
+        target=_go_then_read_holding_gil, args=(go, fd, ready), name="gil-reader"
+    )
+    thread.start()
+    assert thread.ident is not None
+    return thread.ident

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -764,3 +765,55 @@ def test_method_member_read_from_its_class_is_itself():
     owner = type("Owner", (), {"add": member})
     assert owner.add is member
     assert type(owner().add) is Bound
+
+
+# ------------------------------------------------------------ who holds a GIL
+
+# Run in an interpreter by a thread of this one: read one byte from the pipe with the GIL
+# held (PyDLL calls keep it, unlike CDLL's), as C code that never releases it would.
+READ_HOLDING_GIL = "import ctypes\nctypes.PyDLL(None).read(fd, ctypes.create_string_buffer(1), 1)\n"
+
+
+def _hold_gil_in(iid: int):
+    """Start a thread blocked in read() inside iid with its GIL held; return (thread, pipe end)."""
+    r, w = os.pipe()
+    thread = threading.Thread(target=_interpreters.exec, args=(iid, READ_HOLDING_GIL, {"fd": r}))
+    thread.start()
+    deadline = 10.0
+    until = time.monotonic() + deadline
+    while n.gil_holder(iid) is None:  # it takes the GIL on entering, then never lets go
+        assert time.monotonic() < until, f"no thread took interpreter {iid}'s GIL in {deadline} s"
+        time.sleep(0.001)  # polls a condition; no ordering rests on it
+    return thread, r, w
+
+
+def _release(thread: threading.Thread, r: int, w: int) -> None:
+    os.write(w, b"x")
+    thread.join()
+    os.close(r)
+    os.close(w)
+
+
+def test_gil_held_is_false_for_an_idle_interpreter(interps):
+    assert n.gil_held(interps()) is False
+
+
+def test_gil_holder_is_none_for_an_idle_interpreter(interps):
+    assert n.gil_holder(interps()) is None
+
+
+def test_gil_holder_names_the_thread_stuck_in_c_with_the_gil(interps):
+    iid = interps()
+    thread, r, w = _hold_gil_in(iid)
+    try:
+        holder = n.gil_holder(iid)
+        held = n.gil_held(iid)
+    finally:
+        _release(thread, r, w)
+    assert holder == (thread.ident, thread.native_id), f"holder {holder}, reader {thread}"
+    assert held is True
+
+
+def test_gil_held_names_an_unknown_interpreter():
+    with pytest.raises(LookupError, match="no interpreter 987654"):
+        n.gil_held(987654)

@@ -310,23 +310,33 @@ def _switch_in(box: _Mailbox, target: int, entry_queue: int, request: Request) -
     except (_compat.InterpreterError, SystemError):
         # Busy (another thread runs there).  CPython 3.13.0 sometimes reports that race
         # as a SystemError; either way our request is normally still in the mailbox.
-        return _reclaim(box.queue)
-    try:
-        reply: Reply = _compat.queue_get(box.queue)
-    except _compat.QueueEmpty:
-        detail = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", "") or "no reply"
-        raise unloaded(target, f"did not complete the call: {detail}") from None
-    return reply
+        return _reclaim(box.queue, request[2])
+    seq = request[2]
+    while True:
+        try:
+            reply: Reply = _compat.queue_get(box.queue)
+        except _compat.QueueEmpty:
+            detail = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", "")
+            raise unloaded(target, f"did not complete the call: {detail or 'no reply'}") from None
+        if reply[0] == seq:
+            return reply
+        # A late reply to a dispatched call this thread gave up on (its timeout passed,
+        # e.g. while the target's GIL was held): it shares the mailbox, and is dropped.
 
 
-def _reclaim(queue_id: int) -> Reply | None:
+def _reclaim(queue_id: int, seq: int) -> Reply | None:
     """Take back a request the target did not run; return its reply if it did run."""
-    try:
-        item = _compat.queue_get(queue_id)
-    except _compat.QueueEmpty:
-        return None
-    reply: Reply | None = None if is_request(item) else item
-    return reply
+    while True:
+        try:
+            item = _compat.queue_get(queue_id)
+        except _compat.QueueEmpty:
+            return None
+        if is_request(item):
+            return None
+        if item[0] == seq:
+            reply: Reply = item
+            return reply
+        # else a late reply to an abandoned call (see _switch_in): dropped
 
 
 def _drain(queue_id: int) -> None:

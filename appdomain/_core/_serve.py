@@ -19,6 +19,7 @@ import threading
 
 from .._errors import AppDomainUnloadedException, ThreadAbortException
 from . import _compat, _context
+from ._wire import is_request
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections.abc would cost every new domain ~3 ms
@@ -222,7 +223,12 @@ def _enter(caller_interp: int) -> None:
     """Serve the request waiting on the calling thread's mailbox (fast route, callee side)."""
     ident = _get_ident()
     queue_id = state.boxes[(ident, caller_interp)]
-    request: Request = _compat.queue_get(queue_id)
+    while True:
+        request: Request = _compat.queue_get(queue_id)
+        if is_request(request):
+            break
+        # A late reply to a dispatched call the caller gave up on, ahead of its request
+        # on the mailbox they share: nobody waits for it any more.
     op, payload, seq, ctx = request
     ident, nested = enter_call()
     try:

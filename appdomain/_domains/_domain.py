@@ -13,9 +13,8 @@ from .._core import Route, _compat
 from .._errors import (
     AppDomainError,
     AppDomainUnloadedException,
-    CannotUnloadAppDomainException,
 )
-from . import _runtime
+from . import _exit, _runtime
 from ._events import Event
 
 TYPE_CHECKING = False
@@ -137,6 +136,15 @@ class AppDomain(metaclass=_AppDomainType):
 
     # Seconds unload waits for the domain's threads before giving up.
     unload_timeout: float = 10.0
+    # Seconds the process waits at exit for the threads of the domains still loaded, as
+    # Python waits for non-daemon threads, before it reports them (stderr, the "appdomain"
+    # logger) and unloads the domains.  Default: APPDOMAIN_EXIT_TIMEOUT, else 30.
+    exit_timeout: float = _exit.env_exit_timeout()
+    # The status the process exits with when a domain cannot be unloaded at exit (it could
+    # not be finalized, so appdomain ends the process itself).  None: the program's status
+    # is not known, and it is 1.  The pytest plugin sets it to the session's exit status.
+    # Where every domain unloads, Python exits as usual with its own status.
+    exit_code: int | None = None
 
     __slots__ = ("__weakref__", "_id", "_name", "_route")
     _id: int
@@ -227,6 +235,9 @@ class AppDomain(metaclass=_AppDomainType):
 
         Raises CannotUnloadAppDomainException, leaving the domain loaded and usable, when
         its threads do not stop within timeout seconds (default AppDomain.unload_timeout).
+        The bound holds even when a thread holds the domain's GIL in C code that never
+        releases it (a catastrophic regex, a blocking ctypes.PyDLL call): the error then
+        says so and names the thread, and the domain serves again once the GIL is free.
         """
         if not isinstance(domain, AppDomain):
             raise TypeError(
@@ -521,21 +532,19 @@ def _op_route(domain_id: int) -> tuple[int, int, str, int]:
 
 
 def _unload_all_at_exit() -> None:
-    """Unload every domain still loaded, so the interpreter can finalize without hanging."""
-    stuck = []
-    for domain_id in list(_records):
-        try:
-            _unload_here(domain_id, min(AppDomain.unload_timeout, 5.0))
-        except AppDomainUnloadedException:
-            pass
-        except CannotUnloadAppDomainException as exc:
-            stuck.append(str(exc))
-    if stuck:
-        # Finalizing an interpreter whose threads still run would block forever: leave now.
-        print("appdomain: exiting without finalizing:", *stuck, sep="\n  ", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+    """Wait for the domains' threads, then unload them, so the interpreter can finalize.
+
+    A domain that cannot be unloaded ends the process without finalizing it (see _exit).
+    """
+    loaded = [(domain_id, rec.name, rec.route.interp_id) for domain_id, rec in _records.items()]
+    if loaded:
+        _exit.finish(
+            loaded,
+            _unload_here,
+            AppDomain.exit_timeout,
+            AppDomain.unload_timeout,
+            AppDomain.exit_code,
+        )
 
 
 def _check_names(**names: object) -> None:

@@ -301,11 +301,38 @@ def _exit_code(code: object) -> int:
 ABORT_GRACE_SECONDS = 0.05
 
 
-def _op_unload_begin(_: None) -> int:
+# Orders an unload's steps here against its cancel, which may run first when the unloader
+# gave up on a step that then ran late (a thread held this domain's GIL meanwhile): each
+# cancel starts a new generation, and a step of an earlier one stops short.
+_unload_lock = threading.Lock()
+_generation = 0
+
+
+def _claim(token: int) -> bool:
+    """Take one claim from an unload step's token; False when the unloader gave up on it."""
+    try:
+        _compat.queue_get(token)
+    except _compat.QueueError:
+        return False
+    return True
+
+
+def _op_unload_begin(token: int) -> int:
     """Run domain_unload, then abort what still runs here; return how many threads were hit."""
-    state.unloading = True
+    with _unload_lock:
+        if not _claim(token):
+            return 0  # the unloader gave up before this ran: the unload is cancelled
+        generation = _generation
+        state.unloading = True
     if len(domain_unload):
         domain_unload.fire(_sender(), EventArgs())
+    with _unload_lock:
+        if generation != _generation:
+            return 0  # cancelled while its handlers ran
+        return _stop_threads()
+
+
+def _stop_threads() -> int:
     for hook in list(_core.unload_hooks):
         try:
             hook()
@@ -385,24 +412,28 @@ def _op_unload_cancel(_: None) -> None:
 
 def cancel_unload() -> None:
     """Serve this domain again after a cancelled unload."""
-    state.unloading = False
-    state.aborting = False
-    native = _core.native_module()
-    if native is not None:
-        native.register()  # release_interp closed this domain to native calls
-    if state.pool is not None:
-        state.pool.restart()
+    global _generation
+    with _unload_lock:
+        _generation += 1
+        state.unloading = False
+        state.aborting = False
+        native = _core.native_module()
+        if native is not None:
+            native.register()  # release_interp closed this domain to native calls
+        if state.pool is not None:
+            state.pool.restart()
 
 
-def join_threads(timeout: float, report_queue: int) -> None:
-    """Wait up to timeout seconds for this domain's threads to end, then release its resources.
+def join_threads(deadline: float, report_queue: int, token: int) -> None:
+    """Wait until deadline (monotonic) for this domain's threads to end, then release its
+    resources.
 
-    Runs on the unloading thread, switched into this domain.  Raises TimeoutError when
-    threads remain, so the unload can be cancelled with the domain intact.
+    Runs on the domain's unload helper thread, switched into this domain, with two claims
+    on token (see _domains._bounded).  Raises TimeoutError when threads remain, or when
+    the unloader gave up meanwhile, so the unload can be cancelled with the domain intact.
     """
-    import time
-
-    deadline = time.monotonic() + timeout
+    if not _claim(token):
+        return  # the unloader gave up before this ran; nobody reads the report
     me = threading.current_thread()
     if state.pool is not None:
         state.pool.stop()
@@ -414,6 +445,8 @@ def join_threads(timeout: float, report_queue: int) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             raise TimeoutError(f"thread {thread.name!r} is still running")
+    if not _claim(token):
+        raise TimeoutError("the unload gave up waiting")  # the cancel follows
     # Tell the unloader which channels hold values sent from here, to re-send them, and
     # which entry queues to wait on before destroying the interpreter.
     channels = tuple(_rehome.sent_to)
@@ -422,6 +455,43 @@ def join_threads(timeout: float, report_queue: int) -> None:
     for sock in list(_sockets_to_close):
         sock.close()
     _core.close_mailboxes()
+
+
+def wait_at_exit(deadline: float) -> None:
+    """At the process's exit, let this domain's threads end as Python lets its own end.
+
+    Runs this domain's threading exit callbacks (concurrent.futures shuts its executors
+    down there), then waits until deadline (monotonic) for its threads: appdomain's own
+    (dispatchers, "appdomain-*") excepted.  Raises TimeoutError naming those still running.
+    Runs on the domain's unload helper thread, switched into this domain.
+    """
+    callbacks: list[Callable[[], object]] = getattr(threading, "_threading_atexits", [])
+    for callback in reversed(callbacks):
+        try:
+            callback()
+        except Exception as exc:  # as Python's own exit: report it, carry on
+            print(
+                f"appdomain: domain {info.name!r}: exit callback failed: {exc!r}", file=sys.stderr
+            )
+    callbacks.clear()  # run once: the domain's finalization would run them again
+    pool = state.pool
+    internal = {t.ident for t in pool.threads} if pool is not None else set()
+    me = threading.current_thread()
+    still = []
+    for thread in threading.enumerate():
+        if (
+            thread is me
+            or thread is threading.main_thread()
+            or isinstance(thread, threading._DummyThread)
+            or thread.ident in internal
+            or thread.name.startswith("appdomain-")
+        ):
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            still.append(repr(thread.name))
+    if still:
+        raise TimeoutError(f"thread {', '.join(still)} still running")
 
 
 register_op("domain.set_data", _op_set_data)

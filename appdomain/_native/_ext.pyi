@@ -48,6 +48,12 @@ def method_member(spec: object, bound_type: type[BoundMethod], /) -> MethodMembe
 def set_gil_peek(on: bool, /) -> bool:
     """Turn the look at a held GIL on or off (process-wide); return whether it is now on."""
 
+def gil_held(interp_id: int, /) -> bool | None:
+    """Tell whether a thread holds the interpreter's GIL; None where that is not known."""
+
+def gil_holder(interp_id: int, /) -> tuple[int, int] | None:
+    """(thread ident, native thread id) of the GIL's holder; None if free or not known."""
+
 def _on_exit() -> None: ...
 def _stats() -> dict[int, tuple[int, int, int, bool]]:
     """For tests: {interp_id: (cached slots, orphans, calls in flight, closing)}."""

@@ -18,6 +18,7 @@
 #  define Py_BUILD_CORE_MODULE 1
 #  include <Python.h>
 #  include "internal/pycore_interp.h"
+#  include "internal/pycore_runtime.h"   /* _PyRuntime: its lock on the thread lists */
 #else
 #  define GILPEEK_KNOWN 0
 #  include <Python.h>
@@ -33,6 +34,23 @@ appdomain_gil_peek_set(int on)
 {
     peek_on = on && GILPEEK_KNOWN;
     return peek_on;
+}
+
+/* The GIL's flag, whether or not the peek is on: -1 when not known. */
+static int
+gil_locked(PyInterpreterState *interp)
+{
+#if GILPEEK_KNOWN
+    struct _gil_runtime_state *gil = interp->ceval.gil;
+    if (gil == NULL) {
+        return -1;
+    }
+    int locked = _Py_atomic_load_int_relaxed(&gil->locked);
+    return locked < 0 ? -1 : (locked != 0);
+#else
+    (void)interp;
+    return -1;
+#endif
 }
 
 int
@@ -54,5 +72,92 @@ appdomain_gil_state(PyInterpreterState *interp)
 #else
     (void)interp;
     return GIL_UNKNOWN;
+#endif
+}
+
+/* ------------------------------------------------ who holds a GIL (unload's diagnosis) */
+
+/* An unload whose in-domain step did not finish looks whether a thread holds the domain's
+ * GIL (a thread stuck in C code that never releases it, e.g. a catastrophic regex) and, if
+ * so, which one, to say so in its error.  The interpreter is looked up by id. */
+static PyInterpreterState *
+interp_by_id(PyObject *arg)
+{
+    long long id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+#if GILPEEK_KNOWN
+    PyInterpreterState *interp = _PyInterpreterState_LookUpID(id);
+    if (interp == NULL) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_LookupError, "no interpreter %lld", id);
+    }
+    return interp;
+#else
+    PyErr_Format(PyExc_LookupError, "interpreter %lld cannot be looked at on this CPython", id);
+    return NULL;
+#endif
+}
+
+PyObject *
+appdomain_gil_held(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    PyInterpreterState *interp = interp_by_id(arg);
+    if (interp == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_LookupError) && !GILPEEK_KNOWN) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+    int locked = gil_locked(interp);
+    if (locked < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyBool_FromLong(locked);
+}
+
+PyObject *
+appdomain_gil_holder(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    PyInterpreterState *interp = interp_by_id(arg);
+    if (interp == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_LookupError) && !GILPEEK_KNOWN) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+#if GILPEEK_KNOWN
+    if (gil_locked(interp) != 1) {
+        Py_RETURN_NONE;
+    }
+    /* last_holder is only a pointer: it is dereferenced only if it is still one of the
+     * interpreter's thread states, looked for under the runtime's lock on the thread
+     * lists (a thread state leaves its list under that lock before it is freed). */
+    struct _gil_runtime_state *gil = interp->ceval.gil;
+    PyThreadState *holder = (PyThreadState *)_Py_atomic_load_ptr_relaxed(&gil->last_holder);
+    unsigned long ident = 0, native_id = 0;
+    int found = 0;
+    _PyRuntimeState *runtime = &_PyRuntime;
+    /* HEAD_LOCK's own lock call is not exported: the public one may detach us while it
+     * waits, which is harmless here. */
+    PyMutex_Lock(&runtime->interpreters.mutex);
+    for (PyThreadState *t = interp->threads.head; t != NULL; t = t->next) {
+        if (t == holder) {
+            ident = t->thread_id;
+            native_id = t->native_thread_id;
+            found = 1;
+            break;
+        }
+    }
+    PyMutex_Unlock(&runtime->interpreters.mutex);
+    if (!found) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(kk)", ident, native_id);
+#else
+    Py_RETURN_NONE;
 #endif
 }

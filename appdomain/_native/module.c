@@ -374,6 +374,12 @@ static PyMethodDef native_methods[] = {
      "set_gil_peek(on)\n--\n\nTurn the look at a held GIL before taking it on or off "
      "(process-wide); return whether it is now on (never on a CPython gilpeek.c does not "
      "know)."},
+    {"gil_held", appdomain_gil_held, METH_O,
+     "gil_held(interp_id)\n--\n\nTell whether some thread holds the interpreter's GIL "
+     "(a hint read without locking); None on a CPython gilpeek.c does not know."},
+    {"gil_holder", appdomain_gil_holder, METH_O,
+     "gil_holder(interp_id)\n--\n\nReturn (thread ident, native thread id) of the thread "
+     "holding the interpreter's GIL, or None when it is free or not known."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -41,6 +41,9 @@ enum { GIL_FREE = 0, GIL_HELD = 1, GIL_UNKNOWN = -1 };
 int appdomain_gil_state(PyInterpreterState *interp);
 /* Turn the peek on or off (tests); returns whether it is now on. */
 int appdomain_gil_peek_set(int on);
+/* gil_held(interp_id) and gil_holder(interp_id), module functions (unload's diagnosis). */
+PyObject *appdomain_gil_held(PyObject *module, PyObject *arg);
+PyObject *appdomain_gil_holder(PyObject *module, PyObject *arg);
 
 /* method.c: the method types, made when the module is executed, and the module
  * functions that use them. */

@@ -62,9 +62,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+class _ExitStatus:
+    """Record the outermost session's exit status for appdomain's exit (AppDomain.exit_code).
+
+    A domain still running at exit that cannot be unloaded makes appdomain end the process
+    itself; it then exits with the run's status instead of 1.  Recorded once every plugin's
+    sessionfinish has run (they may change it); a session pytester runs inside this one
+    leaves it alone.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None]:
+        try:
+            return (yield)
+        finally:
+            if session.config is self.config:
+                AppDomain.exit_code = int(session.exitstatus)
+
+
+# The outermost pytest session's config while it is configured: pytester's in-process runs
+# inside it must not record their status.
+_outer: list[pytest.Config] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Declare the isolated marker; keep the code pytest compiles for test modules."""
     _code.capture_rewrites()
+    if not _outer:
+        _outer.append(config)
+        config.pluginmanager.register(_ExitStatus(config), "appdomain-exit-status")
     config.addinivalue_line(
         "markers",
         "isolated(alone=False): run the test function inside a fresh AppDomain "
@@ -131,6 +160,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Unload the domains prepared ahead for tests that did not run."""
     _isolation.shutdown(config)
+    if _outer and _outer[0] is config:
+        _outer.clear()
 
 
 # -- fixtures ------------------------------------------------------------------------------
