@@ -30,6 +30,34 @@ def median_us(fn: object, *, repeat: int = 7, number: int = 200) -> float:
     return statistics.median(samples)
 
 
+def calls_per_second(proxies: list[bench_helpers.Worker], seconds: float) -> float:
+    """Proxy add() calls per second, one thread per proxy, all at once."""
+    counts = [0] * len(proxies)
+    start = threading.Barrier(len(proxies) + 1)
+    stop = threading.Event()
+
+    def run(i: int) -> None:
+        add = proxies[i].add
+        start.wait()
+        n = 0
+        while not stop.is_set():
+            for _ in range(200):
+                add(n, 2)
+            n += 200
+        counts[i] = n
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(len(proxies))]
+    for t in pool:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    stop.wait(seconds)
+    stop.set()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.perf_counter() - began)
+
+
 def thread_scaling(domain: AppDomain, seconds: float = 1.0) -> tuple[float, float, float]:
     """Proxy calls per second into one domain from 1 thread, then 2, then 4 at once."""
 
@@ -37,30 +65,7 @@ def thread_scaling(domain: AppDomain, seconds: float = 1.0) -> tuple[float, floa
         proxies = [
             domain.create_instance_and_unwrap("bench_helpers", "Worker") for _ in range(threads)
         ]
-        counts = [0] * threads
-        start = threading.Barrier(threads + 1)
-        stop = threading.Event()
-
-        def run(i: int) -> None:
-            add = proxies[i].add
-            start.wait()
-            n = 0
-            while not stop.is_set():
-                for _ in range(200):
-                    add(n, 2)
-                n += 200
-            counts[i] = n
-
-        pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-        for t in pool:
-            t.start()
-        start.wait()
-        began = time.perf_counter()
-        stop.wait(seconds)
-        stop.set()
-        for t in pool:
-            t.join()
-        return sum(counts) / (time.perf_counter() - began)
+        return calls_per_second(proxies, seconds)
 
     return rate(1), rate(2), rate(4)
 
@@ -111,30 +116,7 @@ def many_callers(threads: int, domains: int, seconds: float = 1.0) -> float:
             made[i % domains].create_instance_and_unwrap("bench_helpers", "Worker")
             for i in range(threads)
         ]
-        counts = [0] * threads
-        start = threading.Barrier(threads + 1)
-        stop = threading.Event()
-
-        def run(i: int) -> None:
-            add = proxies[i].add
-            start.wait()
-            n = 0
-            while not stop.is_set():
-                for _ in range(200):
-                    add(n, 2)
-                n += 200
-            counts[i] = n
-
-        pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-        for t in pool:
-            t.start()
-        start.wait()
-        began = time.perf_counter()
-        stop.wait(seconds)
-        stop.set()
-        for t in pool:
-            t.join()
-        return sum(counts) / (time.perf_counter() - began)
+        return calls_per_second(proxies, seconds)
     finally:
         for domain in made:
             AppDomain.unload(domain)

@@ -15,13 +15,6 @@ pytestmark = pytest.mark.usefixtures("route")
 
 
 @pytest.fixture
-def worker() -> Iterator[AppDomain]:
-    domain = AppDomain.create_domain("AsyncWorker")
-    yield domain
-    AppDomain.unload(domain)
-
-
-@pytest.fixture
 def workers_restored() -> Iterator[None]:
     yield
     appdomain.set_async_workers(appdomain._remoting._async.DEFAULT_ASYNC_WORKERS)
@@ -35,27 +28,25 @@ def gather_meetings(rendezvous: helpers.Rendezvous, calls: int) -> list[int]:
     return asyncio.run(main())
 
 
-def test_default_pool_overlaps_32_awaited_calls(worker: AppDomain) -> None:
-    # Each call returns only when all 32 wait in the callee at once.
-    rendezvous: helpers.Rendezvous = worker.create_instance_and_unwrap(
-        "remoting_helpers", "Rendezvous", 32
+@pytest.mark.usefixtures("workers_restored")
+@pytest.mark.parametrize("workers", [None, 48], ids=["default-32", "set-48"])
+def test_pool_overlaps_as_many_awaited_calls_as_it_has_workers(
+    domain: AppDomain, workers: int | None
+) -> None:
+    if workers is not None:
+        appdomain.set_async_workers(workers)
+    calls = workers or appdomain._remoting._async.DEFAULT_ASYNC_WORKERS
+    # Each call returns only when all of them wait in the callee at once.
+    rendezvous: helpers.Rendezvous = domain.create_instance_and_unwrap(
+        "remoting_helpers", "Rendezvous", calls
     )
-    assert sorted(gather_meetings(rendezvous, 32)) == list(range(32))
+    assert sorted(gather_meetings(rendezvous, calls)) == list(range(calls))
 
 
 @pytest.mark.usefixtures("workers_restored")
-def test_set_async_workers_raises_the_overlap(worker: AppDomain) -> None:
-    appdomain.set_async_workers(48)
-    rendezvous: helpers.Rendezvous = worker.create_instance_and_unwrap(
-        "remoting_helpers", "Rendezvous", 48
-    )
-    assert sorted(gather_meetings(rendezvous, 48)) == list(range(48))
-
-
-@pytest.mark.usefixtures("workers_restored")
-def test_set_async_workers_bounds_the_overlap(worker: AppDomain) -> None:
+def test_set_async_workers_bounds_the_overlap(domain: AppDomain) -> None:
     appdomain.set_async_workers(2)
-    gauge: helpers.Gauge = worker.create_instance_and_unwrap("remoting_helpers", "Gauge")
+    gauge: helpers.Gauge = domain.create_instance_and_unwrap("remoting_helpers", "Gauge")
     futures = [gauge.hold.begin_invoke(30.0) for _ in range(5)]
     assert gauge.wait_active(2, 30.0)
     assert sum(future.running() for future in futures) == 2  # the other three wait

@@ -49,6 +49,9 @@ def test_create_unload_cycles_leak_no_fds_or_threads() -> None:
     assert threading.active_count() <= threads + THREAD_SLACK
 
 
+# The spinning domain thread never ends: exit waits exit_timeout for it (30 s by default).
+SHORT_EXIT = {**os.environ, "APPDOMAIN_EXIT_TIMEOUT": "0.5"}
+
 EXIT_SCRIPT = textwrap.dedent(
     """\
     import sys
@@ -79,6 +82,7 @@ def test_process_exit_with_domains_left_open(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env=SHORT_EXIT,
     )
     assert "Fatal Python error" not in proc.stderr
     assert proc.stdout.strip() == "done"
@@ -102,6 +106,8 @@ SYS_EXIT_SCRIPT = textwrap.dedent(
 def test_process_sys_exit_code_kept_with_domains_left_open(tmp_path: Path) -> None:
     script = tmp_path / "exit5.py"
     script.write_text(SYS_EXIT_SCRIPT.format(tests=str(Path(helpers.__file__).parent)))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=SHORT_EXIT
+    )
     assert "Fatal Python error" not in proc.stderr
     assert proc.returncode == 5, proc.stderr

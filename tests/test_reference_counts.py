@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
-from collections.abc import Iterator
 
 import pytest
 import remoting_helpers as helpers
@@ -17,29 +16,22 @@ pytestmark = pytest.mark.usefixtures("route")
 
 
 @pytest.fixture
-def worker() -> Iterator[AppDomain]:
-    domain = AppDomain.create_domain("CountWorker")
-    yield domain
-    AppDomain.unload(domain)
-
-
-@pytest.fixture
-def keeper(worker: AppDomain) -> helpers.Keeper:
-    proxy: helpers.Keeper = worker.create_instance_and_unwrap("remoting_helpers", "Keeper")
+def keeper(domain: AppDomain) -> helpers.Keeper:
+    proxy: helpers.Keeper = domain.create_instance_and_unwrap("remoting_helpers", "Keeper")
     return proxy
 
 
-def collect_everywhere(worker: AppDomain) -> None:
-    worker.do_callback(gc.collect)
+def collect_everywhere(domain: AppDomain) -> None:
+    domain.do_callback(gc.collect)
     gc.collect()
 
 
 def test_fresh_reference_per_call_leaves_nothing_exported(
-    keeper: helpers.Keeper, worker: AppDomain
+    keeper: helpers.Keeper, domain: AppDomain
 ) -> None:
     for _ in range(300):
         keeper.touch(helpers.Client())
-    collect_everywhere(worker)
+    collect_everywhere(domain)
     assert live_count() == 0
 
 
@@ -55,7 +47,7 @@ def test_released_object_is_freed_without_being_asked(keeper: helpers.Keeper) ->
 
 
 def test_kept_reference_outlives_the_same_object_sent_by_8_threads(
-    keeper: helpers.Keeper, worker: AppDomain
+    keeper: helpers.Keeper, domain: AppDomain
 ) -> None:
     client = helpers.Client()
     keeper.keep(client)
@@ -74,31 +66,31 @@ def test_kept_reference_outlives_the_same_object_sent_by_8_threads(
     for thread in threads:
         thread.join()
     del client
-    collect_everywhere(worker)
+    collect_everywhere(domain)
     assert errors == []
     assert keeper.kept_twice(21) == (42, 1)  # still exported: the kept proxy works
     keeper.drop()
-    collect_everywhere(worker)
+    collect_everywhere(domain)
     assert live_count() == 0
 
 
 def test_reference_in_flight_while_the_last_proxy_dies(
-    keeper: helpers.Keeper, worker: AppDomain
+    keeper: helpers.Keeper, domain: AppDomain
 ) -> None:
     client = helpers.Client()
     for _ in range(200):
         keeper.keep(client)  # the domain's proxy gains a reference in flight
         keeper.drop()  # and loses its last holder
-        worker.do_callback(gc.collect)
+        domain.do_callback(gc.collect)
         assert keeper.echo(client) is client  # never released while one is in flight
     del client
-    collect_everywhere(worker)
+    collect_everywhere(domain)
     assert live_count() == 0
 
 
-def test_reference_passed_a_to_b_to_a_comes_home_and_is_released(worker: AppDomain) -> None:
+def test_reference_passed_a_to_b_to_a_comes_home_and_is_released(domain: AppDomain) -> None:
     with AppDomain.create_domain("CountOther") as other:
-        first: helpers.Keeper = worker.create_instance_and_unwrap("remoting_helpers", "Keeper")
+        first: helpers.Keeper = domain.create_instance_and_unwrap("remoting_helpers", "Keeper")
         second: helpers.Keeper = other.create_instance_and_unwrap("remoting_helpers", "Keeper")
         client = helpers.Client()
         first.hand_on(second, client)  # A -> B -> C: C holds a proxy it got from B
@@ -107,16 +99,16 @@ def test_reference_passed_a_to_b_to_a_comes_home_and_is_released(worker: AppDoma
         second.drop()
         other.do_callback(gc.collect)
         del client
-        collect_everywhere(worker)
+        collect_everywhere(domain)
         assert live_count() == 0
 
 
-def test_proxy_dying_while_its_thread_makes_another_does_not_hang(worker: AppDomain) -> None:
+def test_proxy_dying_while_its_thread_makes_another_does_not_hang(domain: AppDomain) -> None:
     # The garbage collector runs finalizers wherever it runs: here, inside proxy_for's
     # locked section, as when building a proxy type imports a module.
     from appdomain._remoting import _proxy
 
-    doomed = worker.create_instance_and_unwrap("remoting_helpers", "Keeper")
+    doomed = domain.create_instance_and_unwrap("remoting_helpers", "Keeper")
     done = threading.Event()
 
     def drop_while_locked() -> None:
