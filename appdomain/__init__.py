@@ -18,6 +18,7 @@ other values cross by Mono's four marshalling tiers (``appdomain.marshal``).
 #   _domains/      AppDomain and AppDomainSetup: boot, events, the domain.* ops, unload
 #   _remoting/     MarshalByRefObject, proxies, leases, distributed reference counts
 #   _testing/      the pytest plugin (behind the pytest_plugin entry-point shim)
+#   _info          what ``appdomain info`` reports (versions, routes, a self-check)
 #   _cli           the ``appdomain`` command
 #
 # docs/DESIGN.md has the same table with each module.

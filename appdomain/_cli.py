@@ -3,6 +3,7 @@
     appdomain samples                  list the samples with one-line descriptions
     appdomain sample                   the same
     appdomain sample NAME [ARGS...]    run samples/NAME.py as a script, exit with its code
+    appdomain info                     what a bug report needs: versions, call paths, a self-check
     appdomain --version
 
 A sample runs in a subprocess with this interpreter, exactly as ``python NAME.py`` would:
@@ -24,9 +25,11 @@ __all__ = ["find_samples_dir", "list_samples", "main", "sample_description"]
 USAGE = """\
 usage: appdomain samples
        appdomain sample [NAME [ARGS...]]
+       appdomain info
        appdomain --version
 
-Lists and runs the samples shipped with appdomain (ports of the .NET AppDomain samples).
+Lists and runs the samples shipped with appdomain (ports of the .NET AppDomain samples);
+info prints what a bug report needs (versions, call paths, socket routes, a 2 s self-check).
 """
 
 
@@ -91,6 +94,20 @@ def _run_sample(samples: dict[str, Path], name: str, args: Sequence[str]) -> int
     return completed.returncode if completed.returncode >= 0 else 128 - completed.returncode
 
 
+def _print_info(rest: Sequence[str]) -> int:
+    if rest:
+        print(f"appdomain: 'info' takes no arguments (got {' '.join(rest)!r})", file=sys.stderr)
+        return 2
+    from . import __version__
+    from ._info import report
+
+    rows = report(__version__)
+    width = max(len(topic) for topic, _ in rows)
+    for topic, finding in rows:
+        print(f"{topic + ':':<{width + 1}} {finding}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and do what it asks; return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -103,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"appdomain {__version__}")
         return 0
     command, rest = args[0], args[1:]
+    if command == "info":
+        return _print_info(rest)
     if command not in ("samples", "sample"):
         print(f"appdomain: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
         return 2
