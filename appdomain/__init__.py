@@ -40,8 +40,9 @@ if TYPE_CHECKING:
     from . import marshal
     from ._channels._channel import Channel
     from ._core._context import CallContext
-    from ._domains._domain import AppDomain, AppDomainSetup
+    from ._domains._domain import AppDomain
     from ._domains._events import Event, EventArgs, UnhandledExceptionEventArgs
+    from ._domains._setup import AppDomainSetup
     from ._remoting import (
         Lease,
         MarshalByRefObject,
@@ -99,7 +100,7 @@ __version__ = "0.1.0"
 # interpreter imports marshal (and msgpack with it) before it creates any domain (_domains).
 _LAZY = {
     "AppDomain": "._domains._domain",
-    "AppDomainSetup": "._domains._domain",
+    "AppDomainSetup": "._domains._setup",
     "CallContext": "._core._context",
     "Event": "._domains._events",
     "EventArgs": "._domains._events",

@@ -110,6 +110,32 @@ def test_non_string_type_name_is_refused(worker: AppDomain) -> None:
         worker.create_instance_and_unwrap("remoting_helpers", 3)  # type: ignore[arg-type]
 
 
+def test_create_from_the_class_itself(worker: AppDomain) -> None:
+    calc = worker.create_instance_and_unwrap(helpers.Calculator, 10)
+    assert appdomain.is_transparent_proxy(calc)
+    assert isinstance(calc, helpers.Calculator)
+    assert calc.where() == worker.id
+    assert calc.total == 10  # the constructor got 10
+
+
+def test_create_from_the_class_passes_keyword_arguments(worker: AppDomain) -> None:
+    calc = worker.create_instance_and_unwrap(helpers.Calculator, start=7)
+    assert calc.total == 7
+
+
+def test_create_from_a_local_class_is_refused_by_name(worker: AppDomain) -> None:
+    class Local(appdomain.MarshalByRefObject):
+        pass
+
+    with pytest.raises(TypeError, match="defined inside a function cannot be found"):
+        worker.create_instance_and_unwrap(Local)
+
+
+def test_create_from_a_module_name_alone_is_refused(worker: AppDomain) -> None:
+    with pytest.raises(TypeError, match="takes a class, or a module name and a type name"):
+        worker.create_instance_and_unwrap("remoting_helpers")  # type: ignore[call-overload]
+
+
 # -- members ------------------------------------------------------------------------------
 
 

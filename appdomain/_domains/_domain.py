@@ -16,11 +16,12 @@ from .._errors import (
 )
 from . import _exit, _runtime
 from ._events import Event
+from ._setup import AppDomainSetup
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Callable, Sequence
-    from typing import Any
+    from typing import Any, overload
 
 __all__ = ["AppDomain", "AppDomainSetup"]
 
@@ -44,78 +45,7 @@ finally:
 # Remoting's operations (a layer above this one, so named, not imported): the target domain
 # imports remoting when the first one arrives.
 _REMOTING = "appdomain._remoting:"
-
-
-class AppDomainSetup:
-    """How a new domain is set up: where it loads code from (its sys.path)."""
-
-    # A plain class, not a dataclass: importing dataclasses would slow every domain's start.
-    __slots__ = ("application_base", "application_name", "private_bin_path")
-
-    def __init__(
-        self,
-        application_base: str | os.PathLike[str] | None = None,
-        private_bin_path: Sequence[str | os.PathLike[str]] | str = (),
-        application_name: str | None = None,
-    ) -> None:
-        base = application_base
-        if base is not None and not isinstance(base, (str, os.PathLike)):
-            raise TypeError(
-                f"'application_base' must be str or os.PathLike "
-                f"(got {base!r} that is a {type(base).__name__})"
-            )
-        if isinstance(private_bin_path, str):
-            # .NET separates PrivateBinPath entries with ';'
-            paths: list[str | os.PathLike[str]] = [p for p in private_bin_path.split(";") if p]
-        elif isinstance(private_bin_path, (list, tuple)) and all(
-            isinstance(p, (str, os.PathLike)) for p in private_bin_path
-        ):
-            paths = list(private_bin_path)
-        else:
-            raise TypeError(
-                f"'private_bin_path' must be a list of paths or a ';'-separated str "
-                f"(got {private_bin_path!r})"
-            )
-        self.application_base = application_base
-        self.private_bin_path = paths
-        self.application_name = application_name
-
-    def __repr__(self) -> str:
-        return (
-            f"AppDomainSetup(application_base={self.application_base!r}, "
-            f"private_bin_path={self.private_bin_path!r}, "
-            f"application_name={self.application_name!r})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, AppDomainSetup):
-            return NotImplemented
-        return (self.application_base, self.private_bin_path, self.application_name) == (
-            other.application_base,
-            other.private_bin_path,
-            other.application_name,
-        )
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
-
-    def sys_path(self, inherited: Sequence[str]) -> list[str]:
-        """Return the domain's sys.path: its base and private bin folders, then inherited."""
-        front: list[str] = []
-        if self.application_base is not None:
-            base = os.path.abspath(os.fspath(self.application_base))
-            front.append(base)
-            front += [os.path.join(base, os.fspath(p)) for p in self.private_bin_path]
-        else:
-            front += [os.path.abspath(os.fspath(p)) for p in self.private_bin_path]
-        return front + [p for p in inherited if p not in front]
-
-    @property
-    def ApplicationBase(self) -> str | os.PathLike[str] | None:
-        return self.application_base
-
-    @property
-    def PrivateBinPath(self) -> str:
-        return ";".join(os.fspath(p) for p in self.private_bin_path)
+_NO_TYPE = object()  # create_instance_and_unwrap got a class, not (module, type name)
 
 
 class _AppDomainType(type):
@@ -307,19 +237,54 @@ class AppDomain(metaclass=_AppDomainType):
             raise TypeError(f"'args' must be a sequence of str (got {args!r})")
         return int(_core.call(self.route, "domain.execute_assembly", (full, tuple(args))))
 
-    def create_instance_and_unwrap(
-        self, module_name: str, type_name: str, *args: object, **kwargs: object
-    ) -> Any:
-        """Create type_name from module_name inside the domain and return a proxy to it.
+    if TYPE_CHECKING:
 
-        A MarshalByRefObject comes back as a transparent proxy, a serializable type as a
-        copy.  module_name "__main__" means the default domain's main script.
-        """
+        @overload
+        def create_instance_and_unwrap[T](
+            self, type_: type[T], /, *args: object, **kwargs: object
+        ) -> T: ...
+        @overload
+        def create_instance_and_unwrap(
+            self, module_name: str, type_name: str, /, *args: object, **kwargs: object
+        ) -> Any: ...
+        def create_instance_and_unwrap(
+            self, module_name: str | type, /, *args: object, **kwargs: object
+        ) -> Any: ...
+
+    else:
+
+        def create_instance_and_unwrap(self, module_name, type_name=_NO_TYPE, *args, **kwargs):
+            """Create a type inside the domain and return a proxy to it (or a copy).
+
+            Name the type by module and type name, ``("calcs", "Calculator")``, or pass the
+            class itself, ``(Calculator)``: it is found in the domain by its module and
+            qualified name, and type checkers see the result as a ``Calculator``.  The
+            arguments that follow go to the constructor.  A MarshalByRefObject comes back as
+            a transparent proxy, a serializable type as a copy.  Module "__main__" means the
+            default domain's main script.
+            """
+            if isinstance(module_name, type):
+                module_name, type_name, args = (
+                    *_type_name(module_name),
+                    args if type_name is _NO_TYPE else (type_name, *args),
+                )
+            elif type_name is _NO_TYPE:
+                raise TypeError(
+                    "create_instance_and_unwrap() takes a class, or a module name and a type "
+                    f"name (got only {module_name!r})"
+                )
+            return self._create(module_name, type_name, args, kwargs)
+
+    def _create(
+        self, module: object, type_name: object, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> Any:
         from .. import marshal
 
-        _check_names(module_name=module_name, type_name=type_name)
-        wire_args = marshal.encode_call(args, kwargs)
-        payload = (module_name, type_name, wire_args)
+        payload = (
+            _name("module_name", module),
+            _name("type_name", type_name),
+            marshal.encode_call(args, kwargs),
+        )
         result = _core.call(self.route, _REMOTING + "create", payload)
         return marshal.from_shareable(result)
 
@@ -549,11 +514,27 @@ def _unload_all_at_exit() -> None:
 
 def _check_names(**names: object) -> None:
     for label, value in names.items():
-        if not isinstance(value, str) or not value:
-            raise TypeError(
-                f"'{label}' must be a non-empty str "
-                f"(got {value!r} that is a {type(value).__name__})"
-            )
+        _name(label, value)
+
+
+def _name(label: str, value: object) -> str:
+    """Return value, a non-empty str, or raise naming label."""
+    if not isinstance(value, str) or not value:
+        raise TypeError(
+            f"'{label}' must be a non-empty str (got {value!r} that is a {type(value).__name__})"
+        )
+    return value
+
+
+def _type_name(cls: type) -> tuple[str, str]:
+    """Return the (wire module, qualified name) that find cls in another domain."""
+    qualname = cls.__qualname__
+    if "<" in qualname:
+        raise TypeError(
+            f"'type_' must be a class importable by module and name (got {cls!r}): "
+            "a class defined inside a function cannot be found in another domain"
+        )
+    return _runtime.wire_module(cls.__module__), qualname
 
 
 def _importable_name(func: Callable[..., object]) -> tuple[str, str]:

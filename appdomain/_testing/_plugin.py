@@ -21,7 +21,8 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
-from .._domains._domain import AppDomain, AppDomainSetup
+from .._domains._domain import AppDomain
+from .._domains._setup import AppDomainSetup
 from .._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
 from . import _code, _isolation
 
