@@ -151,20 +151,17 @@ def test_exit_reports_a_domain_thread_running_past_exit_timeout(tmp_path: Path, 
     assert "thread 'exit-reader' still running" in err, err
 
 
-def test_exit_with_a_domain_that_cannot_unload_has_status_1(tmp_path: Path, pipe):
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("", 1), ("AppDomain.exit_code = 7\n", 7)],
+    ids=["status-not-known-is-1", "exit_code-is-used"],
+)
+def test_exit_with_a_domain_that_cannot_unload(tmp_path: Path, pipe, setting: str, expected: int):
     r, _ = pipe
-    body = "AppDomain.unload_timeout = 0.5\n" + START_READER.format(fd=r)
+    body = "AppDomain.unload_timeout = 0.5\n" + setting + START_READER.format(fd=r)
     proc = _child(tmp_path, body, r, env={"APPDOMAIN_EXIT_TIMEOUT": "0.5"})
     status, _, err = _finish(proc)
-    assert status == 1, f"expected status 1 (not known), got {status}: {err}"
-
-
-def test_exit_with_a_domain_that_cannot_unload_uses_exit_code(tmp_path: Path, pipe):
-    r, _ = pipe
-    body = "AppDomain.unload_timeout = 0.5\nAppDomain.exit_code = 7\n" + START_READER.format(fd=r)
-    proc = _child(tmp_path, body, r, env={"APPDOMAIN_EXIT_TIMEOUT": "0.5"})
-    status, _, err = _finish(proc)
-    assert status == 7, f"expected AppDomain.exit_code 7, got {status}: {err}"
+    assert status == expected, f"expected status {expected}, got {status}: {err}"
 
 
 def test_exit_timeout_attribute_overrides_the_environment(tmp_path: Path, pipe):

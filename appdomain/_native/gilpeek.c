@@ -95,8 +95,7 @@ interp_by_id(PyObject *arg)
     }
     return interp;
 #else
-    PyErr_Format(PyExc_LookupError, "interpreter %lld cannot be looked at on this CPython", id);
-    return NULL;
+    return NULL; /* no error set: this CPython's GIL cannot be looked at, the answer is None */
 #endif
 }
 
@@ -105,11 +104,10 @@ appdomain_gil_held(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     PyInterpreterState *interp = interp_by_id(arg);
     if (interp == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_LookupError) && !GILPEEK_KNOWN) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
+        if (PyErr_Occurred()) {
+            return NULL;
         }
-        return NULL;
+        Py_RETURN_NONE;
     }
     int locked = gil_locked(interp);
     if (locked < 0) {
@@ -123,11 +121,10 @@ appdomain_gil_holder(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     PyInterpreterState *interp = interp_by_id(arg);
     if (interp == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_LookupError) && !GILPEEK_KNOWN) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
+        if (PyErr_Occurred()) {
+            return NULL;
         }
-        return NULL;
+        Py_RETURN_NONE;
     }
 #if GILPEEK_KNOWN
     if (gil_locked(interp) != 1) {
