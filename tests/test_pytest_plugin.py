@@ -80,6 +80,18 @@ def test_plugin_loads_with_dash_p(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_a_run_that_uses_no_domain_loads_no_domain_machinery(pytester: pytest.Pytester) -> None:
+    # The plugin loads in every pytest run of the venv: it must not cost such runs anything.
+    source = """
+import sys
+def test_plain():
+    loaded = {"appdomain._core", "appdomain._domains._domain", "appdomain._testing._isolation"}
+    assert not loaded & set(sys.modules)
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(passed=1)
+
+
 # -- fixtures ----------------------------------------------------------------------------
 
 

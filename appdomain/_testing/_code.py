@@ -1,7 +1,7 @@
 """The code isolated tests' domains run, prepared once in the main process.
 
 A test module crosses into a domain as code, its asserts rewritten: the code pytest
-itself compiled for the module while collecting it (kept by ``capture_rewrites``), or,
+itself compiled for the module while collecting it (kept by ``_rewrites``), or,
 failing that, compiled here the way pytest does.  Rewriting a module's asserts costs
 ~100-300 ms, and importing pytest's rewriter into each domain ~80 ms more.
 
@@ -13,7 +13,6 @@ and goes to the next domains, which would otherwise compile them again each.
 from __future__ import annotations
 
 import ast
-import functools
 import marshal as _stdlib_marshal
 import os
 import threading
@@ -24,41 +23,14 @@ from collections.abc import Callable
 import pytest
 
 from ._remote import AR_ALIAS
+from ._rewrites import rewritten
 
-__all__ = ["capture_rewrites", "code_cache", "stashed"]
+__all__ = ["code_cache", "stashed"]
 
 _code_key = pytest.StashKey["_CodeCache"]()
 # A source file's identity: (st_mtime_ns, st_size).
 Stamp = tuple[int, int]
 _PYTEST_AR = "_pytest.assertion.rewrite"
-# Code pytest compiled for test modules (read from its pyc or rewritten), by source path.
-_rewritten: dict[str, types.CodeType] = {}
-
-
-def capture_rewrites() -> None:
-    """Keep the code pytest's assertion rewriter produces for each test module it imports."""
-    try:
-        from _pytest.assertion import rewrite
-    except ImportError:
-        return
-    for name in ("_read_pyc", "_rewrite_test"):
-        original = getattr(rewrite, name, None)
-        if callable(original) and not getattr(original, "_appdomain_keeps", False):
-            setattr(rewrite, name, _keeping(original))
-
-
-def _keeping(original: Callable[..., object]) -> Callable[..., object]:
-    # Both helpers take the source path first and return the code (last, in a tuple).
-    @functools.wraps(original)
-    def keep(fn: object, *args: object, **kwargs: object) -> object:
-        result = original(fn, *args, **kwargs)
-        code = result[-1] if isinstance(result, tuple) and result else result
-        if isinstance(code, types.CodeType):
-            _rewritten[str(fn)] = code
-        return result
-
-    vars(keep)["_appdomain_keeps"] = True
-    return keep
 
 
 def stashed[T](
@@ -108,7 +80,7 @@ class _CodeCache:
         if hit is not None and hit[0] == stamp:
             return hit[1]
         try:
-            code = _rewritten.get(path) if rewrite else None
+            code = rewritten.get(path) if rewrite else None
             if code is None:
                 code = _compile_test_module(path, self._config if rewrite else None)
         except (OSError, SyntaxError, ValueError):

@@ -17,14 +17,36 @@ Loaded through the ``pytest11`` entry point (or ``-p appdomain.pytest_plugin``):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
-from .._domains._domain import AppDomain
-from .._domains._setup import AppDomainSetup
-from .._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
-from . import _code, _isolation
+from . import _rewrites
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from .._domains._domain import AppDomain
+    from .._domains._setup import AppDomainSetup
+
+# Every pytest run of a venv holding appdomain loads this plugin: what domains need loads
+# only once a test asks for one (a fixture, an isolated test).
+_ISOLATION = f"{__package__}._isolation"
+_DOMAIN = "appdomain._domains._domain"
+
+
+def _isolation_if_used() -> ModuleType | None:
+    """Return _isolation once a test needed it; None while none did."""
+    return sys.modules.get(_ISOLATION)
+
+
+def _isolation() -> ModuleType:
+    from . import _isolation
+
+    return _isolation
+
 
 __all__ = ["appdomain", "appdomain_factory"]
 
@@ -80,8 +102,9 @@ class _ExitStatus:
         try:
             return (yield)
         finally:
-            if session.config is self.config:
-                AppDomain.exit_code = int(session.exitstatus)
+            domains = sys.modules.get(_DOMAIN)  # not loaded: no domain to exit with
+            if session.config is self.config and domains is not None:
+                domains.AppDomain.exit_code = int(session.exitstatus)
 
 
 # The outermost pytest session's config while it is configured: pytester's in-process runs
@@ -91,7 +114,7 @@ _outer: list[pytest.Config] = []
 
 def pytest_configure(config: pytest.Config) -> None:
     """Declare the isolated marker; keep the code pytest compiles for test modules."""
-    _code.capture_rewrites()
+    _rewrites.capture_rewrites()
     if not _outer:
         _outer.append(config)
         config.pluginmanager.register(_ExitStatus(config), "appdomain-exit-status")
@@ -111,14 +134,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if isinstance(item, pytest.Function):
                 item.add_marker(pytest.mark.isolated)
-    _isolation.route_unittest(items)
-    _isolation.plan(config, items)
+    isolation = _isolation_if_used()
+    if isolation is None:
+        if not any(item.get_closest_marker("isolated") is not None for item in items):
+            return  # nothing to isolate (and no earlier plan to replace)
+        isolation = _isolation()
+    isolation.route_unittest(items)
+    isolation.plan(config, items)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
     """Let background domain work end first if the test measures the whole process."""
-    _isolation.quiet_background(item)
+    isolation = _isolation_if_used()
+    if isolation is not None:
+        isolation.quiet_background(item)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -126,7 +156,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """Run an isolated test's function inside a fresh domain instead of here."""
     if pyfuncitem.get_closest_marker("isolated") is None:
         return None
-    _isolation.run(pyfuncitem)
+    _isolation().run(pyfuncitem)
     return True
 
 
@@ -136,10 +166,13 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Show an isolated test's failure as rendered inside its domain, where its frames were."""
     report = yield
-    longrepr = _isolation.take_longrepr(item)
+    isolation = _isolation_if_used()
+    if isolation is None:
+        return report
+    longrepr = isolation.take_longrepr(item)
     if longrepr is not None and call.when == "call" and report.failed:
         report.longrepr = longrepr
-    where = _isolation.take_skip_location(item)
+    where = isolation.take_skip_location(item)
     if where is not None and report.skipped and isinstance(report.longrepr, tuple):
         report.longrepr = (*where, report.longrepr[2])
     return report
@@ -147,7 +180,8 @@ def pytest_runtest_makereport(
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Finish unloading isolated tests' domains; fail the run if one could not be unloaded."""
-    problems = _isolation.shutdown(session.config)
+    isolation = _isolation_if_used()
+    problems = [] if isolation is None else isolation.shutdown(session.config)
     if not problems:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -160,7 +194,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Unload the domains prepared ahead for tests that did not run."""
-    _isolation.shutdown(config)
+    isolation = _isolation_if_used()
+    if isolation is not None:
+        isolation.shutdown(config)
     if _outer and _outer[0] is config:
         _outer.clear()
 
@@ -169,12 +205,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _unload_timeout(config: pytest.Config) -> float:
+    from .._domains._domain import AppDomain
+
     timeout = config.getoption("--appdomain-unload-timeout", None)
     return AppDomain.unload_timeout if timeout is None else float(timeout)
 
 
 def _release(domain: AppDomain, timeout: float) -> list[str]:
     """Unload domain after listing what it leaked; return the problems found."""
+    from .._domains._domain import AppDomain
+    from .._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
     from ._leaks import leftovers
 
     problems: list[str] = []
@@ -200,6 +240,8 @@ def appdomain_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., 
     The test fails when one of them cannot be unloaded or still holds threads, open
     sockets or proxies to other domains' objects.
     """
+    from .._domains._domain import AppDomain
+
     created: list[AppDomain] = []
 
     def create(name: str | None = None, setup: AppDomainSetup | None = None) -> AppDomain:
