@@ -112,8 +112,7 @@ def _finish(proc: subprocess.Popen[bytes], seen: bytes = b"") -> tuple[int, str,
     return proc.returncode, (seen + out).decode(), err.decode()
 
 
-@pytest.fixture
-def pipe():
+def _open_pipe():
     r, w = os.pipe()
     yield r, w
     for fd in (r, w):
@@ -121,6 +120,18 @@ def pipe():
             os.close(fd)
         except OSError:
             pass
+
+
+@pytest.fixture
+def pipe():
+    """The pipe a domain thread reads from, stuck until the test writes to it."""
+    yield from _open_pipe()
+
+
+@pytest.fixture
+def go():
+    """The pipe the child's main thread signals on once the stuck call has returned."""
+    yield from _open_pipe()
 
 
 # -- threads that end after the main script ------------------------------------------------
@@ -181,8 +192,8 @@ def test_exit_timeout_default_is_30_seconds(tmp_path: Path):
 # -- a domain whose GIL a thread holds in C code ---------------------------------------------
 
 
-def test_exit_with_a_gil_held_domain_reports_and_exits(tmp_path: Path, pipe):
-    go_r, go_w = os.pipe()
+def test_exit_with_a_gil_held_domain_reports_and_exits(tmp_path: Path, pipe, go):
+    go_r, go_w = go
     r, _ = pipe
     body = f"""
     d = AppDomain.create_domain("Stuck")
@@ -190,12 +201,8 @@ def test_exit_with_a_gil_held_domain_reports_and_exits(tmp_path: Path, pipe):
     os.write({go_w}, b"x")
     print("main done", flush=True)
     """
-    try:
-        proc = _child(tmp_path, body, go_r, go_w, r, env={"APPDOMAIN_EXIT_TIMEOUT": "0.5"})
-        status, _, err = _finish(proc)
-    finally:
-        os.close(go_r)
-        os.close(go_w)
+    proc = _child(tmp_path, body, go_r, go_w, r, env={"APPDOMAIN_EXIT_TIMEOUT": "0.5"})
+    status, _, err = _finish(proc)
     assert "a thread holds the domain's GIL in native code" in err, err
     assert status == 1, f"expected status 1, got {status}: {err}"
 
@@ -273,16 +280,12 @@ def test_passing_pytest_run_whose_domain_thread_outlives_it_exits_0(tmp_path: Pa
     assert status == 0, f"expected status 0, got {status}: {out} {err}"
 
 
-def test_passing_pytest_run_with_a_domain_stuck_at_exit_exits_0(tmp_path: Path, pipe):
-    go_r, go_w = os.pipe()
+def test_passing_pytest_run_with_a_domain_stuck_at_exit_exits_0(tmp_path: Path, pipe, go):
+    go_r, go_w = go
     r, _ = pipe
-    try:
-        env = {"APPDOMAIN_EXIT_TIMEOUT": "0.5"}
-        then = f"os.write({go_w}, b'x')"  # once the call that started it has returned
-        proc = _pytest_child(tmp_path, "start_gil_reader", (go_r, r), env, then, (go_w,))
-        status, out, err = _finish(proc)
-    finally:
-        os.close(go_r)
-        os.close(go_w)
+    env = {"APPDOMAIN_EXIT_TIMEOUT": "0.5"}
+    then = f"os.write({go_w}, b'x')"  # once the call that started it has returned
+    proc = _pytest_child(tmp_path, "start_gil_reader", (go_r, r), env, then, (go_w,))
+    status, out, err = _finish(proc)
     assert "1 passed" in out, out
     assert status == 0, f"expected the session's status 0, got {status}: {out} {err}"

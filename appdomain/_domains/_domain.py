@@ -237,6 +237,8 @@ class AppDomain(metaclass=_AppDomainType):
             raise TypeError(f"'args' must be a sequence of str (got {args!r})")
         return int(_core.call(self.route, "domain.execute_assembly", (full, tuple(args))))
 
+    # The overloads exist for type checkers only: typing.overload at run time would import
+    # typing into every domain (~3 ms of its start).  The run-time method takes either form.
     if TYPE_CHECKING:
 
         @overload

@@ -44,10 +44,12 @@ def set_async_workers(workers: int) -> None:
     if workers < 1:
         raise ValueError(f"'workers' must be at least 1 (got {workers})")
     with _lock:
-        old, _workers = _executor, workers
-        if old is not None and old._max_workers != workers:
+        # The pool in use was made with the previous setting: replace it only on a change.
+        old = _executor if workers != _workers else None
+        _workers = workers
+        if old is not None:
             _executor = None
-    if old is not None and _executor is None:
+    if old is not None:
         old.shutdown(wait=False)  # its queued calls still run, on its own threads
 
 
