@@ -17,6 +17,7 @@ other values cross by Mono's four marshalling tiers (``appdomain.marshal``).
 #   _sockets/      Socket and SocketInformation: duplicate_and_close, same process or not
 #   _domains/      AppDomain and AppDomainSetup: boot, events, the domain.* ops, unload
 #   _remoting/     MarshalByRefObject, proxies, leases, distributed reference counts
+#   _hosts/        domains in other processes: links, ProcessHost, RayHost
 #   _testing/      the pytest plugin (behind the pytest_plugin entry-point shim)
 #   _info          what ``appdomain info`` reports (versions, routes, a self-check)
 #   _cli           the ``appdomain`` command
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
     from ._core._context import CallContext
     from ._domains._domain import AppDomain
     from ._domains._events import Event, EventArgs, UnhandledExceptionEventArgs
+    from ._domains._hosting import HostExitedEventArgs, SubinterpreterHost
     from ._domains._setup import AppDomainSetup
+    from ._hosts._process import ProcessHost
     from ._remoting import (
         Lease,
         MarshalByRefObject,
@@ -70,9 +73,11 @@ __all__ = [
     "ChannelClosedError",
     "Event",
     "EventArgs",
+    "HostExitedEventArgs",
     "Lease",
     "MarshalByRefObject",
     "Out",
+    "ProcessHost",
     "Ref",
     "RemoteException",
     "RemoteMethod",
@@ -82,6 +87,7 @@ __all__ = [
     "SocketHandoffError",
     "SocketInformation",
     "SocketInformationOptions",
+    "SubinterpreterHost",
     "ThreadAbortException",
     "UnhandledExceptionEventArgs",
     "duplicate_and_close",
@@ -105,6 +111,9 @@ _LAZY = {
     "Event": "._domains._events",
     "EventArgs": "._domains._events",
     "UnhandledExceptionEventArgs": "._domains._events",
+    "HostExitedEventArgs": "._domains._hosting",
+    "SubinterpreterHost": "._domains._hosting",
+    "ProcessHost": "._hosts._process",
     "marshal": ".marshal",
     "Out": ".marshal",
     "Ref": ".marshal",

@@ -27,8 +27,9 @@ import threading
 import time
 import weakref
 
-from .._errors import ThreadAbortException
+from .._errors import AppDomainUnloadedException, ThreadAbortException
 from . import _compat, _context
+from ._foreign import FOREIGN_BASE, gone_cause
 from ._serve import CURRENT_INTERP, MAIN_INTERP, call_here, decode_error, state, unloaded
 from ._wake import WakeSocket, wake, watch
 from ._wire import ONE_WAY, is_request
@@ -84,8 +85,9 @@ class _Mailbox:
         self.close.atexit = False
         _all_mailboxes.add(self)
 
-    def take(self, seq: int, interp_id: int, deadline: float | None) -> Reply:
+    def take(self, seq: int, route: Route, deadline: float | None) -> Reply:
         """Wait for the reply numbered seq; raise if the target domain disappears."""
+        interp_id = route.interp_id
         watched = False
         while True:
             try:
@@ -102,8 +104,8 @@ class _Mailbox:
                         raise TimeoutError(
                             f"domain {interp_id + 1} did not reply in time"
                         ) from None
-                if not abortable_wait(self.waker, wait) and not _compat.interp_exists(interp_id):
-                    raise unloaded(interp_id, "was unloaded before it replied") from None
+                if not abortable_wait(self.waker, wait) and not _alive(route):
+                    raise _gone(route, "was unloaded before it replied") from None
                 continue
             if reply[0] == seq:
                 return reply
@@ -111,6 +113,25 @@ class _Mailbox:
 
 
 _all_mailboxes: weakref.WeakSet[_Mailbox] = weakref.WeakSet()
+
+
+def _gone(route: Route, what: str = "has been unloaded") -> AppDomainUnloadedException:
+    """Build the error for a call whose target domain is gone (a foreign one says why)."""
+    if route.interp_id >= FOREIGN_BASE:
+        return AppDomainUnloadedException(f"domain {gone_cause(route, what)}")
+    return unloaded(route.interp_id, what)
+
+
+def _alive(route: Route) -> bool:
+    """Tell whether the domain at route still exists (a foreign one: while its link does)."""
+    if route.interp_id >= FOREIGN_BASE:
+        # A link answers every request it took, and destroys the route's inbox when it ends.
+        try:
+            _compat.queue_count(route.inbox_queue)
+        except _compat.QueueError:
+            return False
+        return True
+    return _compat.interp_exists(route.interp_id)
 
 
 def close_mailboxes() -> None:
@@ -231,6 +252,12 @@ def call(route: Route, op: str, payload: Shareable, *, timeout: float | None = N
     if target == CURRENT_INTERP:
         return call_here(op, payload)
     ctx = _context.capture()
+    if target >= FOREIGN_BASE:  # another process's domain: its link's inbox
+        box = _mailbox()
+        seq = next(box.seq)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        dispatched: Dispatched = (op, payload, seq, ctx, box.queue, box.waker.address)
+        return _finish(_dispatch(box, route, dispatched, deadline))
     if timeout is None and _native is not None:
         native_reply = _native.call(target, op, payload, ctx)
         if native_reply is not None:  # None: the target takes no native calls
@@ -352,14 +379,14 @@ def _dispatch(box: _Mailbox, route: Route, request: Dispatched, deadline: float 
     try:
         _compat.queue_put(route.inbox_queue, request)
     except _compat.QueueNotFoundError:
-        raise unloaded(route.interp_id) from None
+        raise _gone(route) from None
     if not wake(route.inbox_address):
-        raise unloaded(route.interp_id)
+        raise _gone(route)
     ident = threading.get_ident()
     waiting = state.waiting
     waiting[ident] = box.waker.address
     try:
-        return box.take(request[2], route.interp_id, deadline)
+        return box.take(request[2], route, deadline)
     finally:
         waiting.pop(ident, None)
 

@@ -9,19 +9,22 @@ import threading
 import weakref
 
 from .. import _core
-from .._core import Route, _compat
+from .._core import Route, _compat, _foreign
 from .._errors import (
     AppDomainError,
     AppDomainUnloadedException,
 )
 from . import _exit, _runtime
 from ._events import Event
+from ._hosting import SubinterpreterHost
 from ._setup import AppDomainSetup
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Callable, Sequence
     from typing import Any, overload
+
+    from ._hosting import Host, HostedDomain
 
 __all__ = ["AppDomain", "AppDomainSetup"]
 
@@ -149,6 +152,15 @@ class AppDomain(metaclass=_AppDomainType):
                 "'if __name__ == \"__main__\":'"
             )
         setup = setup or AppDomainSetup()
+        host = setup.host
+        if host is not None and not isinstance(host, SubinterpreterHost):
+            if not _runtime.info.is_default:
+                raise AppDomainError(
+                    f"a domain on {host!r} is created from the default domain (the main "
+                    f"interpreter), which owns the links to other processes; this code runs "
+                    f"in domain {_runtime.info.id}"
+                )
+            return _create_hosted(friendly_name, setup, host)
         if _runtime.info.is_default:
             return _create_here(friendly_name, setup, list(sys.path))
         default = _default_route()
@@ -306,6 +318,53 @@ class AppDomain(metaclass=_AppDomainType):
         result = _core.call(self.route, _REMOTING + "create_from", (full, type_name, wire_args))
         return marshal.from_shareable(result)
 
+    # -- where it runs --------------------------------------------------------------------
+
+    @property
+    def host(self) -> object:
+        """What runs the domain: SubinterpreterHost(), or the ProcessHost/RayHost it was created on.
+
+        Known in the default domain, which creates domains on other hosts.
+        """
+        hosted = _hosted_of(self._id)
+        if hosted is None:
+            if _is_foreign_id(self._id):
+                raise AppDomainError(f"the host of {self!r} is known in the default domain")
+            return SubinterpreterHost()
+        return hosted.host
+
+    @property
+    def process_id(self) -> int:
+        """The id of the process the domain runs in (this one's for a subinterpreter)."""
+        return _where(self)[0]
+
+    @property
+    def node(self) -> str:
+        """The name of the machine the domain runs on."""
+        return _where(self)[1]
+
+    @property
+    def host_exited(self) -> Event:
+        """Raised in the default domain when the domain's host process ends on its own.
+
+        The handler gets (domain, HostExitedEventArgs(cause, exit_code, signal)); the
+        domain is then unloaded.  A subinterpreter's host is this process: it never fires.
+        """
+        hosted = _hosted_of(self._id)
+        if hosted is not None:
+            return hosted.exited
+        if _is_foreign_id(self._id):
+            raise AppDomainError(f"subscribe to host_exited of {self!r} in the default domain")
+        event = _quiet_hosts.get(self._id)
+        if event is None:
+            event = _quiet_hosts[self._id] = Event("host_exited")
+        return event
+
+    @host_exited.setter
+    def host_exited(self, value: Event) -> None:
+        if value is not self.host_exited:
+            raise TypeError("use 'domain.host_exited += handler' to subscribe")
+
     # -- events (subscribed from inside the domain they concern) -------------------------------
 
     def _own_event(self, event: Event) -> Event:
@@ -401,14 +460,53 @@ def _route_of(domain_id: int) -> Route:
     return Route(*_core.call(_default_route(), "domain.route", domain_id))
 
 
+# The host_exited events of subinterpreter domains: this process is their host, so they never fire.
+_quiet_hosts: dict[int, Event] = {}
+
+
+def _is_foreign_id(domain_id: int) -> bool:
+    return _foreign.is_foreign(domain_id - 1)
+
+
+def _hosted_of(domain_id: int) -> HostedDomain | None:
+    """Return the hosted domain behind domain_id when this (default) domain created it."""
+    record = _records.get(domain_id) if _runtime.info.is_default else None
+    return None if record is None else record.hosted
+
+
+def _where(domain: AppDomain) -> tuple[int, str]:
+    """Return (process id, node) of the process the domain runs in."""
+    hosted = _hosted_of(domain.id)
+    if hosted is not None:
+        return hosted.process_id, hosted.node
+    if not _is_foreign_id(domain.id):
+        return os.getpid(), _this_node()
+    pid, node = _core.call(_default_route(), "domain.where", domain.id)
+    return int(pid), str(node)
+
+
+def _this_node() -> str:
+    import socket  # costs a domain ~2 ms: only when asked
+
+    return socket.gethostname()
+
+
+def _op_where(domain_id: int) -> tuple[int, str]:
+    hosted = _hosted_of(domain_id)
+    if hosted is None:
+        raise AppDomainUnloadedException(f"domain {domain_id} has been unloaded")
+    return hosted.process_id, hosted.node
+
+
 class _Record:
     """The default domain's bookkeeping for one loaded domain."""
 
-    __slots__ = ("lock", "name", "route", "unloaded")
+    __slots__ = ("hosted", "lock", "name", "route", "unloaded")
 
-    def __init__(self, name: str, route: Route) -> None:
+    def __init__(self, name: str, route: Route, hosted: HostedDomain | None = None) -> None:
         self.name = name
         self.route = route
+        self.hosted = hosted  # None: a subinterpreter of this process
         self.lock = threading.Lock()
         self.unloaded = False
 
@@ -469,6 +567,14 @@ def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppD
     return AppDomain._handle(domain_id, name, route)
 
 
+def _create_hosted(name: str, setup: AppDomainSetup, host: Host) -> AppDomain:
+    """Start a domain on another host (a process, a Ray actor) and register it here."""
+    hosted = host.start_domain(name, setup, list(sys.path))
+    domain_id = hosted.route.interp_id + 1
+    _records[domain_id] = _Record(name, hosted.route, hosted)
+    return AppDomain._handle(domain_id, name, hosted.route)
+
+
 def _unload_here(domain_id: int, timeout: float) -> None:
     record = _records.get(domain_id)
     if record is None:
@@ -476,9 +582,12 @@ def _unload_here(domain_id: int, timeout: float) -> None:
     with record.lock:
         if record.unloaded:
             raise AppDomainUnloadedException(f"domain {domain_id} has already been unloaded")
-        from . import _unload  # only the default domain unloads: others need not import it
+        if record.hosted is not None:
+            record.hosted.unload(timeout)
+        else:
+            from . import _unload  # only the default domain unloads: others need not import it
 
-        _unload.tear_down(record.name, record.route, domain_id, timeout)
+            _unload.tear_down(record.name, record.route, domain_id, timeout)
         record.unloaded = True
         del _records[domain_id]
 
@@ -503,6 +612,12 @@ def _unload_all_at_exit() -> None:
 
     A domain that cannot be unloaded ends the process without finalizing it (see _exit).
     """
+    for domain_id, rec in list(_records.items()):
+        if rec.hosted is not None:  # another process: ending it waits for nothing here
+            try:
+                _unload_here(domain_id, AppDomain.unload_timeout)
+            except AppDomainError:
+                pass
     loaded = [(domain_id, rec.name, rec.route.interp_id) for domain_id, rec in _records.items()]
     if loaded:
         _exit.finish(
@@ -556,4 +671,5 @@ if _runtime.info.is_default:
     _core.register_op("domain.create", _op_create)
     _core.register_op("domain.unload", _op_unload)
     _core.register_op("domain.route", _op_route)
+    _core.register_op("domain.where", _op_where)
     atexit.register(_unload_all_at_exit)

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import os
 
+from ._hosting import is_host
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from ._hosting import Host, SubinterpreterHost
 
 __all__ = ["AppDomainSetup"]
 
 
 class AppDomainSetup:
-    """How a new domain is set up: where it loads code from (its sys.path)."""
+    """How a new domain is set up: where it loads code from (its sys.path), where it runs."""
 
     # A plain class, not a dataclass: importing dataclasses would slow every domain's start.
-    __slots__ = ("application_base", "application_name", "private_bin_path")
+    __slots__ = ("application_base", "application_name", "host", "private_bin_path")
 
     def __init__(
         self,
         application_base: str | os.PathLike[str] | None = None,
         private_bin_path: Sequence[str | os.PathLike[str]] | str = (),
         application_name: str | None = None,
+        host: Host | SubinterpreterHost | None = None,
     ) -> None:
         base = application_base
         if base is not None and not isinstance(base, (str, os.PathLike)):
@@ -41,6 +46,12 @@ class AppDomainSetup:
                 f"'private_bin_path' must be a list of paths or a ';'-separated str "
                 f"(got {private_bin_path!r})"
             )
+        if not is_host(host):
+            raise TypeError(
+                f"'host' must be SubinterpreterHost, ProcessHost, RayHost or None "
+                f"(got {host!r} that is a {type(host).__name__})"
+            )
+        self.host = host
         self.application_base = application_base
         self.private_bin_path = paths
         self.application_name = application_name
@@ -49,17 +60,18 @@ class AppDomainSetup:
         return (
             f"AppDomainSetup(application_base={self.application_base!r}, "
             f"private_bin_path={self.private_bin_path!r}, "
-            f"application_name={self.application_name!r})"
+            f"application_name={self.application_name!r}, host={self.host!r})"
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, AppDomainSetup):
             return NotImplemented
-        return (self.application_base, self.private_bin_path, self.application_name) == (
-            other.application_base,
-            other.private_bin_path,
-            other.application_name,
-        )
+        return (
+            self.application_base,
+            self.private_bin_path,
+            self.application_name,
+            self.host,
+        ) == (other.application_base, other.private_bin_path, other.application_name, other.host)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
 

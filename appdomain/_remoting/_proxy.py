@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 from .. import _core
 from .._core import Route, _context
+from .._core._foreign import is_foreign
 from .._domains import _runtime
 from ..marshal import (
     decode_reply,
@@ -162,12 +163,13 @@ class _MethodSpec:
 
     __slots__ = ("lean_ok", "name", "one_way", "plan")
 
-    def __init__(self, name: str, plan: CallPlan | None, one_way: bool) -> None:
+    def __init__(self, name: str, plan: CallPlan | None, one_way: bool, local: bool) -> None:
         self.name = name
         self.plan = plan
         self.one_way = one_way
-        # The lean route knows nothing of Out parameters: only planned methods without any.
-        native = _core.native_module() is not None
+        # The lean route knows nothing of Out parameters: only planned methods without any;
+        # and it switches into an interpreter of this process (local), never through a link.
+        native = local and _core.native_module() is not None
         self.lean_ok = native and not one_way and plan is not None and not plan.has_out
 
 
@@ -276,9 +278,9 @@ class _PyMethodMember:
         return RemoteMethod(proxy, self.spec)
 
 
-def _method_member(name: str, plan: CallPlan | None, one_way: bool) -> MethodMember:
+def _method_member(name: str, plan: CallPlan | None, one_way: bool, local: bool) -> MethodMember:
     """Return the proxy-type member for a remote method: reading it binds a RemoteMethod."""
-    spec = _MethodSpec(name, plan, one_way)
+    spec = _MethodSpec(name, plan, one_way, local)
     if _native is None:
         return _PyMethodMember(spec)
     member: MethodMember = _native.method_member(spec, RemoteMethod)
@@ -308,7 +310,8 @@ def _remote_getattr(proxy: object, name: str) -> Any:
     ref = ref_of(proxy)
     kind, value = _core.call(ref.route, _OP + "getattr", (ref.oid, name))
     if kind == "method":
-        return _method_member(name, None, bool(value)).__get__(proxy)
+        local = not is_foreign(ref.route.interp_id)
+        return _method_member(name, None, bool(value), local).__get__(proxy)
     return from_shareable(value)
 
 
@@ -383,19 +386,19 @@ class _ProxyBase:
         raise TypeError("a proxy crosses domains through appdomain's marshalling, not pickle")
 
 
-# (module, qualname, native route?) -> proxy type
-_proxy_types: dict[tuple[str, str, bool], type] = {}
+# (module, qualname, native route?, local domain?) -> proxy type
+_proxy_types: dict[tuple[str, str, bool, bool], type] = {}
 _proxy_types_lock = threading.Lock()
 
 
-def _proxy_type(module: str, qualname: str) -> type:
-    key = (module, qualname, _core.native_module() is not None)
+def _proxy_type(module: str, qualname: str, local: bool) -> type:
+    key = (module, qualname, _core.native_module() is not None, local)
     cls = _proxy_types.get(key)
     if cls is None:
         with _proxy_types_lock:
             cls = _proxy_types.get(key)
             if cls is None:
-                cls = _proxy_types[key] = _build_proxy_type(_resolve(module, qualname))
+                cls = _proxy_types[key] = _build_proxy_type(_resolve(module, qualname), local)
     return cls
 
 
@@ -412,7 +415,7 @@ def _resolve(module: str, qualname: str) -> type:
     return MarshalByRefObject
 
 
-def _build_proxy_type(real: type) -> type:
+def _build_proxy_type(real: type, local: bool) -> type:
     members: dict[str, object] = {}
     seen: set[str] = set()
     for klass in real.__mro__:
@@ -422,7 +425,7 @@ def _build_proxy_type(real: type) -> type:
             if name in seen or name in _LOCAL:
                 continue
             seen.add(name)
-            members[name] = _member(name, value)
+            members[name] = _member(name, value, local)
     namespace = {
         **members,
         "__module__": real.__module__,
@@ -435,19 +438,19 @@ def _build_proxy_type(real: type) -> type:
         return type(real.__name__, (_ProxyBase, MarshalByRefObject), namespace)
 
 
-def _member(name: str, value: object) -> object:
+def _member(name: str, value: object, local: bool) -> object:
     if name in _SPECIAL:
         return _SPECIAL[name]
     if isinstance(value, staticmethod):
         func = value.__func__
-        return _method_member(name, _plan(func, bound=False), is_one_way(func))
+        return _method_member(name, _plan(func, bound=False), is_one_way(func), local)
     if isinstance(value, classmethod):
         func = value.__func__
-        return _method_member(name, _plan(func, bound=True), is_one_way(func))
+        return _method_member(name, _plan(func, bound=True), is_one_way(func), local)
     if isinstance(value, types.FunctionType):
-        return _method_member(name, _plan(value, bound=True), is_one_way(value))
+        return _method_member(name, _plan(value, bound=True), is_one_way(value), local)
     if callable(value) and not isinstance(value, type):
-        return _method_member(name, None, False)
+        return _method_member(name, None, False, local)
     return _FieldMember(name)
 
 
@@ -479,7 +482,7 @@ def proxy_for(ref: RemoteRef) -> Any:
             return proxy
     # Outside the lock: building the type may import (and collect garbage, running other
     # proxies' finalizers, which take the lock).
-    cls = _proxy_type(ref.module, ref.qualname)
+    cls = _proxy_type(ref.module, ref.qualname, not is_foreign(ref.route.interp_id))
     with _proxies_lock:
         proxy = _proxies.get(key)
         if proxy is not None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from .. import _core
 from .._core import Route, _compat, _context
+from .._core._foreign import PROCESS_KEY, known_route, origin_of, set_resolver
 from .._domains import _runtime
 from .._errors import SerializationException
 from ..marshal import (
@@ -233,22 +234,25 @@ def _drain_releases(release_queue: int) -> None:
 
 
 def _reduce(obj: object) -> tuple[Shareable, ...]:
+    # A reference names its domain by origin (process key, route there): route numbers mean
+    # something only in their own process, and the reference may be on its way to another.
     if is_transparent_proxy(obj):
         ref = ref_of(obj)
         if ref.route.interp_id != _core.CURRENT_INTERP:
             # The receiver will hold its own reference: count it at the owner first.
             _core.call(ref.route, f"{__package__}:incref", ref.oid)
-        return (*ref.route, ref.oid, ref.module, ref.qualname)
+        key, origin = origin_of(ref.route)
+        return (key, *origin, ref.oid, ref.module, ref.qualname)
     route = _runtime.ensure_started()
     oid = _table.export(obj)
     cls = type(obj)
-    return (*route, oid, _runtime.wire_module(cls.__module__), cls.__qualname__)
+    return (PROCESS_KEY, *route, oid, _runtime.wire_module(cls.__module__), cls.__qualname__)
 
 
-# The tuple _reduce made: (*route, oid, module, qualname).
-def _rebuild(data: tuple[int, int, str, int, int, str, str]) -> object:
-    route = Route(*data[:4])
-    oid, module, qualname = data[4], data[5], data[6]
+# The tuple _reduce made: (process key, *route there, oid, module, qualname).
+def _rebuild(data: tuple[str, int, int, str, int, int, str, str]) -> object:
+    route = known_route(data[0], (data[1], data[2], data[3], data[4]))
+    oid, module, qualname = data[5], data[6], data[7]
     if route.interp_id == _core.CURRENT_INTERP:
         # A reference coming home is the object itself; give back the count it carried.
         obj = _table.lookup(oid, renew=False)
@@ -257,9 +261,23 @@ def _rebuild(data: tuple[int, int, str, int, int, str, str]) -> object:
     return proxy_for(RemoteRef(route, oid, module, qualname))
 
 
+# The hosts layer's operation, named (it is a layer above): the default domain holds the
+# links to other processes, and finds the route to a domain of one of them.
+_ROUTE_OP = "appdomain._hosts._links:route"
+
+
+def _ask_default_domain(key: str, origin: tuple[int, int, str, int]) -> Route:
+    default = _runtime.info.default_route
+    if default is None:
+        raise LookupError(f"a reference names process {key!r}, and this domain has no default")
+    return Route(*_core.call(default, _ROUTE_OP, (key, origin)))
+
+
 def install() -> None:
     """Register the remoting operations and the by-reference marshalling of objects."""
     register_reference_type(MarshalByRefObject, _reduce, _rebuild)
+    if _core.CURRENT_INTERP != _core.MAIN_INTERP:
+        set_resolver(_ask_default_domain)
     _core.set_release_hook(_drain_releases)
     native = _core.native_module()
     if native is not None:

@@ -1,0 +1,391 @@
+"""Carry calls between this process's domains and another process's, over one connection.
+
+A link runs in the main interpreter of each end.  Domains here reach a domain there through
+a *foreign route* (``_core._foreign``): its inbox and release queues are the link's, so the
+call path hands a request to the link as it would to a dispatcher.  The link's pump thread
+sends what those queues hold; its reader thread takes what comes back: replies go to the
+waiting caller's mailbox, requests to worker threads that run them here.  Both ends serve
+requests while their callers wait, which is what makes callbacks and re-entrant chains
+(A -> B -> A) work.  A request for a process this end has no link to goes on through the
+link it came by, the parent's: the tree of processes relays it.
+
+When the link ends (the other process exited, was killed, or sent garbage) every call in
+flight and every later one gets AppDomainUnloadedException naming the cause.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from _queue import SimpleQueue
+
+from .. import _core
+from .._core import CURRENT_INTERP, Route, WakeSocket, _compat, _context, wake
+from .._core._foreign import FOREIGN_BASE, GONE, PROCESS_KEY, known_route, remember
+from .._core._serve import serve
+from .._core._wire import ONE_WAY
+from .._errors import AppDomainUnloadedException
+from .._remoting._release import release as release_at_owner
+from . import _frames
+from ._frames import FrameError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol
+
+    from .._core._wire import Dispatched, Shareable
+
+    type RouteTuple = tuple[int, int, str, int]
+
+    class Connection(Protocol):
+        """What a link sends frames over (multiprocessing.connection.Connection has it)."""
+
+        def send_bytes(self, buf: bytes, /) -> None: ...
+        def recv_bytes(self) -> bytes: ...
+        def close(self) -> None: ...
+
+
+__all__ = ["Link"]
+
+_foreign_ids = itertools.count(FOREIGN_BASE)
+_ids_lock = threading.Lock()
+
+
+class _Foreign:
+    """One foreign route of a link: the domain it reaches, and the queues callers use."""
+
+    __slots__ = ("key", "origin", "route")
+
+    def __init__(self, route: Route, key: str, origin: RouteTuple) -> None:
+        self.route = route
+        self.key = key
+        self.origin = origin
+
+
+class Link:
+    """One connection to another process's appdomain runtime, and the routes through it."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        peer_key: str,
+        label: str,
+        *,
+        check_local: Callable[[RouteTuple], Route],
+        death_cause: Callable[[], str] | None = None,
+    ) -> None:
+        self.peer_key = peer_key
+        self.label = label
+        self.cause: str | None = None
+        self.closed = threading.Event()
+        self._conn = conn
+        self._check_local = check_local
+        self._death_cause = death_cause
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._calls = itertools.count(1)
+        # call id -> (the caller's reply queue, its wake address, its sequence number)
+        self._pending: dict[int, tuple[int, str, int]] = {}
+        self._routes: dict[int, _Foreign] = {}
+        self._waker = WakeSocket()
+        self._workers = _Workers(f"appdomain-link-{label}")
+        self._on_close: list[Callable[[str], None]] = []
+        daemon = True  # the main interpreter's threads; its exit closes the links first
+        self._reader = threading.Thread(
+            target=self._read, name=f"appdomain-link-reader-{label}", daemon=daemon
+        )
+        self._pump = threading.Thread(
+            target=self._send_queued, name=f"appdomain-link-pump-{label}", daemon=daemon
+        )
+        self._reader.start()
+        self._pump.start()
+
+    def __repr__(self) -> str:
+        state = "open" if self.cause is None else f"closed: {self.cause}"
+        return f"<Link to {self.label} ({state})>"
+
+    # -- routes ---------------------------------------------------------------------------
+
+    def route_for(self, key: str, origin: RouteTuple) -> Route:
+        """Return the foreign route here to the domain at origin in process key."""
+        with self._lock:
+            for entry in self._routes.values():
+                if entry.key == key and entry.origin[0] == origin[0]:
+                    return entry.route
+            if self.cause is not None:
+                raise AppDomainUnloadedException(f"domain {self.label} {self.cause}")
+            with _ids_lock:
+                foreign_id = next(_foreign_ids)
+            inbox = _compat.queue_create()
+            releases = _compat.queue_create()
+            route = Route(foreign_id, inbox, self._waker.address, releases)
+            self._routes[foreign_id] = _Foreign(route, key, origin)
+        remember(route, key, origin)
+        return route
+
+    def on_close(self, callback: Callable[[str], None]) -> None:
+        """Call callback(cause) once the link ends (at once if it has)."""
+        with self._lock:
+            if self.cause is None:
+                self._on_close.append(callback)
+                return
+            cause = self.cause
+        callback(cause)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _send(self, kind: int, body: tuple[Shareable, ...]) -> None:
+        frame = _frames.encode(kind, body)
+        try:
+            with self._send_lock:
+                self._conn.send_bytes(frame)
+        except (OSError, ValueError) as exc:  # the pipe broke, or is closed
+            self.close(self._ended(f"could not be written to ({exc})"))
+
+    def _send_queued(self) -> None:
+        """Send what domains here queued for the other end, until the link closes."""
+        waker = self._waker
+        while self.cause is None:
+            waker.wait(None)
+            waker.drain()
+            with self._lock:
+                entries = list(self._routes.values())
+            for entry in entries:
+                self._send_requests(entry)
+                self._send_releases(entry)
+
+    def _send_requests(self, entry: _Foreign) -> None:
+        inbox = entry.route.inbox_queue
+        while self.cause is None:
+            try:
+                request: Dispatched = _compat.queue_get(inbox)
+            except _compat.QueueError:
+                return
+            op, payload, seq, ctx, reply_queue, reply_address = request
+            if reply_queue == ONE_WAY:
+                self._send(_frames.POST, (entry.key, entry.origin, op, payload, ctx))
+                continue
+            call_id = next(self._calls)
+            with self._lock:
+                if self.cause is not None:
+                    _fail(reply_queue, reply_address, seq, self._error())
+                    return
+                self._pending[call_id] = (reply_queue, reply_address, seq)
+            self._send(_frames.CALL, (call_id, entry.key, entry.origin, op, payload, ctx))
+
+    def _send_releases(self, entry: _Foreign) -> None:
+        while self.cause is None:
+            try:
+                item = _compat.queue_get(entry.route.release_queue)
+            except _compat.QueueError:
+                return
+            oid, count = item
+            self._send(_frames.RELEASE, (entry.key, entry.origin, oid, count))
+
+    def bye(self, reason: str) -> None:
+        """Tell the other end this one is going, so it ends the link with reason."""
+        self._send(_frames.BYE, (reason,))
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        """Take frames from the other end until it goes."""
+        while self.cause is None:
+            try:
+                data = self._conn.recv_bytes()
+            except (EOFError, OSError):
+                self.close(self._ended("ended"))
+                return
+            try:
+                kind, body = _frames.decode(data)
+                self._take(kind, body)
+            except FrameError as exc:
+                self.close(f"sent a broken frame ({exc}); the link was closed")
+                return
+
+    def _take(self, kind: int, body: tuple[Any, ...]) -> None:
+        if kind == _frames.REPLY:
+            call_id, ok, value, ctx = body
+            with self._lock:
+                waiter = self._pending.pop(call_id, None)
+            if waiter is not None:
+                reply_queue, reply_address, seq = waiter
+                try:
+                    _compat.queue_put(reply_queue, (seq, ok, value, ctx))
+                except _compat.QueueError:
+                    return  # the caller's domain is gone
+                wake(reply_address)
+        elif kind == _frames.CALL:
+            self._workers.submit(self._serve_call, body)
+        elif kind == _frames.POST:
+            self._workers.submit(self._serve_post, body)
+        elif kind == _frames.RELEASE:
+            key, origin, oid, count = body
+            route = self._target(key, _frames.route_field("RELEASE", origin))
+            release_at_owner(route, oid, count)
+        elif kind == _frames.BYE:
+            self.close(str(body[0]))
+        else:
+            raise FrameError(f"{_frames.decode.__name__}: unexpected frame kind {kind} here")
+
+    def _target(self, key: str, origin: RouteTuple) -> Route:
+        if key == PROCESS_KEY:
+            return self._check_local(origin)
+        return known_route(key, origin)  # another process's: relayed through its link
+
+    def _serve_call(self, body: tuple[Any, ...]) -> None:
+        call_id, key, origin, op, payload, ctx = body
+        ok, value, ctx_back = self._run(key, origin, op, payload, ctx)
+        self._send(_frames.REPLY, (call_id, ok, value, ctx_back))
+
+    def _serve_post(self, body: tuple[Any, ...]) -> None:
+        key, origin, op, payload, ctx = body
+        self._run(key, origin, op, payload, ctx)
+
+    def _run(
+        self, key: str, origin: object, op: str, payload: Shareable, ctx: Shareable
+    ) -> tuple[bool, Shareable, Shareable]:
+        """Run one request from the other end here (or pass it on); never raises."""
+        token = _context.install(ctx)
+        try:
+            route = self._target(key, _frames.route_field("CALL", origin))
+            if route.interp_id == CURRENT_INTERP:
+                ident, nested = _core.enter_call()
+                try:
+                    _seq, ok, value, ctx_back = serve(op, payload, 0, ctx)
+                finally:
+                    _core.leave_call(ident, nested)
+                return ok, value, ctx_back
+            result = _core.call(route, op, payload)
+            return True, result, _context.collect()
+        except BaseException as exc:  # the caller gets every error
+            return False, _core.encode_failure(exc), None
+        finally:
+            _context.uninstall(token)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _ended(self, what: str) -> str:
+        if self._death_cause is not None:
+            return self._death_cause()
+        return what
+
+    def _error(self) -> Shareable:
+        return _core.encode_error(AppDomainUnloadedException(f"domain {self.label} {self.cause}"))
+
+    def close(self, cause: str) -> None:
+        """End the link: fail what waits on it, and say why to every later caller."""
+        with self._lock:
+            if self.cause is not None:
+                return
+            self.cause = cause
+            pending = list(self._pending.values())
+            self._pending.clear()
+            entries = list(self._routes.values())
+            callbacks = list(self._on_close)
+            self._on_close.clear()
+        self.closed.set()
+        error = self._error()
+        for reply_queue, reply_address, seq in pending:
+            _fail(reply_queue, reply_address, seq, error)
+        for entry in entries:
+            _bury(entry.route, f"{self.label} {cause}", error)
+        wake(self._waker.address)  # the pump sees the cause and ends
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+        self._workers.stop()
+        for callback in callbacks:
+            try:
+                callback(cause)
+            except Exception:  # a failing handler must not keep others from hearing
+                pass
+
+    def join(self, timeout: float) -> None:
+        """Wait up to timeout seconds for the link's threads to end (after close)."""
+        for thread in (self._pump, self._reader):
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+
+def _fail(reply_queue: int, reply_address: str, seq: int, error: Shareable) -> None:
+    try:
+        _compat.queue_put(reply_queue, (seq, False, error, None))
+    except _compat.QueueError:
+        return
+    wake(reply_address)
+
+
+def _bury(route: Route, cause: str, error: Shareable) -> None:
+    """Answer what waits on a dead foreign route, and leave its cause for later callers."""
+    while True:
+        try:
+            request: Dispatched = _compat.queue_get(route.inbox_queue)
+        except _compat.QueueError:
+            break
+        _op, _payload, seq, _ctx, reply_queue, reply_address = request
+        if reply_queue != ONE_WAY:
+            _fail(reply_queue, reply_address, seq, error)
+    _compat.queue_destroy(route.inbox_queue)
+    while True:  # releases for a dead process count for nothing
+        try:
+            _compat.queue_get(route.release_queue)
+        except _compat.QueueError:
+            break
+    try:
+        _compat.queue_put(route.release_queue, (GONE, cause))
+    except _compat.QueueError:
+        pass
+
+
+class _Workers:
+    """Threads that run requests from the other end; one more whenever all are busy.
+
+    A request may call back across the link and wait (a callback, a chain A -> B -> A), so a
+    fixed number of threads could all wait at once and deadlock: the pool grows instead.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: SimpleQueue[tuple[Callable[[tuple[Any, ...]], None], tuple[Any, ...]] | None]
+        self._jobs = SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+
+    def submit(self, job: Callable[[tuple[Any, ...]], None], body: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        if start:
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        self._jobs.put((job, body))
+
+    def _work(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, body = item
+            job(body)
+            with self._lock:
+                if self._stopped:
+                    return
+                self._idle += 1
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            count = len(self._threads)
+        for _ in range(count):
+            self._jobs.put(None)
