@@ -23,12 +23,26 @@ from appdomain import (  # noqa: E402
     AppDomain,
     AppDomainSetup,
     AppDomainUnloadedException,
+    ProcessHost,
     _core,
 )
 
 # Final unload of a test's domains: generous, so a slow CI box does not turn a passing
 # test into a teardown error.
 TEARDOWN_TIMEOUT = 30.0
+
+
+# Where the tests that hold on every host run their domains (tests/test_remoting.py).
+HOSTS = ["subinterpreter", "process"]
+
+
+def host_setup(host: str) -> AppDomainSetup | None:
+    """Return the setup that puts a new domain on the named host."""
+    if host == "subinterpreter":
+        return None
+    if host == "process":
+        return AppDomainSetup(host=ProcessHost())
+    raise ValueError(f"'host' must be one of {HOSTS} (got {host!r})")
 
 
 def unload_quietly(domain: AppDomain, timeout: float = TEARDOWN_TIMEOUT) -> None:

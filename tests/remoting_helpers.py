@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from dataclasses import dataclass
 
@@ -94,6 +95,11 @@ class Calculator(MarshalByRefObject):
         channel.send(text)
         return "not returned"
 
+    @one_way
+    def tell(self, client: Client, text: str) -> str:
+        client.note(text)
+        return "not returned"
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -126,8 +132,14 @@ class Calculator(MarshalByRefObject):
 class Client(MarshalByRefObject):
     """Lives in the caller's domain; the remote side calls back into it."""
 
+    def __init__(self) -> None:
+        self.notes: queue.SimpleQueue[str] = queue.SimpleQueue()
+
     def twice(self, value: int) -> tuple[int, int]:
         return (value * 2, AppDomain.current_domain.id)
+
+    def note(self, text: str) -> None:
+        self.notes.put(text)
 
 
 class Relay(MarshalByRefObject):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import remoting_helpers as helpers
+from conftest import HOSTS, host_setup
 
 import appdomain
 from appdomain import (
@@ -25,9 +26,10 @@ from appdomain import (
 pytestmark = pytest.mark.usefixtures("route")
 
 
-@pytest.fixture
-def worker() -> Iterator[AppDomain]:
-    domain = AppDomain.create_domain("RemotingWorker")
+@pytest.fixture(params=HOSTS)
+def worker(request: pytest.FixtureRequest) -> Iterator[AppDomain]:
+    """A domain on each host: a subinterpreter, a child process."""
+    domain = AppDomain.create_domain("RemotingWorker", host_setup(request.param))
     yield domain
     try:
         AppDomain.unload(domain)
@@ -56,7 +58,7 @@ def test_local_object_is_not_a_transparent_proxy() -> None:
 
 
 def test_object_lives_in_the_target_domain(worker: AppDomain, calc: helpers.Calculator) -> None:
-    assert calc.where() == worker.id
+    assert calc.where() == worker.do_callback(helpers.domain_id)
 
 
 def test_repr_names_type_and_domain(worker: AppDomain, calc: helpers.Calculator) -> None:
@@ -114,7 +116,7 @@ def test_create_from_the_class_itself(worker: AppDomain) -> None:
     calc = worker.create_instance_and_unwrap(helpers.Calculator, 10)
     assert appdomain.is_transparent_proxy(calc)
     assert isinstance(calc, helpers.Calculator)
-    assert calc.where() == worker.id
+    assert calc.where() == worker.do_callback(helpers.domain_id)
     assert calc.total == 10  # the constructor got 10
 
 
@@ -228,7 +230,7 @@ def test_proxy_passed_through_a_third_domain(worker: AppDomain) -> None:
     with AppDomain.create_domain("Third") as third:
         calc = worker.create_instance_and_unwrap("remoting_helpers", "Calculator")
         relay = third.create_instance_and_unwrap("remoting_helpers", "Relay")
-        assert relay.use(calc, 2, 3) == (5, worker.id)
+        assert relay.use(calc, 2, 3) == (5, worker.do_callback(helpers.domain_id))
 
 
 def test_many_threads_calling_one_domain(calc: helpers.Calculator) -> None:
@@ -339,9 +341,17 @@ def test_invoke_async_is_awaitable(calc: helpers.Calculator) -> None:
 
 
 def test_one_way_call_returns_nothing_and_runs(calc: helpers.Calculator) -> None:
-    channel = appdomain.Channel()
-    assert calc.signal(channel, "note") is None
-    assert channel.recv(timeout=10) == "note"
+    client = helpers.Client()
+    assert calc.tell(client, "note") is None
+    assert client.notes.get(timeout=10) == "note"
+
+
+def test_one_way_call_carries_a_channel() -> None:
+    with AppDomain.create_domain("ChannelWorker") as worker:  # channels stay in one process
+        calc = worker.create_instance_and_unwrap("remoting_helpers", "Calculator")
+        channel = appdomain.Channel()
+        assert calc.signal(channel, "note") is None
+        assert channel.recv(timeout=10) == "note"
 
 
 def test_large_buffers_cross_intact_among_other_arguments(calc: helpers.Calculator) -> None:

@@ -7,6 +7,7 @@ subinterpreter domains inside itself, whose proxies work from the creator too.
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 
@@ -15,6 +16,7 @@ from .._core._foreign import PROCESS_KEY
 from .._domains import _domain, _runtime
 from .._domains._events import EventArgs
 from .._errors import AppDomainError
+from .._remoting._proxy import release_all
 from . import _frames, _links
 from ._link import Link
 
@@ -68,6 +70,10 @@ def _op_unload(timeout: float) -> None:
             _domain._unload_here(domain_id, timeout)
         except AppDomainError:
             pass
+    # What this process's proxies hold in other processes: given back before the reply,
+    # which the link sends after the releases queued by then.
+    gc.collect()
+    release_all()
     link = _links.parent()
     if link is not None:
         # After the reply to this call has gone: the reply is sent when this returns.

@@ -88,6 +88,9 @@ class Link:
         # call id -> (the caller's reply queue, its wake address, its sequence number)
         self._pending: dict[int, tuple[int, str, int]] = {}
         self._routes: dict[int, _Foreign] = {}
+        # (our interp id, object id) -> [references the other end holds, the owner's route]:
+        # what its death gives back (a process that crashed sends no releases).
+        self._exported: dict[tuple[int, int], list[Any]] = {}
         self._waker = WakeSocket()
         self._workers = _Workers(f"appdomain-link-{label}")
         self._on_close: list[Callable[[str], None]] = []
@@ -151,8 +154,19 @@ class Link:
             waker.drain()
             with self._lock:
                 entries = list(self._routes.values())
+            # Releases first: one queued before a request must reach the owner before it
+            # (a count read by that request sees it).
+            for entry in entries:
+                self._send_releases(entry)
             for entry in entries:
                 self._send_requests(entry)
+
+    def _flush_releases(self) -> None:
+        """Send the releases queued here now (before a reply, which may overtake the pump)."""
+        with self._lock:
+            entries = list(self._routes.values())
+        for entry in entries:
+            if _compat.queue_count(entry.route.release_queue):
                 self._send_releases(entry)
 
     def _send_requests(self, entry: _Foreign) -> None:
@@ -164,6 +178,7 @@ class Link:
                 return
             op, payload, seq, ctx, reply_queue, reply_address = request
             if reply_queue == ONE_WAY:
+                self._count_exports(payload)
                 self._send(_frames.POST, (entry.key, entry.origin, op, payload, ctx))
                 continue
             call_id = next(self._calls)
@@ -172,6 +187,7 @@ class Link:
                     _fail(reply_queue, reply_address, seq, self._error())
                     return
                 self._pending[call_id] = (reply_queue, reply_address, seq)
+            self._count_exports(payload)
             self._send(_frames.CALL, (call_id, entry.key, entry.origin, op, payload, ctx))
 
     def _send_releases(self, entry: _Foreign) -> None:
@@ -223,6 +239,13 @@ class Link:
         elif kind == _frames.RELEASE:
             key, origin, oid, count = body
             route = self._target(key, _frames.route_field("RELEASE", origin))
+            if key == PROCESS_KEY:
+                with self._lock:
+                    held = self._exported.get((route.interp_id, oid))
+                    if held is not None:
+                        held[0] -= count
+                        if held[0] <= 0:
+                            del self._exported[(route.interp_id, oid)]
             release_at_owner(route, oid, count)
         elif kind == _frames.BYE:
             self.close(str(body[0]))
@@ -237,6 +260,8 @@ class Link:
     def _serve_call(self, body: tuple[Any, ...]) -> None:
         call_id, key, origin, op, payload, ctx = body
         ok, value, ctx_back = self._run(key, origin, op, payload, ctx)
+        self._flush_releases()  # the references this call dropped: counted before its reply
+        self._count_exports(value)
         self._send(_frames.REPLY, (call_id, ok, value, ctx_back))
 
     def _serve_post(self, body: tuple[Any, ...]) -> None:
@@ -264,6 +289,31 @@ class Link:
         finally:
             _context.uninstall(token)
 
+    def _count_exports(self, value: Shareable) -> None:
+        """Count the references to this process's objects that value carries to the other end.
+
+        A reference crosses as (process key, *route, object id, module, qualname) inside
+        the shareable tree (remoting's reduce); a process key is never plain data.
+        """
+        stack = [value]
+        found: list[tuple[Any, ...]] = []
+        while stack:
+            item = stack.pop()
+            if type(item) is not tuple:
+                continue
+            if len(item) == 8 and item[0] == PROCESS_KEY and type(item[5]) is int:
+                found.append(item)
+                continue
+            stack.extend(item)
+        if found:
+            with self._lock:
+                for ref in found:
+                    held = self._exported.get((ref[1], ref[5]))
+                    if held is None:
+                        self._exported[(ref[1], ref[5])] = [1, Route(*ref[1:5])]
+                    else:
+                        held[0] += 1
+
     # -- the end ----------------------------------------------------------------------------
 
     def _ended(self, what: str) -> str:
@@ -285,7 +335,12 @@ class Link:
             entries = list(self._routes.values())
             callbacks = list(self._on_close)
             self._on_close.clear()
+            exported = list(self._exported.items())
+            self._exported.clear()
         self.closed.set()
+        for (_interp, oid), (count, owner) in exported:
+            if count > 0:  # held by a process that is gone: nobody else will give them back
+                release_at_owner(owner, oid, count)
         error = self._error()
         for reply_queue, reply_address, seq in pending:
             _fail(reply_queue, reply_address, seq, error)

@@ -502,7 +502,30 @@ def _release(route: Route, oid: int, cell: list[int], key: tuple[int, int]) -> N
     with _proxies_lock:
         if _counts.get(key) is cell:
             del _counts[key]
-    _release_at_owner(route, oid, cell[0])
+        count, cell[0] = cell[0], 0
+    if count:
+        _release_at_owner(route, oid, count)
+
+
+def release_all() -> int:
+    """Give back every reference this domain's proxies hold (its process is ending).
+
+    The proxies stay, holding nothing: their owners count them gone.  Returns how many
+    objects were released.
+    """
+    released = 0
+    with _proxies_lock:
+        held = [(key, cell) for key, cell in _counts.items() if cell[0]]
+        _counts.clear()
+        for key, cell in held:
+            proxy = _proxies.get(key)
+            if proxy is None:
+                continue
+            ref: RemoteRef = proxy.__dict__[_REF]
+            count, cell[0] = cell[0], 0
+            _release_at_owner(ref.route, ref.oid, count)
+            released += 1
+    return released
 
 
 def live_proxies() -> int:
