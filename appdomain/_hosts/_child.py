@@ -40,10 +40,12 @@ def serve_creator(conn: Connection, creator_key: str, name: str) -> Link:
     """
     _runtime.info.name = name
     route = _runtime.ensure_started()
+    link = Link(conn, creator_key, "creator", check_local=_links.check_local)
+    # Known as the parent before any request can arrive: one may come right after HELLO.
+    _links.set_parent(link)
     hello = (PROCESS_KEY, _pid(), socket.gethostname(), (*route,))
     conn.send_bytes(_frames.encode(_frames.HELLO, hello))
-    link = Link(conn, creator_key, "creator", check_local=_links.check_local)
-    _links.set_parent(link)
+    link.start()
     return link
 
 

@@ -101,6 +101,9 @@ class Link:
         self._pump = threading.Thread(
             target=self._send_queued, name=f"appdomain-link-pump-{label}", daemon=daemon
         )
+
+    def start(self) -> None:
+        """Start sending and taking frames (once whoever answers requests knows the link)."""
         self._reader.start()
         self._pump.start()
 
@@ -338,6 +341,11 @@ class Link:
             exported = list(self._exported.items())
             self._exported.clear()
         self.closed.set()
+        for callback in callbacks:  # first: a domain that died counts as unloaded from now
+            try:
+                callback(cause)
+            except Exception:  # a failing callback must not keep the others from running
+                pass
         for (_interp, oid), (count, owner) in exported:
             if count > 0:  # held by a process that is gone: nobody else will give them back
                 release_at_owner(owner, oid, count)
@@ -352,16 +360,11 @@ class Link:
         except OSError:
             pass
         self._workers.stop()
-        for callback in callbacks:
-            try:
-                callback(cause)
-            except Exception:  # a failing handler must not keep others from hearing
-                pass
 
     def join(self, timeout: float) -> None:
         """Wait up to timeout seconds for the link's threads to end (after close)."""
         for thread in (self._pump, self._reader):
-            if thread is not threading.current_thread():
+            if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(timeout)
 
 

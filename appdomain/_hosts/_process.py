@@ -170,6 +170,7 @@ class ProcessDomain:
         _links.add(self.link)
         self.route: Route = self.link.route_for(key, origin)
         self.link.on_close(self._closed)
+        self.link.start()
 
     def __repr__(self) -> str:
         return f"<ProcessDomain {self.name!r} in process {self.process_id}>"
@@ -197,11 +198,12 @@ class ProcessDomain:
             -code if code is not None and code < 0 else None,
         )
         sender = _domain.AppDomain._handle(domain_id, self.name, self.route)
-        try:
-            if len(self.exited):
-                self.exited.fire(sender, args)
-        finally:
-            _remove(self._stderr_path)
+        _remove(self._stderr_path)
+        if len(self.exited):
+            # Not on the link's thread: the calls in flight fail first, whatever handlers do.
+            threading.Thread(
+                target=self.exited.fire, args=(sender, args), name="appdomain-host-exited"
+            ).start()
 
     def unload(self, timeout: float) -> None:
         """Run the domain's domain_unload there, end the process, and close the link."""
@@ -239,15 +241,19 @@ def _exit_words(code: int | None) -> str:
 
 
 def _tail(path: str) -> str:
+    """Quote what a dead child wrote last: its crash report if it has one, else the tail."""
     try:
         with open(path, "rb") as file:
             file.seek(0, os.SEEK_END)
             size = file.tell()
-            file.seek(max(0, size - STDERR_TAIL))
+            file.seek(max(0, size - 4 * STDERR_TAIL))
             text = file.read().decode("utf-8", "replace").strip()
     except OSError:
         return ""
-    return f"; its stderr ended with:\n{text}" if text else ""
+    crash = text.rfind("Fatal Python error")
+    if crash >= 0:
+        return f"; its stderr has:\n{text[crash : crash + STDERR_TAIL]}"
+    return f"; its stderr ended with:\n{text[-STDERR_TAIL:]}" if text else ""
 
 
 def _remove(path: str) -> None:
@@ -272,7 +278,8 @@ def _child_main(
     os.close(fd)
     import faulthandler
 
-    faulthandler.enable()  # a crash writes its traceback where the creator reads it
+    # A crash writes the crashing thread's traceback where the creator reads it.
+    faulthandler.enable(all_threads=False)
     if death_signal and sys.platform.startswith("linux"):
         import ctypes
 

@@ -1,0 +1,53 @@
+"""Classes the host tests create in domains on other hosts (importable there by name)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from appdomain import AppDomain, MarshalByRefObject, Socket, SocketInformation
+
+
+class Plugin(MarshalByRefObject):
+    """Misbehaves on request: crashes its process, exits it, or makes domains inside it."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def segfault(self) -> None:
+        import ctypes
+
+        ctypes.string_at(0)
+
+    def exit(self, code: int) -> None:
+        os._exit(code)
+
+    def make_inner_calculator(self) -> object:
+        """Create a subinterpreter domain inside this process and return an object there."""
+        inner = AppDomain.create_domain("Inner")
+        self.inner = inner
+        return inner.create_instance_and_unwrap("remoting_helpers", "Calculator", 1)
+
+    def inner_count(self) -> int:
+        return len([d for d in (getattr(self, "inner", None),) if d is not None])
+
+    def serve_one(self, blob: bytes) -> str:
+        """Claim a listening socket handed to this process and serve one client."""
+        with Socket(SocketInformation.from_bytes(blob)) as listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"served by %d" % os.getpid())
+        return "done"
+
+    def hostname(self) -> str:
+        return socket.gethostname()
+
+
+def note_unload(path: str) -> None:
+    """Subscribe, inside the current domain, a domain_unload handler that writes path."""
+
+    def handler(sender: object, args: object) -> None:
+        with open(path, "w") as file:
+            file.write(f"unloaded {os.getpid()}")
+
+    AppDomain.current_domain.domain_unload += handler
