@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ._domains._hosting import HostExitedEventArgs, SubinterpreterHost
     from ._domains._setup import AppDomainSetup
     from ._hosts._process import ProcessHost
+    from ._hosts._ray import RayHost
     from ._remoting import (
         Lease,
         MarshalByRefObject,
@@ -78,6 +79,7 @@ __all__ = [
     "MarshalByRefObject",
     "Out",
     "ProcessHost",
+    "RayHost",
     "Ref",
     "RemoteException",
     "RemoteMethod",
@@ -114,6 +116,7 @@ _LAZY = {
     "HostExitedEventArgs": "._domains._hosting",
     "SubinterpreterHost": "._domains._hosting",
     "ProcessHost": "._hosts._process",
+    "RayHost": "._hosts._ray",
     "marshal": ".marshal",
     "Out": ".marshal",
     "Ref": ".marshal",

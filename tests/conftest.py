@@ -24,6 +24,7 @@ from appdomain import (  # noqa: E402
     AppDomainSetup,
     AppDomainUnloadedException,
     ProcessHost,
+    RayHost,
     _core,
 )
 
@@ -33,7 +34,7 @@ TEARDOWN_TIMEOUT = 30.0
 
 
 # Where the tests that hold on every host run their domains (tests/test_remoting.py).
-HOSTS = ["subinterpreter", "process"]
+HOSTS = ["subinterpreter", "process", "ray"]
 
 
 def host_setup(host: str) -> AppDomainSetup | None:
@@ -42,6 +43,8 @@ def host_setup(host: str) -> AppDomainSetup | None:
         return None
     if host == "process":
         return AppDomainSetup(host=ProcessHost())
+    if host == "ray":
+        return AppDomainSetup(host=RayHost())
     raise ValueError(f"'host' must be one of {HOSTS} (got {host!r})")
 
 

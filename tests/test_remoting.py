@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import remoting_helpers as helpers
-from conftest import HOSTS, host_setup
+from conftest import host_setup
 
 import appdomain
 from appdomain import (
@@ -26,9 +26,12 @@ from appdomain import (
 pytestmark = pytest.mark.usefixtures("route")
 
 
-@pytest.fixture(params=HOSTS)
+@pytest.fixture(params=["subinterpreter", "process"])
 def worker(request: pytest.FixtureRequest) -> Iterator[AppDomain]:
-    """A domain on each host: a subinterpreter, a child process."""
+    """A domain on each host of this machine: a subinterpreter, a child process.
+
+    tests/test_remoting_ray.py runs these tests again on a Ray actor.
+    """
     domain = AppDomain.create_domain("RemotingWorker", host_setup(request.param))
     yield domain
     try:

@@ -213,8 +213,9 @@ class Link:
         while self.cause is None:
             try:
                 data = self._conn.recv_bytes()
-            except (EOFError, OSError):
-                self.close(self._ended("ended"))
+            except (EOFError, OSError) as exc:
+                detail = str(exc)  # a pipe's end says nothing; a Ray actor's death does
+                self.close(self._ended(f"ended: {detail}" if detail else "ended"))
                 return
             try:
                 kind, body = _frames.decode(data)
