@@ -252,8 +252,9 @@ def _op_set_data(payload: tuple[str, Shareable]) -> None:
     data[key] = value
 
 
-def _op_get_data(key: str) -> Shareable:
-    return data.get(key)
+def _op_get_data(key: str) -> tuple[bool, Shareable]:
+    # Whether the key is there at all: a stored None is not the caller's default.
+    return (True, data[key]) if key in data else (False, None)
 
 
 def _op_callback(payload: tuple[str, str, Shareable]) -> Shareable:
