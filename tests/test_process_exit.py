@@ -54,6 +54,15 @@ def _regex(go):
 
 def start_regex(go):
     threading.Thread(target=_regex, args=(go,), name="regex").start()
+
+
+def _fail():
+    raise ValueError("boom")
+
+
+def register_failing_exit_callback():
+    """An exit callback, as concurrent.futures registers its own, that raises."""
+    threading._register_atexit(_fail)
 '''
 
 
@@ -160,6 +169,33 @@ def test_exit_reports_a_domain_thread_running_past_exit_timeout(tmp_path: Path, 
     _, _, err = _finish(proc)
     assert "still running 0.5 s after exit began" in err, err
     assert "thread 'exit-reader' still running" in err, err
+
+
+LOG_TO_STDOUT = """
+import logging
+logging.basicConfig(stream=sys.stdout, format="LOG %(name)s %(levelname)s %(message)s")
+"""
+
+
+def test_exit_report_goes_to_the_programs_logging(tmp_path: Path, pipe):
+    r, _ = pipe
+    body = LOG_TO_STDOUT + "AppDomain.unload_timeout = 0.5\n" + START_READER.format(fd=r)
+    proc = _child(tmp_path, body, r, env={"APPDOMAIN_EXIT_TIMEOUT": "0.5"})
+    _, out, err = _finish(proc)
+    assert "LOG appdomain WARNING appdomain: still running 0.5 s after exit began" in out, out
+    assert "still running" not in err, err
+
+
+def test_a_failing_exit_callback_of_a_domain_is_logged(tmp_path: Path):
+    body = LOG_TO_STDOUT + (
+        'd = AppDomain.create_domain("Worker")\n'
+        "d.do_callback(exit_helpers.register_failing_exit_callback)\n"
+    )
+    proc = _child(tmp_path, body)
+    status, out, err = _finish(proc)
+    assert status == 0, err
+    assert "LOG appdomain ERROR appdomain: at exit:" in out, out
+    assert "domain 'Worker': exit callback failed: ValueError('boom')" in out, out
 
 
 @pytest.mark.parametrize(

@@ -322,7 +322,12 @@ class AppDomain(metaclass=_AppDomainType):
         ) -> Any: ...
 
     def create_instance_from_and_unwrap(
-        self, path: str | os.PathLike[str], type_name: str | type, /, *args: object, **kwargs: object
+        self,
+        path: str | os.PathLike[str],
+        type_name: str | type,
+        /,
+        *args: object,
+        **kwargs: object,
     ) -> Any:
         """Like create_instance_and_unwrap, loading the module from a file path.
 
