@@ -225,6 +225,25 @@ def test_exit_timeout_default_is_30_seconds(tmp_path: Path):
     assert (status, out.strip()) == (0, "30.0"), f"got {status}, {out!r}, {err!r}"
 
 
+def test_a_bad_exit_timeout_setting_is_a_warning_a_program_can_catch(tmp_path: Path):
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from appdomain import AppDomain\n"
+        "    print(AppDomain.exit_timeout)\n"
+        "print(*[f'{w.category.__name__}: {w.message}' for w in caught], sep='\\n')\n"
+    )
+    proc = _start([sys.executable, str(script)], tmp_path, (), {"APPDOMAIN_EXIT_TIMEOUT": "soon"})
+    status, out, err = _finish(proc)
+    assert (status, err) == (0, ""), err
+    assert out.splitlines()[0] == "30.0", out
+    expected = "RuntimeWarning: APPDOMAIN_EXIT_TIMEOUT must be a number of seconds >= 0 "
+    expected += "(got 'soon')"
+    assert expected in out, out
+
+
 # -- a domain whose GIL a thread holds in C code ---------------------------------------------
 
 
