@@ -7,6 +7,7 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import ClassVar
 
 __all__ = ["AppDomainSetup"]
 
@@ -16,6 +17,9 @@ class AppDomainSetup:
 
     # A plain class, not a dataclass: importing dataclasses would slow every domain's start.
     __slots__ = ("application_base", "application_name", "private_bin_path")
+    application_base: str | os.PathLike[str] | None
+    private_bin_path: list[str | os.PathLike[str]]
+    application_name: str | None
 
     def __init__(
         self,
@@ -61,7 +65,7 @@ class AppDomainSetup:
             other.application_name,
         )
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
 
     def sys_path(self, inherited: Sequence[str]) -> list[str]:
         """Return the domain's sys.path: its base and private bin folders, then inherited."""

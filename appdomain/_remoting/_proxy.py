@@ -161,6 +161,10 @@ class _MethodSpec:
     """What a proxy type knows of one remote method: its name, plan and route."""
 
     __slots__ = ("lean_ok", "name", "one_way", "plan")
+    name: str
+    plan: CallPlan | None
+    one_way: bool
+    lean_ok: bool
 
     def __init__(self, name: str, plan: CallPlan | None, one_way: bool) -> None:
         self.name = name
@@ -211,6 +215,8 @@ class _PyBoundMethod:
     """A remote method bound to its proxy, for the pure-Python call path."""
 
     __slots__ = ("proxy", "spec")
+    proxy: object
+    spec: _MethodSpec
 
     def __init__(self, proxy: object, spec: _MethodSpec) -> None:
         self.proxy = proxy
