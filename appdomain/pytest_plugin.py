@@ -13,7 +13,8 @@ def _plain_imports() -> None:
     pytest rewrites the asserts of every module of a distribution with a ``pytest11``
     entry point, so each module of the package the run imports would be parsed and compiled
     again, ~1 ms each where no rewritten pyc is kept (``PYTHONDONTWRITEBYTECODE``): most of
-    what the plugin cost a run that never uses it.  appdomain reports nothing by ``assert``.
+    what the plugin cost a run that never uses it.  appdomain's few asserts are internal
+    checks: rewriting them helps no test.
     Only this module and the package's ``__init__`` (imported before it, and importing
     nothing) were rewritten.
     """

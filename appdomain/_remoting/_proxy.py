@@ -267,6 +267,7 @@ class _RemoteMethod(_BoundBase):
 
 
 def _of(method: object) -> object:
+    """Return method, a proxy's method, typed as the RemoteMethod it is (else TypeError)."""
     if not isinstance(method, RemoteMethod):
         raise TypeError(
             f"'method' must be a method of a transparent proxy (got {method!r} that is a "
