@@ -23,3 +23,8 @@ def check_do_callback(domain: AppDomain) -> None:
     assert_type(domain.do_callback(count_words, "a b", lower=True), int)
     domain.do_callback(count_words, 42)  # type: ignore[arg-type]
     domain.do_callback(count_words, "a", upper=True)  # type: ignore[call-arg]
+
+
+def check_dotnet_names(domain: AppDomain) -> None:
+    assert_type(domain.GetData("count", 0), int)
+    assert_type(domain.DoCallBack(count_words, "a b"), int)
