@@ -464,7 +464,8 @@ def wait_at_exit(deadline: float) -> None:
 
     Runs this domain's threading exit callbacks (concurrent.futures shuts its executors
     down there), then waits until deadline (monotonic) for its threads: appdomain's own
-    (dispatchers, "appdomain-*") excepted.  Raises TimeoutError naming those still running.
+    (dispatchers, "appdomain-*") excepted.  Raises TimeoutError naming those still running
+    (and the callbacks that failed), else RuntimeError naming the callbacks that failed.
     Runs on the domain's unload helper thread, switched into this domain.
     """
     callbacks: list[Callable[[], object]] = getattr(threading, "_threading_atexits", [])
