@@ -24,18 +24,6 @@ other values cross by Mono's four marshalling tiers (``appdomain.marshal``).
 #
 # docs/DESIGN.md has the same table with each module.
 
-from ._errors import (
-    AppDomainError,
-    AppDomainUnloadedException,
-    CannotUnloadAppDomainException,
-    ChannelClosedError,
-    RemoteException,
-    RemotingException,
-    SerializationException,
-    SocketHandoffError,
-    ThreadAbortException,
-)
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import marshal
@@ -45,6 +33,17 @@ if TYPE_CHECKING:
     from ._domains._events import Event, EventArgs, UnhandledExceptionEventArgs
     from ._domains._hosting import HostExitedEventArgs, SubinterpreterHost
     from ._domains._setup import AppDomainSetup
+    from ._errors import (
+        AppDomainError,
+        AppDomainUnloadedException,
+        CannotUnloadAppDomainException,
+        ChannelClosedError,
+        RemoteException,
+        RemotingException,
+        SerializationException,
+        SocketHandoffError,
+        ThreadAbortException,
+    )
     from ._hosts._process import ProcessHost
     from ._hosts._ray import RayHost
     from ._remoting import (
@@ -106,7 +105,18 @@ __version__ = "0.1.0"
 # the marshalling tiers, remoting and channels cost a domain ~10 ms to import, and even
 # AppDomain itself ~1 ms, which the domain of an isolated test rarely needs.  The main
 # interpreter imports marshal (and msgpack with it) before it creates any domain (_domains).
+# The errors too: every pytest run imports this package for the plugin, through pytest's
+# assertion rewriter (see pytest_plugin), which would compile _errors again each time.
 _LAZY = {
+    "AppDomainError": "._errors",
+    "AppDomainUnloadedException": "._errors",
+    "CannotUnloadAppDomainException": "._errors",
+    "ChannelClosedError": "._errors",
+    "RemoteException": "._errors",
+    "RemotingException": "._errors",
+    "SerializationException": "._errors",
+    "SocketHandoffError": "._errors",
+    "ThreadAbortException": "._errors",
     "AppDomain": "._domains._domain",
     "AppDomainSetup": "._domains._setup",
     "CallContext": "._core._context",

@@ -6,7 +6,7 @@ import types
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms: Out makes it load on first use
-    from typing import Annotated, Generic, TypeVar
+    from typing import Annotated, ClassVar, Generic, TypeVar
 
 __all__ = ["OUT_MARKER", "Out", "Ref", "is_serializable", "serializable"]
 
@@ -63,6 +63,7 @@ class Ref(_Box[V]):
     """
 
     __slots__ = ("value",)
+    value: V
 
     def __init__(self, value: V) -> None:
         self.value = value
@@ -75,7 +76,7 @@ class Ref(_Box[V]):
             return NotImplemented
         return bool(self.value == other.value)
 
-    __hash__ = None  # type: ignore[assignment]  # mutable box, like list
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # mutable box, like list
 
 
 _SERIALIZABLE = "__appdomain_serializable__"

@@ -160,6 +160,15 @@ def test_get_data_missing_key_is_none(domain: AppDomain) -> None:
     assert domain.get_data("never-set") is None
 
 
+def test_get_data_missing_key_gives_the_default(domain: AppDomain) -> None:
+    assert domain.get_data("never-set", 7) == 7
+
+
+def test_get_data_stored_none_is_not_replaced_by_the_default(domain: AppDomain) -> None:
+    domain.set_data("nothing", None)
+    assert domain.get_data("nothing", 7) is None
+
+
 def test_data_is_per_domain(domain_factory: Factory) -> None:
     a = domain_factory("DataA")
     b = domain_factory("DataB")

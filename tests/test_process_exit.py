@@ -54,6 +54,15 @@ def _regex(go):
 
 def start_regex(go):
     threading.Thread(target=_regex, args=(go,), name="regex").start()
+
+
+def _fail():
+    raise ValueError("boom")
+
+
+def register_failing_exit_callback():
+    """An exit callback, as concurrent.futures registers its own, that raises."""
+    threading._register_atexit(_fail)
 '''
 
 
@@ -162,6 +171,33 @@ def test_exit_reports_a_domain_thread_running_past_exit_timeout(tmp_path: Path, 
     assert "thread 'exit-reader' still running" in err, err
 
 
+LOG_TO_STDOUT = """
+import logging
+logging.basicConfig(stream=sys.stdout, format="LOG %(name)s %(levelname)s %(message)s")
+"""
+
+
+def test_exit_report_goes_to_the_programs_logging(tmp_path: Path, pipe):
+    r, _ = pipe
+    body = LOG_TO_STDOUT + "AppDomain.unload_timeout = 0.5\n" + START_READER.format(fd=r)
+    proc = _child(tmp_path, body, r, env={"APPDOMAIN_EXIT_TIMEOUT": "0.5"})
+    _, out, err = _finish(proc)
+    assert "LOG appdomain WARNING appdomain: still running 0.5 s after exit began" in out, out
+    assert "still running" not in err, err
+
+
+def test_a_failing_exit_callback_of_a_domain_is_logged(tmp_path: Path):
+    body = LOG_TO_STDOUT + (
+        'd = AppDomain.create_domain("Worker")\n'
+        "d.do_callback(exit_helpers.register_failing_exit_callback)\n"
+    )
+    proc = _child(tmp_path, body)
+    status, out, err = _finish(proc)
+    assert status == 0, err
+    assert "LOG appdomain ERROR appdomain: at exit:" in out, out
+    assert "domain 'Worker': exit callback failed: ValueError('boom')" in out, out
+
+
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [("", 1), ("AppDomain.exit_code = 7\n", 7)],
@@ -187,6 +223,25 @@ def test_exit_timeout_default_is_30_seconds(tmp_path: Path):
     proc = _child(tmp_path, "print(AppDomain.exit_timeout)\n", env={"APPDOMAIN_EXIT_TIMEOUT": ""})
     status, out, err = _finish(proc)
     assert (status, out.strip()) == (0, "30.0"), f"got {status}, {out!r}, {err!r}"
+
+
+def test_a_bad_exit_timeout_setting_is_a_warning_a_program_can_catch(tmp_path: Path):
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from appdomain import AppDomain\n"
+        "    print(AppDomain.exit_timeout)\n"
+        "print(*[f'{w.category.__name__}: {w.message}' for w in caught], sep='\\n')\n"
+    )
+    proc = _start([sys.executable, str(script)], tmp_path, (), {"APPDOMAIN_EXIT_TIMEOUT": "soon"})
+    status, out, err = _finish(proc)
+    assert (status, err) == (0, ""), err
+    assert out.splitlines()[0] == "30.0", out
+    expected = "RuntimeWarning: APPDOMAIN_EXIT_TIMEOUT must be a number of seconds >= 0 "
+    expected += "(got 'soon')"
+    assert expected in out, out
 
 
 # -- a domain whose GIL a thread holds in C code ---------------------------------------------

@@ -92,6 +92,25 @@ def test_plain():
     result.assert_outcomes(passed=1)
 
 
+def test_appdomains_modules_import_without_pytests_assertion_rewriter(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest would parse and compile each module again to rewrite asserts appdomain has not.
+    source = """
+import sys
+def test_loaders(appdomain):
+    before_the_shim = {"appdomain", "appdomain.pytest_plugin"}
+    rewritten = [
+        name for name, module in list(sys.modules.items())
+        if name.split(".")[0] == "appdomain" and name not in before_the_shim
+        and type(getattr(module.__spec__, "loader", None)).__name__ == "AssertionRewritingHook"
+    ]
+    assert "appdomain._domains._domain" in sys.modules
+    assert rewritten == []
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
 # -- fixtures ----------------------------------------------------------------------------
 
 

@@ -35,6 +35,18 @@ def test_a_method_read_from_a_proxy_is_a_remote_method(calc: helpers.Calculator)
     assert method.proxy is calc
 
 
+def test_remote_method_of_a_proxy_method_is_that_method(calc: helpers.Calculator) -> None:
+    method = calc.add
+    assert RemoteMethod.of(method) is method
+    assert RemoteMethod.of(method).begin_invoke(1, 2).result(timeout=10) == 3
+
+
+def test_remote_method_of_a_local_method_is_refused() -> None:
+    local = helpers.Calculator(5)
+    with pytest.raises(TypeError, match="'method' must be a method of a transparent proxy"):
+        RemoteMethod.of(local.add)
+
+
 def test_a_remote_method_repr_names_method_and_proxy(calc: helpers.Calculator) -> None:
     assert repr(calc.add) == f"<remote method add of {calc!r}>"
 

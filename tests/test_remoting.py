@@ -94,6 +94,21 @@ def test_create_from_path(worker: AppDomain, tmp_path: object) -> None:
     assert proxy.name() == "plugin_calc"
 
 
+def test_create_from_path_names_the_type_by_a_class(worker: AppDomain) -> None:
+    calc = worker.create_instance_from_and_unwrap(helpers.__file__, helpers.Calculator, 10)
+    assert appdomain.is_transparent_proxy(calc)
+    assert calc.where() == worker.id
+    assert calc.total == 10  # the constructor got 10
+
+
+def test_create_from_path_refuses_a_local_class(worker: AppDomain) -> None:
+    class Local(appdomain.MarshalByRefObject):
+        pass
+
+    with pytest.raises(TypeError, match="defined inside a function cannot be found"):
+        worker.create_instance_from_and_unwrap(helpers.__file__, Local)
+
+
 def test_serializable_type_comes_back_as_a_copy(worker: AppDomain) -> None:
     point = worker.create_instance_and_unwrap("remoting_helpers", "Point", 1, 2)
     assert point == helpers.Point(1, 2)

@@ -220,23 +220,43 @@ class AppDomain(metaclass=_AppDomainType):
         wire = marshal.to_shareable(value, name=f"value for key {name!r}")
         _core.call(self.route, "domain.set_data", (name, wire))
 
-    def get_data(self, name: str) -> Any:
-        """Return a copy of the value stored in the domain under name, or None."""
+    # Overloads for type checkers only (typing.overload at run time would import typing into
+    # every domain, ~3 ms of its start); the definition after them is the one that runs.
+    if TYPE_CHECKING:
+
+        @overload
+        def get_data(self, name: str) -> Any: ...
+        @overload
+        def get_data[T](self, name: str, default: T) -> T: ...
+
+    def get_data(self, name: str, default: object = None) -> Any:
+        """Return a copy of the value stored in the domain under name, or default.
+
+        Type checkers take the value to be of the default's type:
+        ``d.get_data("count", 0)`` is an ``int`` to them.
+        """
         from .. import marshal
 
         if not isinstance(name, str):
             raise TypeError(f"'name' must be str (got {name!r} that is a {type(name).__name__})")
-        wire = _core.call(self.route, "domain.get_data", name)
-        return None if wire is None else marshal.from_shareable(wire)
+        found, wire = _core.call(self.route, "domain.get_data", name)
+        return marshal.from_shareable(wire) if found else default
 
-    def do_callback(self, callback: Callable[..., object], *args: object, **kwargs: object) -> Any:
-        """Run an importable function inside the domain; return (a copy of) its result."""
+    def do_callback[**P, R](
+        self, callback: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Run an importable function inside the domain; return (a copy of) its result.
+
+        Type checkers check the arguments against the function's parameters and see its
+        return type.
+        """
         from .. import marshal
 
         module, qualname = _importable_name(callback)
         wire_args = marshal.encode_call(args, kwargs)
         result = _core.call(self.route, "domain.callback", (module, qualname, wire_args))
-        return marshal.from_shareable(result)
+        # A copy of what callback returned: an R, which marshal's object does not say.
+        return marshal.from_shareable(result)  # type: ignore[return-value]
 
     def execute_assembly(self, path: str | os.PathLike[str], args: Sequence[str] = ()) -> int:
         """Run a script as __main__ with its own sys.argv; return the exit code."""
@@ -302,10 +322,31 @@ class AppDomain(metaclass=_AppDomainType):
         result = _core.call(self.route, _REMOTING + "create", payload)
         return marshal.from_shareable(result)
 
+    if TYPE_CHECKING:
+
+        @overload
+        def create_instance_from_and_unwrap[T](
+            self, path: str | os.PathLike[str], type_: type[T], /, *args: object, **kwargs: object
+        ) -> T: ...
+        @overload
+        def create_instance_from_and_unwrap(
+            self, path: str | os.PathLike[str], type_name: str, /, *args: object, **kwargs: object
+        ) -> Any: ...
+
     def create_instance_from_and_unwrap(
-        self, path: str | os.PathLike[str], type_name: str, *args: object, **kwargs: object
+        self,
+        path: str | os.PathLike[str],
+        type_name: str | type,
+        /,
+        *args: object,
+        **kwargs: object,
     ) -> Any:
-        """Like create_instance_and_unwrap, loading the module from a file path."""
+        """Like create_instance_and_unwrap, loading the module from a file path.
+
+        The type is named by its name in the file, or by a class whose qualified name it has
+        there: type checkers then see the result as that class, which fits when the file is
+        the one that defines it (a plugin loaded from its own file).
+        """
         from .. import marshal
 
         if not isinstance(path, (str, os.PathLike)):
@@ -313,6 +354,8 @@ class AppDomain(metaclass=_AppDomainType):
         full = os.path.abspath(os.fspath(path))
         if not os.path.isfile(full):
             raise FileNotFoundError(f"create_instance_from_and_unwrap: no file at {full!r}")
+        if isinstance(type_name, type):
+            type_name = _type_name(type_name)[1]
         _check_names(type_name=type_name)
         wire_args = marshal.encode_call(args, kwargs)
         result = _core.call(self.route, _REMOTING + "create_from", (full, type_name, wire_args))

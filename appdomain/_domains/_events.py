@@ -30,6 +30,8 @@ class UnhandledExceptionEventArgs(EventArgs):
     """What escaped a thread: the exception, and whether the domain goes down with it."""
 
     __slots__ = ("exception_object", "is_terminating")
+    exception_object: BaseException
+    is_terminating: bool
 
     def __init__(self, exception_object: BaseException, is_terminating: bool) -> None:
         self.exception_object = exception_object

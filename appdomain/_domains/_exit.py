@@ -83,6 +83,7 @@ def finish(
         for _, name, interp_id in domains
     ]
     late: list[str] = []
+    failed: list[str] = []
     stuck: list[str] = []
     unresponsive: set[int] = set()
     for name, interp_id, step in waits:
@@ -97,8 +98,15 @@ def finish(
         except _compat.InterpreterError:  # a call into it still runs: unload aborts it
             late.append(f"domain {name!r}: a call into it was still running")
             continue
-        if excinfo is not None:
-            late.append(f"domain {name!r}: {getattr(excinfo, 'msg', '') or 'threads still ran'}")
+        if excinfo is None:
+            continue
+        message = getattr(excinfo, "msg", "") or "threads still ran"
+        if getattr(getattr(excinfo, "type", None), "__name__", "") == "TimeoutError":
+            late.append(f"domain {name!r}: {message}")
+        else:
+            failed.append(f"domain {name!r}: {message}")
+    if failed:
+        _report("at exit:", failed, error=True)
     if late:
         _report(
             f"still running {exit_timeout:g} s after exit began (AppDomain.exit_timeout):", late
@@ -114,7 +122,7 @@ def finish(
             stuck.append(str(exc))
     if stuck:
         status = 1 if exit_code is None else exit_code
-        _report(f"exiting (status {status}) without finalizing these domains:", stuck)
+        _report(f"exiting (status {status}) without finalizing these domains:", stuck, error=True)
         sys.stdout.flush()
         sys.stderr.flush()
         # Finalizing an interpreter whose threads still run would block forever: leave now.
@@ -125,10 +133,13 @@ def _waiter(interp_id: int, deadline: float) -> Callable[[], object]:
     return functools.partial(_compat.exec_in, interp_id, _WAIT_SOURCE, {"deadline": deadline})
 
 
-def _report(title: str, lines: list[str]) -> None:
-    print(f"appdomain: {title}", *lines, sep="\n  ", file=sys.stderr)
+def _report(title: str, lines: list[str], *, error: bool = False) -> None:
+    """Log title and lines on the `appdomain` logger (stderr where logging is not set up)."""
     import logging
 
-    logger = logging.getLogger("appdomain")
-    if logger.hasHandlers():  # else logging's last resort would print it a second time
-        logger.warning("%s\n  %s", title, "\n  ".join(lines))
+    logging.getLogger("appdomain").log(
+        logging.ERROR if error else logging.WARNING,
+        "appdomain: %s\n  %s",
+        title,
+        "\n  ".join(lines),
+    )

@@ -252,8 +252,9 @@ def _op_set_data(payload: tuple[str, Shareable]) -> None:
     data[key] = value
 
 
-def _op_get_data(key: str) -> Shareable:
-    return data.get(key)
+def _op_get_data(key: str) -> tuple[bool, Shareable]:
+    # Whether the key is there at all: a stored None is not the caller's default.
+    return (True, data[key]) if key in data else (False, None)
 
 
 def _op_callback(payload: tuple[str, str, Shareable]) -> Shareable:
@@ -292,6 +293,7 @@ def _exit_code(code: object) -> int:
         return 0
     if isinstance(code, int):
         return code
+    # What Python does for `sys.exit("message")`: the script's own output, not a diagnostic.
     print(code, file=sys.stderr)
     return 1
 
@@ -462,17 +464,17 @@ def wait_at_exit(deadline: float) -> None:
 
     Runs this domain's threading exit callbacks (concurrent.futures shuts its executors
     down there), then waits until deadline (monotonic) for its threads: appdomain's own
-    (dispatchers, "appdomain-*") excepted.  Raises TimeoutError naming those still running.
+    (dispatchers, "appdomain-*") excepted.  Raises TimeoutError naming those still running
+    (and the callbacks that failed), else RuntimeError naming the callbacks that failed.
     Runs on the domain's unload helper thread, switched into this domain.
     """
     callbacks: list[Callable[[], object]] = getattr(threading, "_threading_atexits", [])
+    failed = []
     for callback in reversed(callbacks):
         try:
             callback()
-        except Exception as exc:  # as Python's own exit: report it, carry on
-            print(
-                f"appdomain: domain {info.name!r}: exit callback failed: {exc!r}", file=sys.stderr
-            )
+        except Exception as exc:  # as Python's own exit: report it (below), carry on
+            failed.append(f"exit callback failed: {exc!r}")
     callbacks.clear()  # run once: the domain's finalization would run them again
     pool = state.pool
     internal = {t.ident for t in pool.threads} if pool is not None else set()
@@ -490,8 +492,12 @@ def wait_at_exit(deadline: float) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             still.append(repr(thread.name))
+    # Raised, not printed: the default domain reports it on its own `appdomain` logger,
+    # where the program's logging configuration is (this domain's logging is not).
     if still:
-        raise TimeoutError(f"thread {', '.join(still)} still running")
+        raise TimeoutError("; ".join([f"thread {', '.join(still)} still running", *failed]))
+    if failed:
+        raise RuntimeError("; ".join(failed))
 
 
 register_op("domain.set_data", _op_set_data)

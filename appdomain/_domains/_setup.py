@@ -9,6 +9,7 @@ from ._hosting import is_host
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import ClassVar
 
     from ._hosting import Host, SubinterpreterHost
 
@@ -20,6 +21,10 @@ class AppDomainSetup:
 
     # A plain class, not a dataclass: importing dataclasses would slow every domain's start.
     __slots__ = ("application_base", "application_name", "host", "private_bin_path")
+    application_base: str | os.PathLike[str] | None
+    private_bin_path: list[str | os.PathLike[str]]
+    application_name: str | None
+    host: Host | SubinterpreterHost | None
 
     def __init__(
         self,
@@ -73,7 +78,7 @@ class AppDomainSetup:
             self.host,
         ) == (other.application_base, other.private_bin_path, other.application_name, other.host)
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
 
     def sys_path(self, inherited: Sequence[str]) -> list[str]:
         """Return the domain's sys.path: its base and private bin folders, then inherited."""

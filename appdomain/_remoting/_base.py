@@ -15,6 +15,8 @@ class Lease:
     """
 
     __slots__ = ("initial_lease_time", "renew_on_call_time")
+    initial_lease_time: float
+    renew_on_call_time: float
 
     def __init__(self, initial_lease_time: float, renew_on_call_time: float = 0.0) -> None:
         for name, value in (
@@ -52,6 +54,7 @@ class MarshalByRefObject:
         return None
 
     def InitializeLifetimeService(self) -> Lease | None:
+        """The .NET name of initialize_lifetime_service."""
         return self.initialize_lifetime_service()
 
 

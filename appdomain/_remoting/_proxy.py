@@ -162,6 +162,10 @@ class _MethodSpec:
     """What a proxy type knows of one remote method: its name, plan and route."""
 
     __slots__ = ("lean_ok", "name", "one_way", "plan")
+    name: str
+    plan: CallPlan | None
+    one_way: bool
+    lean_ok: bool
 
     def __init__(self, name: str, plan: CallPlan | None, one_way: bool, local: bool) -> None:
         self.name = name
@@ -213,12 +217,14 @@ class _PyBoundMethod:
     """A remote method bound to its proxy, for the pure-Python call path."""
 
     __slots__ = ("proxy", "spec")
+    proxy: object
+    spec: _MethodSpec
 
     def __init__(self, proxy: object, spec: _MethodSpec) -> None:
         self.proxy = proxy
         self.spec = spec
 
-    def __call__(self, *args: object, **kwargs: object) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return _call(self.proxy, self.spec, *args, **kwargs)
 
 
@@ -231,7 +237,7 @@ else:
     _native.set_method_hooks(_call, _lean_outcome)
 
 
-class RemoteMethod(_BoundBase):
+class _RemoteMethod(_BoundBase):
     """A method of a remote object, bound to its proxy: call it, or begin_invoke it."""
 
     __slots__ = ()
@@ -241,14 +247,14 @@ class RemoteMethod(_BoundBase):
         """The method's name."""
         return self.spec.name
 
-    def begin_invoke(self, *args: object, **kwargs: object) -> concurrent.futures.Future[Any]:
+    def begin_invoke(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Start the call on a worker thread and return a Future of its result (BeginInvoke).
 
         Up to 32 such calls run at once in each domain (set_async_workers changes it).
         """
         return _async.submit(self, *args, **kwargs)
 
-    async def invoke_async(self, *args: object, **kwargs: object) -> Any:
+    async def invoke_async(self, *args: Any, **kwargs: Any) -> Any:
         """Await the call from asyncio code without blocking the event loop.
 
         The call runs on one of the domain's begin_invoke worker threads: up to 32 overlap
@@ -258,10 +264,55 @@ class RemoteMethod(_BoundBase):
 
         return await asyncio.wrap_future(self.begin_invoke(*args, **kwargs))
 
-    BeginInvoke = begin_invoke
-
     def __repr__(self) -> str:
         return f"<remote method {self.name} of {self.proxy!r}>"
+
+
+def _of(method: object) -> object:
+    """Return method, a proxy's method, typed as the RemoteMethod it is (else TypeError)."""
+    if not isinstance(method, RemoteMethod):
+        raise TypeError(
+            f"'method' must be a method of a transparent proxy (got {method!r} that is a "
+            f"{type(method).__name__})"
+        )
+    return method
+
+
+# What type checkers see: a RemoteMethod generic in the method's parameters and result, so
+# that begin_invoke and invoke_async are typed.  A generic class at run time would import
+# typing into every domain (~3 ms of its start), so the run-time class is the plain one.
+if TYPE_CHECKING:
+
+    class RemoteMethod[**P, R](_RemoteMethod):
+        """A method of a remote object, bound to its proxy: call it, or begin_invoke it."""
+
+        __slots__ = ()
+
+        @classmethod
+        def of[**Q, S](cls, method: Callable[Q, S], /) -> RemoteMethod[Q, S]:
+            """Return method, a proxy's method, typed as the RemoteMethod it is."""
+            ...
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+        def begin_invoke(
+            self, *args: P.args, **kwargs: P.kwargs
+        ) -> concurrent.futures.Future[R]: ...
+        async def invoke_async(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+        BeginInvoke = begin_invoke
+
+else:
+
+    class RemoteMethod(_RemoteMethod):
+        """A method of a remote object, bound to its proxy: call it, or begin_invoke it.
+
+        A typed proxy's method is a plain method to type checkers: ``RemoteMethod.of(m)``
+        (m itself, checked) gives them the RemoteMethod it is, with begin_invoke and
+        invoke_async typed after m's parameters and result.
+        """
+
+        __slots__ = ()
+        of = staticmethod(_of)
+        BeginInvoke = _RemoteMethod.begin_invoke
 
 
 class _PyMethodMember:

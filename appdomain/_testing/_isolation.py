@@ -187,6 +187,7 @@ def run(item: pytest.Function) -> None:
     quiet = False
     try:
         spec = spec_of(item, code=not ready)
+        reply: tuple[Any, ...]
         if funcargs:
             reply = domain.do_callback(_remote.run_test, spec, funcargs, made_here)
         else:

@@ -23,3 +23,11 @@ def check(domain: AppDomain) -> None:
     assert_type(by_name, Any)
     greeter.no_such_method()  # type: ignore[attr-defined]
     domain.create_instance_and_unwrap(42, "Greeter")  # type: ignore[call-overload]
+
+
+def check_from_file(domain: AppDomain) -> None:
+    greeter = domain.create_instance_from_and_unwrap("greeters.py", Greeter, "ada")
+    assert_type(greeter, Greeter)
+    by_name = domain.create_instance_from_and_unwrap("greeters.py", "Greeter", "ada")
+    assert_type(by_name, Any)
+    domain.create_instance_from_and_unwrap("greeters.py", 42)  # type: ignore[call-overload]
