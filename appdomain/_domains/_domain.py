@@ -242,9 +242,7 @@ class AppDomain(metaclass=_AppDomainType):
         found, wire = _core.call(self.route, "domain.get_data", name)
         return marshal.from_shareable(wire) if found else default
 
-    def do_callback[**P, R](
-        self, callback: Callable[P, R], *args: P.args, **kwargs: P.kwargs
-    ) -> R:
+    def do_callback[**P, R](self, callback: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run an importable function inside the domain; return (a copy of) its result.
 
         Type checkers check the arguments against the function's parameters and see its

@@ -70,6 +70,9 @@ class HostExitedEventArgs(EventArgs):
     """Why a domain's host ended: its exit code or signal, and the whole cause in words."""
 
     __slots__ = ("cause", "exit_code", "signal")
+    cause: str
+    exit_code: int | None
+    signal: int | None
 
     def __init__(self, cause: str, exit_code: int | None, signal: int | None) -> None:
         self.cause = cause

@@ -66,6 +66,11 @@ class _Foreign:
 class Link:
     """One connection to another process's appdomain runtime, and the routes through it."""
 
+    peer_key: str
+    label: str
+    cause: str | None
+    closed: threading.Event
+
     def __init__(
         self,
         conn: Connection,

@@ -33,6 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
+    from typing import ClassVar
 
     from .._domains._setup import AppDomainSetup
 
@@ -46,6 +47,7 @@ class ProcessHost:
     """Run the domain in a child process of its own: a crash there ends only that domain."""
 
     __slots__ = ("start_timeout",)
+    start_timeout: float
 
     def __init__(self, *, start_timeout: float = 60.0) -> None:
         if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)):
@@ -65,7 +67,7 @@ class ProcessHost:
             return NotImplemented
         return self.start_timeout == other.start_timeout
 
-    __hash__ = None  # type: ignore[assignment]  # compared by value, like AppDomainSetup
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # compared by value
 
     def start_domain(self, name: str, setup: AppDomainSetup, sys_path: list[str]) -> ProcessDomain:
         """Start a child process running a domain named name; return it once it serves."""
@@ -142,6 +144,14 @@ def _await_hello(
 class ProcessDomain:
     """A domain running in a child process: its route here, the process, its end."""
 
+    host: ProcessHost
+    name: str
+    process_id: int
+    node: str
+    exited: Event
+    link: Link
+    route: Route
+
     def __init__(
         self,
         host: ProcessHost,
@@ -168,7 +178,7 @@ class ProcessDomain:
             death_cause=self._death_cause,
         )
         _links.add(self.link)
-        self.route: Route = self.link.route_for(key, origin)
+        self.route = self.link.route_for(key, origin)
         self.link.on_close(self._closed)
         self.link.start()
 

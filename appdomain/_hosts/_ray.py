@@ -30,7 +30,7 @@ from ._link import Link
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, ClassVar
 
     from .._domains._setup import AppDomainSetup
 
@@ -60,6 +60,11 @@ class RayHost:
     """Run the domain on a Ray actor: of a local Ray instance, or of the cluster at address."""
 
     __slots__ = ("address", "connect_timeout", "max_concurrency", "num_cpus", "resources")
+    address: str | None
+    num_cpus: float
+    resources: dict[str, float]
+    max_concurrency: int
+    connect_timeout: float
 
     def __init__(
         self,
@@ -119,7 +124,7 @@ class RayHost:
             other.max_concurrency,
         )
 
-    __hash__ = None  # type: ignore[assignment]  # compared by value, like AppDomainSetup
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # compared by value
 
     def start_domain(self, name: str, setup: AppDomainSetup, sys_path: list[str]) -> RayDomain:
         """Start an actor running a domain named name; return it once it serves."""
@@ -315,6 +320,15 @@ class _HostActor:
 class RayDomain:
     """A domain running on a Ray actor: its route here, the actor, its end."""
 
+    host: RayHost
+    name: str
+    process_id: int
+    node: str
+    exited: Event
+    actor: Any
+    link: Link
+    route: Route
+
     def __init__(
         self,
         host: RayHost,
@@ -341,7 +355,7 @@ class RayDomain:
             check_local=_links.check_local,
         )
         _links.add(self.link)
-        self.route: Route = self.link.route_for(key, origin)
+        self.route = self.link.route_for(key, origin)
         self.link.on_close(self._closed)
         self.link.start()
 

@@ -298,6 +298,7 @@ if TYPE_CHECKING:
             self, *args: P.args, **kwargs: P.kwargs
         ) -> concurrent.futures.Future[R]: ...
         async def invoke_async(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
         BeginInvoke = begin_invoke
 
 else:
