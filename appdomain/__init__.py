@@ -40,6 +40,12 @@ if TYPE_CHECKING:
     from . import marshal
     from ._channels._channel import Channel
     from ._core._context import CallContext
+    from ._domains._assemblies import (
+        AssemblyInfo,
+        AssemblyLoadEventArgs,
+        FirstChanceExceptionEventArgs,
+        ResolveEventArgs,
+    )
     from ._domains._domain import AppDomain
     from ._domains._events import Event, EventArgs, UnhandledExceptionEventArgs
     from ._domains._setup import AppDomainSetup
@@ -64,12 +70,15 @@ __all__ = [
     "AppDomainError",
     "AppDomainSetup",
     "AppDomainUnloadedException",
+    "AssemblyInfo",
+    "AssemblyLoadEventArgs",
     "CallContext",
     "CannotUnloadAppDomainException",
     "Channel",
     "ChannelClosedError",
     "Event",
     "EventArgs",
+    "FirstChanceExceptionEventArgs",
     "Lease",
     "MarshalByRefObject",
     "Out",
@@ -77,6 +86,7 @@ __all__ = [
     "RemoteException",
     "RemoteMethod",
     "RemotingException",
+    "ResolveEventArgs",
     "SerializationException",
     "Socket",
     "SocketHandoffError",
@@ -101,6 +111,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "AppDomain": "._domains._domain",
     "AppDomainSetup": "._domains._setup",
+    "AssemblyInfo": "._domains._assemblies",
+    "AssemblyLoadEventArgs": "._domains._assemblies",
+    "FirstChanceExceptionEventArgs": "._domains._assemblies",
+    "ResolveEventArgs": "._domains._assemblies",
     "CallContext": "._core._context",
     "Event": "._domains._events",
     "EventArgs": "._domains._events",

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Callable, Sequence
     from typing import Any, overload
 
+    from ._assemblies import AssemblyInfo
+
 __all__ = ["AppDomain", "AppDomainSetup"]
 
 # Run in a fresh interpreter: give it the creator's import path, then boot appdomain there.
@@ -336,6 +338,56 @@ class AppDomain(metaclass=_AppDomainType):
         if value is not _runtime.unhandled_exception:
             raise TypeError("use 'domain.unhandled_exception += handler' to subscribe")
 
+    # -- modules ("assemblies") and their events (in _assemblies) --------------------------
+
+    def get_assemblies(self) -> list[AssemblyInfo]:
+        """Return the modules loaded in the domain, as AssemblyInfo(name, file, version)."""
+        from . import _assemblies
+
+        return _assemblies.get_assemblies(self.route)
+
+    def load(self, module_name: str) -> AssemblyInfo:
+        """Import a module in the domain and return its AssemblyInfo (ImportError if missing)."""
+        from . import _assemblies
+
+        return _assemblies.load(self.route, module_name)
+
+    @property
+    def assembly_load(self) -> Event:
+        """Raised inside this domain when a module has been imported from a file."""
+        from . import _assemblies
+
+        return self._own_event(_assemblies.assembly_load)
+
+    @assembly_load.setter
+    def assembly_load(self, value: Event) -> None:
+        _check_subscribed("assembly_load", value)
+
+    @property
+    def assembly_resolve(self) -> Event:
+        """Raised inside this domain when an import found nothing: a handler may answer a
+        path (a file, or a folder to look in) or a ModuleSpec to load instead."""
+        from . import _assemblies
+
+        return self._own_event(_assemblies.assembly_resolve)
+
+    @assembly_resolve.setter
+    def assembly_resolve(self, value: Event) -> None:
+        _check_subscribed("assembly_resolve", value)
+
+    @property
+    def first_chance_exception(self) -> Event:
+        """Raised inside this domain when an exception is raised, before any handler runs.
+
+        Off until a handler subscribes (it then costs on every raise in the domain)."""
+        from . import _assemblies
+
+        return self._own_event(_assemblies.first_chance_exception)
+
+    @first_chance_exception.setter
+    def first_chance_exception(self, value: Event) -> None:
+        _check_subscribed("first_chance_exception", value)
+
     # -- .NET names ------------------------------------------------------------------------
 
     @property
@@ -362,6 +414,32 @@ class AppDomain(metaclass=_AppDomainType):
     def UnhandledException(self, value: Event) -> None:
         self.unhandled_exception = value
 
+    @property
+    def AssemblyLoad(self) -> Event:
+        return self.assembly_load
+
+    @AssemblyLoad.setter
+    def AssemblyLoad(self, value: Event) -> None:
+        self.assembly_load = value
+
+    @property
+    def AssemblyResolve(self) -> Event:
+        return self.assembly_resolve
+
+    @AssemblyResolve.setter
+    def AssemblyResolve(self, value: Event) -> None:
+        self.assembly_resolve = value
+
+    @property
+    def FirstChanceException(self) -> Event:
+        return self.first_chance_exception
+
+    @FirstChanceException.setter
+    def FirstChanceException(self, value: Event) -> None:
+        self.first_chance_exception = value
+
+    GetAssemblies = get_assemblies
+    Load = load
     CreateInstanceAndUnwrap = create_instance_and_unwrap
     CreateInstanceFromAndUnwrap = create_instance_from_and_unwrap
     IsDefaultAppDomain = is_default_app_domain
@@ -512,6 +590,14 @@ def _unload_all_at_exit() -> None:
             AppDomain.unload_timeout,
             AppDomain.exit_code,
         )
+
+
+def _check_subscribed(name: str, value: object) -> None:
+    """Accept only the event itself back: 'd.event += handler' assigns it to the property."""
+    from . import _assemblies
+
+    if value is not getattr(_assemblies, name):
+        raise TypeError(f"use 'domain.{name} += handler' to subscribe")
 
 
 def _check_names(**names: object) -> None:
