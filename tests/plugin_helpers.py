@@ -178,3 +178,21 @@ def drop() -> None:
 
 def add_path(folder: str) -> None:
     sys.path.insert(0, folder)
+
+
+def create_with_initializer(folder: str, cache: str) -> tuple[list[Any], str]:
+    """From this domain, create one with an initializer and a shadow copy; report on it."""
+    from appdomain import AppDomainSetup
+
+    setup = AppDomainSetup(
+        application_base=folder,
+        shadow_copy_files=True,
+        cache_path=cache,
+        initializer=initialize,
+        initializer_arguments=["nested", 2],
+    )
+    inner = AppDomain.create_domain("inner", setup)
+    try:
+        return inner.do_callback(initialization), inner.do_callback(module_file, "shadowed_mod")
+    finally:
+        AppDomain.unload(inner)

@@ -17,6 +17,7 @@ from .._errors import (
 from . import _exit, _runtime
 from ._events import Event
 from ._setup import AppDomainSetup
+from ._startup import Startup
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from typing import Any, overload
 
     from ._assemblies import AssemblyInfo
+    from ._startup import WireStartup
 
 __all__ = ["AppDomain", "AppDomainSetup"]
 
@@ -151,13 +153,14 @@ class AppDomain(metaclass=_AppDomainType):
                 "'if __name__ == \"__main__\":'"
             )
         setup = setup or AppDomainSetup()
+        startup = Startup.of(setup)
         if _runtime.info.is_default:
-            return _create_here(friendly_name, setup, list(sys.path))
+            return _create_here(friendly_name, setup, list(sys.path), startup)
         default = _default_route()
         domain_id, name, route = _core.call(
             default,
             "domain.create",
-            (friendly_name, tuple(setup.sys_path(sys.path))),
+            (friendly_name, tuple(setup.sys_path(sys.path)), startup.to_wire()),
         )
         return cls._handle(domain_id, name, Route(*route))
 
@@ -512,12 +515,42 @@ def _say_pure_once() -> None:
         )
 
 
-def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppDomain:
+def _create_here(
+    name: str, setup: AppDomainSetup, inherited: list[str], startup: Startup | None = None
+) -> AppDomain:
     _say_pure_once()
     if _core.CURRENT_INTERP == _core.MAIN_INTERP:
         # msgpack (under appdomain.marshal) must be loaded by the main interpreter before
         # any subinterpreter imports it, or CPython 3.13 aborts at exit.
         from .. import marshal  # noqa: F401
+    sys_path = setup.sys_path(inherited)
+    shadow = None
+    if startup is not None and startup.folders:
+        from . import _shadow
+
+        shadow = _shadow.prepare(name, startup.folders, startup.cache_path)
+        if shadow is not None:
+            sys_path = shadow.sys_path(sys_path)
+    try:
+        domain = _start_interp(name, sys_path)
+    except BaseException:
+        if shadow is not None:
+            shadow.remove()
+        raise
+    if shadow is not None:
+        from . import _shadow
+
+        _shadow.track(domain.id, shadow)
+    if startup is not None and startup.initializer is not None:
+        try:
+            startup.run_initializer(name, domain.route)
+        except BaseException:
+            _unload_here(domain.id, AppDomain.unload_timeout)
+            raise
+    return domain
+
+
+def _start_interp(name: str, sys_path: list[str]) -> AppDomain:
     default = _runtime.ensure_started()
     interp_id = _compat.create_interp()
     domain_id = interp_id + 1
@@ -526,7 +559,7 @@ def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppD
     cfg = (
         domain_id,
         name,
-        tuple(setup.sys_path(inherited)),
+        tuple(sys_path),
         (*default,),  # a plain tuple: a Route (a tuple subclass) cannot cross
         main_path,
         main_module,
@@ -559,11 +592,17 @@ def _unload_here(domain_id: int, timeout: float) -> None:
         _unload.tear_down(record.name, record.route, domain_id, timeout)
         record.unloaded = True
         del _records[domain_id]
+        from . import _shadow
+
+        _shadow.release(domain_id)
 
 
-def _op_create(payload: tuple[str, tuple[str, ...]]) -> tuple[int, str, tuple[int, int, str, int]]:
-    name, sys_path = payload
-    domain = _create_here(name, AppDomainSetup(), list(sys_path))
+def _op_create(
+    payload: tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], WireStartup],
+) -> tuple[int, str, tuple[int, int, str, int]]:
+    name, sys_path = payload[0], payload[1]
+    startup = Startup.from_wire(payload[2]) if len(payload) > 2 else None
+    domain = _create_here(name, AppDomainSetup(), list(sys_path), startup)
     return (domain.id, domain.friendly_name, (*domain.route,))
 
 
