@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from appdomain import AppDomain
+from appdomain import AppDomain, MarshalByRefObject
 
 # -- assembly_load -------------------------------------------------------------------------
 
@@ -196,3 +196,32 @@ def create_with_initializer(folder: str, cache: str) -> tuple[list[Any], str]:
         return inner.do_callback(initialization), inner.do_callback(module_file, "shadowed_mod")
     finally:
         AppDomain.unload(inner)
+
+
+class Worker(MarshalByRefObject):
+    """Burns CPU when asked, in the domain it lives in."""
+
+    def spin(self, iterations: int) -> int:
+        return spin(iterations)
+
+
+def spin_in_thread(iterations: int) -> int:
+    """Spin on a new thread of this domain; return that thread's CPU nanoseconds."""
+    import threading
+    import time
+
+    used: list[int] = []
+
+    def run() -> None:
+        spin(iterations)
+        used.append(time.thread_time_ns())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return used[0]
+
+
+def set_monitoring(on: bool) -> bool:
+    AppDomain.monitoring_is_enabled = on
+    return AppDomain.monitoring_is_enabled

@@ -21,10 +21,12 @@ from ._startup import Startup
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    import datetime
     from collections.abc import Callable, Sequence
     from typing import Any, overload
 
     from ._assemblies import AssemblyInfo
+    from ._monitoring import DomainStatistics
     from ._startup import WireStartup
 
 __all__ = ["AppDomain", "AppDomainSetup"]
@@ -63,6 +65,39 @@ class _AppDomainType(type):
     @property
     def CurrentDomain(cls) -> AppDomain:
         return _current()
+
+    @property
+    def monitoring_is_enabled(cls) -> bool:
+        """Whether every domain counts its calls and CPU time (see _monitoring); off at start."""
+        from . import _monitoring
+
+        return _monitoring.is_enabled()
+
+    @monitoring_is_enabled.setter
+    def monitoring_is_enabled(cls, on: bool) -> None:
+        from . import _monitoring
+
+        _monitoring.set_enabled(on)
+
+    @property
+    def MonitoringIsEnabled(cls) -> bool:
+        return cls.monitoring_is_enabled
+
+    @MonitoringIsEnabled.setter
+    def MonitoringIsEnabled(cls, on: bool) -> None:
+        cls.monitoring_is_enabled = on
+
+    @property
+    def monitoring_survived_process_memory_size(cls) -> int:
+        """Bytes of live small objects in every domain's allocator, summed (see _monitoring)."""
+        from . import _monitoring
+
+        _monitoring.require_enabled()
+        return _monitoring.survived_process_memory()
+
+    @property
+    def MonitoringSurvivedProcessMemorySize(cls) -> int:
+        return cls.monitoring_survived_process_memory_size
 
 
 class AppDomain(metaclass=_AppDomainType):
@@ -391,6 +426,52 @@ class AppDomain(metaclass=_AppDomainType):
     def first_chance_exception(self, value: Event) -> None:
         _check_subscribed("first_chance_exception", value)
 
+    # -- monitoring (in _monitoring, which says exactly what each figure counts) -------------
+
+    @property
+    def monitoring_total_processor_time(self) -> datetime.timedelta:
+        """CPU time of the threads while they ran in this domain, since monitoring went on."""
+        import datetime
+
+        from . import _monitoring
+
+        _monitoring.require_enabled()
+        return datetime.timedelta(microseconds=_monitoring.read(self.route)[0] / 1000)
+
+    @property
+    def monitoring_total_allocated_memory_size(self) -> int:
+        """Bytes of arena memory this domain's allocator has taken since the domain started."""
+        from . import _monitoring
+
+        _monitoring.require_enabled()
+        return _monitoring.read(self.route)[1]
+
+    @property
+    def monitoring_survived_memory_size(self) -> int:
+        """Bytes of this domain's live objects of up to 512 bytes (its allocator's blocks)."""
+        from . import _monitoring
+
+        _monitoring.require_enabled()
+        return _monitoring.read(self.route)[2]
+
+    def statistics(self) -> DomainStatistics:
+        """Take a snapshot: calls in/out, threads, proxies held, objects exported, counters."""
+        from . import _monitoring
+
+        return _monitoring.DomainStatistics(self._id, self._name, _monitoring.read(self.route))
+
+    @property
+    def MonitoringTotalProcessorTime(self) -> datetime.timedelta:
+        return self.monitoring_total_processor_time
+
+    @property
+    def MonitoringTotalAllocatedMemorySize(self) -> int:
+        return self.monitoring_total_allocated_memory_size
+
+    @property
+    def MonitoringSurvivedMemorySize(self) -> int:
+        return self.monitoring_survived_memory_size
+
     # -- .NET names ------------------------------------------------------------------------
 
     @property
@@ -541,6 +622,9 @@ def _create_here(
         from . import _shadow
 
         _shadow.track(domain.id, shadow)
+    from . import _monitoring
+
+    _monitoring.started(domain.route)
     if startup is not None and startup.initializer is not None:
         try:
             startup.run_initializer(name, domain.route)
