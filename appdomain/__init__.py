@@ -17,6 +17,7 @@ other values cross by Mono's four marshalling tiers (``appdomain.marshal``).
 #   _sockets/      Socket and SocketInformation: duplicate_and_close, same process or not
 #   _domains/      AppDomain and AppDomainSetup: boot, events, the domain.* ops, unload
 #   _remoting/     MarshalByRefObject, proxies, leases, distributed reference counts
+#   _plugins/      PluginHost: a folder's plugins in a domain, reloaded when they change
 #   _testing/      the pytest plugin (behind the pytest_plugin entry-point shim)
 #   _info          what ``appdomain info`` reports (versions, routes, a self-check)
 #   _cli           the ``appdomain`` command
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
     )
     from ._domains._domain import AppDomain
     from ._domains._events import Event, EventArgs, UnhandledExceptionEventArgs
+    from ._domains._monitoring import DomainStatistics
     from ._domains._setup import AppDomainSetup
+    from ._plugins._host import PluginEventArgs, PluginHost
     from ._remoting import (
         Lease,
         MarshalByRefObject,
@@ -76,12 +79,15 @@ __all__ = [
     "CannotUnloadAppDomainException",
     "Channel",
     "ChannelClosedError",
+    "DomainStatistics",
     "Event",
     "EventArgs",
     "FirstChanceExceptionEventArgs",
     "Lease",
     "MarshalByRefObject",
     "Out",
+    "PluginEventArgs",
+    "PluginHost",
     "Ref",
     "RemoteException",
     "RemoteMethod",
@@ -116,6 +122,9 @@ _LAZY = {
     "FirstChanceExceptionEventArgs": "._domains._assemblies",
     "ResolveEventArgs": "._domains._assemblies",
     "CallContext": "._core._context",
+    "DomainStatistics": "._domains._monitoring",
+    "PluginEventArgs": "._plugins._host",
+    "PluginHost": "._plugins._host",
     "Event": "._domains._events",
     "EventArgs": "._domains._events",
     "UnhandledExceptionEventArgs": "._domains._events",
