@@ -165,13 +165,25 @@ def load(route: Route, module_name: object) -> AssemblyInfo:
 _distributions: Mapping[str, list[str]] | None = None
 
 
-def _version(name: str) -> str | None:
+# Only modules installed by a distribution have metadata: others (the standard library, a
+# plugin folder) are not looked up, which would cost a full scan each time.
+_INSTALLED = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
+
+
+def _version(name: str, file: str | None) -> str | None:
     global _distributions
+    if file is None or not any(part in file for part in _INSTALLED):
+        return None
     from importlib import metadata
 
+    top = name.partition(".")[0]
+    try:
+        return metadata.version(top)  # most distributions are named as their module
+    except metadata.PackageNotFoundError:
+        pass
     if _distributions is None:
         _distributions = metadata.packages_distributions()
-    for dist in _distributions.get(name.partition(".")[0], ()):
+    for dist in _distributions.get(top, ()):
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -181,7 +193,8 @@ def _version(name: str) -> str | None:
 
 def _describe(name: str, module: object) -> WireAssembly:
     file = getattr(module, "__file__", None)
-    return (name, file if isinstance(file, str) else None, _version(name))
+    file = file if isinstance(file, str) else None
+    return (name, file, _version(name, file))
 
 
 def _op_get_assemblies(_: None) -> tuple[WireAssembly, ...]:

@@ -8,7 +8,9 @@ serving have returned.  A load that fails (a syntax error, an exception at impor
 unloaded at once and leaves the current generation serving; ``reload_failed`` says why.
 
 The watcher polls the folder's signature (names, sizes and modification times of its
-files) every ``poll_interval`` seconds: no dependency, and a bounded delay.
+files) every ``poll_interval`` seconds: no dependency, and a bounded delay.  A change is
+loaded once the folder has stayed the same for 10 ms, so that a file seen while it is
+being written is not loaded half written.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["PluginEventArgs", "PluginHost"]
+
+# How long a changed folder must stay unchanged before it is loaded.
+SETTLE_SECONDS = 0.01
 
 
 class PluginEventArgs(EventArgs):
@@ -84,7 +89,7 @@ class PluginHost:
         folder: str | os.PathLike[str],
         *,
         name: str = "plugins",
-        poll_interval: float = 0.05,
+        poll_interval: float = 0.025,
         cache_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(folder, (str, os.PathLike)):
@@ -290,6 +295,13 @@ class PluginHost:
         """One look at the folder: reload on a change, unload what finished."""
         signature = _folder.signature(self.folder)
         if signature != self._signature:
+            # A file being written is seen first truncated or half written: reload once
+            # the folder has stayed the same for SETTLE_SECONDS.
+            while not self._stop.wait(SETTLE_SECONDS):
+                again = _folder.signature(self.folder)
+                if again == signature:
+                    break
+                signature = again
             self._reload(signature, _folder.changed_files(self._signature, signature))
         self._unload_finished()
 
