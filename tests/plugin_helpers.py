@@ -225,3 +225,10 @@ def spin_in_thread(iterations: int) -> int:
 def set_monitoring(on: bool) -> bool:
     AppDomain.monitoring_is_enabled = on
     return AppDomain.monitoring_is_enabled
+
+
+def start_blocked_reader(fd: int) -> None:
+    """Start a thread of this domain that blocks reading fd until the test writes to it."""
+    import threading
+
+    threading.Thread(target=os.read, args=(fd, 1)).start()

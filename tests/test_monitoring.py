@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -13,6 +14,14 @@ from appdomain import AppDomain, AppDomainError
 pytestmark = pytest.mark.usefixtures("route")
 
 SPIN = 300_000  # ~20 ms of pure Python
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read, write = os.pipe()
+    yield read, write
+    os.close(read)
+    os.close(write)
 
 
 @pytest.fixture
@@ -156,3 +165,15 @@ def test_net_names_are_aliases(domain: AppDomain) -> None:
         assert domain.MonitoringTotalAllocatedMemorySize > 0
     finally:
         AppDomain.MonitoringIsEnabled = False
+
+
+def test_statistics_count_the_threads_running_in_the_domain(
+    domain: AppDomain, pipe: tuple[int, int]
+) -> None:
+    read, write = pipe
+    assert domain.statistics().threads == 0  # the reading itself is left out
+    domain.do_callback(plugin_helpers.start_blocked_reader, read)
+    try:
+        assert domain.statistics().threads == 1
+    finally:
+        os.write(write, b"x")

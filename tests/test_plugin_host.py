@@ -233,3 +233,12 @@ def test_bad_settings_are_refused(
 def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"the plugin folder .* does not exist"):
         PluginHost(tmp_path / "nowhere")
+
+
+def test_a_handler_may_close_the_host(folder: Path, cache: Path) -> None:
+    host = PluginHost(folder, cache_path=cache).start()
+    closed = Recorder()
+    host.reloaded += lambda sender, args: (sender.close(), closed(sender, args))
+    assert host.reload() is True
+    closed.wait()
+    assert list(cache.iterdir()) == []

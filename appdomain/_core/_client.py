@@ -244,11 +244,7 @@ def call(route: Route, op: str, payload: Shareable, *, timeout: float | None = N
         box = _mailbox()
         seq = next(box.seq)
         reply = None
-        if (
-            timeout is None
-            and target != MAIN_INTERP
-            and threading.get_ident() != _SLOW_EXEC_THREAD
-        ):
+        if timeout is None and target != MAIN_INTERP and threading.get_ident() != _SLOW_EXEC_THREAD:
             reply = _try_fast(box, target, (op, payload, seq, ctx))
         if reply is None:
             deadline = None if timeout is None else time.monotonic() + timeout

@@ -260,7 +260,8 @@ def _op_read(_: None) -> WireReading:
     own = _own_threads()
     meter = _meter
     allocated, survived = _memory()
-    running = {t.ident for t in own} | set(state.inside)
+    # Threads running here now, this reading's own thread left out.
+    running = {t.ident for t in own} | (set(state.inside) - {threading.get_ident()})
     proxies = counters["proxies_held"]() if "proxies_held" in counters else 0
     exported = counters["objects_exported"]() if "objects_exported" in counters else 0
     if meter is None:

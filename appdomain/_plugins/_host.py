@@ -121,7 +121,9 @@ class PluginHost:
         # The error of the last load that failed (None once a load succeeds).
         self.last_error: BaseException | None = None
         self._lock = threading.Lock()  # guards the generations and their counts
-        self._reload_lock = threading.Lock()  # one load at a time (watcher or reload())
+        # One load at a time (watcher or reload()); re-entrant, so that an event handler,
+        # which runs under it, may call reload() or close().
+        self._reload_lock = threading.RLock()
         self._current: _Generation | None = None
         self._retired: list[_Generation] = []
         self._numbers = 0
@@ -130,6 +132,7 @@ class PluginHost:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._closed = False
+        self._loader = 0  # the thread running a reload (its event handlers run on it)
 
     # -- life ------------------------------------------------------------------------------
 
@@ -160,8 +163,12 @@ class PluginHost:
         self._stop.set()
         self._wake.set()
         watcher = self._watcher
-        if watcher is not None and watcher is not threading.current_thread():
-            watcher.join()
+        if (
+            watcher is not None
+            and watcher is not threading.current_thread()
+            and self._loader != threading.get_ident()  # not from a handler of a reload()
+        ):
+            watcher.join()  # it may wait for the reload lock, held here in that case
         with self._reload_lock, self._lock:
             generations = [*self._retired, *([self._current] if self._current else [])]
             self._retired, self._current = [], None
@@ -236,21 +243,30 @@ class PluginHost:
         with self._reload_lock:
             if self._closed or self._current is None:
                 return False
-            self._signature = signature
+            self._loader = threading.get_ident()
             try:
-                generation = self._load(files)
-            except Exception as exc:
-                self.last_error = exc
-                self.reload_failed.fire(
-                    self, PluginEventArgs(self._current.number, self._current.domain, files, exc)
-                )
-                return False
-            with self._lock:
-                old, self._current = self._current, generation
+                return self._reload_locked(signature, files)
+            finally:
+                self._loader = 0
+
+    def _reload_locked(self, signature: _folder.Signature, files: tuple[str, ...]) -> bool:
+        serving = self._serving()
+        self._signature = signature
+        try:
+            generation = self._load(files)
+        except Exception as exc:
+            self.last_error = exc
+            self.reload_failed.fire(
+                self, PluginEventArgs(serving.number, serving.domain, files, exc)
+            )
+            return False
+        with self._lock:
+            old, self._current = self._current, generation
+            if old is not None:
                 old.retired = True
                 self._retired.append(old)
-            self.last_error = None
-            self.reloaded.fire(self, PluginEventArgs(generation.number, generation.domain, files))
+        self.last_error = None
+        self.reloaded.fire(self, PluginEventArgs(generation.number, generation.domain, files))
         self._unload_finished()
         return True
 
@@ -325,6 +341,8 @@ class _Plugin:
         self._name = name
 
     def __getattr__(self, function: str) -> Any:
+        if function.startswith("__"):
+            raise AttributeError(function)  # copy, pickle and friends probe for these
         host, plugin = self._host, self._name
 
         def call(*args: object, **kwargs: object) -> Any:
