@@ -221,6 +221,8 @@ def test_a_host_not_started_says_so(folder: Path) -> None:
     [
         ({"poll_interval": 0}, ValueError, "'poll_interval' must be more than 0"),
         ({"poll_interval": "fast"}, TypeError, "'poll_interval' must be a number of seconds"),
+        ({"name": ""}, TypeError, "'name' must be a non-empty str"),
+        ({"cache_path": 3}, TypeError, "'cache_path' must be str or os.PathLike or None"),
     ],
 )
 def test_bad_settings_are_refused(

@@ -101,6 +101,10 @@ class PluginHost:
             raise FileNotFoundError(
                 f"PluginHost: the plugin folder {os.fspath(folder)!r} does not exist"
             )
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"'name' must be a non-empty str (got {name!r} that is a {type(name).__name__})"
+            )
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)):
             raise TypeError(
                 f"'poll_interval' must be a number of seconds (got {poll_interval!r} that is a "
@@ -110,6 +114,11 @@ class PluginHost:
             raise ValueError(
                 "'poll_interval' must be more than 0 and at most 60 seconds "
                 f"(got {poll_interval!r})"
+            )
+        if cache_path is not None and not isinstance(cache_path, (str, os.PathLike)):
+            raise TypeError(
+                f"'cache_path' must be str or os.PathLike or None "
+                f"(got {cache_path!r} that is a {type(cache_path).__name__})"
             )
         self.folder = os.path.abspath(os.fspath(folder))
         self.name = name
