@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -69,6 +70,23 @@ def test_proxy_calls_are_counted_in_their_target(domain: AppDomain) -> None:
     assert after.calls_in - before.calls_in >= 5
     assert after.processor_time is not None and before.processor_time is not None
     assert (after.processor_time - before.processor_time).total_seconds() > 0.005
+
+
+@pytest.mark.usefixtures("monitoring")
+def test_concurrent_calls_are_all_counted(domain: AppDomain) -> None:
+    def caller() -> None:
+        for _ in range(250):
+            domain.do_callback(plugin_helpers.spin, 10)
+
+    before = domain.statistics().calls_in
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = domain.statistics().calls_in
+    assert after is not None and before is not None
+    assert after - before == 1000 + 1  # the first reading counts too, once it returned
 
 
 @pytest.mark.usefixtures("monitoring")
