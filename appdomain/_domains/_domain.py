@@ -188,7 +188,7 @@ class AppDomain(metaclass=_AppDomainType):
                 "'if __name__ == \"__main__\":'"
             )
         setup = setup or AppDomainSetup()
-        startup = Startup.of(setup)
+        startup = Startup.of(setup, _importable_name)
         if _runtime.info.is_default:
             return _create_here(friendly_name, setup, list(sys.path), startup)
         default = _default_route()
@@ -624,6 +624,7 @@ def _create_here(
         _shadow.track(domain.id, shadow)
     from . import _monitoring
 
+    _monitoring.loaded_routes = _loaded_routes
     _monitoring.started(domain.route)
     if startup is not None and startup.initializer is not None:
         try:
@@ -632,6 +633,11 @@ def _create_here(
             _unload_here(domain.id, AppDomain.unload_timeout)
             raise
     return domain
+
+
+def _loaded_routes() -> list[Route]:
+    """The routes of the domains loaded now, but the default one (for _monitoring)."""
+    return [record.route for record in list(_records.values())]
 
 
 def _start_interp(name: str, sys_path: list[str]) -> AppDomain:

@@ -100,13 +100,19 @@ def set_enabled(on: object) -> None:
     _op_set_everywhere(on)
 
 
-def _op_set_everywhere(on: bool) -> None:
-    from . import _domain  # the default domain's registry of loaded domains
+def _no_routes() -> list[Route]:
+    return []
 
+
+# The default domain's loaded domains (but itself): set by _domain once it creates one.
+loaded_routes: Callable[[], list[Route]] = _no_routes
+
+
+def _op_set_everywhere(on: bool) -> None:
     _op_set(on)
-    for record in list(_domain._records.values()):
+    for route in loaded_routes():
         try:
-            _core.call(record.route, _OP + "set", on)
+            _core.call(route, _OP + "set", on)
         except AppDomainError:
             pass  # unloaded meanwhile: nothing to count there
 
@@ -281,12 +287,10 @@ def read(route: Route) -> WireReading:
 
 
 def _op_process_survived(_: None) -> int:
-    from . import _domain
-
     total = _memory()[1]
-    for record in list(_domain._records.values()):
+    for route in loaded_routes():
         try:
-            total += read(record.route)[2]
+            total += read(route)[2]
         except AppDomainError:
             pass  # unloaded meanwhile: its memory is gone with it
     return total

@@ -15,6 +15,9 @@ from .._errors import AppDomainError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from .._core import Route
     from .._core._wire import Shareable
     from ._setup import AppDomainSetup
@@ -40,15 +43,19 @@ class Startup:
         self.initializer = initializer
 
     @classmethod
-    def of(cls, setup: AppDomainSetup) -> Startup:
-        """Read a setup; raise TypeError for an initializer other domains cannot import."""
+    def of(
+        cls, setup: AppDomainSetup, importable_name: Callable[[Any], tuple[str, str]]
+    ) -> Startup:
+        """Read a setup; raise TypeError for an initializer other domains cannot import.
+
+        importable_name(func) names a function as other domains import it (_domain's).
+        """
         initializer: WireInitializer | None = None
         if setup.initializer is not None:
             from .. import marshal
-            from ._domain import _importable_name
 
             try:
-                module, qualname = _importable_name(setup.initializer)
+                module, qualname = importable_name(setup.initializer)
             except TypeError:
                 raise TypeError(
                     f"'initializer' must be a function importable by module and name "
