@@ -232,3 +232,12 @@ def start_blocked_reader(fd: int) -> None:
     import threading
 
     threading.Thread(target=os.read, args=(fd, 1)).start()
+
+
+def timed_spin(iterations: int) -> int:
+    """Spin; return the CPU nanoseconds this thread spent in it."""
+    import time
+
+    started = time.thread_time_ns()
+    spin(iterations)
+    return time.thread_time_ns() - started
