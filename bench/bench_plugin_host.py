@@ -5,7 +5,10 @@ Run: python bench/bench_plugin_host.py [--edits N] [--poll SECONDS]
 1. Monitoring off vs on, on the call path: a proxy call (lean, through the C switch when
    built), the same on the pure route, and a do_callback op.  Off and on alternate round by
    round in one run (the machine is shared and noisy): medians of each, and their ratio.
-2. Hot reload: from the write of a plugin file to the first call served by the new code
+2. first_chance_exception: what a raise costs in a domain with a handler subscribed, and
+   what code that raises nothing pays (nothing: sys.monitoring's RAISE event is not
+   instrumented into the bytecode).
+3. Hot reload: from the write of a plugin file to the first call served by the new code
    (the caller calls in a loop until the answer changes), over --edits edits, beside the
    floor measured in the same run: creating a bare domain.  Target: <= 100 ms.
 """
@@ -68,6 +71,30 @@ def bench_monitoring() -> None:
             off_vs_on("do_callback, pure (fast) route", lambda: domain.do_callback(abs, -1))
         finally:
             _core.use_native_route(native)
+    finally:
+        AppDomain.unload(domain)
+
+
+def bench_first_chance() -> None:
+    print("first_chance_exception, inside a domain (median of alternating rounds):")
+    domain = AppDomain.create_domain("bench-first-chance")
+    try:
+        for label, func in (
+            ("raise + catch a ValueError", bench_helpers.raise_and_catch),
+            ("a loop iteration, no raise", bench_helpers.no_raise),
+        ):
+            off: list[float] = []
+            on: list[float] = []
+            for _ in range(9):
+                for subscribed, samples in ((False, off), (True, on)):
+                    domain.do_callback(bench_helpers.watch_first_chances, subscribed)
+                    samples.append(domain.do_callback(func, 20_000))
+                domain.do_callback(bench_helpers.watch_first_chances, False)
+            m_off, m_on = statistics.median(off), statistics.median(on)
+            print(
+                f"  {label:<34} off {m_off:7.3f} us   on {m_on:7.3f} us   "
+                f"on/off {m_on / m_off:5.2f}x"
+            )
     finally:
         AppDomain.unload(domain)
 
@@ -137,6 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, native switch: {_core.native_module() is not None}")
     bench_monitoring()
+    bench_first_chance()
     bench_reload(args.edits, args.poll)
 
 
