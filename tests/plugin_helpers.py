@@ -241,3 +241,15 @@ def timed_spin(iterations: int) -> int:
     started = time.thread_time_ns()
     spin(iterations)
     return time.thread_time_ns() - started
+
+
+hosts: list[Any] = []
+
+
+def start_plugin_host(folder: str, cache: str) -> int:
+    """Start a PluginHost in this domain and keep it; return its domain's id."""
+    from appdomain import PluginHost
+
+    host = PluginHost(folder, cache_path=cache).start()
+    hosts.append(host)
+    return int(host.domain.id)

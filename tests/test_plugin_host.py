@@ -244,3 +244,15 @@ def test_a_handler_may_close_the_host(folder: Path, cache: Path) -> None:
     assert host.reload() is True
     closed.wait()
     assert list(cache.iterdir()) == []
+
+
+def test_a_host_in_a_domain_closes_when_that_domain_unloads(folder: Path, cache: Path) -> None:
+    import plugin_helpers
+
+    before = len(_interpreters.list_all())
+    owner = AppDomain.create_domain("Owner")
+    owner.do_callback(plugin_helpers.start_plugin_host, str(folder), str(cache))
+    assert len(_interpreters.list_all()) == before + 2
+    AppDomain.unload(owner)
+    assert len(_interpreters.list_all()) == before
+    assert list(cache.iterdir()) == []

@@ -20,6 +20,7 @@ import threading
 import weakref
 
 from .. import _core, marshal
+from .._domains import _runtime
 from .._domains._domain import AppDomain
 from .._domains._events import Event, EventArgs
 from .._domains._setup import AppDomainSetup
@@ -142,6 +143,7 @@ class PluginHost:
         self._watcher: threading.Thread | None = None
         self._closed = False
         self._loader = 0  # the thread running a reload (its event handlers run on it)
+        self._on_unload: _Closer | None = None
 
     # -- life ------------------------------------------------------------------------------
 
@@ -161,6 +163,10 @@ class PluginHost:
         watcher.start()
         # Before threading waits for non-daemon threads at exit: stop watching then.
         threading._register_atexit(_close_at_exit, weakref.ref(self))  # type: ignore[attr-defined]
+        if not _runtime.info.is_default:
+            # The plugin domains belong to the default domain: close them with this one.
+            self._on_unload = _Closer(weakref.ref(self))
+            _runtime.domain_unload += self._on_unload
         return self
 
     def close(self) -> None:
@@ -183,6 +189,9 @@ class PluginHost:
             self._retired, self._current = [], None
         for generation in generations:
             self._unload(generation)
+        if self._on_unload is not None:
+            _runtime.domain_unload -= self._on_unload
+            self._on_unload = None
 
     def __enter__(self) -> PluginHost:
         return self.start()
@@ -382,6 +391,20 @@ def _watch(host_ref: weakref.ref[PluginHost]) -> None:
         except Exception as exc:  # a folder that vanished, say: report it, keep watching
             host.last_error = exc
         del host
+
+
+class _Closer:
+    """A domain_unload handler that closes a host (held weakly) as its domain unloads."""
+
+    __slots__ = ("host_ref",)
+
+    def __init__(self, host_ref: weakref.ref[PluginHost]) -> None:
+        self.host_ref = host_ref
+
+    def __call__(self, sender: object, args: object) -> None:
+        host = self.host_ref()
+        if host is not None:
+            host.close()
 
 
 def _close_at_exit(host_ref: weakref.ref[PluginHost]) -> None:
