@@ -256,3 +256,15 @@ def test_a_host_in_a_domain_closes_when_that_domain_unloads(folder: Path, cache:
     AppDomain.unload(owner)
     assert len(_interpreters.list_all()) == before
     assert list(cache.iterdir()) == []
+
+
+def test_a_folder_that_vanishes_is_reported_and_the_old_load_serves(
+    host: PluginHost, folder: Path
+) -> None:
+    import shutil
+
+    failed = Recorder()
+    host.reload_failed += failed
+    shutil.rmtree(folder)
+    assert isinstance(failed.wait().error, FileNotFoundError)
+    assert host.invoke("greeter", "greet", "you") == "hello you"
