@@ -260,6 +260,8 @@ class _ReportingLoader:
         self._loader = loader
 
     def __getattr__(self, name: str) -> object:
+        if name == "_loader":  # not set yet (a copy being made): no endless lookup
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
     def exec_module(self, module: types.ModuleType) -> None:
