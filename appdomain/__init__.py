@@ -18,6 +18,7 @@ other values cross by Mono's four marshalling tiers (``appdomain.marshal``).
 #   _domains/      AppDomain and AppDomainSetup: boot, events, the domain.* ops, unload
 #   _remoting/     MarshalByRefObject, proxies, leases, distributed reference counts
 #   _hosts/        domains in other processes: links, ProcessHost, RayHost
+#   _plugins/      PluginHost: a folder's plugins in a domain, reloaded when they change
 #   _testing/      the pytest plugin (behind the pytest_plugin entry-point shim)
 #   _info          what ``appdomain info`` reports (versions, routes, a self-check)
 #   _cli           the ``appdomain`` command
@@ -29,9 +30,16 @@ if TYPE_CHECKING:
     from . import marshal
     from ._channels._channel import Channel
     from ._core._context import CallContext
+    from ._domains._assemblies import (
+        AssemblyInfo,
+        AssemblyLoadEventArgs,
+        FirstChanceExceptionEventArgs,
+        ResolveEventArgs,
+    )
     from ._domains._domain import AppDomain
     from ._domains._events import Event, EventArgs, UnhandledExceptionEventArgs
     from ._domains._hosting import HostExitedEventArgs, SubinterpreterHost
+    from ._domains._monitoring import DomainStatistics
     from ._domains._setup import AppDomainSetup
     from ._errors import (
         AppDomainError,
@@ -46,6 +54,7 @@ if TYPE_CHECKING:
     )
     from ._hosts._process import ProcessHost
     from ._hosts._ray import RayHost
+    from ._plugins._host import PluginEventArgs, PluginHost
     from ._remoting import (
         Lease,
         MarshalByRefObject,
@@ -67,22 +76,29 @@ __all__ = [
     "AppDomainError",
     "AppDomainSetup",
     "AppDomainUnloadedException",
+    "AssemblyInfo",
+    "AssemblyLoadEventArgs",
     "CallContext",
     "CannotUnloadAppDomainException",
     "Channel",
     "ChannelClosedError",
+    "DomainStatistics",
     "Event",
     "EventArgs",
+    "FirstChanceExceptionEventArgs",
     "HostExitedEventArgs",
     "Lease",
     "MarshalByRefObject",
     "Out",
+    "PluginEventArgs",
+    "PluginHost",
     "ProcessHost",
     "RayHost",
     "Ref",
     "RemoteException",
     "RemoteMethod",
     "RemotingException",
+    "ResolveEventArgs",
     "SerializationException",
     "Socket",
     "SocketHandoffError",
@@ -119,7 +135,14 @@ _LAZY = {
     "ThreadAbortException": "._errors",
     "AppDomain": "._domains._domain",
     "AppDomainSetup": "._domains._setup",
+    "AssemblyInfo": "._domains._assemblies",
+    "AssemblyLoadEventArgs": "._domains._assemblies",
+    "FirstChanceExceptionEventArgs": "._domains._assemblies",
+    "ResolveEventArgs": "._domains._assemblies",
     "CallContext": "._core._context",
+    "DomainStatistics": "._domains._monitoring",
+    "PluginEventArgs": "._plugins._host",
+    "PluginHost": "._plugins._host",
     "Event": "._domains._events",
     "EventArgs": "._domains._events",
     "UnhandledExceptionEventArgs": "._domains._events",

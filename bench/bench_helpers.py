@@ -47,3 +47,47 @@ class Worker(MarshalByRefObject):
 class Client(MarshalByRefObject):
     def echo(self, value: int) -> int:
         return value
+
+
+# -- first_chance_exception (bench_plugin_host) ---------------------------------------------
+
+first_chances = 0
+
+
+def _count_first_chance(sender: object, args: object) -> None:
+    global first_chances
+    first_chances += 1
+
+
+def watch_first_chances(on: bool) -> None:
+    from appdomain import AppDomain
+
+    here = AppDomain.current_domain
+    if on:
+        here.first_chance_exception += _count_first_chance
+    else:
+        here.first_chance_exception -= _count_first_chance
+
+
+def raise_and_catch(count: int) -> float:
+    """Raise and catch count exceptions here; return the microseconds each took."""
+    import time
+
+    start = time.perf_counter()
+    for _ in range(count):
+        try:
+            raise ValueError("x")
+        except ValueError:
+            pass
+    return (time.perf_counter() - start) / count * 1e6
+
+
+def no_raise(count: int) -> float:
+    """Run count loop iterations that raise nothing; return the microseconds each took."""
+    import time
+
+    start = time.perf_counter()
+    total = 0
+    for i in range(count):
+        total += i
+    return (time.perf_counter() - start) / count * 1e6

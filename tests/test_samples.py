@@ -63,10 +63,36 @@ def test_cli_lists_the_samples_with_descriptions(command: list[str]) -> None:
     done = run([*CLI, *command])
     assert done.returncode == 0, done.stderr
     lines = {line.split()[0]: line for line in done.stdout.splitlines()[1:] if line.strip()}
-    assert {"DuplicationSample", "MultiDomainServer"} <= set(lines)
+    assert {"DuplicationSample", "MultiDomainServer", "PluginHost"} <= set(lines)
     assert "__init__" not in lines
     assert "new AppDomain" in lines["DuplicationSample"]
     assert "worker domains" in lines["MultiDomainServer"]
+
+
+def check_plugin_host_output(done: subprocess.CompletedProcess[str]) -> None:
+    """Check that PluginHost showed the edit's new behaviour, the old domain's unload, stats."""
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_clean_stderr(done.stderr)
+    out = done.stdout
+    assert "plugins calc, greeter loaded in <AppDomain #" in out
+    before, _, after = out.partition("editing greeter.py while the host runs...")
+    assert "greeter.greet('world') -> 'hello, world'" in before
+    assert "greeter.greet('world') -> 'HELLO, WORLD!'" in after
+    assert "calc.total(1, 2, 3)     -> 6" in before and "calc.total(1, 2, 3)     -> 6" in after
+    assert re.search(r"reloaded: generation 2 in <AppDomain #\d+ 'sample-2'> \(greeter.py", after)
+    assert re.search(r"unloaded: generation 1, <AppDomain #\d+ 'sample-1'>", after)
+    stats = r"domain \d+ \('sample-2'\), monitoring on\n  calls in / out +\d+ / \d+"
+    assert re.search(stats, after)
+    assert "survived memory" in after
+    assert out.rstrip().endswith("host closed: every plugin domain unloaded")
+
+
+def test_plugin_host_sample_runs_as_a_script() -> None:
+    check_plugin_host_output(run([sys.executable, str(SAMPLES / "PluginHost.py")]))
+
+
+def test_plugin_host_sample_runs_via_the_cli() -> None:
+    check_plugin_host_output(run([*CLI, "sample", "PluginHost"]))
 
 
 def test_cli_rejects_an_unknown_sample_with_the_list() -> None:

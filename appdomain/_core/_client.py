@@ -239,6 +239,7 @@ def use_native_route(on: bool) -> bool:
 
 # Calls from this thread go to the dispatcher threads: a switch costs it more (3.14's main thread).
 _SLOW_EXEC_THREAD = _compat.SLOW_EXEC_THREAD
+_thread_time_ns = time.thread_time_ns
 
 
 def call(route: Route, op: str, payload: Shareable, *, timeout: float | None = None) -> Any:
@@ -251,27 +252,36 @@ def call(route: Route, op: str, payload: Shareable, *, timeout: float | None = N
     target = route.interp_id
     if target == CURRENT_INTERP:
         return call_here(op, payload)
-    ctx = _context.capture()
-    if target >= FOREIGN_BASE:  # another process's domain: its link's inbox
+    meter = state.meter
+    if meter is not None:
+        started = _thread_time_ns()
+        meter.calls_out += 1
+    try:
+        ctx = _context.capture()
+        if target >= FOREIGN_BASE:  # another process's domain: its link's inbox
+            box = _mailbox()
+            seq = next(box.seq)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            dispatched: Dispatched = (op, payload, seq, ctx, box.queue, box.waker.address)
+            return _finish(_dispatch(box, route, dispatched, deadline))
+        if timeout is None and _native is not None:
+            native_reply = _native.call(target, op, payload, ctx)
+            if native_reply is not None:  # None: the target takes no native calls
+                return _finish(native_reply)
         box = _mailbox()
         seq = next(box.seq)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        dispatched: Dispatched = (op, payload, seq, ctx, box.queue, box.waker.address)
-        return _finish(_dispatch(box, route, dispatched, deadline))
-    if timeout is None and _native is not None:
-        native_reply = _native.call(target, op, payload, ctx)
-        if native_reply is not None:  # None: the target takes no native calls
-            return _finish(native_reply)
-    box = _mailbox()
-    seq = next(box.seq)
-    reply = None
-    if timeout is None and target != MAIN_INTERP and threading.get_ident() != _SLOW_EXEC_THREAD:
-        reply = _try_fast(box, target, (op, payload, seq, ctx))
-    if reply is None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        request: Dispatched = (op, payload, seq, ctx, box.queue, box.waker.address)
-        reply = _dispatch(box, route, request, deadline)
-    return _finish(reply)
+        reply = None
+        if timeout is None and target != MAIN_INTERP and threading.get_ident() != _SLOW_EXEC_THREAD:
+            reply = _try_fast(box, target, (op, payload, seq, ctx))
+        if reply is None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            request: Dispatched = (op, payload, seq, ctx, box.queue, box.waker.address)
+            reply = _dispatch(box, route, request, deadline)
+        return _finish(reply)
+    finally:
+        if meter is not None:
+            elapsed = _thread_time_ns() - started
+            meter.out_ns += elapsed  # no call in between: no thread switch
 
 
 def _finish(reply: Reply) -> Any:
@@ -396,6 +406,8 @@ def post(route: Route, op: str, payload: Shareable) -> bool:
 
     Nothing comes back, not even an exception: this is for one-way calls.
     """
+    if state.meter is not None:
+        state.meter.calls_out += 1
     try:
         request: Dispatched = (op, payload, 0, _context.capture(), ONE_WAY, "")
         _compat.queue_put(route.inbox_queue, request)

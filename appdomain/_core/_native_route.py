@@ -35,6 +35,7 @@ __all__ = [
     "available",
     "call",
     "method_member",
+    "refresh",
     "refusal",
     "register",
     "release_interp",
@@ -149,15 +150,28 @@ def set_invoke_handler(handler: Invoker) -> None:
     """Install the function that serves lean invokes, handler(oid, name, args)."""
     global _invoker
     _invoker = handler
+    refresh()
+
+
+def refresh() -> None:
+    """Register the invoke handler again, metered or not as state.meter now says."""
     if _registered and not state.unloading:
-        _native.register_dispatcher(_dispatch, _invoker)
+        _native.register_dispatcher(_dispatch, _metered_invoker())
+
+
+def _metered_invoker() -> Invoker | None:
+    # Lean invokes bypass serve: monitoring wraps their handler instead, so that while it
+    # is off they pay nothing.
+    if _invoker is None or state.meter is None:
+        return _invoker
+    return state.meter.wrap_invoker(_invoker)
 
 
 def register() -> None:
     """Accept native calls into this interpreter."""
     global _registered
     _registered = True
-    _native.register_dispatcher(_dispatch, _invoker)
+    _native.register_dispatcher(_dispatch, _metered_invoker())
 
 
 def release_interp(interp_id: int, timeout: float | None = None) -> None:

@@ -18,13 +18,18 @@ from . import _exit, _runtime
 from ._events import Event
 from ._hosting import SubinterpreterHost
 from ._setup import AppDomainSetup
+from ._startup import Startup
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    import datetime
     from collections.abc import Callable, Sequence
     from typing import Any, overload
 
+    from ._assemblies import AssemblyInfo
     from ._hosting import Host, HostedDomain
+    from ._monitoring import DomainStatistics
+    from ._startup import WireStartup
 
 __all__ = ["AppDomain", "AppDomainSetup"]
 
@@ -62,6 +67,39 @@ class _AppDomainType(type):
     @property
     def CurrentDomain(cls) -> AppDomain:
         return _current()
+
+    @property
+    def monitoring_is_enabled(cls) -> bool:
+        """Whether every domain counts its calls and CPU time (see _monitoring); off at start."""
+        from . import _monitoring
+
+        return _monitoring.is_enabled()
+
+    @monitoring_is_enabled.setter
+    def monitoring_is_enabled(cls, on: bool) -> None:
+        from . import _monitoring
+
+        _monitoring.set_enabled(on)
+
+    @property
+    def MonitoringIsEnabled(cls) -> bool:
+        return cls.monitoring_is_enabled
+
+    @MonitoringIsEnabled.setter
+    def MonitoringIsEnabled(cls, on: bool) -> None:
+        cls.monitoring_is_enabled = on
+
+    @property
+    def monitoring_survived_process_memory_size(cls) -> int:
+        """Bytes of live small objects in every domain's allocator, summed (see _monitoring)."""
+        from . import _monitoring
+
+        _monitoring.require_enabled()
+        return _monitoring.survived_process_memory()
+
+    @property
+    def MonitoringSurvivedProcessMemorySize(cls) -> int:
+        return cls.monitoring_survived_process_memory_size
 
 
 class AppDomain(metaclass=_AppDomainType):
@@ -152,6 +190,7 @@ class AppDomain(metaclass=_AppDomainType):
                 "'if __name__ == \"__main__\":'"
             )
         setup = setup or AppDomainSetup()
+        startup = Startup.of(setup, _importable_name)
         host = setup.host
         if host is not None and not isinstance(host, SubinterpreterHost):
             if not _runtime.info.is_default:
@@ -162,12 +201,12 @@ class AppDomain(metaclass=_AppDomainType):
                 )
             return _create_hosted(friendly_name, setup, host)
         if _runtime.info.is_default:
-            return _create_here(friendly_name, setup, list(sys.path))
+            return _create_here(friendly_name, setup, list(sys.path), startup)
         default = _default_route()
         domain_id, name, route = _core.call(
             default,
             "domain.create",
-            (friendly_name, tuple(setup.sys_path(sys.path))),
+            (friendly_name, tuple(setup.sys_path(sys.path)), startup.to_wire()),
         )
         return cls._handle(domain_id, name, Route(*route))
 
@@ -436,6 +475,102 @@ class AppDomain(metaclass=_AppDomainType):
         if value is not _runtime.unhandled_exception:
             raise TypeError("use 'domain.unhandled_exception += handler' to subscribe")
 
+    # -- modules ("assemblies") and their events (in _assemblies) --------------------------
+
+    def get_assemblies(self) -> list[AssemblyInfo]:
+        """Return the modules loaded in the domain, as AssemblyInfo(name, file, version)."""
+        from . import _assemblies
+
+        return _assemblies.get_assemblies(self.route)
+
+    def load(self, module_name: str) -> AssemblyInfo:
+        """Import a module in the domain and return its AssemblyInfo (ImportError if missing)."""
+        from . import _assemblies
+
+        return _assemblies.load(self.route, module_name)
+
+    @property
+    def assembly_load(self) -> Event:
+        """Raised inside this domain when a module has been imported from a file."""
+        from . import _assemblies
+
+        return self._own_event(_assemblies.assembly_load)
+
+    @assembly_load.setter
+    def assembly_load(self, value: Event) -> None:
+        _check_subscribed("assembly_load", value)
+
+    @property
+    def assembly_resolve(self) -> Event:
+        """Raised inside this domain when an import found nothing: a handler may answer a
+        path (a file, or a folder to look in) or a ModuleSpec to load instead."""
+        from . import _assemblies
+
+        return self._own_event(_assemblies.assembly_resolve)
+
+    @assembly_resolve.setter
+    def assembly_resolve(self, value: Event) -> None:
+        _check_subscribed("assembly_resolve", value)
+
+    @property
+    def first_chance_exception(self) -> Event:
+        """Raised inside this domain when an exception is raised, before any handler runs.
+
+        Off until a handler subscribes (it then costs on every raise in the domain)."""
+        from . import _assemblies
+
+        return self._own_event(_assemblies.first_chance_exception)
+
+    @first_chance_exception.setter
+    def first_chance_exception(self, value: Event) -> None:
+        _check_subscribed("first_chance_exception", value)
+
+    # -- monitoring (in _monitoring, which says exactly what each figure counts) -------------
+
+    @property
+    def monitoring_total_processor_time(self) -> datetime.timedelta:
+        """CPU time of the threads while they ran in this domain, since monitoring went on."""
+        import datetime
+
+        from . import _monitoring
+
+        _monitoring.require_enabled()
+        return datetime.timedelta(microseconds=_monitoring.read(self.route)[0] / 1000)
+
+    @property
+    def monitoring_total_allocated_memory_size(self) -> int:
+        """Bytes of arena memory this domain's allocator has taken since the domain started."""
+        from . import _monitoring
+
+        _monitoring.require_enabled()
+        return _monitoring.read(self.route)[1]
+
+    @property
+    def monitoring_survived_memory_size(self) -> int:
+        """Bytes of this domain's live objects of up to 512 bytes (its allocator's blocks)."""
+        from . import _monitoring
+
+        _monitoring.require_enabled()
+        return _monitoring.read(self.route)[2]
+
+    def statistics(self) -> DomainStatistics:
+        """Take a snapshot: calls in/out, threads, proxies held, objects exported, counters."""
+        from . import _monitoring
+
+        return _monitoring.DomainStatistics(self._id, self._name, _monitoring.read(self.route))
+
+    @property
+    def MonitoringTotalProcessorTime(self) -> datetime.timedelta:
+        return self.monitoring_total_processor_time
+
+    @property
+    def MonitoringTotalAllocatedMemorySize(self) -> int:
+        return self.monitoring_total_allocated_memory_size
+
+    @property
+    def MonitoringSurvivedMemorySize(self) -> int:
+        return self.monitoring_survived_memory_size
+
     # -- .NET names ------------------------------------------------------------------------
 
     @property
@@ -462,6 +597,32 @@ class AppDomain(metaclass=_AppDomainType):
     def UnhandledException(self, value: Event) -> None:
         self.unhandled_exception = value
 
+    @property
+    def AssemblyLoad(self) -> Event:
+        return self.assembly_load
+
+    @AssemblyLoad.setter
+    def AssemblyLoad(self, value: Event) -> None:
+        self.assembly_load = value
+
+    @property
+    def AssemblyResolve(self) -> Event:
+        return self.assembly_resolve
+
+    @AssemblyResolve.setter
+    def AssemblyResolve(self, value: Event) -> None:
+        self.assembly_resolve = value
+
+    @property
+    def FirstChanceException(self) -> Event:
+        return self.first_chance_exception
+
+    @FirstChanceException.setter
+    def FirstChanceException(self, value: Event) -> None:
+        self.first_chance_exception = value
+
+    GetAssemblies = get_assemblies
+    Load = load
     CreateInstanceAndUnwrap = create_instance_and_unwrap
     CreateInstanceFromAndUnwrap = create_instance_from_and_unwrap
     IsDefaultAppDomain = is_default_app_domain
@@ -573,12 +734,51 @@ def _say_pure_once() -> None:
         )
 
 
-def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppDomain:
+def _create_here(
+    name: str, setup: AppDomainSetup, inherited: list[str], startup: Startup | None = None
+) -> AppDomain:
     _say_pure_once()
     if _core.CURRENT_INTERP == _core.MAIN_INTERP:
         # msgpack (under appdomain.marshal) must be loaded by the main interpreter before
         # any subinterpreter imports it, or CPython 3.13 aborts at exit.
         from .. import marshal  # noqa: F401
+    sys_path = setup.sys_path(inherited)
+    shadow = None
+    if startup is not None and startup.folders:
+        from . import _shadow
+
+        shadow = _shadow.prepare(name, startup.folders, startup.cache_path)
+        if shadow is not None:
+            sys_path = shadow.sys_path(sys_path)
+    try:
+        domain = _start_interp(name, sys_path)
+    except BaseException:
+        if shadow is not None:
+            shadow.remove()
+        raise
+    if shadow is not None:
+        from . import _shadow
+
+        _shadow.track(domain.id, shadow)
+    from . import _monitoring
+
+    _monitoring.loaded_routes = _loaded_routes
+    _monitoring.started(domain.route)
+    if startup is not None and startup.initializer is not None:
+        try:
+            startup.run_initializer(name, domain.route)
+        except BaseException:
+            _unload_here(domain.id, AppDomain.unload_timeout)
+            raise
+    return domain
+
+
+def _loaded_routes() -> list[Route]:
+    """The routes of the domains loaded now, but the default one (for _monitoring)."""
+    return [record.route for record in list(_records.values())]
+
+
+def _start_interp(name: str, sys_path: list[str]) -> AppDomain:
     default = _runtime.ensure_started()
     interp_id = _compat.create_interp()
     domain_id = interp_id + 1
@@ -587,7 +787,7 @@ def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppD
     cfg = (
         domain_id,
         name,
-        tuple(setup.sys_path(inherited)),
+        tuple(sys_path),
         (*default,),  # a plain tuple: a Route (a tuple subclass) cannot cross
         main_path,
         main_module,
@@ -610,10 +810,30 @@ def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppD
 
 def _create_hosted(name: str, setup: AppDomainSetup, host: Host) -> AppDomain:
     """Start a domain on another host (a process, a Ray actor) and register it here."""
+    if setup.shadow_copy_files:
+        raise AppDomainError(
+            f"shadow copy works for domains of this process; {host!r} loads the files "
+            "themselves (copy them before creating the domain, or use a subinterpreter domain)"
+        )
     hosted = host.start_domain(name, setup, list(sys.path))
     domain_id = hosted.route.interp_id + 1
     _records[domain_id] = _Record(name, hosted.route, hosted)
-    return AppDomain._handle(domain_id, name, hosted.route)
+    domain = AppDomain._handle(domain_id, name, hosted.route)
+    if setup.initializer is not None:
+        try:
+            domain.do_callback(setup.initializer, *setup.initializer_arguments)
+        except BaseException as exc:
+            _unload_here(domain_id, AppDomain.unload_timeout)
+            raise AppDomainError(
+                f"domain {name!r} was not created: its initializer raised {exc!r}"
+                f"{_remote_traceback(exc)}"
+            ) from exc
+    return domain
+
+
+def _remote_traceback(exc: BaseException) -> str:
+    text = getattr(exc, "remote_traceback", "")
+    return f"\n{text}" if text else ""
 
 
 def _unload_here(domain_id: int, timeout: float) -> None:
@@ -631,11 +851,17 @@ def _unload_here(domain_id: int, timeout: float) -> None:
             _unload.tear_down(record.name, record.route, domain_id, timeout)
         record.unloaded = True
         del _records[domain_id]
+        from . import _shadow
+
+        _shadow.release(domain_id)
 
 
-def _op_create(payload: tuple[str, tuple[str, ...]]) -> tuple[int, str, tuple[int, int, str, int]]:
-    name, sys_path = payload
-    domain = _create_here(name, AppDomainSetup(), list(sys_path))
+def _op_create(
+    payload: tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], WireStartup],
+) -> tuple[int, str, tuple[int, int, str, int]]:
+    name, sys_path = payload[0], payload[1]
+    startup = Startup.from_wire(payload[2]) if len(payload) > 2 else None
+    domain = _create_here(name, AppDomainSetup(), list(sys_path), startup)
     return (domain.id, domain.friendly_name, (*domain.route,))
 
 
@@ -668,6 +894,14 @@ def _unload_all_at_exit() -> None:
             AppDomain.unload_timeout,
             AppDomain.exit_code,
         )
+
+
+def _check_subscribed(name: str, value: object) -> None:
+    """Accept only the event itself back: 'd.event += handler' assigns it to the property."""
+    from . import _assemblies
+
+    if value is not getattr(_assemblies, name):
+        raise TypeError(f"use 'domain.{name} += handler' to subscribe")
 
 
 def _check_names(**names: object) -> None:

@@ -55,10 +55,17 @@ class UnhandledExceptionEventArgs(EventArgs):
 class Event:
     """A list of handlers called as handler(sender, args) when the event fires."""
 
-    def __init__(self, name: str, on_first_subscribe: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        on_first_subscribe: Callable[[], None] | None = None,
+        on_last_unsubscribe: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self._handlers: list[Handler] = []
         self._on_first_subscribe = on_first_subscribe
+        # An event that costs while subscribed (a hook installed) takes it out again.
+        self._on_last_unsubscribe = on_last_unsubscribe
 
     def __iadd__(self, handler: Handler) -> Event:
         if not callable(handler):
@@ -75,8 +82,15 @@ class Event:
         for index in range(len(self._handlers) - 1, -1, -1):
             if self._handlers[index] == handler:
                 del self._handlers[index]
+                if not self._handlers and self._on_last_unsubscribe is not None:
+                    self._on_last_unsubscribe()
                 break
         return self
+
+    @property
+    def handlers(self) -> tuple[Handler, ...]:
+        """The subscribed handlers, in order (a snapshot)."""
+        return tuple(self._handlers)
 
     def __len__(self) -> int:
         return len(self._handlers)

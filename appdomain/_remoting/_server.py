@@ -24,7 +24,7 @@ from ..marshal import (
 )
 from . import _table
 from ._base import MarshalByRefObject, is_one_way
-from ._proxy import RemoteRef, is_transparent_proxy, proxy_for, ref_of
+from ._proxy import RemoteRef, is_transparent_proxy, live_proxies, proxy_for, ref_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -298,3 +298,7 @@ def install() -> None:
     }
     for name, handler in handlers.items():
         _core.register_op(name, handler)
+    # What statistics() reports of remoting in this domain.
+    from .._domains import _monitoring
+
+    _monitoring.counters.update(proxies_held=live_proxies, objects_exported=live_count)
