@@ -51,3 +51,13 @@ def note_unload(path: str) -> None:
             file.write(f"unloaded {os.getpid()}")
 
     AppDomain.current_domain.domain_unload += handler
+
+
+def remember_pid(name: str) -> None:
+    """An initializer: note this process's id in the domain's data."""
+    AppDomain.current_domain.set_data(name, os.getpid())
+
+
+def refuse_to_start() -> None:
+    """An initializer that fails."""
+    raise RuntimeError("no plugins today")

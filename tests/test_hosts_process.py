@@ -259,3 +259,48 @@ def _exits_within(pid: int, seconds: float) -> bool:
         return bool(readable)
     finally:
         os.close(fd)
+
+
+# -- the domain API on a process host ---------------------------------------------------------
+
+
+def test_data_set_here_is_read_there(hosted: AppDomain) -> None:
+    hosted.set_data("answer", {"value": 42})
+    assert hosted.get_data("answer") == {"value": 42}
+    assert hosted.get_data("missing", "default") == "default"
+
+
+def test_execute_assembly_runs_a_script_in_the_host(hosted: AppDomain, tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    out = tmp_path / "out.txt"
+    script.write_text(f"import os, sys\nopen({str(out)!r}, 'w').write(str(os.getpid()))\n")
+    assert hosted.execute_assembly(script) == 0
+    assert out.read_text() == str(hosted.process_id)
+
+
+def test_initializer_runs_first_in_the_host() -> None:
+    setup = AppDomainSetup(
+        host=ProcessHost(),
+        initializer=host_helpers.remember_pid,
+        initializer_arguments=["pid"],
+    )
+    with AppDomain.create_domain("Initialized", setup) as domain:
+        assert domain.get_data("pid") == domain.process_id
+
+
+def test_initializer_that_raises_leaves_no_host() -> None:
+    setup = AppDomainSetup(host=ProcessHost(), initializer=host_helpers.refuse_to_start)
+    with pytest.raises(AppDomainError, match="no plugins today") as info:
+        AppDomain.create_domain("Refused", setup)
+    assert "host_helpers.py" in str(info.value)
+    from appdomain._domains import _domain
+
+    assert not [r for r in _domain._records.values() if r.name == "Refused"]
+
+
+def test_shadow_copy_on_a_process_host_is_refused(tmp_path: Path) -> None:
+    setup = AppDomainSetup(
+        host=ProcessHost(), shadow_copy_files=True, shadow_copy_directories=[str(tmp_path)]
+    )
+    with pytest.raises(AppDomainError, match="shadow copy works for domains of this process"):
+        AppDomain.create_domain("Shadowed", setup)

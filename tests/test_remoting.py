@@ -97,7 +97,7 @@ def test_create_from_path(worker: AppDomain, tmp_path: object) -> None:
 def test_create_from_path_names_the_type_by_a_class(worker: AppDomain) -> None:
     calc = worker.create_instance_from_and_unwrap(helpers.__file__, helpers.Calculator, 10)
     assert appdomain.is_transparent_proxy(calc)
-    assert calc.where() == worker.id
+    assert calc.where() == worker.do_callback(helpers.domain_id)
     assert calc.total == 10  # the constructor got 10
 
 
