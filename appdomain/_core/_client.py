@@ -28,7 +28,7 @@ import time
 import weakref
 
 from .._errors import AppDomainUnloadedException, ThreadAbortException
-from . import _compat, _context
+from . import _compat, _context, _foreign
 from ._foreign import FOREIGN_BASE, gone_cause
 from ._serve import CURRENT_INTERP, MAIN_INTERP, call_here, decode_error, state, unloaded
 from ._wake import WakeSocket, wake, watch
@@ -258,7 +258,9 @@ def call(route: Route, op: str, payload: Shareable, *, timeout: float | None = N
         meter.calls_out += 1
     try:
         ctx = _context.capture()
-        if target >= FOREIGN_BASE:  # another process's domain: its link's inbox
+        if target >= FOREIGN_BASE:  # another process's domain: through its link
+            if _foreign.direct is not None:  # this interpreter holds the link
+                return _finish(_foreign.direct(route, op, payload, ctx, timeout))
             box = _mailbox()
             seq = next(box.seq)
             deadline = None if timeout is None else time.monotonic() + timeout

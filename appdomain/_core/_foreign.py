@@ -24,6 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._wire import Reply, Shareable
+
     # (process key, the route in that process as a plain tuple)
     type Origin = tuple[str, tuple[int, int, str, int]]
 
@@ -36,6 +38,7 @@ __all__ = [
     "known_route",
     "origin_of",
     "remember",
+    "set_direct",
     "set_resolver",
 ]
 
@@ -62,6 +65,19 @@ _routes: dict[tuple[str, int], Route] = {}
 # Fills in a foreign route for an origin this interpreter has not met (the hosts layer sets
 # it: in the main interpreter it asks the links, elsewhere the main interpreter).
 _resolver: Callable[[str, tuple[int, int, str, int]], Route] | None = None
+
+
+# Sends a call over a link from the calling thread itself (the hosts layer sets it in the
+# main interpreter, which holds the links; other interpreters go through the link's inbox).
+direct: Callable[[Route, str, Shareable, Shareable, float | None], Reply] | None = None
+
+
+def set_direct(
+    send: Callable[[Route, str, Shareable, Shareable, float | None], Reply],
+) -> None:
+    """Install the function that carries this interpreter's calls over a link directly."""
+    global direct
+    direct = send
 
 
 def set_resolver(resolver: Callable[[str, tuple[int, int, str, int]], Route]) -> None:

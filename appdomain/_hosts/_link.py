@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from _queue import SimpleQueue
 
 from .. import _core
 from .._core import CURRENT_INTERP, Route, WakeSocket, _compat, _context, wake
@@ -49,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["Link"]
 
 _foreign_ids = itertools.count(FOREIGN_BASE)
+# foreign interpreter id -> the link that carries its calls (this interpreter's routes)
+_by_route: dict[int, Link] = {}
 _ids_lock = threading.Lock()
 
 
@@ -90,18 +91,23 @@ class Link:
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._calls = itertools.count(1)
-        # call id -> (the caller's reply queue, its wake address, its sequence number)
-        self._pending: dict[int, tuple[int, str, int]] = {}
+        # call id -> the caller's (reply queue, wake address, sequence number), or the
+        # _Waiter of a caller in this interpreter that sent the call itself
+        self._pending: dict[int, tuple[int, str, int] | _Waiter] = {}
         self._routes: dict[int, _Foreign] = {}
         # (our interp id, object id) -> [references the other end holds, the owner's route]:
         # what its death gives back (a process that crashed sends no releases).
         self._exported: dict[tuple[int, int], list[Any]] = {}
         self._waker = WakeSocket()
-        self._workers = _Workers(f"appdomain-link-{label}")
+        # Leader/followers: one thread reads; one that reads a request hands reading over
+        # to an idle follower (or a new thread) and serves the request itself.
+        self._idle = 0
+        self._turns = threading.Semaphore(0)
+        self._threads = itertools.count(1)
         self._on_close: list[Callable[[str], None]] = []
         daemon = True  # the main interpreter's threads; its exit closes the links first
         self._reader = threading.Thread(
-            target=self._read, name=f"appdomain-link-reader-{label}", daemon=daemon
+            target=self._lead, name=f"appdomain-link-reader-{label}", daemon=daemon
         )
         self._pump = threading.Thread(
             target=self._send_queued, name=f"appdomain-link-pump-{label}", daemon=daemon
@@ -132,6 +138,7 @@ class Link:
             releases = _compat.queue_create()
             route = Route(foreign_id, inbox, self._waker.address, releases)
             self._routes[foreign_id] = _Foreign(route, key, origin)
+            _by_route[foreign_id] = self
         remember(route, key, origin)
         return route
 
@@ -207,14 +214,41 @@ class Link:
             oid, count = item
             self._send(_frames.RELEASE, (entry.key, entry.origin, oid, count))
 
+    def call(
+        self, route: Route, op: str, payload: Shareable, ctx: Shareable, timeout: float | None
+    ) -> tuple[int, bool, Shareable, Shareable]:
+        """Send a request from this interpreter's thread itself and wait for its reply.
+
+        The path of callers in the main interpreter, which holds the link: no pump between.
+        """
+        entry = self._routes.get(route.interp_id)
+        if entry is None or self.cause is not None:
+            raise AppDomainUnloadedException(f"domain {self.label} {self.cause or 'is gone'}")
+        self._flush_releases()  # releases queued before this call reach the owner before it
+        self._count_exports(payload)
+        waiter = _Waiter()
+        call_id = next(self._calls)
+        with self._lock:
+            if self.cause is not None:
+                raise AppDomainUnloadedException(f"domain {self.label} {self.cause}")
+            self._pending[call_id] = waiter
+        self._send(_frames.CALL, (call_id, entry.key, entry.origin, op, payload, ctx))
+        if not waiter.lock.acquire(timeout=-1 if timeout is None else timeout):
+            with self._lock:
+                self._pending.pop(call_id, None)
+            if waiter.reply is None:
+                raise TimeoutError(f"domain {self.label} did not reply in time")
+        assert waiter.reply is not None
+        return waiter.reply
+
     def bye(self, reason: str) -> None:
         """Tell the other end this one is going, so it ends the link with reason."""
         self._send(_frames.BYE, (reason,))
 
     # -- receiving ------------------------------------------------------------------------
 
-    def _read(self) -> None:
-        """Take frames from the other end until it goes."""
+    def _lead(self) -> None:
+        """Read frames from the other end, serving requests, until the link ends."""
         while self.cause is None:
             try:
                 data = self._conn.recv_bytes()
@@ -224,27 +258,61 @@ class Link:
                 return
             try:
                 kind, body = _frames.decode(data)
+                if kind == _frames.CALL or kind == _frames.POST:
+                    # A request may block (a callback across this link): someone else
+                    # reads meanwhile, and this thread serves it with no hand-off.
+                    self._hand_over()
+                    if kind == _frames.CALL:
+                        self._serve_call(body)
+                    else:
+                        self._serve_post(body)
+                    if not self._wait_turn():
+                        return
+                    continue
                 self._take(kind, body)
             except FrameError as exc:
                 self.close(f"sent a broken frame ({exc}); the link was closed")
                 return
+
+    def _hand_over(self) -> None:
+        """Let an idle follower read from now on (a new thread if none is idle)."""
+        with self._lock:
+            idle = self._idle > 0
+            if idle:
+                self._idle -= 1
+        if idle:
+            self._turns.release()
+            return
+        thread = threading.Thread(
+            target=self._lead,
+            name=f"appdomain-link-{self.label}-{next(self._threads)}",
+            daemon=True,
+        )
+        thread.start()
+
+    def _wait_turn(self) -> bool:
+        """Wait, idle, until it is this thread's turn to read; False once the link ends."""
+        with self._lock:
+            if self.cause is not None:
+                return False
+            self._idle += 1
+        self._turns.acquire()
+        return self.cause is None
 
     def _take(self, kind: int, body: tuple[Any, ...]) -> None:
         if kind == _frames.REPLY:
             call_id, ok, value, ctx = body
             with self._lock:
                 waiter = self._pending.pop(call_id, None)
-            if waiter is not None:
+            if isinstance(waiter, _Waiter):
+                waiter.deliver((0, ok, value, ctx))
+            elif waiter is not None:
                 reply_queue, reply_address, seq = waiter
                 try:
                     _compat.queue_put(reply_queue, (seq, ok, value, ctx))
                 except _compat.QueueError:
                     return  # the caller's domain is gone
                 wake(reply_address)
-        elif kind == _frames.CALL:
-            self._workers.submit(self._serve_call, body)
-        elif kind == _frames.POST:
-            self._workers.submit(self._serve_post, body)
         elif kind == _frames.RELEASE:
             key, origin, oid, count = body
             route = self._target(key, _frames.route_field("RELEASE", origin))
@@ -356,8 +424,11 @@ class Link:
             if count > 0:  # held by a process that is gone: nobody else will give them back
                 release_at_owner(owner, oid, count)
         error = self._error()
-        for reply_queue, reply_address, seq in pending:
-            _fail(reply_queue, reply_address, seq, error)
+        for waiter in pending:
+            if isinstance(waiter, _Waiter):
+                waiter.deliver((0, False, error, None))
+            else:
+                _fail(*waiter, error)
         for entry in entries:
             _bury(entry.route, f"{self.label} {cause}", error)
         wake(self._waker.address)  # the pump sees the cause and ends
@@ -365,13 +436,31 @@ class Link:
             self._conn.close()
         except OSError:
             pass
-        self._workers.stop()
+        with self._lock:
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):  # the followers see the cause and end
+            self._turns.release()
 
     def join(self, timeout: float) -> None:
         """Wait up to timeout seconds for the link's threads to end (after close)."""
         for thread in (self._pump, self._reader):
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(timeout)
+
+
+class _Waiter:
+    """Where the reader leaves the reply to a call sent by its caller's thread itself."""
+
+    __slots__ = ("lock", "reply")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.reply: tuple[int, bool, Shareable, Shareable] | None = None
+
+    def deliver(self, reply: tuple[int, bool, Shareable, Shareable]) -> None:
+        self.reply = reply
+        self.lock.release()
 
 
 def _fail(reply_queue: int, reply_address: str, seq: int, error: Shareable) -> None:
@@ -404,52 +493,11 @@ def _bury(route: Route, cause: str, error: Shareable) -> None:
         pass
 
 
-class _Workers:
-    """Threads that run requests from the other end; one more whenever all are busy.
-
-    A request may call back across the link and wait (a callback, a chain A -> B -> A), so a
-    fixed number of threads could all wait at once and deadlock: the pool grows instead.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._jobs: SimpleQueue[tuple[Callable[[tuple[Any, ...]], None], tuple[Any, ...]] | None]
-        self._jobs = SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0
-        self._threads: list[threading.Thread] = []
-        self._stopped = False
-
-    def submit(self, job: Callable[[tuple[Any, ...]], None], body: tuple[Any, ...]) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            start = self._idle == 0
-            if not start:
-                self._idle -= 1
-        if start:
-            thread = threading.Thread(
-                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
-        self._jobs.put((job, body))
-
-    def _work(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            job, body = item
-            job(body)
-            with self._lock:
-                if self._stopped:
-                    return
-                self._idle += 1
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            count = len(self._threads)
-        for _ in range(count):
-            self._jobs.put(None)
+def direct_call(
+    route: Route, op: str, payload: Shareable, ctx: Shareable, timeout: float | None
+) -> tuple[int, bool, Shareable, Shareable]:
+    """Send a call from this (main) interpreter's thread over the link that route names."""
+    link = _by_route.get(route.interp_id)
+    if link is None:
+        raise AppDomainUnloadedException(f"domain {route.interp_id + 1} has been unloaded")
+    return link.call(route, op, payload, ctx, timeout)

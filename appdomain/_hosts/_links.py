@@ -13,9 +13,10 @@ import threading
 
 from .. import _core
 from .._core import CURRENT_INTERP, MAIN_INTERP, Route
-from .._core._foreign import set_resolver
+from .._core._foreign import set_direct, set_resolver
 from .._domains import _domain, _runtime
 from .._errors import AppDomainUnloadedException
+from ._link import direct_call
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,4 +86,5 @@ def _op_route(payload: tuple[str, RouteTuple]) -> RouteTuple:
 
 if CURRENT_INTERP == MAIN_INTERP:
     set_resolver(resolve)
+    set_direct(direct_call)
 _core.register_op(f"{__name__}:route", _op_route)

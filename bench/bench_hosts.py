@@ -1,0 +1,221 @@
+"""Benchmark domains on other hosts beside their peers, measured in the same run (no asserts).
+
+    python bench/bench_hosts.py            # process host vs multiprocessing.managers and RPyC
+    python bench/bench_hosts.py --ray      # and Ray: RayHost vs a bare actor; a fan-out
+
+Targets: a process host's small call no slower than multiprocessing.managers'; a RayHost
+call <= 1.5x a bare Ray actor call; a fan-out over 2 Ray hosts >= 1.7x one host on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.managers import BaseManager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))  # bench_helpers: the objects the hosts run
+
+import bench_helpers  # noqa: E402
+
+from appdomain import AppDomain, AppDomainSetup, ProcessHost  # noqa: E402
+
+ROUNDS = 7
+MIB = b"x" * (1 << 20)
+
+
+def per_call(func: Callable[[], object], count: int) -> float:
+    """Median over ROUNDS batches of seconds per func() call."""
+    samples = []
+    for _ in range(ROUNDS):
+        begun = time.perf_counter()
+        for _ in range(count):
+            func()
+        samples.append((time.perf_counter() - begun) / count)
+    return statistics.median(samples)
+
+
+def row(label: str, ours: float, peers: dict[str, float | None], unit: str = "us") -> None:
+    scale = 1e6 if unit == "us" else 1e3
+    cells = [f"{label:<34} appdomain {ours * scale:9.1f} {unit}"]
+    for name, value in peers.items():
+        if value is None:
+            cells.append(f"{name} {'n/a':>9}")
+        else:
+            cells.append(f"{name} {value * scale:9.1f} {unit} ({ours / value:4.2f}x)")
+    print("  ".join(cells), flush=True)
+
+
+# -- the process host ------------------------------------------------------------------------
+
+
+def measure_process_host() -> dict[str, float]:
+    begun = time.perf_counter()
+    domain = AppDomain.create_domain("Bench", AppDomainSetup(host=ProcessHost()))
+    worker: bench_helpers.Worker = domain.create_instance_and_unwrap("bench_helpers", "Worker")
+    worker.add(1, 2)
+    first = time.perf_counter() - begun
+    client = bench_helpers.Client()
+    figures = {
+        "create + first call": first,
+        "add(i, 2)": per_call(lambda: worker.add(1, 2), 300),
+        "callback (call_back(cb, 3))": per_call(lambda: worker.call_back(client, 3), 100),
+        "1 MiB argument": per_call(lambda: worker.size(MIB), 30),
+    }
+    AppDomain.unload(domain)
+    return figures
+
+
+class _Manager(BaseManager):
+    pass
+
+
+_Manager.register("Worker", bench_helpers.Worker)
+
+
+def measure_manager() -> dict[str, float | None]:
+    begun = time.perf_counter()
+    manager = _Manager(ctx=multiprocessing.get_context("spawn"))
+    manager.start()
+    worker = manager.Worker()  # type: ignore[attr-defined]
+    worker.add(1, 2)
+    first = time.perf_counter() - begun
+    figures: dict[str, float | None] = {
+        "create + first call": first,
+        "add(i, 2)": per_call(lambda: worker.add(1, 2), 300),
+        "callback (call_back(cb, 3))": None,  # a manager's proxies call one way only
+        "1 MiB argument": per_call(lambda: worker.size(MIB), 30),
+    }
+    manager.shutdown()
+    return figures
+
+
+RPYC_SERVER = """
+import sys
+sys.path.insert(0, {bench!r})
+import rpyc
+from rpyc.utils.server import ThreadedServer
+import bench_helpers
+
+class Service(rpyc.Service):
+    def exposed_worker(self):
+        return bench_helpers.Worker()
+
+server = ThreadedServer(Service, hostname="127.0.0.1", port=0,
+                        protocol_config={{"allow_all_attrs": True, "allow_public_attrs": True}})
+print(server.port, flush=True)
+server.start()
+"""
+
+
+def measure_rpyc() -> dict[str, float | None]:
+    try:
+        import rpyc
+    except ImportError:
+        return dict.fromkeys(("create + first call", "add(i, 2)", "callback", "1 MiB"))
+    begun = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-c", RPYC_SERVER.format(bench=str(ROOT))],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,  # not a checkout's root, whose appdomain/ folder lacks appdomain.marshal
+    )
+    assert server.stdout is not None
+    port = int(server.stdout.readline())
+    config = {"allow_all_attrs": True, "allow_public_attrs": True}
+    conn = rpyc.connect("127.0.0.1", port, config=config)
+    worker = conn.root.worker()
+    worker.add(1, 2)
+    first = time.perf_counter() - begun
+    client = bench_helpers.Client()
+    figures: dict[str, float | None] = {
+        "create + first call": first,
+        "add(i, 2)": per_call(lambda: worker.add(1, 2), 300),
+        "callback (call_back(cb, 3))": per_call(lambda: worker.call_back(client, 3), 100),
+        "1 MiB argument": per_call(lambda: worker.size(MIB), 30),
+    }
+    conn.close()
+    server.kill()
+    server.wait()
+    return figures
+
+
+# -- Ray ---------------------------------------------------------------------------------------
+
+
+class BareWorker:
+    """The peer: a plain Ray actor (defined here, so Ray ships it by value to its workers)."""
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
+def measure_ray() -> None:
+    import ray
+
+    from appdomain import RayHost
+
+    begun = time.perf_counter()
+    domain = AppDomain.create_domain("RayBench", AppDomainSetup(host=RayHost()))
+    worker: bench_helpers.Worker = domain.create_instance_and_unwrap("bench_helpers", "Worker")
+    worker.add(1, 2)
+    first = time.perf_counter() - begun
+    bare = ray.remote(BareWorker).options(num_cpus=0).remote()
+    ray.get(bare.add.remote(1, 2))
+    bare_call = per_call(lambda: ray.get(bare.add.remote(1, 2)), 100)
+    ours = per_call(lambda: worker.add(1, 2), 100)
+    row("create + first call (incl. ray.init)", first, {}, "ms")
+    row("add(i, 2)", ours, {"bare Ray actor": bare_call}, "ms")
+
+    # A fan-out: the same pure-Python work split over one host or over two.
+    work, chunks = 1_500_000, 8
+    second = AppDomain.create_domain("RayBench2", AppDomainSetup(host=RayHost()))
+    other: bench_helpers.Worker = second.create_instance_and_unwrap("bench_helpers", "Worker")
+    other.burn(10)
+
+    def run(workers: list[bench_helpers.Worker]) -> float:
+        begun = time.perf_counter()
+        futures = [
+            workers[i % len(workers)].burn.begin_invoke(work // chunks)  # type: ignore[attr-defined]
+            for i in range(chunks)
+        ]
+        for future in futures:
+            future.result()
+        return time.perf_counter() - begun
+
+    one = statistics.median(run([worker]) for _ in range(3))
+    two = statistics.median(run([worker, other]) for _ in range(3))
+    print(
+        f"{'fan-out over 2 Ray hosts':<34} 1 host {one * 1e3:7.1f} ms  2 hosts {two * 1e3:7.1f} ms"
+        f"  speed-up {one / two:4.2f}x (target >= 1.7x on {os.cpu_count()} cores)",
+        flush=True,
+    )
+    AppDomain.unload(second)
+    AppDomain.unload(domain)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ray", action="store_true", help="also measure RayHost")
+    options = parser.parse_args()
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; medians", flush=True)
+    ours = measure_process_host()
+    manager = measure_manager()
+    rpyc_figures = measure_rpyc()
+    for label, value in ours.items():
+        unit = "ms" if label.startswith("create") else "us"
+        peers = {"managers": manager.get(label), "RPyC": rpyc_figures.get(label)}
+        row(f"process host: {label}", value, peers, unit)
+    if options.ray:
+        measure_ray()
+
+
+if __name__ == "__main__":
+    main()
