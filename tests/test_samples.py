@@ -63,7 +63,13 @@ def test_cli_lists_the_samples_with_descriptions(command: list[str]) -> None:
     done = run([*CLI, *command])
     assert done.returncode == 0, done.stderr
     lines = {line.split()[0]: line for line in done.stdout.splitlines()[1:] if line.strip()}
-    assert {"DuplicationSample", "MultiDomainServer", "PluginHost"} <= set(lines)
+    assert {
+        "CrashIsolation",
+        "DuplicationSample",
+        "MultiDomainServer",
+        "PluginHost",
+        "RayFanOut",
+    } <= set(lines)
     assert "__init__" not in lines
     assert "new AppDomain" in lines["DuplicationSample"]
     assert "worker domains" in lines["MultiDomainServer"]
@@ -93,6 +99,33 @@ def test_plugin_host_sample_runs_as_a_script() -> None:
 
 def test_plugin_host_sample_runs_via_the_cli() -> None:
     check_plugin_host_output(run([*CLI, "sample", "PluginHost"]))
+
+
+def check_crash_isolation_output(done: subprocess.CompletedProcess[str]) -> None:
+    """Check that CrashIsolation survived its plugin's segfault and finished the job."""
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "host_exited: signal 11, exit code None" in out
+    assert "the plugin crashed on 'crash': domain 'Plugin' (process " in out
+    assert "killed by signal 11 (SIGSEGV)" in out
+    assert out.count("plugin started in process") == 2  # a fresh host after the crash
+    assert "done: total 10, default domain 1 unharmed" in out
+
+
+def test_crash_isolation_sample_runs_as_a_script() -> None:
+    check_crash_isolation_output(run([sys.executable, str(SAMPLES / "CrashIsolation.py")]))
+
+
+def test_crash_isolation_sample_runs_via_the_cli() -> None:
+    check_crash_isolation_output(run([*CLI, "sample", "CrashIsolation"]))
+
+
+def test_ray_fan_out_sample_counts_with_progress_from_every_worker() -> None:
+    done = run([sys.executable, str(SAMPLES / "RayFanOut.py"), "--workers", "2"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^2 domains on Ray actors: processes \[\d+, \d+\]$", done.stdout, re.M)
+    assert "[##############################] 60000/60000 numbers" in done.stdout
+    assert "6057 primes below 60000" in done.stdout  # pi(60000)
 
 
 def test_cli_rejects_an_unknown_sample_with_the_list() -> None:

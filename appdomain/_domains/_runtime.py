@@ -109,18 +109,30 @@ def boot_subdomain(cfg: BootConfig) -> None:
     info.name = name
     info.is_default = False
     info.default_route = Route(*default_route)
-    info.main_path = main_path
-    info.main_module = main_module
-    sys.meta_path.insert(0, _MainAliasFinder())
+    alias_creator_main(main_path, main_module)
     _quiet_aborts()
-    # appdomain.marshal, which loads later (on first use), finds the alias there.
-    _aliases.local_to_wire[MAIN_ALIAS] = "__main__"
-    _aliases.wire_to_local["__main__"] = MAIN_ALIAS
     route = ensure_started()
     _compat.queue_put(reply_queue, tuple(route))
 
 
 # -- the default domain's main script, seen from other domains ---------------------------------
+
+
+# True where "__main__" on the wire names the creator's main script, not this interpreter's:
+# every domain but the default, and a host process of another's (a Ray actor).
+_main_aliased = False
+
+
+def alias_creator_main(main_path: str, main_module: str) -> None:
+    """Load the creator's main script (path, or module name) for what names "__main__"."""
+    global _main_aliased
+    _main_aliased = True
+    info.main_path = main_path
+    info.main_module = main_module
+    sys.meta_path.insert(0, _MainAliasFinder())
+    # appdomain.marshal, which loads later (on first use), finds the alias there.
+    _aliases.local_to_wire[MAIN_ALIAS] = "__main__"
+    _aliases.wire_to_local["__main__"] = MAIN_ALIAS
 
 
 class _MainAliasFinder:  # a meta path finder; importlib.abc would cost every domain ~4 ms
@@ -188,7 +200,7 @@ def wire_module(module: str) -> str:
 
 def load_module(module: str) -> types.ModuleType:
     """Import a module named by another domain (``__main__`` is the default domain's script)."""
-    if module == "__main__" and not info.is_default:
+    if module == "__main__" and _main_aliased:
         module = MAIN_ALIAS
     return importlib.import_module(module)
 

@@ -19,7 +19,7 @@ import threading
 from .. import _core
 from .._core import Route
 from .._core._foreign import PROCESS_KEY
-from .._domains import _domain
+from .._domains import _domain, _runtime
 from .._domains._events import Event
 from .._domains._hosting import HostExitedEventArgs
 from .._errors import AppDomainError, AppDomainUnloadedException
@@ -136,7 +136,9 @@ class RayHost:
             max_concurrency=self.max_concurrency,
             name=None,
         )
-        actor = actor_class.remote(PROCESS_KEY, name, setup.sys_path(sys_path))
+        actor = actor_class.remote(
+            PROCESS_KEY, name, setup.sys_path(sys_path), _runtime.main_script()
+        )
         conn = _DriverEnd(ray, actor)
         try:
             data = conn.recv_bytes(START_SECONDS)
@@ -300,8 +302,13 @@ class _ActorEnd:
 class _HostActor:
     """The Ray actor hosting one domain (made a Ray actor class on first use)."""
 
-    def __init__(self, creator_key: str, name: str, sys_path: list[str]) -> None:
+    def __init__(
+        self, creator_key: str, name: str, sys_path: list[str], main: tuple[str, str]
+    ) -> None:
         sys.path[:] = sys_path + [p for p in sys.path if p not in sys_path]
+        # The actor's own __main__ is Ray's worker: what the creator names "__main__" is
+        # its main script, loaded on first use as in the creator's subinterpreters.
+        _runtime.alias_creator_main(*main)
         from . import _child
 
         self._end = _ActorEnd()
