@@ -42,6 +42,9 @@ __all__ = [
 
 MAGIC = 0xA7
 VERSION = 1
+# The version of CPython's marshal format the bodies use: 2, the newest whose bytes depend
+# on the values alone (3 and later mark objects that are referenced twice: a refcount).
+MARSHAL_VERSION = 2
 
 HELLO = 1
 CALL = 2
@@ -67,7 +70,8 @@ class FrameError(RemotingException):
 
 def encode(kind: int, body: tuple[Shareable, ...]) -> bytes:
     """Return the bytes of one frame of kind."""
-    return bytes((MAGIC, VERSION, kind)) + marshal.dumps(body)
+    # The format named, so that the bytes stay the same on every Python that writes it.
+    return bytes((MAGIC, VERSION, kind)) + marshal.dumps(body, MARSHAL_VERSION)
 
 
 def decode(data: bytes) -> tuple[int, tuple[Shareable, ...]]:
@@ -85,8 +89,10 @@ def decode(data: bytes) -> tuple[int, tuple[Shareable, ...]]:
     if shape is None:
         raise FrameError(f"link frame kind must be one of {sorted(_SHAPES)} (got {kind})")
     name, fields = shape
+    raw = memoryview(data)[3:]
+    check_marshal(raw, f"{name} frame body", containers=False)
     try:
-        body = marshal.loads(memoryview(data)[3:])
+        body = marshal.loads(raw)
     except (ValueError, EOFError, TypeError) as exc:
         raise FrameError(f"{name} frame body is not readable: {exc}") from None
     if type(body) is not tuple or len(body) != len(fields):
@@ -97,7 +103,118 @@ def decode(data: bytes) -> tuple[int, tuple[Shareable, ...]]:
                 f"{name} frame field {index} must be {want.__name__} "
                 f"(got {value!r:.80} that is a {type(value).__name__})"
             )
+    _check_nested(body)
     return kind, body
+
+
+def _check_nested(body: tuple[Shareable, ...]) -> None:
+    """Check the stdlib-marshal bytes that MARSHAL nodes (tag 27) of the payloads carry."""
+    stack: list[Shareable] = [body]
+    while stack:
+        item = stack.pop()
+        if type(item) is not tuple:
+            continue
+        if len(item) == 2 and item[0] == _MARSHAL_TAG and type(item[1]) is bytes:
+            check_marshal(item[1], "a MARSHAL node in a frame", containers=True)
+            continue
+        stack.extend(item)
+
+
+# appdomain.marshal's MARSHAL tag (FORMAT.md): a builtin container as CPython marshal bytes.
+_MARSHAL_TAG = 27
+
+# CPython marshal's type codes (Python/marshal.c), as far as the link's values use them.
+_FIXED = {ord("N"): 0, ord("T"): 0, ord("F"): 0, ord("."): 0, ord("i"): 4, ord("g"): 8,
+          ord("y"): 16}  # fmt: skip
+_SIZED = {ord(c) for c in "suatA"}  # an int32 length, then that many bytes
+_SHORT = {ord("z"), ord("Z")}  # a one-byte length, then that many bytes
+_SEQUENCES = {ord("(")}  # an int32 count, then the items
+_CONTAINERS = {ord("["), ord("<"), ord(">")}  # lists, sets, frozensets: in MARSHAL nodes only
+_DICT = -1  # a dict's level: key, value pairs until a NULL
+MAX_MARSHAL_DEPTH = 1000
+
+
+def check_marshal(data: bytes | memoryview, what: str, *, containers: bool) -> None:
+    """Refuse marshal bytes that are not plain values held within their own size.
+
+    CPython's marshal trusts the lengths it reads: a tuple declaring 2**31 items makes it
+    allocate 16 GiB before it looks for them.  This walks the bytes first, without building
+    anything, and checks every declared length against the bytes that remain.
+    """
+    view = memoryview(data).cast("B")
+    end = len(view)
+    pos = 0
+    refs = 0
+    levels = [1]  # items still to read at each open level (_DICT: until NULL)
+
+    def fail(reason: str) -> FrameError:
+        return FrameError(f"{what} is not valid marshal data: {reason} (at byte {pos})")
+
+    def int32() -> int:
+        nonlocal pos
+        if end - pos < 4:
+            raise fail("it ends inside a length")
+        value = int.from_bytes(view[pos : pos + 4], "little", signed=True)
+        pos += 4
+        return value
+
+    while levels:
+        if levels[-1] == 0:
+            levels.pop()
+            continue
+        if pos >= end:
+            raise fail("it ends inside a value")
+        code = view[pos] & 0x7F
+        if view[pos] & 0x80:
+            refs += 1
+        pos += 1
+        if levels[-1] == _DICT:
+            if code == ord("0"):
+                levels.pop()
+                continue
+        else:
+            levels[-1] -= 1
+        if code in _FIXED:
+            size = _FIXED[code]
+        elif code in _SIZED:
+            size = int32()
+        elif code in _SHORT:
+            if pos >= end:
+                raise fail("it ends inside a length")
+            size = view[pos]
+            pos += 1
+        elif code == ord("l"):
+            digits = int32()
+            size = 2 * abs(digits)
+        elif code == ord("r"):
+            index = int32()
+            if not 0 <= index < refs:
+                raise fail(f"a back-reference to object {index} of {refs}")
+            continue
+        elif code == ord(")") or code in _SEQUENCES or (containers and code in _CONTAINERS):
+            if code == ord(")"):
+                if pos >= end:
+                    raise fail("it ends inside a length")
+                count = view[pos]
+                pos += 1
+            else:
+                count = int32()
+            if not 0 <= count <= end - pos:
+                raise fail(f"a container of {count} items in {end - pos} bytes")
+            levels.append(count)
+            size = 0
+        elif containers and code == ord("{"):
+            levels.append(_DICT)
+            size = 0
+        else:
+            raise fail(f"type code {code!r} ({chr(code)!r}) is not one a link carries")
+        if not 0 <= size <= end - pos:
+            raise fail(f"a value of {size} bytes in {end - pos}")
+        pos += size
+        if len(levels) > MAX_MARSHAL_DEPTH:
+            raise fail(f"it nests more than {MAX_MARSHAL_DEPTH} levels")
+    if pos != end:
+        raise fail(f"{end - pos} bytes follow the value")
 
 
 def route_field(name: str, value: object) -> RouteTuple:

@@ -1,0 +1,90 @@
+"""The link format between processes: golden bytes, and what a hostile frame gets."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+from multiprocessing import Pipe
+
+import pytest
+
+from appdomain._core import Route
+from appdomain._hosts import _frames
+from appdomain._hosts._frames import FrameError
+from appdomain._hosts._link import Link
+
+GOLDEN = [
+    (_frames.BYE, ("was unloaded",), "a701062801000000750c00000077617320756e6c6f61646564"),
+    (_frames.REPLY, (7, True, 42, None), "a701042804000000690700000054692a0000004e"),
+    (
+        _frames.CALL,
+        (1, "k", (0, 3, "a", 4), "op", (1,), None),
+        "a701022806000000690100000075010000006b280400000069000000006903000000750100000061"
+        "690400000075020000006f70280100000069010000004e",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "body", "golden"), GOLDEN)
+def test_frame_bytes_are_the_documented_ones(
+    kind: int, body: tuple[object, ...], golden: str
+) -> None:
+    assert _frames.encode(kind, body).hex() == golden  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kind", "body", "golden"), GOLDEN)
+def test_documented_bytes_decode_to_the_frame(
+    kind: int, body: tuple[object, ...], golden: str
+) -> None:
+    assert _frames.decode(bytes.fromhex(golden)) == (kind, body)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\xa7\x01", "at least 4 bytes"),
+        (b"\x00\x01\x06\xa9", "must start with 0xa7"),
+        (b"\xa7\x09\x06\xa9\x00", "of version 9; this appdomain speaks version 1"),
+        (b"\xa7\x01\x63\xa9\x00", "kind must be one of [1, 2, 3, 4, 5, 6] (got 99)"),
+        (b"\xa7\x01\x06\xff\xff", "BYE frame body is not valid marshal data: type code 127"),
+        (b"\xa7\x01\x06(\xff\xff\xff\x7f", "a container of 2147483647 items in 0 bytes"),
+        (b"\xa7\x01\x06(\x01\x00\x00\x00r\x05\x00\x00\x00", "a back-reference to object 5"),
+        (_frames.encode(_frames.BYE, ("a", "b")), "BYE frame body must be a tuple of 1"),
+        (_frames.encode(_frames.REPLY, ("7", True, 1, None)), "REPLY frame field 0 must be int"),
+    ],
+)
+def test_a_broken_frame_is_refused_by_name(data: bytes, message: str) -> None:
+    with pytest.raises(FrameError, match=re.escape(message)):
+        _frames.decode(data)
+
+
+def test_random_bytes_only_ever_raise_frame_error() -> None:
+    chooser = random.Random(1234)
+    valid = [bytes.fromhex(golden) for _, _, golden in GOLDEN]
+    for _ in range(20000):
+        base = bytearray(chooser.choice(valid))
+        for _ in range(chooser.randint(1, 4)):
+            base[chooser.randrange(len(base))] = chooser.randrange(256)
+        data = bytes(base[: chooser.randint(0, len(base))])
+        try:
+            _frames.decode(data)
+        except FrameError:
+            pass
+
+
+def test_a_link_that_reads_garbage_closes_and_says_why() -> None:
+    here, there = Pipe()
+    closed = threading.Event()
+    link = Link(here, "peer:1:x", "'peer'", check_local=_no_local)
+    link.on_close(lambda cause: closed.set())
+    link.start()
+    there.send_bytes(os.urandom(16))
+    assert closed.wait(10)
+    assert link.cause is not None and "sent a broken frame" in link.cause
+    there.close()
+
+
+def _no_local(origin: tuple[int, int, str, int]) -> Route:
+    raise AssertionError(f"no request was expected (got one for {origin})")
