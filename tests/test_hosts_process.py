@@ -304,3 +304,11 @@ def test_shadow_copy_on_a_process_host_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(AppDomainError, match="shadow copy works for domains of this process"):
         AppDomain.create_domain("Shadowed", setup)
+
+
+def test_channel_cannot_cross_to_another_process(hosted: AppDomain) -> None:
+    import appdomain
+
+    calc = hosted.create_instance_and_unwrap("remoting_helpers", "Calculator")
+    with pytest.raises(appdomain.SerializationException, match="cannot cross to another process"):
+        calc.identity(appdomain.Channel())

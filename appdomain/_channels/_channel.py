@@ -7,8 +7,9 @@ import weakref
 
 from .. import _core
 from .._core import _compat
+from .._core._foreign import PROCESS_KEY
 from .._core._wake import WATCH_SECONDS, wake, watch
-from .._errors import ChannelClosedError
+from .._errors import ChannelClosedError, SerializationException
 from ._rehome import sent_to
 
 TYPE_CHECKING = False
@@ -213,15 +214,21 @@ def _release(queues: tuple[int, ...]) -> None:
         _compat.queue_release(queue_id)
 
 
-def _reduce(channel: Channel) -> tuple[int, ...]:
+def _reduce(channel: Channel) -> tuple[int | str, ...]:
     # Bind for the copy in flight, so the queues outlive this side if it is collected first.
     for queue_id in channel._queues:
         _compat.queue_bind(queue_id)
-    return (*channel._queues, channel._maxsize)
+    # Queue ids mean something in this process only: the key lets another refuse them.
+    return (PROCESS_KEY, *channel._queues, channel._maxsize)
 
 
-def _rebuild(data: tuple[int, ...]) -> Channel:
-    return Channel._attach((data[0], data[1], data[2], data[3]), data[4])
+def _rebuild(data: tuple[str, int, int, int, int, int]) -> Channel:
+    if data[0] != PROCESS_KEY:
+        raise SerializationException(
+            f"a Channel cannot cross to another process (it was made in process "
+            f"{data[0]!r}); pass values between processes through a MarshalByRefObject"
+        )
+    return Channel._attach((data[1], data[2], data[3], data[4]), data[5])
 
 
 def register() -> None:
