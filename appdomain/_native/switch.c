@@ -374,6 +374,30 @@ make_result(callctx *c, const char *buf, Py_ssize_t len)
     return PyBytes_FromStringAndSize(buf, len);
 }
 
+/* Hand the caller a large bytes reply made in the target, without copying it.
+ *
+ * Safe for exact bytes only, and only once the target holds no reference to it: a bytes
+ * object is not tracked by the garbage collector, its type is static (shared by every
+ * interpreter), and a block this large is not in any interpreter's small-object arenas but
+ * in the process's malloc heap, which PyObject_Free in the caller returns it to.  So from
+ * here on it is an object of the caller like any other. */
+static PyObject *
+adopt_result(callctx *c, PyObject *value)
+{
+    if (c->kind == KIND_INVOKE && c->held_value) {
+        PyObject *reply = PyTuple_Pack(3, Py_True, value, Py_None);
+        Py_DECREF(value);
+        return reply;
+    }
+    if (c->kind == KIND_INVOKE) {
+        PyObject *reply = PyMarshal_ReadObjectFromString(PyBytes_AS_STRING(value),
+                                                         PyBytes_GET_SIZE(value));
+        Py_DECREF(value);
+        return reply;
+    }
+    return value;
+}
+
 /* Give a GIL another thread holds a moment before taking it (no GIL held here).  Blocking
  * on a taken GIL puts the thread to sleep, and waking it costs tens of µs: with several
  * threads calling one domain, every call would pay that on the way in and on the way back,
@@ -505,7 +529,16 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
     }
     delete_slots_attached(reap, 0);   /* orphans of dead threads, while we are here */
     run_in_target(r, d, c);
-    if (c->out == OUT_LARGE) {
+    PyObject *adopted = NULL;
+    if (c->out == OUT_LARGE && !same && Py_REFCNT(c->held) == 1) {
+        /* Nothing in the target refers to the reply any more: the caller takes the object
+         * itself instead of a copy (see adopt_ok).  A copy would need a second large block
+         * while the first is alive, and freeing both leaves the heap's top to be trimmed:
+         * every call would then pay a page fault per 4 KiB of the next one. */
+        adopted = c->held;
+        c->held = NULL;
+    }
+    else if (c->out == OUT_LARGE) {
         const char *buf = PyBytes_AS_STRING(c->held);
         Py_ssize_t len = PyBytes_GET_SIZE(c->held);
         if (same) {
@@ -559,7 +592,10 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
     }
 
     /* ---- back in the caller ---- */
-    if (c->out == OUT_SMALL) {
+    if (adopted != NULL) {
+        result = adopt_result(c, adopted);
+    }
+    else if (c->out == OUT_SMALL) {
         result = make_result(c, r->scratch, (Py_ssize_t)c->len);
     }
     else if (c->out == OUT_ERROR) {
