@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from ._wire import NativeReply, Reply, Shareable, WireContext
 
     type Part = bytes | bytearray | memoryview
-    # Serves a lean invoke in this domain: invoker(oid, name, args) (remoting's).
-    type Invoker = Callable[[int, str, tuple[object, ...]], NativeReply]
+    # Serves a lean invoke in this domain: invoker(oid, name, args[, refs]) (remoting's).
+    type Invoker = Callable[[int, str, tuple[object, ...], bool], NativeReply]
 
 __all__ = [
     "BoundMethod",
@@ -40,6 +40,7 @@ __all__ = [
     "release_interp",
     "set_invoke_handler",
     "set_method_hooks",
+    "set_reference_hooks",
 ]
 
 # Buffers at least this large cross as parts of their own instead of inside the packed header.
@@ -90,6 +91,8 @@ _native.set_context_var(_context._data)
 BoundMethod = _native.BoundMethod
 method_member = _native.method_member
 set_method_hooks = _native.set_method_hooks
+# By-reference arguments of lean calls (remoting's MarshalByRefObject, _ref_out, _ref_done).
+set_reference_hooks = _native.set_reference_hooks
 
 
 def refusal(error: BaseException, interp_id: int) -> AppDomainUnloadedException | None:

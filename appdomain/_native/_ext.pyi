@@ -5,9 +5,10 @@ from contextvars import ContextVar
 from typing import Any, final
 
 # (done, value, ctx): done is True when value is the method's plain result, False when it
-# is an encoded reply or error that the generic layers decode.
-type _LeanReply = tuple[bool, object, object]
-type _Invoker = Callable[[int, str, tuple[object, ...]], _LeanReply]
+# is an encoded reply or error that the generic layers decode, 2 when value is a reference.
+type _LeanReply = tuple[bool | int, object, object]
+# invoker(oid, name, args, refs): refs (passed only when True) says args hold references.
+type _Invoker = Callable[[int, str, tuple[object, ...], bool], _LeanReply]
 type _Dispatcher = Callable[[tuple[memoryview, ...]], bytes]
 
 def register_dispatcher(fn: _Dispatcher, invoker: _Invoker | None = None, /) -> None:
@@ -41,6 +42,14 @@ def set_method_hooks(
     /,
 ) -> None:
     """Name the functions bound methods hand a call to (generic route, lean finish)."""
+
+def set_reference_hooks(
+    ref_type: type,
+    ref_out: Callable[[Any, int], tuple[object, ...] | None],
+    ref_done: Callable[[list[tuple[object, ...]]], object],
+    /,
+) -> None:
+    """Let invoke() carry instances of ref_type as ref_out(obj, interp_id)'s tuples."""
 
 def method_member(spec: object, bound_type: type[BoundMethod], /) -> MethodMember:
     """Make the proxy-type member for spec: reading it from a proxy binds a bound_type."""

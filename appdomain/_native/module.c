@@ -58,12 +58,14 @@
 #define BIG_ARG_BYTES (64 * 1024)   /* bytes arguments this large skip the blob */
 
 /* Tell whether a lean invoke may carry these arguments: exact None, bool, float, str,
- * bytes and 64-bit ints (the values that cross unchanged), and no logical call context
- * to carry along.  Anything else takes the generic route. */
+ * bytes and 64-bit ints (the values that cross unchanged), instances of the reference type
+ * (they cross as the tuple ref_out() makes), and no logical call context to carry along.
+ * Anything else takes the generic route.  0: not lean; 1: lean; 2: lean, with references. */
 static int
 is_lean(modstate *st, PyObject *args)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(args);
+    int refs = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = PyTuple_GET_ITEM(args, i);
         PyTypeObject *t = Py_TYPE(v);
@@ -81,6 +83,10 @@ is_lean(modstate *st, PyObject *args)
         if (t == &PyBytes_Type) {
             continue;
         }
+        if (st->ref_type != NULL && PyObject_TypeCheck(v, (PyTypeObject *)st->ref_type)) {
+            refs = 1;
+            continue;
+        }
         return 0;
     }
     if (st->ctxvar != NULL) {
@@ -91,9 +97,99 @@ is_lean(modstate *st, PyObject *args)
         }
         int empty = (value == NULL || value == Py_None);
         Py_XDECREF(value);
-        return empty;
+        if (!empty) {
+            return 0;
+        }
     }
-    return 1;
+    return refs ? 2 : 1;
+}
+
+/* set_reference_hooks(ref_type, ref_out, ref_done): how invoke() carries references. */
+static PyObject *
+native_set_reference_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyCallable_Check(args[1])
+        || !PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_reference_hooks(ref_type, ref_out, ref_done) takes a type and "
+                        "2 callables");
+        return NULL;
+    }
+    modstate *st = get_state(module);
+    Py_XSETREF(st->ref_type, Py_NewRef(args[0]));
+    Py_XSETREF(st->ref_out, Py_NewRef(args[1]));
+    Py_XSETREF(st->ref_done, Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
+/* A copy of args to edit (PyTuple_GetSlice would hand back the same tuple). */
+static PyObject *
+copy_args(PyObject *args)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *copy = PyTuple_New(n);
+    if (copy == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyTuple_SET_ITEM(copy, j, Py_NewRef(PyTuple_GET_ITEM(args, j)));
+    }
+    return copy;
+}
+
+/* Replace the references among args (a fresh copy) by ref_out(obj, iid)'s tuples, each also
+ * appended to made.  0: done; 1: a reference cannot cross lean (ref_out said None); -1: error. */
+static int
+pack_refs(modstate *st, PyObject *packed, long long iid, PyObject *made)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(packed);
+    PyObject *target = PyLong_FromLongLong(iid);
+    if (target == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        PyObject *v = PyTuple_GET_ITEM(packed, i);
+        if (!PyObject_TypeCheck(v, (PyTypeObject *)st->ref_type)) {
+            continue;
+        }
+        PyObject *ref = PyObject_CallFunctionObjArgs(st->ref_out, v, target, NULL);
+        if (ref == NULL) {
+            rc = -1;
+        }
+        else if (ref == Py_None) {
+            Py_DECREF(ref);
+            rc = 1;
+        }
+        else if (PyList_Append(made, ref) < 0) {
+            Py_DECREF(ref);
+            rc = -1;
+        }
+        else {
+            Py_SETREF(((PyTupleObject *)packed)->ob_item[i], ref);
+        }
+    }
+    Py_DECREF(target);
+    return rc;
+}
+
+/* ref_done(refs): the call is over, whatever its outcome; keeps the call's exception. */
+static int
+refs_done(modstate *st, PyObject *made)
+{
+    if (PyList_GET_SIZE(made) == 0) {
+        return 0;
+    }
+    PyObject *saved = PyErr_GetRaisedException();
+    PyObject *ok = PyObject_CallOneArg(st->ref_done, made);
+    if (ok == NULL && saved != NULL) {
+        PyErr_WriteUnraisable(st->ref_done);   /* the call's own error wins */
+    }
+    Py_XDECREF(ok);
+    if (saved != NULL) {
+        PyErr_SetRaisedException(saved);
+    }
+    return ok == NULL && saved == NULL ? -1 : 0;
 }
 
 static PyObject *
@@ -134,7 +230,9 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_TypeError, "args must be a tuple, not %s", Py_TYPE(args[3])->tp_name);
         return NULL;
     }
-    if (!is_lean(get_state(module), args[3])) {
+    modstate *st = get_state(module);
+    int lean = is_lean(st, args[3]);
+    if (!lean) {
         Py_RETURN_NOTIMPLEMENTED;   /* the caller takes the generic route */
     }
     Py_ssize_t name_len;
@@ -146,11 +244,28 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (r == NULL) {
         return NULL;
     }
-    callctx c = {.kind = KIND_INVOKE, .st = get_state(module), .oid = oid, .name = name,
-                 .name_len = name_len};
+    callctx c = {.kind = KIND_INVOKE, .st = st, .oid = oid, .name = name,
+                 .name_len = name_len, .has_refs = lean == 2};
+    PyObject *packed = args[3], *made = NULL;
+    if (c.has_refs) {
+        /* References cross as the tuples ref_out() makes (counted while the call lasts). */
+        if ((made = PyList_New(0)) == NULL || (packed = copy_args(args[3])) == NULL) {
+            Py_XDECREF(made);
+            return NULL;
+        }
+        int rc = pack_refs(st, packed, iid, made);
+        if (rc != 0) {
+            Py_DECREF(packed);
+            (void)refs_done(st, made);
+            Py_DECREF(made);
+            if (rc < 0) {
+                return NULL;
+            }
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
     /* Large bytes arguments stay where they are (the caller's tuple keeps them alive
      * for the call): None stands in for them in the blob. */
-    PyObject *packed = args[3];
     Py_ssize_t n = PyTuple_GET_SIZE(packed);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = PyTuple_GET_ITEM(args[3], i);
@@ -161,16 +276,14 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (packed != args[3]) {
                 Py_DECREF(packed);
             }
+            if (made != NULL) {
+                (void)refs_done(st, made);
+                Py_DECREF(made);
+            }
             Py_RETURN_NOTIMPLEMENTED;
         }
-        if (packed == args[3]) {
-            /* A copy to edit (PyTuple_GetSlice would hand back the same tuple). */
-            if ((packed = PyTuple_New(n)) == NULL) {
-                return NULL;
-            }
-            for (Py_ssize_t j = 0; j < n; j++) {
-                PyTuple_SET_ITEM(packed, j, Py_NewRef(PyTuple_GET_ITEM(args[3], j)));
-            }
+        if (packed == args[3] && (packed = copy_args(args[3])) == NULL) {
+            return NULL;
         }
         Py_SETREF(((PyTupleObject *)packed)->ob_item[i], Py_NewRef(Py_None));
         c.big_index[c.nbig] = i;
@@ -182,13 +295,19 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (packed != args[3]) {
         Py_DECREF(packed);
     }
-    if (blob == NULL) {
-        return NULL;
+    PyObject *result = NULL;
+    if (blob != NULL) {
+        c.payload = PyBytes_AS_STRING(blob);
+        c.payload_len = PyBytes_GET_SIZE(blob);
+        result = switch_call(r, iid, &c);
+        Py_DECREF(blob);
     }
-    c.payload = PyBytes_AS_STRING(blob);
-    c.payload_len = PyBytes_GET_SIZE(blob);
-    PyObject *result = switch_call(r, iid, &c);
-    Py_DECREF(blob);
+    if (made != NULL) {
+        if (refs_done(st, made) < 0) {
+            Py_CLEAR(result);
+        }
+        Py_DECREF(made);
+    }
     return result;
 }
 
@@ -344,6 +463,12 @@ static PyMethodDef native_methods[] = {
      "register_dispatcher(fn, invoker=None)\n--\n\nMake fn(parts: tuple[memoryview, ...]) -> "
      "bytes the target of call() for the current interpreter, and invoker(oid, name, args) "
      "-> marshallable the target of invoke()."},
+    {"set_reference_hooks", (PyCFunction)(void (*)(void))native_set_reference_hooks,
+     METH_FASTCALL,
+     "set_reference_hooks(ref_type, ref_out, ref_done)\n--\n\nLet invoke() carry instances "
+     "of ref_type: each crosses as ref_out(obj, interp_id) (a tuple of plain values; None "
+     "sends the call by the generic route), the target's invoker gets True as a 4th "
+     "argument, and ref_done(refs) runs with those tuples once the call is over."},
     {"invoke", (PyCFunction)(void (*)(void))appdomain_invoke, METH_FASTCALL,
      "invoke(interp_id, oid, name, args)\n--\n\nRun the invoker of interpreter interp_id on "
      "the calling thread with args (plain values); return its reply, or NotImplemented "
@@ -433,6 +558,9 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     modstate *st = get_state(module);
     Py_VISIT(st->argbuf_type);
     Py_VISIT(st->ctxvar);
+    Py_VISIT(st->ref_type);
+    Py_VISIT(st->ref_out);
+    Py_VISIT(st->ref_done);
     Py_VISIT(st->not_served);
     Py_VISIT(st->closing);
     return appdomain_method_traverse(st, visit, arg);
@@ -445,6 +573,9 @@ native_clear(PyObject *module)
     Py_CLEAR(st->argbuf_type);
     Py_CLEAR(st->str_release);
     Py_CLEAR(st->ctxvar);
+    Py_CLEAR(st->ref_type);
+    Py_CLEAR(st->ref_out);
+    Py_CLEAR(st->ref_done);
     Py_CLEAR(st->not_served);
     Py_CLEAR(st->closing);
     appdomain_method_clear(st);

@@ -15,6 +15,11 @@ typedef struct {
     PyObject *slow_call;         /* generic route: slow_call(proxy, spec, *args, **kwargs) */
     PyObject *lean_outcome;      /* lean_outcome(proxy, spec, args, reply, error) */
     PyObject *ctxvar;  /* the logical call context's ContextVar (set_context_var), or NULL */
+    /* By-reference arguments of a lean invoke (set_reference_hooks): instances of ref_type
+     * cross as ref_out(obj, interp_id)'s tuple; ref_done(refs) runs once the call is over. */
+    PyObject *ref_type;
+    PyObject *ref_out;
+    PyObject *ref_done;
     /* Why a call was refused, as types the caller can tell apart (both RuntimeError's):
      * the target takes no native calls, or it is being destroyed. */
     PyObject *not_served;

@@ -128,7 +128,7 @@ run_invoke(threadrec_t *r, callctx *c, PyObject *fn)
         c->not_served = 1;
         return;
     }
-    PyObject *argv[3] = {NULL, NULL, NULL};
+    PyObject *argv[4] = {NULL, NULL, NULL, NULL};
     PyObject *res = NULL, *blob = NULL;
     argv[0] = PyLong_FromLongLong(c->oid);
     argv[1] = PyUnicode_FromStringAndSize(c->name, c->name_len);
@@ -140,7 +140,8 @@ run_invoke(threadrec_t *r, callctx *c, PyObject *fn)
         ok = b != NULL && PyTuple_SetItem(argv[2], c->big_index[i], b) == 0;
     }
     if (ok) {
-        res = PyObject_Vectorcall(fn, argv, 3, NULL);
+        argv[3] = Py_True;   /* only read when has_refs: refs(oid, name, args, True) */
+        res = PyObject_Vectorcall(fn, argv, c->has_refs ? 4 : 3, NULL);
     }
     if (res != NULL && PyTuple_CheckExact(res) && PyTuple_GET_SIZE(res) == 3
         && PyTuple_GET_ITEM(res, 0) == Py_True && PyTuple_GET_ITEM(res, 2) == Py_None

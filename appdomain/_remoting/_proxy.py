@@ -202,9 +202,16 @@ def _lean_outcome(
     done, value, ctx_back = reply
     if ctx_back is not None:
         _context.merge(ctx_back)
-    if done:
+    if done is True:
         return value
+    if done == _LEAN_REF:  # a reference to an object of the callee: (*route, oid, type)
+        data: Any = value
+        return proxy_for(RemoteRef(Route(*data[:4]), data[4], data[5], data[6]))
     return decode_reply(value, args, {})
+
+
+# done in a lean reply whose value is a reference (remoting's _server._invoke_lean).
+_LEAN_REF = 2
 
 
 class _PyBoundMethod:
@@ -465,7 +472,10 @@ _proxies: weakref.WeakValueDictionary[tuple[int, int], _ProxyBase] = weakref.Wea
 # Reentrant: a finalizer (_release) may run in a thread that holds it, whenever the garbage
 # collector runs, and only ever removes its own cell.
 _proxies_lock = threading.RLock()
-# proxy identity -> how many remote references it holds (released together when it dies)
+# proxy identity -> [how many remote references it holds (released together when it dies),
+# whether its finalizer is attached].  A proxy made for a lean call holds none while that
+# call runs (the caller counts the reference for the call) and gets its finalizer only if
+# it outlives the call (settle_lean).
 _counts: dict[tuple[int, int], list[int]] = {}
 
 
@@ -475,7 +485,10 @@ def proxy_for(ref: RemoteRef) -> Any:
     with _proxies_lock:
         proxy = _proxies.get(key)
         if proxy is not None:
-            _counts[key][0] += 1
+            cell = _counts[key]
+            cell[0] += 1
+            if not cell[1]:  # made by a lean call still running: it now holds a count
+                _finalize(proxy, cell, key)
             return proxy
     # Outside the lock: building the type may import (and collect garbage, running other
     # proxies' finalizers, which take the lock).
@@ -483,15 +496,83 @@ def proxy_for(ref: RemoteRef) -> Any:
     with _proxies_lock:
         proxy = _proxies.get(key)
         if proxy is not None:
-            _counts[key][0] += 1
+            cell = _counts[key]
+            cell[0] += 1
+            if not cell[1]:
+                _finalize(proxy, cell, key)
             return proxy
         proxy = object.__new__(cls)
         proxy.__dict__[_REF] = ref
-        cell = [1]
+        cell = [1, 0]
         _counts[key] = cell
         _proxies[key] = proxy
-    weakref.finalize(proxy, _release, ref.route, ref.oid, cell, key)
+        _finalize(proxy, cell, key)
     return proxy
+
+
+def _finalize(proxy: object, cell: list[int], key: tuple[int, int]) -> None:
+    """Have proxy's death release the references its cell counts (lock held)."""
+    cell[1] = 1
+    ref: RemoteRef = proxy.__dict__[_REF]
+    weakref.finalize(proxy, _release, ref.route, ref.oid, cell, key)
+
+
+def lean_proxy(ref: RemoteRef) -> tuple[Any, bool]:
+    """Return this domain's proxy for ref during a lean call, and whether it is new.
+
+    The reference counts nothing here: the caller holds it for the call.  A new proxy
+    must go through settle_lean once the call's own references to it are gone.
+    """
+    key = (ref.route.interp_id, ref.oid)
+    proxy = _proxies.get(key)
+    if proxy is not None:
+        return proxy, False
+    cls = _proxy_type(ref.module, ref.qualname)
+    with _proxies_lock:
+        proxy = _proxies.get(key)
+        if proxy is not None:
+            return proxy, False
+        proxy = object.__new__(cls)
+        proxy.__dict__[_REF] = ref
+        _counts[key] = [0, 0]
+        _proxies[key] = proxy
+    return proxy, True
+
+
+# References to a proxy settle_lean holds itself: its list's, its loop's, getrefcount's.
+_SETTLE_REFS = 3
+
+
+def settle_lean(made: list[Any]) -> None:
+    """After a lean call: forget the new proxies nothing kept; count the ones kept.
+
+    A kept proxy is counted at its owner (a nested call there: the caller is still
+    waiting, so the object cannot be released in between) and gets its finalizer.
+    """
+    import sys
+
+    kept = []
+    for proxy in made:
+        ref: RemoteRef = proxy.__dict__[_REF]
+        key = (ref.route.interp_id, ref.oid)
+        with _proxies_lock:
+            cell = _counts.get(key)
+            if cell is None or cell[1] or _proxies.get(key) is not proxy:
+                continue  # another call counted it and gave it a finalizer
+            if sys.getrefcount(proxy) <= _SETTLE_REFS:
+                del _counts[key]  # only this call held it: it dies with no count to give
+                del _proxies[key]
+                continue
+        kept.append(proxy)
+    for proxy in kept:
+        ref = proxy.__dict__[_REF]
+        _core.call(ref.route, _OP + "incref", ref.oid)
+        key = (ref.route.interp_id, ref.oid)
+        with _proxies_lock:
+            cell = _counts[key]
+            cell[0] += 1
+            if not cell[1]:  # else another call attached one meanwhile: it releases ours too
+                _finalize(proxy, cell, key)
 
 
 def _release(route: Route, oid: int, cell: list[int], key: tuple[int, int]) -> None:

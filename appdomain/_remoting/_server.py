@@ -23,10 +23,13 @@ from ..marshal import (
 )
 from . import _table
 from ._base import MarshalByRefObject, is_one_way
-from ._proxy import RemoteRef, is_transparent_proxy, proxy_for, ref_of
+from ._proxy import _LEAN_REF, RemoteRef, is_transparent_proxy, lean_proxy, proxy_for, ref_of
+from ._proxy import settle_lean as _settle_lean
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .._core._serve import OpHandler
     from .._core._wire import NativeReply, Shareable
     from ..marshal import CallPlan
@@ -109,20 +112,33 @@ def _op_invoke(payload: tuple[int, str, Shareable]) -> Shareable:
     return reply
 
 
-def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
-    """Serve a lean native invoke (plain arguments, no call context) without the generic layers."""
+def _invoke_lean(oid: int, name: str, args: tuple[object, ...], refs: bool = False) -> NativeReply:
+    """Serve a lean native invoke (plain arguments, no call context) without the generic layers.
+
+    With refs, the tuples among args are references (_ref_out made them in the caller).
+    """
     # Releases are not drained here: each one also wakes this domain's dispatcher, which
     # drains them, and the generic route drains before every call.
     ident, nested = _enter_call()
+    made: list[object] | None = None
     try:
-        if _state.unloading:
-            raise _core.unloaded(_core.CURRENT_INTERP, "is being unloaded")
-        entry = _entries.get(oid)
-        # Leased objects (and unknown ids) take lookup(), which renews or explains.
-        target = entry.obj if entry is not None and entry.lease is None else _table.lookup(oid)
-        result = getattr(target, name)(*args)
-    except BaseException as exc:  # every error goes back to the caller
-        return (False, _core.encode_failure(exc), None)
+        try:
+            if _state.unloading:
+                raise _core.unloaded(_core.CURRENT_INTERP, "is being unloaded")
+            entry = _entries.get(oid)
+            # Leased objects (and unknown ids) take lookup(), which renews or explains.
+            target = entry.obj if entry is not None and entry.lease is None else _table.lookup(oid)
+            if refs:
+                made = []
+                args = _take_refs(args, made)
+            result = getattr(target, name)(*args)
+        except BaseException as exc:  # every error goes back to the caller
+            return (False, _core.encode_failure(exc), None)
+        finally:
+            if made:
+                args = ()  # the call's references go first: what is left was kept
+                target = None
+                _settle_lean(made)
     finally:
         _leave_call(ident, nested)
     ctx_back = None
@@ -132,7 +148,49 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
     kind = type(result)
     if kind in _PLAIN or (kind is int and -(1 << 63) <= result < (1 << 63)):
         return (True, result, ctx_back)
+    if isinstance(result, MarshalByRefObject) and not is_transparent_proxy(result):
+        # A new reference to an object of this domain: its caller makes (or finds) a proxy.
+        return (_LEAN_REF, _reduce(result), ctx_back)
     return (False, encode_reply(result, args, {}, None), ctx_back)
+
+
+def _take_refs(args: tuple[object, ...], made: list[object]) -> tuple[object, ...]:
+    """Turn the references among a lean call's arguments into objects; new proxies to made."""
+    items = list(args)
+    for i, item in enumerate(items):
+        if type(item) is tuple:
+            if len(item) == 1:  # an object of this domain coming home
+                items[i] = _table.lookup(item[0], renew=False)
+            else:
+                route = Route(item[0], item[1], item[2], item[3])
+                proxy, new = lean_proxy(RemoteRef(route, item[4], item[5], item[6]))
+                items[i] = proxy
+                if new:
+                    made.append(proxy)
+    return tuple(items)
+
+
+def _ref_out(obj: object, target: int) -> tuple[Shareable, ...] | None:
+    """Say how obj crosses by reference in a lean call into domain target (caller side).
+
+    The reference counts for the call only (_ref_done gives it back): the callee counts
+    one of its own if it keeps a proxy.  None: the generic route (a proxy to a third
+    domain's object, counted at its owner before it crosses).
+    """
+    if is_transparent_proxy(obj):
+        ref = ref_of(obj)
+        if ref.route.interp_id == target:
+            return (ref.oid,)  # going home: this domain's proxy keeps it alive meanwhile
+        return None
+    return _reduce(obj)
+
+
+def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
+    """A lean call is over: give back the references counted for it (caller side)."""
+    for ref in refs:
+        if len(ref) > 1:
+            oid: Any = ref[4]
+            _table.release(oid, 1)
 
 
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
@@ -264,6 +322,7 @@ def install() -> None:
     native = _core.native_module()
     if native is not None:
         native.set_invoke_handler(_invoke_lean)
+        native.set_reference_hooks(MarshalByRefObject, _ref_out, _ref_done)
     handlers: dict[str, OpHandler] = {
         f"{__package__}:create": _op_create,
         f"{__package__}:create_from": _op_create_from,
