@@ -27,8 +27,12 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from ._wire import NativeReply, Reply, Shareable, WireContext
 
     type Part = bytes | bytearray | memoryview
-    # Serves a lean invoke in this domain: invoker(oid, name, args[, refs]) (remoting's).
-    type Invoker = Callable[[int, str, tuple[object, ...], bool], NativeReply]
+    # Serves a lean invoke in this domain: invoker(oid, name, args) (remoting's).
+    type Invoker = Callable[[int, str, tuple[object, ...]], NativeReply]
+    # (proxies, make, settle, home): how lean invokes' references become objects here.
+    type RefHooks = tuple[
+        dict[Any, Any], Callable[[Any], object], Callable[[Any], object], Callable[[int], object]
+    ]
 
 __all__ = [
     "BoundMethod",
@@ -144,23 +148,29 @@ def _dispatch(parts: tuple[memoryview, ...]) -> bytes:
 
 
 _registered = False
-# Set by remoting when it loads: serves invoke(oid, name, args) in this domain.
+# Set by remoting when it loads: serves invoke(oid, name, args) in this domain, and turns the
+# references among its arguments into objects.
 _invoker: Invoker | None = None
+_refs: RefHooks | None = None
 
 
-def set_invoke_handler(handler: Invoker) -> None:
-    """Install the function that serves lean invokes, handler(oid, name, args)."""
-    global _invoker
-    _invoker = handler
+def set_invoke_handler(handler: Invoker, refs: RefHooks | None = None) -> None:
+    """Install the function that serves lean invokes, handler(oid, name, args).
+
+    refs, (proxies, make, settle, home), lets their arguments hold references (see
+    _native.register_dispatcher).
+    """
+    global _invoker, _refs
+    _invoker, _refs = handler, refs
     if _registered and not state.unloading:
-        _native.register_dispatcher(_dispatch, _invoker)
+        _native.register_dispatcher(_dispatch, _invoker, _refs)
 
 
 def register() -> None:
     """Accept native calls into this interpreter."""
     global _registered
     _registered = True
-    _native.register_dispatcher(_dispatch, _invoker)
+    _native.register_dispatcher(_dispatch, _invoker, _refs)
 
 
 def release_interp(interp_id: int, timeout: float | None = None) -> None:

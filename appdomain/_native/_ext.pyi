@@ -7,11 +7,16 @@ from typing import Any, final
 # (done, value, ctx): done is True when value is the method's plain result, False when it
 # is an encoded reply or error that the generic layers decode, 2 when value is a reference.
 type _LeanReply = tuple[bool | int, object, object]
-# invoker(oid, name, args, refs): refs (passed only when True) says args hold references.
-type _Invoker = Callable[[int, str, tuple[object, ...], bool], _LeanReply]
+type _Invoker = Callable[[int, str, tuple[object, ...]], _LeanReply]
+# (proxies, make, settle, home): how references among an invoke's arguments become objects.
+type _RefHooks = tuple[
+    dict[Any, Any], Callable[[Any], object], Callable[[Any], object], Callable[[int], object]
+]
 type _Dispatcher = Callable[[tuple[memoryview, ...]], bytes]
 
-def register_dispatcher(fn: _Dispatcher, invoker: _Invoker | None = None, /) -> None:
+def register_dispatcher(
+    fn: _Dispatcher, invoker: _Invoker | None = None, refs: _RefHooks | None = None, /
+) -> None:
     """Make fn the target of call() for this interpreter, and invoker that of invoke()."""
 
 def unregister_dispatcher() -> None:

@@ -378,17 +378,29 @@ static PyObject *
 native_register_dispatcher(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     modstate *st = get_state(module);
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "register_dispatcher(fn, invoker=None) takes 1 or 2 arguments");
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "register_dispatcher(fn, invoker=None, refs=None) takes 1 to 3 arguments");
         return NULL;
     }
-    PyObject *invoker = nargs == 2 ? args[1] : Py_None;
+    PyObject *invoker = nargs >= 2 ? args[1] : Py_None;
+    PyObject *refs = nargs == 3 ? args[2] : Py_None;
     if (!PyCallable_Check(args[0]) || (invoker != Py_None && !PyCallable_Check(invoker))) {
         PyErr_SetString(PyExc_TypeError, "dispatcher must be callable");
         return NULL;
     }
-    /* The record holds both as one pair, so its lifecycle handles a single object. */
-    PyObject *fn = PyTuple_Pack(2, args[0], invoker);
+    if (refs != Py_None
+        && (!PyTuple_CheckExact(refs) || PyTuple_GET_SIZE(refs) != 4
+            || !PyDict_CheckExact(PyTuple_GET_ITEM(refs, 0))
+            || !PyCallable_Check(PyTuple_GET_ITEM(refs, 1))
+            || !PyCallable_Check(PyTuple_GET_ITEM(refs, 2))
+            || !PyCallable_Check(PyTuple_GET_ITEM(refs, 3)))) {
+        PyErr_Format(PyExc_TypeError, "'refs' must be None or a tuple (proxies dict, make, "
+                     "settle, home) (got %R)", refs);
+        return NULL;
+    }
+    /* The record holds all three as one tuple, so its lifecycle handles a single object. */
+    PyObject *fn = PyTuple_Pack(3, args[0], invoker, refs);
     if (fn == NULL) {
         return NULL;
     }
@@ -460,9 +472,13 @@ native_set_gil_peek(PyObject *Py_UNUSED(module), PyObject *on)
 
 static PyMethodDef native_methods[] = {
     {"register_dispatcher", (PyCFunction)(void (*)(void))native_register_dispatcher, METH_FASTCALL,
-     "register_dispatcher(fn, invoker=None)\n--\n\nMake fn(parts: tuple[memoryview, ...]) -> "
-     "bytes the target of call() for the current interpreter, and invoker(oid, name, args) "
-     "-> marshallable the target of invoke()."},
+     "register_dispatcher(fn, invoker=None, refs=None)\n--\n\nMake fn(parts: "
+     "tuple[memoryview, ...]) -> bytes the target of call() for the current interpreter, and "
+     "invoker(oid, name, args) -> marshallable the target of invoke().  refs, (proxies, make, "
+     "settle, home), turns the references among an invoke's arguments into objects: "
+     "proxies[(interp_id, oid)] a weak reference to this interpreter's proxy, make(ref) a new "
+     "one, home(oid) an object of this interpreter; settle(kept) is given the new proxies "
+     "still referenced once the call returned."},
     {"set_reference_hooks", (PyCFunction)(void (*)(void))native_set_reference_hooks,
      METH_FASTCALL,
      "set_reference_hooks(ref_type, ref_out, ref_done)\n--\n\nLet invoke() carry instances "

@@ -118,17 +118,117 @@ keep_reply(threadrec_t *r, callctx *c, PyObject *blob)
     }
 }
 
+/* Turn the references among a lean invoke's arguments (the tuples ref_out made in the
+ * caller) into objects of this interpreter, in place: (oid,) is an object of ours coming
+ * home, (*route, oid, module, qualname) a proxy, found in proxies or made new (then listed
+ * in made).  refs is the (proxies, make, settle, home) the invoker registered with. */
+static int
+take_refs(PyObject *refs, PyObject *args, PyObject *made)
+{
+    PyObject *proxies = PyTuple_GET_ITEM(refs, 0), *make = PyTuple_GET_ITEM(refs, 1);
+    PyObject *home = PyTuple_GET_ITEM(refs, 3);
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(args, i), *obj = NULL;
+        if (!PyTuple_CheckExact(item)) {
+            continue;
+        }
+        if (PyTuple_GET_SIZE(item) == 1) {
+            obj = PyObject_CallOneArg(home, PyTuple_GET_ITEM(item, 0));
+        }
+        else if (PyTuple_GET_SIZE(item) == 7) {
+            PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 4));
+            PyObject *wr = NULL;
+            if (key == NULL || PyDict_GetItemRef(proxies, key, &wr) < 0) {
+                Py_XDECREF(key);
+                return -1;
+            }
+            Py_DECREF(key);
+            if (wr != NULL) {
+                int got = PyWeakref_Check(wr) ? PyWeakref_GetRef(wr, &obj) : 0;
+                Py_DECREF(wr);
+                if (got < 0) {
+                    return -1;
+                }
+            }
+            if (obj == NULL) {
+                obj = PyObject_CallOneArg(make, item);
+                PyObject *k = obj ? PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0),
+                                                 PyTuple_GET_ITEM(item, 4)) : NULL;
+                if (obj != NULL && (k == NULL || PyList_Append(made, k) < 0
+                                    || PyList_Append(made, obj) < 0)) {
+                    Py_CLEAR(obj);
+                }
+                Py_XDECREF(k);
+            }
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "a reference must be a tuple of 1 or 7 items (got %R)",
+                         item);
+        }
+        if (obj == NULL) {
+            return -1;
+        }
+        Py_SETREF(((PyTupleObject *)args)->ob_item[i], obj);
+    }
+    return 0;
+}
+
+/* After a lean invoke: forget the new proxies nothing kept (made, [key, proxy, ...], holds
+ * their only reference: they die now, with no count to give back) and hand the others to
+ * settle, which counts them at their owners. */
+static int
+settle_refs(PyObject *refs, PyObject *made)
+{
+    PyObject *proxies = PyTuple_GET_ITEM(refs, 0), *settle = PyTuple_GET_ITEM(refs, 2);
+    PyObject *kept = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(made);
+    for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+        PyObject *key = PyList_GET_ITEM(made, i), *proxy = PyList_GET_ITEM(made, i + 1);
+        if (Py_REFCNT(proxy) > 1) {
+            if ((kept == NULL && (kept = PyList_New(0)) == NULL)
+                || PyList_Append(kept, proxy) < 0) {
+                Py_XDECREF(kept);
+                return -1;
+            }
+            continue;
+        }
+        PyObject *wr = NULL, *target = NULL;
+        if (PyDict_GetItemRef(proxies, key, &wr) < 0) {
+            Py_XDECREF(kept);
+            return -1;
+        }
+        if (wr != NULL && PyWeakref_Check(wr) && PyWeakref_GetRef(wr, &target) < 0) {
+            PyErr_Clear();
+        }
+        int ours = target == proxy;
+        Py_XDECREF(target);
+        Py_XDECREF(wr);
+        if (ours && PyDict_DelItem(proxies, key) < 0) {
+            Py_XDECREF(kept);
+            return -1;
+        }
+    }
+    if (kept == NULL) {
+        return 0;
+    }
+    PyObject *ok = PyObject_CallOneArg(settle, kept);
+    Py_DECREF(kept);
+    Py_XDECREF(ok);
+    return ok == NULL ? -1 : 0;
+}
+
 /* The target side of a lean invoke: fn(oid, name, args), its reply marshalled.  One C
  * round trip instead of a Python dispatcher that unpacks and repacks the message. */
 static void
-run_invoke(threadrec_t *r, callctx *c, PyObject *fn)
+run_invoke(threadrec_t *r, callctx *c, PyObject *fn, PyObject *refs)
 {
     if (fn == Py_None) {
         fail_text(r, c, "no dispatcher for invokes in the target interpreter");
         c->not_served = 1;
         return;
     }
-    PyObject *argv[4] = {NULL, NULL, NULL, NULL};
+    PyObject *argv[3] = {NULL, NULL, NULL};
     PyObject *res = NULL, *blob = NULL;
     argv[0] = PyLong_FromLongLong(c->oid);
     argv[1] = PyUnicode_FromStringAndSize(c->name, c->name_len);
@@ -139,9 +239,31 @@ run_invoke(threadrec_t *r, callctx *c, PyObject *fn)
         PyObject *b = PyBytes_FromStringAndSize(c->big_buf[i], c->big_len[i]);
         ok = b != NULL && PyTuple_SetItem(argv[2], c->big_index[i], b) == 0;
     }
+    PyObject *made = NULL;
+    if (ok && c->has_refs) {
+        if (refs == Py_None) {
+            PyErr_SetString(PyExc_TypeError, "the target interpreter takes no references");
+            ok = 0;
+        }
+        else {
+            ok = (made = PyList_New(0)) != NULL && take_refs(refs, argv[2], made) == 0;
+        }
+    }
     if (ok) {
-        argv[3] = Py_True;   /* only read when has_refs: refs(oid, name, args, True) */
-        res = PyObject_Vectorcall(fn, argv, c->has_refs ? 4 : 3, NULL);
+        res = PyObject_Vectorcall(fn, argv, 3, NULL);
+    }
+    if (made != NULL) {
+        /* The call's own references go first: what still holds a new proxy kept it. */
+        Py_CLEAR(argv[2]);
+        PyObject *saved = PyErr_GetRaisedException();
+        if (settle_refs(refs, made) < 0) {
+            Py_CLEAR(res);   /* a kept proxy could not be counted: the call fails */
+            Py_XDECREF(saved);
+        }
+        else {
+            PyErr_SetRaisedException(saved);
+        }
+        Py_DECREF(made);
     }
     if (res != NULL && PyTuple_CheckExact(res) && PyTuple_GET_SIZE(res) == 3
         && PyTuple_GET_ITEM(res, 0) == Py_True && PyTuple_GET_ITEM(res, 2) == Py_None
@@ -182,7 +304,7 @@ run_in_target(threadrec_t *r, domain_t *d, callctx *c)
     PyObject *args = NULL, *res = NULL;
     Py_ssize_t made = 0, n = c->n;
 
-    /* d->fn, the pair (dispatcher, invoker), is read under the target's GIL:
+    /* d->fn, (dispatcher, invoker, refs), is read under the target's GIL:
      * register/unregister run there too. */
     PyObject *pair = Py_XNewRef(d->fn);
     if (pair == NULL) {
@@ -191,7 +313,7 @@ run_in_target(threadrec_t *r, domain_t *d, callctx *c)
         return;
     }
     if (c->kind == KIND_INVOKE) {
-        run_invoke(r, c, PyTuple_GET_ITEM(pair, 1));
+        run_invoke(r, c, PyTuple_GET_ITEM(pair, 1), PyTuple_GET_ITEM(pair, 2));
         Py_DECREF(pair);
         return;
     }

@@ -468,121 +468,108 @@ def _plan(func: Callable[..., object], *, bound: bool) -> CallPlan | None:
 
 # -- references in and out --------------------------------------------------------------------
 
-_proxies: weakref.WeakValueDictionary[tuple[int, int], _ProxyBase] = weakref.WeakValueDictionary()
-# Reentrant: a finalizer (_release) may run in a thread that holds it, whenever the garbage
-# collector runs, and only ever removes its own cell.
+# proxy identity (interp_id, oid) -> weak reference to this domain's one proxy for it.  A
+# plain dict (the C switch reads it: _native/switch.c take_refs); a dead proxy's weak
+# reference removes its own entry.
+_proxies: dict[tuple[int, int], weakref.KeyedRef[Any, Any]] = {}
+# Makes finding-or-making a proxy one step.  Reentrant: building a proxy type may collect
+# garbage, running any finalizer in this thread (none takes it today).
 _proxies_lock = threading.RLock()
-# proxy identity -> [how many remote references it holds (released together when it dies),
-# whether its finalizer is attached].  A proxy made for a lean call holds none while that
-# call runs (the caller counts the reference for the call) and gets its finalizer only if
-# it outlives the call (settle_lean).
-_counts: dict[tuple[int, int], list[int]] = {}
+# Where a proxy keeps its cell: [how many remote references it holds (released together
+# when it dies), whether its finalizer is attached].  A proxy made for a lean call holds
+# none while that call runs (the caller counts the reference for the call) and gets its
+# finalizer only if it outlives the call (settle_lean).
+_CELL = "_appdomain_cell"
+
+
+def _forget(wr: weakref.KeyedRef[Any, Any]) -> None:
+    """Drop a dead proxy's entry (its weak reference's callback)."""
+    key: tuple[int, int] = wr.key
+    if _proxies.get(key) is wr:
+        del _proxies[key]
+
+
+def _live(key: tuple[int, int]) -> Any:
+    wr = _proxies.get(key)
+    return wr() if wr is not None else None
+
+
+def _new_proxy(ref: RemoteRef, cls: type, key: tuple[int, int], count: int) -> Any:
+    """Make and list the proxy for ref (lock held)."""
+    proxy: Any = object.__new__(cls)
+    vars(proxy).update({_REF: ref, _CELL: [count, 0]})
+    _proxies[key] = weakref.KeyedRef(proxy, _forget, key)
+    return proxy
 
 
 def proxy_for(ref: RemoteRef) -> Any:
     """Return this domain's one proxy for ref, counting the reference it brings."""
     key = (ref.route.interp_id, ref.oid)
     with _proxies_lock:
-        proxy = _proxies.get(key)
+        proxy = _live(key)
         if proxy is not None:
-            cell = _counts[key]
-            cell[0] += 1
-            if not cell[1]:  # made by a lean call still running: it now holds a count
-                _finalize(proxy, cell, key)
+            _count(proxy)
             return proxy
     # Outside the lock: building the type may import (and collect garbage, running other
     # proxies' finalizers, which take the lock).
     cls = _proxy_type(ref.module, ref.qualname)
     with _proxies_lock:
-        proxy = _proxies.get(key)
+        proxy = _live(key)
         if proxy is not None:
-            cell = _counts[key]
-            cell[0] += 1
-            if not cell[1]:
-                _finalize(proxy, cell, key)
+            _count(proxy)
             return proxy
-        proxy = object.__new__(cls)
-        proxy.__dict__[_REF] = ref
-        cell = [1, 0]
-        _counts[key] = cell
-        _proxies[key] = proxy
-        _finalize(proxy, cell, key)
+        proxy = _new_proxy(ref, cls, key, 0)
+        _count(proxy)
     return proxy
 
 
-def _finalize(proxy: object, cell: list[int], key: tuple[int, int]) -> None:
-    """Have proxy's death release the references its cell counts (lock held)."""
-    cell[1] = 1
-    ref: RemoteRef = proxy.__dict__[_REF]
-    weakref.finalize(proxy, _release, ref.route, ref.oid, cell, key)
+def _count(proxy: object) -> None:
+    """Count one more reference held by proxy (lock held); its death releases them all."""
+    cell: list[int] = proxy.__dict__[_CELL]
+    cell[0] += 1
+    if not cell[1]:
+        cell[1] = 1
+        ref: RemoteRef = proxy.__dict__[_REF]
+        weakref.finalize(proxy, _release, ref.route, ref.oid, cell)
 
 
-def lean_proxy(ref: RemoteRef) -> tuple[Any, bool]:
-    """Return this domain's proxy for ref during a lean call, and whether it is new.
+def _release(route: Route, oid: int, cell: list[int]) -> None:
+    """Tell the owner this domain dropped its references (no waiting: finalizer context)."""
+    _release_at_owner(route, oid, cell[0])
 
-    The reference counts nothing here: the caller holds it for the call.  A new proxy
-    must go through settle_lean once the call's own references to it are gone.
+
+def lean_proxy(data: tuple[Any, ...]) -> Any:
+    """Make the proxy a lean call brings, from (*route, oid, module, qualname).
+
+    The reference counts nothing here: the caller holds it for the call.  The C switch
+    drops the proxy after the call if nothing kept it, else calls settle_lean.
     """
+    ref = RemoteRef(Route(data[0], data[1], data[2], data[3]), data[4], data[5], data[6])
     key = (ref.route.interp_id, ref.oid)
-    proxy = _proxies.get(key)
-    if proxy is not None:
-        return proxy, False
     cls = _proxy_type(ref.module, ref.qualname)
     with _proxies_lock:
-        proxy = _proxies.get(key)
-        if proxy is not None:
-            return proxy, False
-        proxy = object.__new__(cls)
-        proxy.__dict__[_REF] = ref
-        _counts[key] = [0, 0]
-        _proxies[key] = proxy
-    return proxy, True
+        proxy = _live(key)  # another thread made one meanwhile
+        if proxy is None:
+            proxy = _new_proxy(ref, cls, key, 0)
+    return proxy
 
 
-# References to a proxy settle_lean holds itself: its list's, its loop's, getrefcount's.
-_SETTLE_REFS = 3
+def settle_lean(kept: list[Any]) -> None:
+    """Count the new proxies a lean call kept at their owners, and give them finalizers.
 
-
-def settle_lean(made: list[Any]) -> None:
-    """After a lean call: forget the new proxies nothing kept; count the ones kept.
-
-    A kept proxy is counted at its owner (a nested call there: the caller is still
-    waiting, so the object cannot be released in between) and gets its finalizer.
+    Runs before the call returns: the caller still holds the reference it counted for
+    the call, so the object cannot be released in between.
     """
-    import sys
-
-    kept = []
-    for proxy in made:
-        ref: RemoteRef = proxy.__dict__[_REF]
-        key = (ref.route.interp_id, ref.oid)
-        with _proxies_lock:
-            cell = _counts.get(key)
-            if cell is None or cell[1] or _proxies.get(key) is not proxy:
-                continue  # another call counted it and gave it a finalizer
-            if sys.getrefcount(proxy) <= _SETTLE_REFS:
-                del _counts[key]  # only this call held it: it dies with no count to give
-                del _proxies[key]
-                continue
-        kept.append(proxy)
     for proxy in kept:
-        ref = proxy.__dict__[_REF]
+        cell: list[int] = proxy.__dict__[_CELL]
+        if cell[1]:
+            continue  # a generic call counted it meanwhile: its finalizer releases those
+        ref: RemoteRef = proxy.__dict__[_REF]
         _core.call(ref.route, _OP + "incref", ref.oid)
-        key = (ref.route.interp_id, ref.oid)
         with _proxies_lock:
-            cell = _counts[key]
-            cell[0] += 1
-            if not cell[1]:  # else another call attached one meanwhile: it releases ours too
-                _finalize(proxy, cell, key)
-
-
-def _release(route: Route, oid: int, cell: list[int], key: tuple[int, int]) -> None:
-    """Tell the owner this domain dropped its references (no waiting: finalizer context)."""
-    with _proxies_lock:
-        if _counts.get(key) is cell:
-            del _counts[key]
-    _release_at_owner(route, oid, cell[0])
+            _count(proxy)
 
 
 def live_proxies() -> int:
     """Return how many proxies to remote objects this domain holds."""
-    return len(_proxies)
+    return sum(1 for wr in list(_proxies.values()) if wr() is not None)

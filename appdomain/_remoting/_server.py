@@ -23,8 +23,16 @@ from ..marshal import (
 )
 from . import _table
 from ._base import MarshalByRefObject, is_one_way
-from ._proxy import _LEAN_REF, RemoteRef, is_transparent_proxy, lean_proxy, proxy_for, ref_of
-from ._proxy import settle_lean as _settle_lean
+from ._proxy import (
+    _LEAN_REF,
+    RemoteRef,
+    _proxies,
+    is_transparent_proxy,
+    lean_proxy,
+    proxy_for,
+    ref_of,
+    settle_lean,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -112,33 +120,23 @@ def _op_invoke(payload: tuple[int, str, Shareable]) -> Shareable:
     return reply
 
 
-def _invoke_lean(oid: int, name: str, args: tuple[object, ...], refs: bool = False) -> NativeReply:
+def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
     """Serve a lean native invoke (plain arguments, no call context) without the generic layers.
 
-    With refs, the tuples among args are references (_ref_out made them in the caller).
+    References among the arguments are objects already (the C switch made them).
     """
     # Releases are not drained here: each one also wakes this domain's dispatcher, which
     # drains them, and the generic route drains before every call.
     ident, nested = _enter_call()
-    made: list[object] | None = None
     try:
-        try:
-            if _state.unloading:
-                raise _core.unloaded(_core.CURRENT_INTERP, "is being unloaded")
-            entry = _entries.get(oid)
-            # Leased objects (and unknown ids) take lookup(), which renews or explains.
-            target = entry.obj if entry is not None and entry.lease is None else _table.lookup(oid)
-            if refs:
-                made = []
-                args = _take_refs(args, made)
-            result = getattr(target, name)(*args)
-        except BaseException as exc:  # every error goes back to the caller
-            return (False, _core.encode_failure(exc), None)
-        finally:
-            if made:
-                args = ()  # the call's references go first: what is left was kept
-                target = None
-                _settle_lean(made)
+        if _state.unloading:
+            raise _core.unloaded(_core.CURRENT_INTERP, "is being unloaded")
+        entry = _entries.get(oid)
+        # Leased objects (and unknown ids) take lookup(), which renews or explains.
+        target = entry.obj if entry is not None and entry.lease is None else _table.lookup(oid)
+        result = getattr(target, name)(*args)
+    except BaseException as exc:  # every error goes back to the caller
+        return (False, _core.encode_failure(exc), None)
     finally:
         _leave_call(ident, nested)
     ctx_back = None
@@ -154,20 +152,9 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...], refs: bool = Fal
     return (False, encode_reply(result, args, {}, None), ctx_back)
 
 
-def _take_refs(args: tuple[object, ...], made: list[object]) -> tuple[object, ...]:
-    """Turn the references among a lean call's arguments into objects; new proxies to made."""
-    items = list(args)
-    for i, item in enumerate(items):
-        if type(item) is tuple:
-            if len(item) == 1:  # an object of this domain coming home
-                items[i] = _table.lookup(item[0], renew=False)
-            else:
-                route = Route(item[0], item[1], item[2], item[3])
-                proxy, new = lean_proxy(RemoteRef(route, item[4], item[5], item[6]))
-                items[i] = proxy
-                if new:
-                    made.append(proxy)
-    return tuple(items)
+def _home(oid: int) -> object:
+    """The object of this domain a lean call's reference names (it comes home)."""
+    return _table.lookup(oid, renew=False)
 
 
 def _ref_out(obj: object, target: int) -> tuple[Shareable, ...] | None:
@@ -321,7 +308,7 @@ def install() -> None:
     _core.set_release_hook(_drain_releases)
     native = _core.native_module()
     if native is not None:
-        native.set_invoke_handler(_invoke_lean)
+        native.set_invoke_handler(_invoke_lean, (_proxies, lean_proxy, settle_lean, _home))
         native.set_reference_hooks(MarshalByRefObject, _ref_out, _ref_done)
     handlers: dict[str, OpHandler] = {
         f"{__package__}:create": _op_create,
