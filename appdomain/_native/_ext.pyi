@@ -1,6 +1,6 @@
 """Types of the C switch, appdomain._native._ext (built from module.c and its siblings)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, final
 
@@ -52,9 +52,16 @@ def set_reference_hooks(
     ref_type: type,
     ref_out: Callable[[Any, int], tuple[object, ...] | None],
     ref_done: Callable[[list[tuple[object, ...]]], object],
+    lend: tuple[
+        dict[type, tuple[object, ...]],
+        dict[int, int],
+        dict[int, list[Any]],
+        dict[int, int],
+        Iterator[int],
+    ],
     /,
 ) -> None:
-    """Let invoke() carry instances of ref_type as ref_out(obj, interp_id)'s tuples."""
+    """Let invoke() carry instances of ref_type: lent, or as ref_out(obj, interp_id)'s tuples."""
 
 def method_member(spec: object, bound_type: type[BoundMethod], /) -> MethodMember:
     """Make the proxy-type member for spec: reading it from a proxy binds a bound_type."""

@@ -104,22 +104,121 @@ is_lean(modstate *st, PyObject *args)
     return refs ? 2 : 1;
 }
 
-/* set_reference_hooks(ref_type, ref_out, ref_done): how invoke() carries references. */
+/* set_reference_hooks(ref_type, ref_out, ref_done, lend): how invoke() carries references.
+ * lend is (lean_types, by_identity, lent, lent_ids, next_oid) (see modstate). */
 static PyObject *
 native_set_reference_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyType_Check(args[0]) || !PyCallable_Check(args[1])
-        || !PyCallable_Check(args[2])) {
+    PyObject *lend = nargs == 4 ? args[3] : NULL;
+    if (nargs != 4 || !PyType_Check(args[0]) || !PyCallable_Check(args[1])
+        || !PyCallable_Check(args[2]) || !PyTuple_CheckExact(lend) || PyTuple_GET_SIZE(lend) != 5
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(lend, 0))
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(lend, 1))
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(lend, 2))
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(lend, 3))
+        || !PyIter_Check(PyTuple_GET_ITEM(lend, 4))) {
         PyErr_SetString(PyExc_TypeError,
-                        "set_reference_hooks(ref_type, ref_out, ref_done) takes a type and "
-                        "2 callables");
+                        "set_reference_hooks(ref_type, ref_out, ref_done, lend) takes a type, "
+                        "2 callables and (dict, dict, dict, dict, iterator)");
         return NULL;
     }
     modstate *st = get_state(module);
     Py_XSETREF(st->ref_type, Py_NewRef(args[0]));
     Py_XSETREF(st->ref_out, Py_NewRef(args[1]));
     Py_XSETREF(st->ref_done, Py_NewRef(args[2]));
+    Py_XSETREF(st->lean_types, Py_NewRef(PyTuple_GET_ITEM(lend, 0)));
+    Py_XSETREF(st->by_identity, Py_NewRef(PyTuple_GET_ITEM(lend, 1)));
+    Py_XSETREF(st->lent, Py_NewRef(PyTuple_GET_ITEM(lend, 2)));
+    Py_XSETREF(st->lent_ids, Py_NewRef(PyTuple_GET_ITEM(lend, 3)));
+    Py_XSETREF(st->next_oid, Py_NewRef(PyTuple_GET_ITEM(lend, 4)));
     Py_RETURN_NONE;
+}
+
+/* Lend obj to one more call: its reference, (*route, oid, module, qualname), from its
+ * type's (*route, module, qualname).  No Python code runs, so this is one step for every
+ * thread of this interpreter (the Python side reads these dicts under its own lock). */
+static PyObject *
+lend(modstate *st, PyObject *obj, PyObject *info)
+{
+    PyObject *ident = PyLong_FromVoidPtr(obj), *oid = NULL, *cell = NULL, *ref = NULL;
+    if (ident == NULL) {
+        return NULL;
+    }
+    if (PyDict_GetItemRef(st->by_identity, ident, &oid) < 0
+        || (oid == NULL && PyDict_GetItemRef(st->lent_ids, ident, &oid) < 0)) {
+        goto out;
+    }
+    if (oid == NULL && (oid = PyIter_Next(st->next_oid)) == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "object ids ran out");
+        }
+        goto out;
+    }
+    if (PyDict_GetItemRef(st->lent, oid, &cell) < 0) {
+        goto out;
+    }
+    if (cell != NULL && PyList_CheckExact(cell) && PyList_GET_SIZE(cell) == 2
+        && PyList_GET_ITEM(cell, 0) == obj) {
+        long n = PyLong_AsLong(PyList_GET_ITEM(cell, 1));
+        PyObject *calls = n == -1 && PyErr_Occurred() ? NULL : PyLong_FromLong(n + 1);
+        if (calls == NULL || PyList_SetItem(cell, 1, calls) < 0) {
+            goto out;
+        }
+    }
+    else {
+        Py_XSETREF(cell, PyList_New(2));
+        if (cell == NULL) {
+            goto out;
+        }
+        PyList_SET_ITEM(cell, 0, Py_NewRef(obj));
+        PyList_SET_ITEM(cell, 1, PyLong_FromLong(1));
+        if (PyList_GET_ITEM(cell, 1) == NULL || PyDict_SetItem(st->lent, oid, cell) < 0) {
+            goto out;
+        }
+    }
+    if (PyDict_SetItem(st->lent_ids, ident, oid) < 0) {
+        goto out;   /* lent[oid] stays: the caller's unlend finds nothing wrong with it */
+    }
+    ref = PyTuple_Pack(7, PyTuple_GET_ITEM(info, 0), PyTuple_GET_ITEM(info, 1),
+                       PyTuple_GET_ITEM(info, 2), PyTuple_GET_ITEM(info, 3), oid,
+                       PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5));
+out:
+    Py_DECREF(ident);
+    Py_XDECREF(oid);
+    Py_XDECREF(cell);
+    return ref;
+}
+
+/* A call that lent obj as oid is over: forget the loan once no call holds it. */
+static void
+unlend(modstate *st, PyObject *obj, PyObject *oid)
+{
+    PyObject *cell = NULL;
+    if (PyDict_GetItemRef(st->lent, oid, &cell) <= 0 || !PyList_CheckExact(cell)
+        || PyList_GET_SIZE(cell) != 2 || PyList_GET_ITEM(cell, 0) != obj) {
+        PyErr_Clear();
+        Py_XDECREF(cell);
+        return;
+    }
+    long calls = PyLong_AsLong(PyList_GET_ITEM(cell, 1)) - 1;
+    if (calls > 0) {
+        PyObject *n = PyLong_FromLong(calls);
+        if (n == NULL || PyList_SetItem(cell, 1, n) < 0) {
+            PyErr_Clear();
+        }
+        Py_DECREF(cell);
+        return;
+    }
+    Py_DECREF(cell);
+    PyObject *ident = PyLong_FromVoidPtr(obj), *mapped = NULL;
+    if (ident != NULL && PyDict_GetItemRef(st->lent_ids, ident, &mapped) > 0
+        && PyObject_RichCompareBool(mapped, oid, Py_EQ) == 1) {
+        (void)PyDict_DelItem(st->lent_ids, ident);
+    }
+    (void)PyDict_DelItem(st->lent, oid);
+    PyErr_Clear();
+    Py_XDECREF(mapped);
+    Py_XDECREF(ident);
 }
 
 /* A copy of args to edit (PyTuple_GetSlice would hand back the same tuple). */
@@ -137,23 +236,44 @@ copy_args(PyObject *args)
     return copy;
 }
 
-/* Replace the references among args (a fresh copy) by ref_out(obj, iid)'s tuples, each also
- * appended to made.  0: done; 1: a reference cannot cross lean (ref_out said None); -1: error. */
+/* Replace the references among args (a fresh copy) by their tuples: lent in C where the
+ * type is in lean_types (each (obj, oid) appended to loans), else ref_out(obj, iid)'s
+ * (appended to made).  0: done; 1: a reference cannot cross lean (ref_out said None);
+ * -1: error. */
 static int
-pack_refs(modstate *st, PyObject *packed, long long iid, PyObject *made)
+pack_refs(modstate *st, PyObject *packed, long long iid, PyObject *made, PyObject *loans)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(packed);
-    PyObject *target = PyLong_FromLongLong(iid);
-    if (target == NULL) {
-        return -1;
-    }
+    PyObject *target = NULL;
     int rc = 0;
     for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
-        PyObject *v = PyTuple_GET_ITEM(packed, i);
+        PyObject *v = PyTuple_GET_ITEM(packed, i), *info = NULL, *ref = NULL;
         if (!PyObject_TypeCheck(v, (PyTypeObject *)st->ref_type)) {
             continue;
         }
-        PyObject *ref = PyObject_CallFunctionObjArgs(st->ref_out, v, target, NULL);
+        if (st->lean_types != NULL
+            && PyDict_GetItemRef(st->lean_types, (PyObject *)Py_TYPE(v), &info) < 0) {
+            return -1;
+        }
+        if (info != NULL) {
+            ref = lend(st, v, info);
+            Py_DECREF(info);
+            if (ref == NULL) {
+                rc = -1;
+            }
+            else if (PyList_Append(loans, v) < 0 || PyList_Append(loans, PyTuple_GET_ITEM(ref, 4)) < 0) {
+                Py_DECREF(ref);
+                rc = -1;
+            }
+            else {
+                Py_SETREF(((PyTupleObject *)packed)->ob_item[i], ref);
+            }
+            continue;
+        }
+        if (target == NULL && (target = PyLong_FromLongLong(iid)) == NULL) {
+            return -1;
+        }
+        ref = PyObject_CallFunctionObjArgs(st->ref_out, v, target, NULL);
         if (ref == NULL) {
             rc = -1;
         }
@@ -169,23 +289,28 @@ pack_refs(modstate *st, PyObject *packed, long long iid, PyObject *made)
             Py_SETREF(((PyTupleObject *)packed)->ob_item[i], ref);
         }
     }
-    Py_DECREF(target);
+    Py_XDECREF(target);
     return rc;
 }
 
-/* ref_done(refs): the call is over, whatever its outcome; keeps the call's exception. */
+/* The call is over, whatever its outcome: end its loans, then ref_done(made).  Keeps the
+ * call's exception. */
 static int
-refs_done(modstate *st, PyObject *made)
+refs_done(modstate *st, PyObject *made, PyObject *loans)
 {
-    if (PyList_GET_SIZE(made) == 0) {
-        return 0;
-    }
     PyObject *saved = PyErr_GetRaisedException();
-    PyObject *ok = PyObject_CallOneArg(st->ref_done, made);
-    if (ok == NULL && saved != NULL) {
-        PyErr_WriteUnraisable(st->ref_done);   /* the call's own error wins */
+    Py_ssize_t n = PyList_GET_SIZE(loans);
+    for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+        unlend(st, PyList_GET_ITEM(loans, i), PyList_GET_ITEM(loans, i + 1));
     }
-    Py_XDECREF(ok);
+    PyObject *ok = Py_None;
+    if (PyList_GET_SIZE(made) > 0) {
+        ok = PyObject_CallOneArg(st->ref_done, made);
+        if (ok == NULL && saved != NULL) {
+            PyErr_WriteUnraisable(st->ref_done);   /* the call's own error wins */
+        }
+        Py_XDECREF(ok);
+    }
     if (saved != NULL) {
         PyErr_SetRaisedException(saved);
     }
@@ -246,18 +371,21 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     callctx c = {.kind = KIND_INVOKE, .st = st, .oid = oid, .name = name,
                  .name_len = name_len, .has_refs = lean == 2};
-    PyObject *packed = args[3], *made = NULL;
+    PyObject *packed = args[3], *made = NULL, *loans = NULL;
     if (c.has_refs) {
-        /* References cross as the tuples ref_out() makes (counted while the call lasts). */
-        if ((made = PyList_New(0)) == NULL || (packed = copy_args(args[3])) == NULL) {
+        /* References cross as tuples, lent (or counted) while the call lasts. */
+        if ((made = PyList_New(0)) == NULL || (loans = PyList_New(0)) == NULL
+            || (packed = copy_args(args[3])) == NULL) {
             Py_XDECREF(made);
+            Py_XDECREF(loans);
             return NULL;
         }
-        int rc = pack_refs(st, packed, iid, made);
+        int rc = pack_refs(st, packed, iid, made, loans);
         if (rc != 0) {
             Py_DECREF(packed);
-            (void)refs_done(st, made);
+            (void)refs_done(st, made, loans);
             Py_DECREF(made);
+            Py_DECREF(loans);
             if (rc < 0) {
                 return NULL;
             }
@@ -277,8 +405,9 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(packed);
             }
             if (made != NULL) {
-                (void)refs_done(st, made);
+                (void)refs_done(st, made, loans);
                 Py_DECREF(made);
+                Py_DECREF(loans);
             }
             Py_RETURN_NOTIMPLEMENTED;
         }
@@ -303,10 +432,11 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(blob);
     }
     if (made != NULL) {
-        if (refs_done(st, made) < 0) {
+        if (refs_done(st, made, loans) < 0) {
             Py_CLEAR(result);
         }
         Py_DECREF(made);
+        Py_DECREF(loans);
     }
     return result;
 }
@@ -481,10 +611,11 @@ static PyMethodDef native_methods[] = {
      "still referenced once the call returned."},
     {"set_reference_hooks", (PyCFunction)(void (*)(void))native_set_reference_hooks,
      METH_FASTCALL,
-     "set_reference_hooks(ref_type, ref_out, ref_done)\n--\n\nLet invoke() carry instances "
-     "of ref_type: each crosses as ref_out(obj, interp_id) (a tuple of plain values; None "
-     "sends the call by the generic route), the target's invoker gets True as a 4th "
-     "argument, and ref_done(refs) runs with those tuples once the call is over."},
+     "set_reference_hooks(ref_type, ref_out, ref_done, lend)\n--\n\nLet invoke() carry "
+     "instances of ref_type: those of a type in lend's lean_types are lent for the call, "
+     "others cross as ref_out(obj, interp_id) (a tuple of plain values; None sends the call "
+     "by the generic route), and ref_done(refs) runs with those tuples once the call is "
+     "over.  lend is (lean_types, by_identity, lent, lent_ids, next_oid)."},
     {"invoke", (PyCFunction)(void (*)(void))appdomain_invoke, METH_FASTCALL,
      "invoke(interp_id, oid, name, args)\n--\n\nRun the invoker of interpreter interp_id on "
      "the calling thread with args (plain values); return its reply, or NotImplemented "
@@ -577,6 +708,11 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ref_type);
     Py_VISIT(st->ref_out);
     Py_VISIT(st->ref_done);
+    Py_VISIT(st->lean_types);
+    Py_VISIT(st->by_identity);
+    Py_VISIT(st->lent);
+    Py_VISIT(st->lent_ids);
+    Py_VISIT(st->next_oid);
     Py_VISIT(st->not_served);
     Py_VISIT(st->closing);
     return appdomain_method_traverse(st, visit, arg);
@@ -592,6 +728,11 @@ native_clear(PyObject *module)
     Py_CLEAR(st->ref_type);
     Py_CLEAR(st->ref_out);
     Py_CLEAR(st->ref_done);
+    Py_CLEAR(st->lean_types);
+    Py_CLEAR(st->by_identity);
+    Py_CLEAR(st->lent);
+    Py_CLEAR(st->lent_ids);
+    Py_CLEAR(st->next_oid);
     Py_CLEAR(st->not_served);
     Py_CLEAR(st->closing);
     appdomain_method_clear(st);

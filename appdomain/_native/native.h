@@ -20,6 +20,15 @@ typedef struct {
     PyObject *ref_type;
     PyObject *ref_out;
     PyObject *ref_done;
+    /* Lending (set_reference_hooks' lend): an instance of a type in lean_types crosses as
+     * route + (oid,) + (module, qualname) without Python code: its oid is the one
+     * by_identity or lent_ids has for it, else a new one from next_oid, and lent[oid] =
+     * [obj, calls] finds it while calls lend it. */
+    PyObject *lean_types;
+    PyObject *by_identity;
+    PyObject *lent;
+    PyObject *lent_ids;
+    PyObject *next_oid;
     /* Why a call was refused, as types the caller can tell apart (both RuntimeError's):
      * the target takes no native calls, or it is being destroyed. */
     PyObject *not_served;

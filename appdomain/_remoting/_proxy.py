@@ -471,7 +471,7 @@ def _plan(func: Callable[..., object], *, bound: bool) -> CallPlan | None:
 # proxy identity (interp_id, oid) -> weak reference to this domain's one proxy for it.  A
 # plain dict (the C switch reads it: _native/switch.c take_refs); a dead proxy's weak
 # reference removes its own entry.
-_proxies: dict[tuple[int, int], weakref.KeyedRef[Any, Any]] = {}
+_proxies: dict[tuple[int, int], _Entry] = {}
 # Makes finding-or-making a proxy one step.  Reentrant: building a proxy type may collect
 # garbage, running any finalizer in this thread (none takes it today).
 _proxies_lock = threading.RLock()
@@ -482,9 +482,16 @@ _proxies_lock = threading.RLock()
 _CELL = "_appdomain_cell"
 
 
-def _forget(wr: weakref.KeyedRef[Any, Any]) -> None:
+class _Entry(weakref.ref):  # type: ignore[type-arg]  # of a proxy: weakref.ref[Any]
+    """A weak reference to a proxy that knows its key (weakref.KeyedRef runs Python code)."""
+
+    __slots__ = ("key",)
+    key: tuple[int, int]
+
+
+def _forget(wr: _Entry) -> None:
     """Drop a dead proxy's entry (its weak reference's callback)."""
-    key: tuple[int, int] = wr.key
+    key = wr.key
     if _proxies.get(key) is wr:
         del _proxies[key]
 
@@ -497,8 +504,12 @@ def _live(key: tuple[int, int]) -> Any:
 def _new_proxy(ref: RemoteRef, cls: type, key: tuple[int, int], count: int) -> Any:
     """Make and list the proxy for ref (lock held)."""
     proxy: Any = object.__new__(cls)
-    vars(proxy).update({_REF: ref, _CELL: [count, 0]})
-    _proxies[key] = weakref.KeyedRef(proxy, _forget, key)
+    state = proxy.__dict__
+    state[_REF] = ref
+    state[_CELL] = [count, 0]
+    entry = _Entry(proxy, _forget)
+    entry.key = key
+    _proxies[key] = entry
     return proxy
 
 
@@ -544,14 +555,21 @@ def lean_proxy(data: tuple[Any, ...]) -> Any:
     The reference counts nothing here: the caller holds it for the call.  The C switch
     drops the proxy after the call if nothing kept it, else calls settle_lean.
     """
-    ref = RemoteRef(Route(data[0], data[1], data[2], data[3]), data[4], data[5], data[6])
-    key = (ref.route.interp_id, ref.oid)
-    cls = _proxy_type(ref.module, ref.qualname)
+    cls = _lean_classes.get(data[5:])
+    if cls is None:
+        cls = _lean_classes[data[5:]] = _proxy_type(data[5], data[6])
+    ref = _new_tuple(RemoteRef, (_new_tuple(Route, data[:4]), data[4], data[5], data[6]))
+    key = (data[0], data[4])
     with _proxies_lock:
         proxy = _live(key)  # another thread made one meanwhile
         if proxy is None:
             proxy = _new_proxy(ref, cls, key, 0)
     return proxy
+
+
+# (module, qualname) -> proxy type, for lean_proxy (lean calls are native: no route in the key).
+_lean_classes: dict[tuple[str, str], type] = {}
+_new_tuple = tuple.__new__
 
 
 def settle_lean(kept: list[Any]) -> None:

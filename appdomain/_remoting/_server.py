@@ -169,7 +169,15 @@ def _ref_out(obj: object, target: int) -> tuple[Shareable, ...] | None:
         if ref.route.interp_id == target:
             return (ref.oid,)  # going home: this domain's proxy keeps it alive meanwhile
         return None
-    return _reduce(obj)
+    cls = type(obj)
+    reduced = _reduce(obj)
+    # From now on the C switch lends such objects itself: (*route, module, qualname).
+    _lean_types[cls] = (*reduced[:4], *reduced[5:])
+    return reduced
+
+
+# Types whose instances the C switch lends to lean calls: type -> (*route, module, qualname).
+_lean_types: dict[type, tuple[Shareable, ...]] = {}
 
 
 def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
@@ -309,7 +317,8 @@ def install() -> None:
     native = _core.native_module()
     if native is not None:
         native.set_invoke_handler(_invoke_lean, (_proxies, lean_proxy, settle_lean, _home))
-        native.set_reference_hooks(MarshalByRefObject, _ref_out, _ref_done)
+        lend = (_lean_types, _table._by_identity, _table._lent, _table._lent_ids, _table._next_oid)
+        native.set_reference_hooks(MarshalByRefObject, _ref_out, _ref_done, lend)
     handlers: dict[str, OpHandler] = {
         f"{__package__}:create": _op_create,
         f"{__package__}:create_from": _op_create_from,
