@@ -14,7 +14,7 @@ from .._errors import (
     AppDomainError,
     AppDomainUnloadedException,
 )
-from . import _exit, _runtime
+from . import _exit, _runtime, _site
 from ._events import Event
 from ._setup import AppDomainSetup
 
@@ -23,17 +23,23 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Callable, Sequence
     from typing import Any, overload
 
+    from .._core._wire import Shareable
+
 __all__ = ["AppDomain", "AppDomainSetup"]
 
 # Run in a fresh interpreter: give it the creator's import path, then boot appdomain there.
 # The collector stays off while the domain boots: its imports make no garbage cycles, and
 # the collections they would trigger cost ~1 ms for nothing.
 # The module is named from the imported one, so moving it cannot leave a stale string here.
+# Where the domain was created without site, its boot does site's work first (_site).
 _BOOT_SOURCE = f"""\
 import gc, sys
 gc.disable()
 try:
     sys.path[:] = list(cfg[2])
+    if site_plan is not None:
+        exec(site_source, {{"site_plan": site_plan}})
+    del site_plan, site_source
     import {_runtime.__name__} as _appdomain_runtime
     _appdomain_runtime.boot_subdomain(cfg)
 finally:
@@ -441,7 +447,7 @@ def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppD
         # any subinterpreter imports it, or CPython 3.13 aborts at exit.
         from .. import marshal  # noqa: F401
     default = _runtime.ensure_started()
-    interp_id = _compat.create_interp()
+    interp_id, site_plan = _site.create_interp()
     domain_id = interp_id + 1
     reply_queue = _compat.queue_create()
     main_path, main_module = _runtime.main_script()
@@ -455,7 +461,12 @@ def _create_here(name: str, setup: AppDomainSetup, inherited: list[str]) -> AppD
         reply_queue,
     )
     try:
-        excinfo = _compat.exec_in(interp_id, _BOOT_SOURCE, {"cfg": cfg})
+        shared: dict[str, Shareable] = {
+            "cfg": cfg,
+            "site_plan": site_plan,
+            "site_source": _site.SOURCE,
+        }
+        excinfo = _compat.exec_in(interp_id, _BOOT_SOURCE, shared)
         if excinfo is not None:
             detail = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", "")
             raise AppDomainError(f"domain {name!r} failed to start: {detail}")

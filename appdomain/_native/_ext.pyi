@@ -66,6 +66,9 @@ def set_reference_hooks(
 def method_member(spec: object, bound_type: type[BoundMethod], /) -> MethodMember:
     """Make the proxy-type member for spec: reading it from a proxy binds a bound_type."""
 
+def set_site_import(on: bool, /) -> bool | None:
+    """Turn site on or off for interpreters created from now on; the previous setting."""
+
 def set_gil_peek(on: bool, /) -> bool:
     """Turn the look at a held GIL on or off (process-wide); return whether it is now on."""
 

@@ -317,6 +317,46 @@ refs_done(modstate *st, PyObject *made, PyObject *loans)
     return ok == NULL && saved == NULL ? -1 : 0;
 }
 
+#ifndef _WIN32
+#  include <dlfcn.h>
+#endif
+
+/* CPython's accessor of the running interpreter's configuration (3.13:
+ * Include/internal/pycore_pystate.h), not in the public headers: looked up when first
+ * needed, so a CPython without it still loads this module (set_site_import says None). */
+typedef const PyConfig *(*get_config_fn)(void);
+
+static get_config_fn
+find_get_config(void)
+{
+#if !defined(_WIN32) && PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030F0000
+    return (get_config_fn)dlsym(RTLD_DEFAULT, "_Py_GetConfig");
+#else
+    return NULL;   /* a CPython this was not checked against: leave it alone */
+#endif
+}
+
+/* set_site_import(on): turn `site` on or off for the interpreters this one creates from now
+ * on (a new interpreter copies its creator's configuration when it starts); return the
+ * previous setting.  The domain boot does site's work itself, deferring the .pth lines that
+ * only install editable finders (appdomain._domains._site). */
+static PyObject *
+native_set_site_import(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    get_config_fn get_config = find_get_config();
+    if (get_config == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyConfig *config = (PyConfig *)get_config();
+    int old = config->site_import;
+    config->site_import = on;
+    return PyBool_FromLong(old);
+}
+
 static PyObject *
 native_set_context_var(PyObject *module, PyObject *var)
 {
@@ -616,6 +656,9 @@ static PyMethodDef native_methods[] = {
      "others cross as ref_out(obj, interp_id) (a tuple of plain values; None sends the call "
      "by the generic route), and ref_done(refs) runs with those tuples once the call is "
      "over.  lend is (lean_types, by_identity, lent, lent_ids, next_oid)."},
+    {"set_site_import", native_set_site_import, METH_O,
+     "set_site_import(on)\n--\n\nTurn site on or off for the interpreters this one creates "
+     "from now on; return the previous setting (None: not supported on this CPython)."},
     {"invoke", (PyCFunction)(void (*)(void))appdomain_invoke, METH_FASTCALL,
      "invoke(interp_id, oid, name, args)\n--\n\nRun the invoker of interpreter interp_id on "
      "the calling thread with args (plain values); return its reply, or NotImplemented "
