@@ -29,9 +29,13 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     type Part = bytes | bytearray | memoryview
     # Serves a lean invoke in this domain: invoker(oid, name, args) (remoting's).
     type Invoker = Callable[[int, str, tuple[object, ...]], NativeReply]
-    # (proxies, make, settle, home): how lean invokes' references become objects here.
+    # (proxies, make, settle, home, fast): how lean invokes' references become objects here.
     type RefHooks = tuple[
-        dict[Any, Any], Callable[[Any], object], Callable[[Any], object], Callable[[int], object]
+        dict[Any, Any],
+        Callable[[Any], object],
+        Callable[[Any], object],
+        Callable[[int], object],
+        tuple[object, ...] | None,
     ]
 
 __all__ = [
@@ -157,7 +161,7 @@ _refs: RefHooks | None = None
 def set_invoke_handler(handler: Invoker, refs: RefHooks | None = None) -> None:
     """Install the function that serves lean invokes, handler(oid, name, args).
 
-    refs, (proxies, make, settle, home), lets their arguments hold references (see
+    refs, (proxies, make, settle, home, fast), lets their arguments hold references (see
     _native.register_dispatcher).
     """
     global _invoker, _refs

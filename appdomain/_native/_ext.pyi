@@ -8,9 +8,15 @@ from typing import Any, final
 # is an encoded reply or error that the generic layers decode, 2 when value is a reference.
 type _LeanReply = tuple[bool | int, object, object]
 type _Invoker = Callable[[int, str, tuple[object, ...]], _LeanReply]
-# (proxies, make, settle, home): how references among an invoke's arguments become objects.
+# (proxies, make, settle, home, fast): how references among an invoke's arguments become
+# objects; fast, (classes, RemoteRef, Route, entry type, forget, ref name, cell name) or
+# None, lets the switch make proxies of known types itself.
 type _RefHooks = tuple[
-    dict[Any, Any], Callable[[Any], object], Callable[[Any], object], Callable[[int], object]
+    dict[Any, Any],
+    Callable[[Any], object],
+    Callable[[Any], object],
+    Callable[[int], object],
+    tuple[object, ...] | None,
 ]
 type _Dispatcher = Callable[[tuple[memoryview, ...]], bytes]
 

@@ -544,6 +544,26 @@ out:
 
 /* ------------------------------------------------------ registration */
 
+/* refs' fast part: None, or (classes, RemoteRef, Route, entry type, forget, ref name,
+ * cell name) (switch.c make_proxy). */
+static int
+fast_ok(PyObject *fast)
+{
+    if (fast == Py_None) {
+        return 1;
+    }
+    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 7
+           && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 0))
+           && PyType_Check(PyTuple_GET_ITEM(fast, 1))
+           && PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), &PyTuple_Type)
+           && PyType_Check(PyTuple_GET_ITEM(fast, 2))
+           && PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(fast, 2), &PyTuple_Type)
+           && PyType_Check(PyTuple_GET_ITEM(fast, 3))
+           && PyCallable_Check(PyTuple_GET_ITEM(fast, 4))
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 5))
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 6));
+}
+
 static PyObject *
 native_register_dispatcher(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -560,13 +580,14 @@ native_register_dispatcher(PyObject *module, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     if (refs != Py_None
-        && (!PyTuple_CheckExact(refs) || PyTuple_GET_SIZE(refs) != 4
+        && (!PyTuple_CheckExact(refs) || PyTuple_GET_SIZE(refs) != 5
             || !PyDict_CheckExact(PyTuple_GET_ITEM(refs, 0))
             || !PyCallable_Check(PyTuple_GET_ITEM(refs, 1))
             || !PyCallable_Check(PyTuple_GET_ITEM(refs, 2))
-            || !PyCallable_Check(PyTuple_GET_ITEM(refs, 3)))) {
+            || !PyCallable_Check(PyTuple_GET_ITEM(refs, 3))
+            || !fast_ok(PyTuple_GET_ITEM(refs, 4)))) {
         PyErr_Format(PyExc_TypeError, "'refs' must be None or a tuple (proxies dict, make, "
-                     "settle, home) (got %R)", refs);
+                     "settle, home, fast) (got %R)", refs);
         return NULL;
     }
     /* The record holds all three as one tuple, so its lifecycle handles a single object. */
@@ -645,7 +666,7 @@ static PyMethodDef native_methods[] = {
      "register_dispatcher(fn, invoker=None, refs=None)\n--\n\nMake fn(parts: "
      "tuple[memoryview, ...]) -> bytes the target of call() for the current interpreter, and "
      "invoker(oid, name, args) -> marshallable the target of invoke().  refs, (proxies, make, "
-     "settle, home), turns the references among an invoke's arguments into objects: "
+     "settle, home, fast), turns the references among an invoke's arguments into objects: "
      "proxies[(interp_id, oid)] a weak reference to this interpreter's proxy, make(ref) a new "
      "one, home(oid) an object of this interpreter; settle(kept) is given the new proxies "
      "still referenced once the call returned."},

@@ -118,6 +118,75 @@ keep_reply(threadrec_t *r, callctx *c, PyObject *blob)
     }
 }
 
+/* Make the proxy for ref (*route, oid, module, qualname) as remoting's lean_proxy would, in
+ * C, and list it in proxies; Py_None when its type has no entry in classes yet.  fast is
+ * (classes, RemoteRef, Route, weakref type with a `key` slot, its callback, ref attribute
+ * name, cell attribute name). */
+static PyObject *
+make_proxy(PyObject *fast, PyObject *proxies, PyObject *item)
+{
+    PyObject *classes = PyTuple_GET_ITEM(fast, 0);
+    PyTypeObject *ref_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 1);
+    PyTypeObject *route_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 2);
+    PyObject *entry_type = PyTuple_GET_ITEM(fast, 3), *forget = PyTuple_GET_ITEM(fast, 4);
+    PyObject *str_ref = PyTuple_GET_ITEM(fast, 5), *str_cell = PyTuple_GET_ITEM(fast, 6);
+    PyObject *name = NULL, *cls = NULL, *parts = NULL, *route = NULL, *ref = NULL;
+    PyObject *proxy = NULL, *dict = NULL, *cell = NULL, *entry = NULL, *key = NULL;
+    PyObject *result = NULL;
+    if ((name = PyTuple_GetSlice(item, 5, 7)) == NULL
+        || PyDict_GetItemRef(classes, name, &cls) < 0) {
+        goto out;
+    }
+    if (cls == NULL || !PyType_Check(cls)) {
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    /* tuple.__new__(Route, route) and tuple.__new__(RemoteRef, (route, oid, module, qualname)) */
+    if ((route = PyTuple_GetSlice(item, 0, 4)) == NULL) {
+        goto out;
+    }
+    parts = PyTuple_Pack(1, route);
+    Py_CLEAR(route);
+    if (parts == NULL || (route = PyTuple_Type.tp_new(route_type, parts, NULL)) == NULL) {
+        goto out;
+    }
+    Py_SETREF(parts, PyTuple_Pack(4, route, PyTuple_GET_ITEM(item, 4), PyTuple_GET_ITEM(item, 5),
+                                  PyTuple_GET_ITEM(item, 6)));
+    if (parts == NULL) {
+        goto out;
+    }
+    Py_SETREF(parts, PyTuple_Pack(1, parts));
+    if (parts == NULL || (ref = PyTuple_Type.tp_new(ref_type, parts, NULL)) == NULL) {
+        goto out;
+    }
+    /* object.__new__(cls), its ref and its cell [0, 0], and its entry in proxies */
+    Py_SETREF(parts, PyTuple_New(0));
+    if (parts == NULL
+        || (proxy = PyBaseObject_Type.tp_new((PyTypeObject *)cls, parts, NULL)) == NULL
+        || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
+        || (cell = Py_BuildValue("[ii]", 0, 0)) == NULL
+        || PyDict_SetItem(dict, str_ref, ref) < 0 || PyDict_SetItem(dict, str_cell, cell) < 0
+        || (key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 4))) == NULL
+        || (entry = PyObject_CallFunctionObjArgs(entry_type, proxy, forget, NULL)) == NULL
+        || PyObject_SetAttrString(entry, "key", key) < 0
+        || PyDict_SetItem(proxies, key, entry) < 0) {
+        goto out;
+    }
+    result = Py_NewRef(proxy);
+out:
+    Py_XDECREF(name);
+    Py_XDECREF(cls);
+    Py_XDECREF(parts);
+    Py_XDECREF(route);
+    Py_XDECREF(ref);
+    Py_XDECREF(proxy);
+    Py_XDECREF(dict);
+    Py_XDECREF(cell);
+    Py_XDECREF(entry);
+    Py_XDECREF(key);
+    return result;
+}
+
 /* Turn the references among a lean invoke's arguments (the tuples ref_out made in the
  * caller) into objects of this interpreter, in place: (oid,) is an object of ours coming
  * home, (*route, oid, module, qualname) a proxy, found in proxies or made new (then listed
@@ -149,6 +218,26 @@ take_refs(PyObject *refs, PyObject *args, PyObject *made)
                 Py_DECREF(wr);
                 if (got < 0) {
                     return -1;
+                }
+            }
+            if (obj == NULL && PyTuple_GET_ITEM(refs, 4) != Py_None) {
+                obj = make_proxy(PyTuple_GET_ITEM(refs, 4), proxies, item);
+                if (obj == Py_None) {
+                    Py_CLEAR(obj);   /* its type is not known here yet: make() builds it */
+                }
+                else if (obj == NULL) {
+                    return -1;
+                }
+                else {
+                    PyObject *k = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0),
+                                               PyTuple_GET_ITEM(item, 4));
+                    if (k == NULL || PyList_Append(made, k) < 0 || PyList_Append(made, obj) < 0) {
+                        Py_CLEAR(obj);
+                    }
+                    Py_XDECREF(k);
+                    if (obj == NULL) {
+                        return -1;
+                    }
                 }
             }
             if (obj == NULL) {

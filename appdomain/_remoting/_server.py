@@ -24,8 +24,13 @@ from ..marshal import (
 from . import _table
 from ._base import MarshalByRefObject, is_one_way
 from ._proxy import (
+    _CELL,
     _LEAN_REF,
+    _REF,
     RemoteRef,
+    _Entry,
+    _forget,
+    _lean_classes,
     _proxies,
     is_transparent_proxy,
     lean_proxy,
@@ -150,6 +155,11 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
         # A new reference to an object of this domain: its caller makes (or finds) a proxy.
         return (_LEAN_REF, _reduce(result), ctx_back)
     return (False, encode_reply(result, args, {}, None), ctx_back)
+
+
+# How the C switch makes a lean call's new proxy itself (_native/switch.c make_proxy), as
+# lean_proxy does, once lean_proxy has met its type.
+_fast = (_lean_classes, RemoteRef, Route, _Entry, _forget, _REF, _CELL)
 
 
 def _home(oid: int) -> object:
@@ -316,7 +326,7 @@ def install() -> None:
     _core.set_release_hook(_drain_releases)
     native = _core.native_module()
     if native is not None:
-        native.set_invoke_handler(_invoke_lean, (_proxies, lean_proxy, settle_lean, _home))
+        native.set_invoke_handler(_invoke_lean, (_proxies, lean_proxy, settle_lean, _home, _fast))
         lend = (_lean_types, _table._by_identity, _table._lent, _table._lent_ids, _table._next_oid)
         native.set_reference_hooks(MarshalByRefObject, _ref_out, _ref_done, lend)
     handlers: dict[str, OpHandler] = {
