@@ -9,7 +9,7 @@ from typing import Any, final
 type _LeanReply = tuple[bool | int, object, object]
 type _Invoker = Callable[[int, str, tuple[object, ...]], _LeanReply]
 # (proxies, make, settle, home, fast): how references among an invoke's arguments become
-# objects; fast, (classes, RemoteRef, Route, entry type, forget, ref name, cell name) or
+# objects; fast, (classes, RemoteRef, Route, entry type, forget, ref name, key slot) or
 # None, lets the switch make proxies of known types itself.
 type _RefHooks = tuple[
     dict[Any, Any],
@@ -61,7 +61,7 @@ def set_reference_hooks(
     lend: tuple[
         dict[type, tuple[object, ...]],
         dict[int, int],
-        dict[int, list[Any]],
+        dict[int, Any],
         dict[int, int],
         Iterator[int],
     ],

@@ -134,13 +134,27 @@ native_set_reference_hooks(PyObject *module, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+/* The loans of one call: the objects it lends (borrowed: the caller's arguments keep them
+ * alive), with their oids and identities, and the tuples ref_out made for the others. */
+#define MAX_LOANS 8
+
+typedef struct {
+    int n;
+    PyObject *obj[MAX_LOANS];
+    PyObject *oid[MAX_LOANS];
+    PyObject *ident[MAX_LOANS];
+    PyObject *made;   /* list, or NULL while ref_out made none */
+} loans_t;
+
 /* Lend obj to one more call: its reference, (*route, oid, module, qualname), from its
- * type's (*route, module, qualname).  No Python code runs, so this is one step for every
- * thread of this interpreter (the Python side reads these dicts under its own lock). */
+ * type's (*route, module, qualname); the loan is recorded in loans.  No Python code runs,
+ * so this is one step for every thread of this interpreter (the Python side reads these
+ * dicts under its own lock).  lent[oid] is obj while one call lends it, (obj, calls) while
+ * several do. */
 static PyObject *
-lend(modstate *st, PyObject *obj, PyObject *info)
+lend(modstate *st, PyObject *obj, PyObject *info, loans_t *loans)
 {
-    PyObject *ident = PyLong_FromVoidPtr(obj), *oid = NULL, *cell = NULL, *ref = NULL;
+    PyObject *ident = PyLong_FromVoidPtr(obj), *oid = NULL, *held = NULL, *ref = NULL;
     if (ident == NULL) {
         return NULL;
     }
@@ -154,71 +168,78 @@ lend(modstate *st, PyObject *obj, PyObject *info)
         }
         goto out;
     }
-    if (PyDict_GetItemRef(st->lent, oid, &cell) < 0) {
+    if (PyDict_GetItemRef(st->lent, oid, &held) < 0) {
         goto out;
     }
-    if (cell != NULL && PyList_CheckExact(cell) && PyList_GET_SIZE(cell) == 2
-        && PyList_GET_ITEM(cell, 0) == obj) {
-        long n = PyLong_AsLong(PyList_GET_ITEM(cell, 1));
-        PyObject *calls = n == -1 && PyErr_Occurred() ? NULL : PyLong_FromLong(n + 1);
-        if (calls == NULL || PyList_SetItem(cell, 1, calls) < 0) {
-            goto out;
-        }
+    PyObject *value;
+    if (held == obj) {
+        value = Py_BuildValue("(Oi)", obj, 2);
+    }
+    else if (held != NULL && PyTuple_CheckExact(held) && PyTuple_GET_SIZE(held) == 2
+             && PyTuple_GET_ITEM(held, 0) == obj) {
+        long n = PyLong_AsLong(PyTuple_GET_ITEM(held, 1));
+        value = n == -1 && PyErr_Occurred() ? NULL : Py_BuildValue("(Ol)", obj, n + 1);
     }
     else {
-        Py_XSETREF(cell, PyList_New(2));
-        if (cell == NULL) {
-            goto out;
-        }
-        PyList_SET_ITEM(cell, 0, Py_NewRef(obj));
-        PyList_SET_ITEM(cell, 1, PyLong_FromLong(1));
-        if (PyList_GET_ITEM(cell, 1) == NULL || PyDict_SetItem(st->lent, oid, cell) < 0) {
-            goto out;
-        }
+        value = Py_NewRef(obj);
     }
-    if (PyDict_SetItem(st->lent_ids, ident, oid) < 0) {
-        goto out;   /* lent[oid] stays: the caller's unlend finds nothing wrong with it */
+    if (value == NULL) {
+        goto out;
+    }
+    int failed = PyDict_SetItem(st->lent, oid, value) < 0
+                 || PyDict_SetItem(st->lent_ids, ident, oid) < 0;
+    Py_DECREF(value);
+    if (failed) {
+        goto out;
     }
     ref = PyTuple_Pack(7, PyTuple_GET_ITEM(info, 0), PyTuple_GET_ITEM(info, 1),
                        PyTuple_GET_ITEM(info, 2), PyTuple_GET_ITEM(info, 3), oid,
                        PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5));
+    if (ref != NULL) {
+        loans->obj[loans->n] = obj;
+        loans->oid[loans->n] = Py_NewRef(oid);
+        loans->ident[loans->n] = Py_NewRef(ident);
+        loans->n++;
+    }
 out:
     Py_DECREF(ident);
     Py_XDECREF(oid);
-    Py_XDECREF(cell);
+    Py_XDECREF(held);
     return ref;
 }
 
 /* A call that lent obj as oid is over: forget the loan once no call holds it. */
 static void
-unlend(modstate *st, PyObject *obj, PyObject *oid)
+unlend(modstate *st, PyObject *obj, PyObject *oid, PyObject *ident)
 {
-    PyObject *cell = NULL;
-    if (PyDict_GetItemRef(st->lent, oid, &cell) <= 0 || !PyList_CheckExact(cell)
-        || PyList_GET_SIZE(cell) != 2 || PyList_GET_ITEM(cell, 0) != obj) {
+    PyObject *held = NULL, *mapped = NULL;
+    if (PyDict_GetItemRef(st->lent, oid, &held) <= 0) {
         PyErr_Clear();
-        Py_XDECREF(cell);
         return;
     }
-    long calls = PyLong_AsLong(PyList_GET_ITEM(cell, 1)) - 1;
-    if (calls > 0) {
-        PyObject *n = PyLong_FromLong(calls);
-        if (n == NULL || PyList_SetItem(cell, 1, n) < 0) {
-            PyErr_Clear();
+    if (held != obj) {
+        long n = 0;
+        if (PyTuple_CheckExact(held) && PyTuple_GET_SIZE(held) == 2
+            && PyTuple_GET_ITEM(held, 0) == obj) {
+            n = PyLong_AsLong(PyTuple_GET_ITEM(held, 1)) - 1;
         }
-        Py_DECREF(cell);
+        PyObject *value = n > 1 ? Py_BuildValue("(Ol)", obj, n) : n == 1 ? Py_NewRef(obj) : NULL;
+        if (value != NULL) {
+            (void)PyDict_SetItem(st->lent, oid, value);
+            Py_DECREF(value);
+        }
+        PyErr_Clear();
+        Py_DECREF(held);
         return;
     }
-    Py_DECREF(cell);
-    PyObject *ident = PyLong_FromVoidPtr(obj), *mapped = NULL;
-    if (ident != NULL && PyDict_GetItemRef(st->lent_ids, ident, &mapped) > 0
+    Py_DECREF(held);
+    if (PyDict_GetItemRef(st->lent_ids, ident, &mapped) > 0
         && PyObject_RichCompareBool(mapped, oid, Py_EQ) == 1) {
         (void)PyDict_DelItem(st->lent_ids, ident);
     }
     (void)PyDict_DelItem(st->lent, oid);
     PyErr_Clear();
     Py_XDECREF(mapped);
-    Py_XDECREF(ident);
 }
 
 /* A copy of args to edit (PyTuple_GetSlice would hand back the same tuple). */
@@ -237,11 +258,10 @@ copy_args(PyObject *args)
 }
 
 /* Replace the references among args (a fresh copy) by their tuples: lent in C where the
- * type is in lean_types (each (obj, oid) appended to loans), else ref_out(obj, iid)'s
- * (appended to made).  0: done; 1: a reference cannot cross lean (ref_out said None);
- * -1: error. */
+ * type is in lean_types, else ref_out(obj, iid)'s (kept in loans->made).  0: done; 1: a
+ * reference cannot cross lean (ref_out said None, or too many loans); -1: error. */
 static int
-pack_refs(modstate *st, PyObject *packed, long long iid, PyObject *made, PyObject *loans)
+pack_refs(modstate *st, PyObject *packed, long long iid, loans_t *loans)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(packed);
     PyObject *target = NULL;
@@ -253,16 +273,18 @@ pack_refs(modstate *st, PyObject *packed, long long iid, PyObject *made, PyObjec
         }
         if (st->lean_types != NULL
             && PyDict_GetItemRef(st->lean_types, (PyObject *)Py_TYPE(v), &info) < 0) {
-            return -1;
+            rc = -1;
+            break;
         }
         if (info != NULL) {
-            ref = lend(st, v, info);
+            if (loans->n == MAX_LOANS) {
+                Py_DECREF(info);
+                rc = 1;
+                break;
+            }
+            ref = lend(st, v, info, loans);
             Py_DECREF(info);
             if (ref == NULL) {
-                rc = -1;
-            }
-            else if (PyList_Append(loans, v) < 0 || PyList_Append(loans, PyTuple_GET_ITEM(ref, 4)) < 0) {
-                Py_DECREF(ref);
                 rc = -1;
             }
             else {
@@ -271,7 +293,12 @@ pack_refs(modstate *st, PyObject *packed, long long iid, PyObject *made, PyObjec
             continue;
         }
         if (target == NULL && (target = PyLong_FromLongLong(iid)) == NULL) {
-            return -1;
+            rc = -1;
+            break;
+        }
+        if (loans->made == NULL && (loans->made = PyList_New(0)) == NULL) {
+            rc = -1;
+            break;
         }
         ref = PyObject_CallFunctionObjArgs(st->ref_out, v, target, NULL);
         if (ref == NULL) {
@@ -281,7 +308,7 @@ pack_refs(modstate *st, PyObject *packed, long long iid, PyObject *made, PyObjec
             Py_DECREF(ref);
             rc = 1;
         }
-        else if (PyList_Append(made, ref) < 0) {
+        else if (PyList_Append(loans->made, ref) < 0) {
             Py_DECREF(ref);
             rc = -1;
         }
@@ -296,20 +323,23 @@ pack_refs(modstate *st, PyObject *packed, long long iid, PyObject *made, PyObjec
 /* The call is over, whatever its outcome: end its loans, then ref_done(made).  Keeps the
  * call's exception. */
 static int
-refs_done(modstate *st, PyObject *made, PyObject *loans)
+refs_done(modstate *st, loans_t *loans)
 {
     PyObject *saved = PyErr_GetRaisedException();
-    Py_ssize_t n = PyList_GET_SIZE(loans);
-    for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
-        unlend(st, PyList_GET_ITEM(loans, i), PyList_GET_ITEM(loans, i + 1));
+    for (int i = 0; i < loans->n; i++) {
+        unlend(st, loans->obj[i], loans->oid[i], loans->ident[i]);
+        Py_DECREF(loans->oid[i]);
+        Py_DECREF(loans->ident[i]);
     }
+    loans->n = 0;
     PyObject *ok = Py_None;
-    if (PyList_GET_SIZE(made) > 0) {
-        ok = PyObject_CallOneArg(st->ref_done, made);
+    if (loans->made != NULL) {
+        ok = PyObject_CallOneArg(st->ref_done, loans->made);
         if (ok == NULL && saved != NULL) {
             PyErr_WriteUnraisable(st->ref_done);   /* the call's own error wins */
         }
         Py_XDECREF(ok);
+        Py_CLEAR(loans->made);
     }
     if (saved != NULL) {
         PyErr_SetRaisedException(saved);
@@ -411,21 +441,17 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     callctx c = {.kind = KIND_INVOKE, .st = st, .oid = oid, .name = name,
                  .name_len = name_len, .has_refs = lean == 2};
-    PyObject *packed = args[3], *made = NULL, *loans = NULL;
+    PyObject *packed = args[3];
+    loans_t loans = {.n = 0, .made = NULL};
     if (c.has_refs) {
         /* References cross as tuples, lent (or counted) while the call lasts. */
-        if ((made = PyList_New(0)) == NULL || (loans = PyList_New(0)) == NULL
-            || (packed = copy_args(args[3])) == NULL) {
-            Py_XDECREF(made);
-            Py_XDECREF(loans);
+        if ((packed = copy_args(args[3])) == NULL) {
             return NULL;
         }
-        int rc = pack_refs(st, packed, iid, made, loans);
+        int rc = pack_refs(st, packed, iid, &loans);
         if (rc != 0) {
             Py_DECREF(packed);
-            (void)refs_done(st, made, loans);
-            Py_DECREF(made);
-            Py_DECREF(loans);
+            (void)refs_done(st, &loans);
             if (rc < 0) {
                 return NULL;
             }
@@ -444,10 +470,8 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (packed != args[3]) {
                 Py_DECREF(packed);
             }
-            if (made != NULL) {
-                (void)refs_done(st, made, loans);
-                Py_DECREF(made);
-                Py_DECREF(loans);
+            if (c.has_refs) {
+                (void)refs_done(st, &loans);
             }
             Py_RETURN_NOTIMPLEMENTED;
         }
@@ -471,12 +495,8 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         result = switch_call(r, iid, &c);
         Py_DECREF(blob);
     }
-    if (made != NULL) {
-        if (refs_done(st, made, loans) < 0) {
-            Py_CLEAR(result);
-        }
-        Py_DECREF(made);
-        Py_DECREF(loans);
+    if (c.has_refs && refs_done(st, &loans) < 0) {
+        Py_CLEAR(result);
     }
     return result;
 }
@@ -545,7 +565,7 @@ out:
 /* ------------------------------------------------------ registration */
 
 /* refs' fast part: None, or (classes, RemoteRef, Route, entry type, forget, ref name,
- * cell name) (switch.c make_proxy). */
+ * the entry's key slot name) (switch.c make_proxy). */
 static int
 fast_ok(PyObject *fast)
 {

@@ -118,21 +118,35 @@ keep_reply(threadrec_t *r, callctx *c, PyObject *blob)
     }
 }
 
-/* Make the proxy for ref (*route, oid, module, qualname) as remoting's lean_proxy would, in
- * C, and list it in proxies; Py_None when its type has no entry in classes yet.  fast is
- * (classes, RemoteRef, Route, weakref type with a `key` slot, its callback, ref attribute
- * name, cell attribute name). */
+/* A tuple of type tp (a tuple subclass) holding items[0:n], as tuple.__new__(tp, items). */
 static PyObject *
-make_proxy(PyObject *fast, PyObject *proxies, PyObject *item)
+tuple_of(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
+{
+    PyObject *t = tp->tp_alloc(tp, n);
+    if (t != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
+        }
+    }
+    return t;
+}
+
+/* Make the proxy for ref (*route, oid, module, qualname) as remoting's lean_proxy would, in
+ * C, and list it in proxies under key; Py_None when its type has no entry in classes yet.
+ * fast is (classes, RemoteRef, Route, weakref type with a `key` slot, its callback, ref
+ * attribute name, cell attribute name); the cell is left for remoting to add when it
+ * counts a reference (_proxy._count). */
+static PyObject *
+make_proxy(PyObject *fast, PyObject *proxies, PyObject *item, PyObject *key)
 {
     PyObject *classes = PyTuple_GET_ITEM(fast, 0);
     PyTypeObject *ref_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 1);
     PyTypeObject *route_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 2);
     PyObject *entry_type = PyTuple_GET_ITEM(fast, 3), *forget = PyTuple_GET_ITEM(fast, 4);
-    PyObject *str_ref = PyTuple_GET_ITEM(fast, 5), *str_cell = PyTuple_GET_ITEM(fast, 6);
-    PyObject *name = NULL, *cls = NULL, *parts = NULL, *route = NULL, *ref = NULL;
-    PyObject *proxy = NULL, *dict = NULL, *cell = NULL, *entry = NULL, *key = NULL;
-    PyObject *result = NULL;
+    PyObject *str_ref = PyTuple_GET_ITEM(fast, 5), *str_key = PyTuple_GET_ITEM(fast, 6);
+    PyObject *const *it = &PyTuple_GET_ITEM(item, 0);
+    PyObject *name = NULL, *cls = NULL, *route = NULL, *ref = NULL;
+    PyObject *proxy = NULL, *dict = NULL, *entry = NULL, *result = NULL;
     if ((name = PyTuple_GetSlice(item, 5, 7)) == NULL
         || PyDict_GetItemRef(classes, name, &cls) < 0) {
         goto out;
@@ -141,34 +155,19 @@ make_proxy(PyObject *fast, PyObject *proxies, PyObject *item)
         result = Py_NewRef(Py_None);
         goto out;
     }
-    /* tuple.__new__(Route, route) and tuple.__new__(RemoteRef, (route, oid, module, qualname)) */
-    if ((route = PyTuple_GetSlice(item, 0, 4)) == NULL) {
+    if ((route = tuple_of(route_type, it, 4)) == NULL) {
         goto out;
     }
-    parts = PyTuple_Pack(1, route);
-    Py_CLEAR(route);
-    if (parts == NULL || (route = PyTuple_Type.tp_new(route_type, parts, NULL)) == NULL) {
+    PyObject *parts[4] = {route, it[4], it[5], it[6]};
+    if ((ref = tuple_of(ref_type, parts, 4)) == NULL) {
         goto out;
     }
-    Py_SETREF(parts, PyTuple_Pack(4, route, PyTuple_GET_ITEM(item, 4), PyTuple_GET_ITEM(item, 5),
-                                  PyTuple_GET_ITEM(item, 6)));
-    if (parts == NULL) {
-        goto out;
-    }
-    Py_SETREF(parts, PyTuple_Pack(1, parts));
-    if (parts == NULL || (ref = PyTuple_Type.tp_new(ref_type, parts, NULL)) == NULL) {
-        goto out;
-    }
-    /* object.__new__(cls), its ref and its cell [0, 0], and its entry in proxies */
-    Py_SETREF(parts, PyTuple_New(0));
-    if (parts == NULL
-        || (proxy = PyBaseObject_Type.tp_new((PyTypeObject *)cls, parts, NULL)) == NULL
+    /* object.__new__(cls) with its ref, and its entry in proxies */
+    if ((proxy = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0)) == NULL
         || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
-        || (cell = Py_BuildValue("[ii]", 0, 0)) == NULL
-        || PyDict_SetItem(dict, str_ref, ref) < 0 || PyDict_SetItem(dict, str_cell, cell) < 0
-        || (key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 4))) == NULL
+        || PyDict_SetItem(dict, str_ref, ref) < 0
         || (entry = PyObject_CallFunctionObjArgs(entry_type, proxy, forget, NULL)) == NULL
-        || PyObject_SetAttrString(entry, "key", key) < 0
+        || PyObject_SetAttr(entry, str_key, key) < 0
         || PyDict_SetItem(proxies, key, entry) < 0) {
         goto out;
     }
@@ -176,14 +175,11 @@ make_proxy(PyObject *fast, PyObject *proxies, PyObject *item)
 out:
     Py_XDECREF(name);
     Py_XDECREF(cls);
-    Py_XDECREF(parts);
     Py_XDECREF(route);
     Py_XDECREF(ref);
     Py_XDECREF(proxy);
     Py_XDECREF(dict);
-    Py_XDECREF(cell);
     Py_XDECREF(entry);
-    Py_XDECREF(key);
     return result;
 }
 
@@ -212,44 +208,33 @@ take_refs(PyObject *refs, PyObject *args, PyObject *made)
                 Py_XDECREF(key);
                 return -1;
             }
-            Py_DECREF(key);
             if (wr != NULL) {
                 int got = PyWeakref_Check(wr) ? PyWeakref_GetRef(wr, &obj) : 0;
                 Py_DECREF(wr);
                 if (got < 0) {
+                    Py_DECREF(key);
                     return -1;
                 }
             }
+            int new = 0;
             if (obj == NULL && PyTuple_GET_ITEM(refs, 4) != Py_None) {
-                obj = make_proxy(PyTuple_GET_ITEM(refs, 4), proxies, item);
+                obj = make_proxy(PyTuple_GET_ITEM(refs, 4), proxies, item, key);
                 if (obj == Py_None) {
                     Py_CLEAR(obj);   /* its type is not known here yet: make() builds it */
                 }
-                else if (obj == NULL) {
-                    return -1;
-                }
                 else {
-                    PyObject *k = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0),
-                                               PyTuple_GET_ITEM(item, 4));
-                    if (k == NULL || PyList_Append(made, k) < 0 || PyList_Append(made, obj) < 0) {
-                        Py_CLEAR(obj);
-                    }
-                    Py_XDECREF(k);
-                    if (obj == NULL) {
-                        return -1;
-                    }
+                    new = 1;
                 }
             }
-            if (obj == NULL) {
+            if (obj == NULL && !PyErr_Occurred()) {
                 obj = PyObject_CallOneArg(make, item);
-                PyObject *k = obj ? PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0),
-                                                 PyTuple_GET_ITEM(item, 4)) : NULL;
-                if (obj != NULL && (k == NULL || PyList_Append(made, k) < 0
-                                    || PyList_Append(made, obj) < 0)) {
-                    Py_CLEAR(obj);
-                }
-                Py_XDECREF(k);
+                new = 1;
             }
+            if (obj != NULL && new
+                && (PyList_Append(made, key) < 0 || PyList_Append(made, obj) < 0)) {
+                Py_CLEAR(obj);
+            }
+            Py_DECREF(key);
         }
         else {
             PyErr_Format(PyExc_TypeError, "a reference must be a tuple of 1 or 7 items (got %R)",

@@ -536,7 +536,9 @@ def proxy_for(ref: RemoteRef) -> Any:
 
 def _count(proxy: object) -> None:
     """Count one more reference held by proxy (lock held); its death releases them all."""
-    cell: list[int] = proxy.__dict__[_CELL]
+    cell: list[int] | None = proxy.__dict__.get(_CELL)
+    if cell is None:  # made by the C switch for a lean call: it had no count yet
+        cell = proxy.__dict__[_CELL] = [0, 0]
     cell[0] += 1
     if not cell[1]:
         cell[1] = 1
@@ -579,8 +581,8 @@ def settle_lean(kept: list[Any]) -> None:
     the call, so the object cannot be released in between.
     """
     for proxy in kept:
-        cell: list[int] = proxy.__dict__[_CELL]
-        if cell[1]:
+        cell: list[int] | None = proxy.__dict__.get(_CELL)
+        if cell is not None and cell[1]:
             continue  # a generic call counted it meanwhile: its finalizer releases those
         ref: RemoteRef = proxy.__dict__[_REF]
         _core.call(ref.route, _OP + "incref", ref.oid)

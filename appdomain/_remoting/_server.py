@@ -24,7 +24,6 @@ from ..marshal import (
 from . import _table
 from ._base import MarshalByRefObject, is_one_way
 from ._proxy import (
-    _CELL,
     _LEAN_REF,
     _REF,
     RemoteRef,
@@ -159,7 +158,7 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
 
 # How the C switch makes a lean call's new proxy itself (_native/switch.c make_proxy), as
 # lean_proxy does, once lean_proxy has met its type.
-_fast = (_lean_classes, RemoteRef, Route, _Entry, _forget, _REF, _CELL)
+_fast = (_lean_classes, RemoteRef, Route, _Entry, _forget, _REF, "key")
 
 
 def _home(oid: int) -> object:

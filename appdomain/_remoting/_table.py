@@ -34,10 +34,11 @@ _entries: dict[int, _Entry] = {}
 _by_identity: dict[int, int] = {}
 _next_oid = itertools.count(1)
 # Objects lent to lean calls in flight (the C switch lends and ends loans, no lock taken:
-# its steps run whole, between two of this module's): oid -> [obj, calls]; and
+# its steps run whole, between two of this module's): oid -> obj while one call lends it,
+# (obj, calls) while several do (a MarshalByRefObject is never an exact tuple); and
 # id(obj) -> oid.  A lent object is found by lookup() but counts for nothing: the calls
 # hold it.  export() and incref() give it the oid it was lent with.
-_lent: dict[int, list[Any]] = {}
+_lent: dict[int, Any] = {}
 _lent_ids: dict[int, int] = {}
 
 
@@ -82,9 +83,9 @@ def lookup(oid: int, *, renew: bool = True) -> Any:  # Any: callers use the obje
     """Return the object behind oid, renewing its lease; raise if it is gone or expired."""
     entry = _entries.get(oid)
     if entry is None:
-        lent = _lent.get(oid)
+        lent = _lent_object(oid)
         if lent is not None:
-            return lent[0]
+            return lent
         raise RemotingException(f"object {oid} has been disconnected (no longer exported)")
     if entry.lease is not None:
         now = time.monotonic()
@@ -99,6 +100,12 @@ def lookup(oid: int, *, renew: bool = True) -> Any:  # Any: callers use the obje
     return entry.obj
 
 
+def _lent_object(oid: int) -> Any:
+    """The object lent as oid to lean calls in flight, or None."""
+    lent = _lent.get(oid)
+    return lent[0] if type(lent) is tuple else lent
+
+
 def incref(oid: int) -> None:
     """Count one more remote reference to an exported (or lent) object."""
     with _lock:
@@ -106,10 +113,9 @@ def incref(oid: int) -> None:
         if entry is not None:
             entry.count += 1
             return
-    lent = _lent.get(oid)  # a proxy kept from a lean call: the object is still lent
-    if lent is None:
+    obj = _lent_object(oid)  # a proxy kept from a lean call: the object is still lent
+    if obj is None:
         raise RemotingException(f"object {oid} has been disconnected")
-    obj = lent[0]
     lease, expires = _lease_of(obj)
     with _lock:
         entry = _entries.get(oid)
