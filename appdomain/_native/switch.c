@@ -132,7 +132,8 @@ tuple_of(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
 }
 
 /* Make the proxy for ref (*route, oid, module, qualname) as remoting's lean_proxy would, in
- * C, and list it in proxies under key; Py_None when its type has no entry in classes yet.
+ * C, and list it in proxies under key, by strong reference while its call runs (settle_refs
+ * gives it a weak entry if the call kept it); Py_None when its type is not in classes yet.
  * fast is (classes, RemoteRef, Route, weakref type with a `key` slot, its callback, ref
  * attribute name, cell attribute name); the cell is left for remoting to add when it
  * counts a reference (_proxy._count). */
@@ -142,11 +143,10 @@ make_proxy(PyObject *fast, PyObject *proxies, PyObject *item, PyObject *key)
     PyObject *classes = PyTuple_GET_ITEM(fast, 0);
     PyTypeObject *ref_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 1);
     PyTypeObject *route_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 2);
-    PyObject *entry_type = PyTuple_GET_ITEM(fast, 3), *forget = PyTuple_GET_ITEM(fast, 4);
-    PyObject *str_ref = PyTuple_GET_ITEM(fast, 5), *str_key = PyTuple_GET_ITEM(fast, 6);
+    PyObject *str_ref = PyTuple_GET_ITEM(fast, 5);
     PyObject *const *it = &PyTuple_GET_ITEM(item, 0);
     PyObject *name = NULL, *cls = NULL, *route = NULL, *ref = NULL;
-    PyObject *proxy = NULL, *dict = NULL, *entry = NULL, *result = NULL;
+    PyObject *proxy = NULL, *dict = NULL, *result = NULL;
     if ((name = PyTuple_GetSlice(item, 5, 7)) == NULL
         || PyDict_GetItemRef(classes, name, &cls) < 0) {
         goto out;
@@ -166,9 +166,7 @@ make_proxy(PyObject *fast, PyObject *proxies, PyObject *item, PyObject *key)
     if ((proxy = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0)) == NULL
         || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
         || PyDict_SetItem(dict, str_ref, ref) < 0
-        || (entry = PyObject_CallFunctionObjArgs(entry_type, proxy, forget, NULL)) == NULL
-        || PyObject_SetAttr(entry, str_key, key) < 0
-        || PyDict_SetItem(proxies, key, entry) < 0) {
+        || PyDict_SetItem(proxies, key, proxy) < 0) {   /* strong while the call runs */
         goto out;
     }
     result = Py_NewRef(proxy);
@@ -179,7 +177,6 @@ out:
     Py_XDECREF(ref);
     Py_XDECREF(proxy);
     Py_XDECREF(dict);
-    Py_XDECREF(entry);
     return result;
 }
 
@@ -208,8 +205,11 @@ take_refs(PyObject *refs, PyObject *args, PyObject *made)
                 Py_XDECREF(key);
                 return -1;
             }
-            if (wr != NULL) {
-                int got = PyWeakref_Check(wr) ? PyWeakref_GetRef(wr, &obj) : 0;
+            if (wr != NULL && !PyWeakref_Check(wr)) {
+                obj = wr;   /* another lean call's proxy, listed strongly while it runs */
+            }
+            else if (wr != NULL) {
+                int got = PyWeakref_GetRef(wr, &obj);
                 Py_DECREF(wr);
                 if (got < 0) {
                     Py_DECREF(key);
@@ -248,48 +248,65 @@ take_refs(PyObject *refs, PyObject *args, PyObject *made)
     return 0;
 }
 
-/* After a lean invoke: forget the new proxies nothing kept (made, [key, proxy, ...], holds
- * their only reference: they die now, with no count to give back) and hand the others to
- * settle, which counts them at their owners. */
+/* Give a proxy listed in proxies by strong reference (make_proxy's, while its call runs)
+ * its lasting entry: a weak reference that knows its key (fast's entry type). */
+static int
+weaken_entry(PyObject *fast, PyObject *proxies, PyObject *key, PyObject *proxy)
+{
+    PyObject *entry = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(fast, 3), proxy,
+                                                   PyTuple_GET_ITEM(fast, 4), NULL);
+    int rc = entry == NULL || PyObject_SetAttr(entry, PyTuple_GET_ITEM(fast, 6), key) < 0
+             || PyDict_SetItem(proxies, key, entry) < 0 ? -1 : 0;
+    Py_XDECREF(entry);
+    return rc;
+}
+
+/* After a lean invoke: forget the new proxies nothing kept (they die now, with no count to
+ * give back) and hand the others to settle, which counts them at their owners.  made is
+ * [key, proxy, ...]; a proxy make_proxy listed in proxies by strong reference is held by
+ * made and that entry, one that lean_proxy listed by weak reference by made only. */
 static int
 settle_refs(PyObject *refs, PyObject *made)
 {
     PyObject *proxies = PyTuple_GET_ITEM(refs, 0), *settle = PyTuple_GET_ITEM(refs, 2);
-    PyObject *kept = NULL;
+    PyObject *fast = PyTuple_GET_ITEM(refs, 4), *kept = NULL;
     Py_ssize_t n = PyList_GET_SIZE(made);
-    for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+    int rc = 0;
+    for (Py_ssize_t i = 0; i + 1 < n && rc == 0; i += 2) {
         PyObject *key = PyList_GET_ITEM(made, i), *proxy = PyList_GET_ITEM(made, i + 1);
-        if (Py_REFCNT(proxy) > 1) {
-            if ((kept == NULL && (kept = PyList_New(0)) == NULL)
-                || PyList_Append(kept, proxy) < 0) {
-                Py_XDECREF(kept);
-                return -1;
-            }
-            continue;
+        PyObject *entry = NULL, *target = NULL;
+        if (PyDict_GetItemRef(proxies, key, &entry) < 0) {
+            rc = -1;
+            break;
         }
-        PyObject *wr = NULL, *target = NULL;
-        if (PyDict_GetItemRef(proxies, key, &wr) < 0) {
-            Py_XDECREF(kept);
-            return -1;
-        }
-        if (wr != NULL && PyWeakref_Check(wr) && PyWeakref_GetRef(wr, &target) < 0) {
+        int strong = entry == proxy;
+        if (entry != NULL && !strong && PyWeakref_Check(entry)
+            && PyWeakref_GetRef(entry, &target) < 0) {
             PyErr_Clear();
         }
-        int ours = target == proxy;
+        int listed = strong || target == proxy;
         Py_XDECREF(target);
-        Py_XDECREF(wr);
-        if (ours && PyDict_DelItem(proxies, key) < 0) {
-            Py_XDECREF(kept);
-            return -1;
+        Py_XDECREF(entry);   /* the references counted below exclude this one */
+        if (Py_REFCNT(proxy) > 1 + strong) {   /* kept by the call */
+            if (strong && fast != Py_None && weaken_entry(fast, proxies, key, proxy) < 0) {
+                rc = -1;
+            }
+            else if ((kept == NULL && (kept = PyList_New(0)) == NULL)
+                     || PyList_Append(kept, proxy) < 0) {
+                rc = -1;
+            }
+        }
+        else if (listed && PyDict_DelItem(proxies, key) < 0) {
+            rc = -1;
         }
     }
-    if (kept == NULL) {
-        return 0;
+    if (kept != NULL && rc == 0) {
+        PyObject *ok = PyObject_CallOneArg(settle, kept);
+        rc = ok == NULL ? -1 : 0;
+        Py_XDECREF(ok);
     }
-    PyObject *ok = PyObject_CallOneArg(settle, kept);
-    Py_DECREF(kept);
-    Py_XDECREF(ok);
-    return ok == NULL ? -1 : 0;
+    Py_XDECREF(kept);
+    return rc;
 }
 
 /* The target side of a lean invoke: fn(oid, name, args), its reply marshalled.  One C

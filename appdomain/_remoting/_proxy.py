@@ -468,10 +468,11 @@ def _plan(func: Callable[..., object], *, bound: bool) -> CallPlan | None:
 
 # -- references in and out --------------------------------------------------------------------
 
-# proxy identity (interp_id, oid) -> weak reference to this domain's one proxy for it.  A
-# plain dict (the C switch reads it: _native/switch.c take_refs); a dead proxy's weak
-# reference removes its own entry.
-_proxies: dict[tuple[int, int], _Entry] = {}
+# proxy identity (interp_id, oid) -> weak reference to this domain's one proxy for it (or,
+# while the lean call that made it runs, the proxy itself: _native/switch.c make_proxy).
+# A plain dict (the C switch reads and writes it); a dead proxy's weak reference removes
+# its own entry.
+_proxies: dict[tuple[int, int], Any] = {}
 # Makes finding-or-making a proxy one step.  Reentrant: building a proxy type may collect
 # garbage, running any finalizer in this thread (none takes it today).
 _proxies_lock = threading.RLock()
@@ -497,8 +498,10 @@ def _forget(wr: _Entry) -> None:
 
 
 def _live(key: tuple[int, int]) -> Any:
-    wr = _proxies.get(key)
-    return wr() if wr is not None else None
+    entry = _proxies.get(key)
+    if type(entry) is _Entry:
+        return entry()
+    return entry  # None, or a lean call's proxy, listed strongly while that call runs
 
 
 def _new_proxy(ref: RemoteRef, cls: type, key: tuple[int, int], count: int) -> Any:
@@ -592,4 +595,5 @@ def settle_lean(kept: list[Any]) -> None:
 
 def live_proxies() -> int:
     """Return how many proxies to remote objects this domain holds."""
-    return sum(1 for wr in list(_proxies.values()) if wr() is not None)
+    entries = list(_proxies.values())
+    return sum(1 for entry in entries if type(entry) is not _Entry or entry() is not None)
