@@ -206,7 +206,8 @@ def _lean_outcome(
         return value
     if done == _LEAN_REF:  # a reference to an object of the callee: (*route, oid, type)
         data: Any = value
-        return proxy_for(RemoteRef(Route(*data[:4]), data[4], data[5], data[6]))
+        route = _new_tuple(Route, data[:4])
+        return proxy_for(_new_tuple(RemoteRef, (route, data[4], data[5], data[6])))
     return decode_reply(value, args, {})
 
 

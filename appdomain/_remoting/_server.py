@@ -136,8 +136,13 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
         if _state.unloading:
             raise _core.unloaded(_core.CURRENT_INTERP, "is being unloaded")
         entry = _entries.get(oid)
-        # Leased objects (and unknown ids) take lookup(), which renews or explains.
-        target = entry.obj if entry is not None and entry.lease is None else _table.lookup(oid)
+        if entry is not None:
+            # Leased objects take lookup(), which renews or explains.
+            target = entry.obj if entry.lease is None else _table.lookup(oid)
+        else:  # lent to a lean call in flight (a callback through it), or unknown
+            target = _lent.get(oid)
+            if target is None or type(target) is tuple:  # lookup() explains, or unpacks
+                target = _table.lookup(oid)
         result = getattr(target, name)(*args)
     except BaseException as exc:  # every error goes back to the caller
         return (False, _core.encode_failure(exc), None)
@@ -152,7 +157,12 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
         return (True, result, ctx_back)
     if isinstance(result, MarshalByRefObject) and not is_transparent_proxy(result):
         # A new reference to an object of this domain: its caller makes (or finds) a proxy.
-        return (_LEAN_REF, _reduce(result), ctx_back)
+        info = _lean_types.get(kind)
+        if info is None:
+            reduced = _reduce(result)
+            _learn(kind, reduced)
+            return (_LEAN_REF, reduced, ctx_back)
+        return (_LEAN_REF, (*info[:4], _table.export(result), *info[4:]), ctx_back)
     return (False, encode_reply(result, args, {}, None), ctx_back)
 
 
@@ -178,11 +188,14 @@ def _ref_out(obj: object, target: int) -> tuple[Shareable, ...] | None:
         if ref.route.interp_id == target:
             return (ref.oid,)  # going home: this domain's proxy keeps it alive meanwhile
         return None
-    cls = type(obj)
     reduced = _reduce(obj)
-    # From now on the C switch lends such objects itself: (*route, module, qualname).
-    _lean_types[cls] = (*reduced[:4], *reduced[5:])
+    _learn(type(obj), reduced)
     return reduced
+
+
+def _learn(cls: type, reduced: tuple[Shareable, ...]) -> None:
+    """From now on the C switch lends such objects itself: (*route, module, qualname)."""
+    _lean_types[cls] = (*reduced[:4], *reduced[5:])
 
 
 # Types whose instances the C switch lends to lean calls: type -> (*route, module, qualname).
@@ -199,6 +212,7 @@ def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
 
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
 _entries = _table._entries
+_lent = _table._lent
 _logical_data = _context._data  # the call context's variable: None when it carries nothing
 _state = _core.state
 _enter_call = _core.enter_call
