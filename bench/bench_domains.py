@@ -110,6 +110,7 @@ from itertools import chain
 from pathlib import Path
 
 MAPPING = {mapping!r}
+NAMESPACES = {{}}
 
 
 class _EditableFinder:
