@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -98,6 +99,95 @@ def bench_bare_create(cycles: int = 40) -> float:
     return statistics.median(creates)
 
 
+# The finder module setuptools writes for a package installed in its default editable mode
+# imports these (its template, setuptools.command.editable_wheel._FINDER_TEMPLATE); used
+# when no setuptools is at hand to write the real one.
+_STAND_IN_FINDER = """\
+import sys
+from importlib.machinery import ModuleSpec
+from importlib.util import spec_from_file_location
+from itertools import chain
+from pathlib import Path
+
+MAPPING = {mapping!r}
+NAMESPACES = {{}}
+
+
+class _EditableFinder:
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        for pkg, pkg_path in MAPPING.items():
+            if fullname == pkg:
+                return spec_from_file_location(fullname, Path(pkg_path, "__init__.py"))
+        return None
+
+
+def install():
+    if not any(finder == _EditableFinder for finder in sys.meta_path):
+        sys.meta_path.append(_EditableFinder)
+"""
+
+
+def _finder_source(name: str, mapping: dict[str, str]) -> str:
+    """The finder module setuptools would write (its own template when it can be found)."""
+    code = (
+        "import sys\n"
+        "from setuptools.command.editable_wheel import _finder_template\n"
+        f"sys.stdout.write(_finder_template({name!r}, {mapping!r}, {{}}))\n"
+    )
+    for python in (sys.executable, "python3"):
+        try:
+            done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+        except OSError:
+            continue
+        if done.returncode == 0 and "MAPPING" in done.stdout:
+            return done.stdout
+    return _STAND_IN_FINDER.format(mapping=mapping)
+
+
+def editable_venv_rows() -> list[str]:
+    """Domain start in a throw-away venv that also holds a package installed editable.
+
+    The venv sees this run's packages through a plain path .pth; the other package is laid
+    out as setuptools' default editable mode does (a finder module, compiled as pip does,
+    and a .pth line that imports it and installs it in every new interpreter's site).
+    """
+    import compileall
+    import tempfile
+
+    import appdomain
+
+    with tempfile.TemporaryDirectory(prefix="appdomain-editable-") as tmp:
+        venv = Path(tmp, "venv")
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
+        (site,) = venv.glob("lib/python*/site-packages")
+        ours = {str(Path(appdomain.__file__).parents[1])}  # links: not resolved
+        ours.update(p for p in sys.path if p.endswith("site-packages") or "__editable__" in p)
+        (site / "zz_this_run.pth").write_text("\n".join(sorted(ours)) + "\n")
+        package = Path(tmp, "src", "demo_editable")
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("VALUE = 1\n")
+        finder = "__editable___demo_editable_0_1_finder"
+        source = _finder_source(finder, {"demo_editable": str(package)})
+        (site / f"{finder}.py").write_text(source)
+        compileall.compile_file(str(site / f"{finder}.py"), quiet=1)
+        (site / "__editable__.demo_editable-0.1.pth").write_text(
+            f"import {finder}; {finder}.install()\n"
+        )
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), __file__, "--start-only"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+    if done.returncode != 0:
+        return [f"  (editable venv run failed: {done.stderr.strip()[-300:]})"]
+    return done.stdout.splitlines()
+
+
 def bench_first_call(cycles: int = 20) -> float:
     """create_domain + first create_instance_and_unwrap + first proxy call, together."""
     times = []
@@ -169,22 +259,18 @@ def bench_channel_round_trip(server: AppDomain, client: AppDomain) -> float:
     return statistics.median(samples)
 
 
-def main() -> None:
-    native = _core.native_module() is not None
-    mode = "native" if native else "pure"
-    pure = os.environ.get("APPDOMAIN_PURE", "")
-    print(f"appdomain bench_domains  mode={mode}  APPDOMAIN_PURE={pure!r}")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+def show(label: str, seconds: float, target: float | None, unit: str) -> None:
+    scale = {"ms": 1e3, "us": 1e6}[unit]
+    if target is None:
+        note = "(no target)"
+    else:
+        verdict = "ok" if seconds <= target else "OVER"
+        note = f"(target <= {target * scale:g} {unit}, {verdict})"
+    print(f"  {label:<46} {seconds * scale:9.2f} {unit}   {note}")
 
-    def show(label: str, seconds: float, target: float | None, unit: str) -> None:
-        scale = {"ms": 1e3, "us": 1e6}[unit]
-        if target is None:
-            note = "(no target)"
-        else:
-            verdict = "ok" if seconds <= target else "OVER"
-            note = f"(target <= {target * scale:g} {unit}, {verdict})"
-        print(f"  {label:<46} {seconds * scale:9.2f} {unit}   {note}")
 
+def start_rows() -> None:
+    """Print domain start beside the bare floor, all measured in this run."""
     create, unload = bench_create_unload()
     bare = bench_bare_create()
     first = bench_first_call()
@@ -193,6 +279,18 @@ def main() -> None:
     print(f"  {'':<46} {create / bare:9.2f} x the floor")
     show("create + first instance + first call", first, 20e-3, "ms")
     show("unload", unload, 10e-3, "ms")
+
+
+def main() -> None:
+    native = _core.native_module() is not None
+    mode = "native" if native else "pure"
+    pure = os.environ.get("APPDOMAIN_PURE", "")
+    print(f"appdomain bench_domains  mode={mode}  APPDOMAIN_PURE={pure!r}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    start_rows()
+    print("  with a package installed in setuptools' default editable mode (throw-away venv):")
+    for line in editable_venv_rows():
+        print("  " + line)
 
     d = AppDomain.create_domain("BenchCalls")
     try:
@@ -227,4 +325,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--start-only"]:
+        start_rows()
+    else:
+        main()

@@ -2,8 +2,9 @@
 
 Not part of the test suite (it takes minutes): run it by hand after changing appdomain/_native/.
     python bench/check_native_valgrind.py [--tests]
---tests also runs tests/test_native.py and tests/test_remote_method.py (proxy methods
-bound and called in C) under valgrind (~10 minutes).
+--tests also runs tests/test_native.py, tests/test_remote_method.py (proxy methods
+bound and called in C) and tests/test_reference_counts.py (references lent and proxies made
+in C) under valgrind (~15 minutes).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def main() -> int:
         clean = report("lifecycle script", *under_valgrind([script]))
     if "--tests" in sys.argv[1:]:
         tests = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
-        for name in ("test_native.py", "test_remote_method.py"):
+        for name in ("test_native.py", "test_remote_method.py", "test_reference_counts.py"):
             pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", f"{tests}/{name}"]
             clean = report(f"tests/{name}", *under_valgrind(pytest_args)) and clean
     return 0 if clean else 1

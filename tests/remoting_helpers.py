@@ -194,6 +194,24 @@ class Keeper(MarshalByRefObject):
     def hand_on(self, other: Keeper, client: Client) -> None:
         other.keep(client)
 
+    def call_back(self, client: Client, value: int) -> tuple[int, int]:
+        return client.twice(value)
+
+    def same(self, first: Client, second: Client) -> bool:
+        return first is second
+
+    def keep_and_fail(self, client: Client) -> None:
+        self.kept = client
+        raise ValueError("kept, then failed")
+
+    def make(self) -> Client:
+        return Client()
+
+    def proxies_here(self) -> int:
+        from appdomain._remoting import live_proxies
+
+        return live_proxies()
+
 
 class Rendezvous(MarshalByRefObject):
     """Calls to meet() return only once `parties` of them wait at once (or time out)."""

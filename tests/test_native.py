@@ -692,6 +692,48 @@ def test_invoke_returns_a_large_bytes_result_intact(interps):
     assert n.invoke(b, 1, "echo", (big,)) == (True, big, None)
 
 
+KEEPER = (
+    "import appdomain._native._ext as n\n"
+    "kept = []\n"
+    "def invoker(oid, name, args):\n"
+    "    data = bytes([oid % 256]) * args[0]\n"
+    "    if name == 'keep':\n"
+    "        kept.append(data)\n"
+    "    return (True, data, None)\n"
+    "n.register_dispatcher(lambda parts: b'', invoker)\n"
+)
+
+
+def test_large_bytes_result_outlives_the_interpreter_that_made_it(interps):
+    b = interps(KEEPER)
+    results = [n.invoke(b, 7, "make", (1 << 20,))[1] for _ in range(3)]
+    n.release_interp(b)
+    _interpreters.destroy(b)
+    assert all(r == b"\x07" * (1 << 20) for r in results)
+    assert len({hash(r) for r in results}) == 1
+
+
+def test_large_bytes_result_the_callee_keeps_stays_its_own(interps):
+    b = interps(KEEPER)
+    first = n.invoke(b, 1, "keep", (1 << 20,))[1]
+    run(b, "kept[0] = None")  # the callee's copy dies; the caller's must not
+    assert first == b"\x01" * (1 << 20)
+
+
+def test_large_reply_blob_outlives_the_interpreter_that_made_it(interps):
+    b = interps(
+        """
+        import appdomain._native._ext as n
+        n.register_dispatcher(lambda parts: bytes(parts[0]) * 2)
+        """
+    )
+    data = os.urandom(1 << 20)
+    reply = n.call(b, (data,))
+    n.release_interp(b)
+    _interpreters.destroy(b)
+    assert reply == data * 2
+
+
 def test_invoke_declines_arguments_that_are_not_plain(interps):
     b = interps(INVOKER)
     assert n.invoke(b, 1, "who", ([1, 2],)) is NotImplemented

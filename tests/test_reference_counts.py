@@ -121,3 +121,78 @@ def test_proxy_dying_while_its_thread_makes_another_does_not_hang(domain: AppDom
     thread.start()
     thread.join(10)
     assert done.is_set(), "a proxy's finalizer waited for a lock its own thread held"
+
+
+def test_reference_passed_for_one_call_leaves_no_proxy_behind(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    for _ in range(50):
+        keeper.touch(helpers.Client())
+    assert keeper.proxies_here() == 0  # no collection needed: each died with its call
+    assert live_count() == 0
+
+
+def test_callback_through_a_reference_passed_for_one_call(keeper: helpers.Keeper) -> None:
+    assert keeper.call_back(helpers.Client(), 5) == (10, 1)
+    assert live_count() == 0
+
+
+def test_one_object_passed_twice_in_one_call_is_one_proxy(keeper: helpers.Keeper) -> None:
+    client = helpers.Client()
+    assert keeper.same(client, client) is True
+    assert keeper.same(client, helpers.Client()) is False
+
+
+def test_reference_kept_by_a_call_that_fails_stays_counted(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    client = helpers.Client()
+    with pytest.raises(ValueError, match="kept, then failed"):
+        keeper.keep_and_fail(client)
+    del client
+    collect_everywhere(domain)
+    assert keeper.kept_twice(3) == (6, 1)  # still exported: the kept proxy works
+    keeper.drop()
+    collect_everywhere(domain)
+    assert live_count() == 0
+
+
+def test_fresh_references_sent_by_8_threads_at_once_are_all_released(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def send() -> None:
+        try:
+            start.wait()
+            for i in range(100):
+                client = helpers.Client()
+                if i % 10 == 0:
+                    keeper.keep(client)  # some kept (and replaced), most not
+                else:
+                    assert keeper.call_back(client, i) == (2 * i, 1)
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    keeper.drop()
+    collect_everywhere(domain)
+    assert live_count() == 0
+
+
+def test_returned_reference_is_released_when_its_proxy_dies(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    exported = domain.do_callback(live_count)  # the keeper itself
+    made = keeper.make()
+    assert made.twice(2) == (4, domain.id)
+    assert domain.do_callback(live_count) == exported + 1
+    del made
+    gc.collect()
+    assert domain.do_callback(live_count) == exported

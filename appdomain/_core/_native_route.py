@@ -29,6 +29,14 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     type Part = bytes | bytearray | memoryview
     # Serves a lean invoke in this domain: invoker(oid, name, args) (remoting's).
     type Invoker = Callable[[int, str, tuple[object, ...]], NativeReply]
+    # (proxies, make, settle, home, fast): how lean invokes' references become objects here.
+    type RefHooks = tuple[
+        dict[Any, Any],
+        Callable[[Any], object],
+        Callable[[Any], object],
+        Callable[[int], object],
+        tuple[object, ...] | None,
+    ]
 
 __all__ = [
     "BoundMethod",
@@ -41,6 +49,7 @@ __all__ = [
     "release_interp",
     "set_invoke_handler",
     "set_method_hooks",
+    "set_reference_hooks",
 ]
 
 # Buffers at least this large cross as parts of their own instead of inside the packed header.
@@ -91,6 +100,8 @@ _native.set_context_var(_context._data)
 BoundMethod = _native.BoundMethod
 method_member = _native.method_member
 set_method_hooks = _native.set_method_hooks
+# By-reference arguments of lean calls (remoting's MarshalByRefObject, _ref_out, _ref_done).
+set_reference_hooks = _native.set_reference_hooks
 
 
 def refusal(error: BaseException, interp_id: int) -> AppDomainUnloadedException | None:
@@ -142,21 +153,27 @@ def _dispatch(parts: tuple[memoryview, ...]) -> bytes:
 
 
 _registered = False
-# Set by remoting when it loads: serves invoke(oid, name, args) in this domain.
+# Set by remoting when it loads: serves invoke(oid, name, args) in this domain, and turns the
+# references among its arguments into objects.
 _invoker: Invoker | None = None
+_refs: RefHooks | None = None
 
 
-def set_invoke_handler(handler: Invoker) -> None:
-    """Install the function that serves lean invokes, handler(oid, name, args)."""
-    global _invoker
-    _invoker = handler
+def set_invoke_handler(handler: Invoker, refs: RefHooks | None = None) -> None:
+    """Install the function that serves lean invokes, handler(oid, name, args).
+
+    refs, (proxies, make, settle, home, fast), lets their arguments hold references (see
+    _native.register_dispatcher).
+    """
+    global _invoker, _refs
+    _invoker, _refs = handler, refs
     refresh()
 
 
 def refresh() -> None:
     """Register the invoke handler again, metered or not as state.meter now says."""
     if _registered and not state.unloading:
-        _native.register_dispatcher(_dispatch, _metered_invoker())
+        _native.register_dispatcher(_dispatch, _metered_invoker(), _refs)
 
 
 def _metered_invoker() -> Invoker | None:
@@ -171,7 +188,7 @@ def register() -> None:
     """Accept native calls into this interpreter."""
     global _registered
     _registered = True
-    _native.register_dispatcher(_dispatch, _metered_invoker())
+    _native.register_dispatcher(_dispatch, _metered_invoker(), _refs)
 
 
 def release_interp(interp_id: int, timeout: float | None = None) -> None:

@@ -30,7 +30,9 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     type Request = tuple[str, Shareable, int, WireContext]
     type Dispatched = tuple[str, Shareable, int, WireContext, int, str]
     type Reply = tuple[int, bool, Shareable, WireContext]
-    type NativeReply = tuple[bool, Shareable, WireContext]
+    type NativeReply = tuple[
+        bool | int, Shareable, WireContext
+    ]  # done: True, False or 2 (a reference)
 
 __all__ = ["ONE_WAY", "Route", "is_request"]
 

@@ -14,7 +14,7 @@ from .._errors import (
     AppDomainError,
     AppDomainUnloadedException,
 )
-from . import _exit, _runtime
+from . import _exit, _runtime, _site
 from ._events import Event
 from ._hosting import SubinterpreterHost
 from ._setup import AppDomainSetup
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Callable, Sequence
     from typing import Any, overload
 
+    from .._core._wire import Shareable
     from ._assemblies import AssemblyInfo
     from ._hosting import Host, HostedDomain
     from ._monitoring import DomainStatistics
@@ -37,11 +38,15 @@ __all__ = ["AppDomain", "AppDomainSetup"]
 # The collector stays off while the domain boots: its imports make no garbage cycles, and
 # the collections they would trigger cost ~1 ms for nothing.
 # The module is named from the imported one, so moving it cannot leave a stale string here.
+# Where the domain was created without site, its boot does site's work first (_site).
 _BOOT_SOURCE = f"""\
 import gc, sys
 gc.disable()
 try:
     sys.path[:] = list(cfg[2])
+    if site_plan is not None:
+        exec(site_source, {{"site_plan": site_plan}})
+    del site_plan, site_source
     import {_runtime.__name__} as _appdomain_runtime
     _appdomain_runtime.boot_subdomain(cfg)
 finally:
@@ -780,7 +785,7 @@ def _loaded_routes() -> list[Route]:
 
 def _start_interp(name: str, sys_path: list[str]) -> AppDomain:
     default = _runtime.ensure_started()
-    interp_id = _compat.create_interp()
+    interp_id, site_plan = _site.create_interp()
     domain_id = interp_id + 1
     reply_queue = _compat.queue_create()
     main_path, main_module = _runtime.main_script()
@@ -794,7 +799,12 @@ def _start_interp(name: str, sys_path: list[str]) -> AppDomain:
         reply_queue,
     )
     try:
-        excinfo = _compat.exec_in(interp_id, _BOOT_SOURCE, {"cfg": cfg})
+        shared: dict[str, Shareable] = {
+            "cfg": cfg,
+            "site_plan": site_plan,
+            "site_source": _site.SOURCE,
+        }
+        excinfo = _compat.exec_in(interp_id, _BOOT_SOURCE, shared)
         if excinfo is not None:
             detail = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", "")
             raise AppDomainError(f"domain {name!r} failed to start: {detail}")

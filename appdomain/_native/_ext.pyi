@@ -1,16 +1,28 @@
 """Types of the C switch, appdomain._native._ext (built from module.c and its siblings)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, final
 
 # (done, value, ctx): done is True when value is the method's plain result, False when it
-# is an encoded reply or error that the generic layers decode.
-type _LeanReply = tuple[bool, object, object]
+# is an encoded reply or error that the generic layers decode, 2 when value is a reference.
+type _LeanReply = tuple[bool | int, object, object]
 type _Invoker = Callable[[int, str, tuple[object, ...]], _LeanReply]
+# (proxies, make, settle, home, fast): how references among an invoke's arguments become
+# objects; fast, (classes, RemoteRef, Route, entry type, forget, ref name, key slot) or
+# None, lets the switch make proxies of known types itself.
+type _RefHooks = tuple[
+    dict[Any, Any],
+    Callable[[Any], object],
+    Callable[[Any], object],
+    Callable[[int], object],
+    tuple[object, ...] | None,
+]
 type _Dispatcher = Callable[[tuple[memoryview, ...]], bytes]
 
-def register_dispatcher(fn: _Dispatcher, invoker: _Invoker | None = None, /) -> None:
+def register_dispatcher(
+    fn: _Dispatcher, invoker: _Invoker | None = None, refs: _RefHooks | None = None, /
+) -> None:
     """Make fn the target of call() for this interpreter, and invoker that of invoke()."""
 
 def unregister_dispatcher() -> None:
@@ -42,8 +54,26 @@ def set_method_hooks(
 ) -> None:
     """Name the functions bound methods hand a call to (generic route, lean finish)."""
 
+def set_reference_hooks(
+    ref_type: type,
+    ref_out: Callable[[Any, int], tuple[object, ...] | None],
+    ref_done: Callable[[list[tuple[object, ...]]], object],
+    lend: tuple[
+        dict[type, tuple[object, ...]],
+        dict[int, int],
+        dict[int, Any],
+        dict[int, int],
+        Iterator[int],
+    ],
+    /,
+) -> None:
+    """Let invoke() carry instances of ref_type: lent, or as ref_out(obj, interp_id)'s tuples."""
+
 def method_member(spec: object, bound_type: type[BoundMethod], /) -> MethodMember:
     """Make the proxy-type member for spec: reading it from a proxy binds a bound_type."""
+
+def set_site_import(on: bool, /) -> bool | None:
+    """Turn site on or off for interpreters created from now on; the previous setting."""
 
 def set_gil_peek(on: bool, /) -> bool:
     """Turn the look at a held GIL on or off (process-wide); return whether it is now on."""

@@ -132,6 +132,7 @@ typedef struct {
     Py_ssize_t name_len;
     const char *payload;
     Py_ssize_t payload_len;
+    int has_refs;             /* some arguments are references (the invoker's 4th argument) */
     int nbig;
     Py_ssize_t big_index[MAX_BIG_ARGS];
     const char *big_buf[MAX_BIG_ARGS];

@@ -58,12 +58,14 @@
 #define BIG_ARG_BYTES (64 * 1024)   /* bytes arguments this large skip the blob */
 
 /* Tell whether a lean invoke may carry these arguments: exact None, bool, float, str,
- * bytes and 64-bit ints (the values that cross unchanged), and no logical call context
- * to carry along.  Anything else takes the generic route. */
+ * bytes and 64-bit ints (the values that cross unchanged), instances of the reference type
+ * (they cross as the tuple ref_out() makes), and no logical call context to carry along.
+ * Anything else takes the generic route.  0: not lean; 1: lean; 2: lean, with references. */
 static int
 is_lean(modstate *st, PyObject *args)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(args);
+    int refs = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = PyTuple_GET_ITEM(args, i);
         PyTypeObject *t = Py_TYPE(v);
@@ -81,6 +83,10 @@ is_lean(modstate *st, PyObject *args)
         if (t == &PyBytes_Type) {
             continue;
         }
+        if (st->ref_type != NULL && PyObject_TypeCheck(v, (PyTypeObject *)st->ref_type)) {
+            refs = 1;
+            continue;
+        }
         return 0;
     }
     if (st->ctxvar != NULL) {
@@ -91,9 +97,294 @@ is_lean(modstate *st, PyObject *args)
         }
         int empty = (value == NULL || value == Py_None);
         Py_XDECREF(value);
-        return empty;
+        if (!empty) {
+            return 0;
+        }
     }
-    return 1;
+    return refs ? 2 : 1;
+}
+
+/* set_reference_hooks(ref_type, ref_out, ref_done, lend): how invoke() carries references.
+ * lend is (lean_types, by_identity, lent, lent_ids, next_oid) (see modstate). */
+static PyObject *
+native_set_reference_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *lend = nargs == 4 ? args[3] : NULL;
+    if (nargs != 4 || !PyType_Check(args[0]) || !PyCallable_Check(args[1])
+        || !PyCallable_Check(args[2]) || !PyTuple_CheckExact(lend) || PyTuple_GET_SIZE(lend) != 5
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(lend, 0))
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(lend, 1))
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(lend, 2))
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(lend, 3))
+        || !PyIter_Check(PyTuple_GET_ITEM(lend, 4))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_reference_hooks(ref_type, ref_out, ref_done, lend) takes a type, "
+                        "2 callables and (dict, dict, dict, dict, iterator)");
+        return NULL;
+    }
+    modstate *st = get_state(module);
+    Py_XSETREF(st->ref_type, Py_NewRef(args[0]));
+    Py_XSETREF(st->ref_out, Py_NewRef(args[1]));
+    Py_XSETREF(st->ref_done, Py_NewRef(args[2]));
+    Py_XSETREF(st->lean_types, Py_NewRef(PyTuple_GET_ITEM(lend, 0)));
+    Py_XSETREF(st->by_identity, Py_NewRef(PyTuple_GET_ITEM(lend, 1)));
+    Py_XSETREF(st->lent, Py_NewRef(PyTuple_GET_ITEM(lend, 2)));
+    Py_XSETREF(st->lent_ids, Py_NewRef(PyTuple_GET_ITEM(lend, 3)));
+    Py_XSETREF(st->next_oid, Py_NewRef(PyTuple_GET_ITEM(lend, 4)));
+    Py_RETURN_NONE;
+}
+
+/* The loans of one call: the objects it lends (borrowed: the caller's arguments keep them
+ * alive), with their oids and identities, and the tuples ref_out made for the others. */
+#define MAX_LOANS 8
+
+typedef struct {
+    int n;
+    PyObject *obj[MAX_LOANS];
+    PyObject *oid[MAX_LOANS];
+    PyObject *ident[MAX_LOANS];
+    PyObject *made;   /* list, or NULL while ref_out made none */
+} loans_t;
+
+/* Lend obj to one more call: its reference, (*route, oid, module, qualname), from its
+ * type's (*route, module, qualname); the loan is recorded in loans.  No Python code runs,
+ * so this is one step for every thread of this interpreter (the Python side reads these
+ * dicts under its own lock).  lent[oid] is obj while one call lends it, (obj, calls) while
+ * several do. */
+static PyObject *
+lend(modstate *st, PyObject *obj, PyObject *info, loans_t *loans)
+{
+    PyObject *ident = PyLong_FromVoidPtr(obj), *oid = NULL, *held = NULL, *ref = NULL;
+    if (ident == NULL) {
+        return NULL;
+    }
+    if (PyDict_GetItemRef(st->by_identity, ident, &oid) < 0
+        || (oid == NULL && PyDict_GetItemRef(st->lent_ids, ident, &oid) < 0)) {
+        goto out;
+    }
+    if (oid == NULL && (oid = PyIter_Next(st->next_oid)) == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "object ids ran out");
+        }
+        goto out;
+    }
+    if (PyDict_GetItemRef(st->lent, oid, &held) < 0) {
+        goto out;
+    }
+    PyObject *value;
+    if (held == obj) {
+        value = Py_BuildValue("(Oi)", obj, 2);
+    }
+    else if (held != NULL && PyTuple_CheckExact(held) && PyTuple_GET_SIZE(held) == 2
+             && PyTuple_GET_ITEM(held, 0) == obj) {
+        long n = PyLong_AsLong(PyTuple_GET_ITEM(held, 1));
+        value = n == -1 && PyErr_Occurred() ? NULL : Py_BuildValue("(Ol)", obj, n + 1);
+    }
+    else {
+        value = Py_NewRef(obj);
+    }
+    if (value == NULL) {
+        goto out;
+    }
+    int failed = PyDict_SetItem(st->lent, oid, value) < 0
+                 || PyDict_SetItem(st->lent_ids, ident, oid) < 0;
+    Py_DECREF(value);
+    if (failed) {
+        goto out;
+    }
+    ref = PyTuple_Pack(7, PyTuple_GET_ITEM(info, 0), PyTuple_GET_ITEM(info, 1),
+                       PyTuple_GET_ITEM(info, 2), PyTuple_GET_ITEM(info, 3), oid,
+                       PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5));
+    if (ref != NULL) {
+        loans->obj[loans->n] = obj;
+        loans->oid[loans->n] = Py_NewRef(oid);
+        loans->ident[loans->n] = Py_NewRef(ident);
+        loans->n++;
+    }
+out:
+    Py_DECREF(ident);
+    Py_XDECREF(oid);
+    Py_XDECREF(held);
+    return ref;
+}
+
+/* A call that lent obj as oid is over: forget the loan once no call holds it. */
+static void
+unlend(modstate *st, PyObject *obj, PyObject *oid, PyObject *ident)
+{
+    PyObject *held = NULL, *mapped = NULL;
+    if (PyDict_GetItemRef(st->lent, oid, &held) <= 0) {
+        PyErr_Clear();
+        return;
+    }
+    if (held != obj) {
+        long n = 0;
+        if (PyTuple_CheckExact(held) && PyTuple_GET_SIZE(held) == 2
+            && PyTuple_GET_ITEM(held, 0) == obj) {
+            n = PyLong_AsLong(PyTuple_GET_ITEM(held, 1)) - 1;
+        }
+        PyObject *value = n > 1 ? Py_BuildValue("(Ol)", obj, n) : n == 1 ? Py_NewRef(obj) : NULL;
+        if (value != NULL) {
+            (void)PyDict_SetItem(st->lent, oid, value);
+            Py_DECREF(value);
+        }
+        PyErr_Clear();
+        Py_DECREF(held);
+        return;
+    }
+    Py_DECREF(held);
+    if (PyDict_GetItemRef(st->lent_ids, ident, &mapped) > 0
+        && PyObject_RichCompareBool(mapped, oid, Py_EQ) == 1) {
+        (void)PyDict_DelItem(st->lent_ids, ident);
+    }
+    (void)PyDict_DelItem(st->lent, oid);
+    PyErr_Clear();
+    Py_XDECREF(mapped);
+}
+
+/* A copy of args to edit (PyTuple_GetSlice would hand back the same tuple). */
+static PyObject *
+copy_args(PyObject *args)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *copy = PyTuple_New(n);
+    if (copy == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyTuple_SET_ITEM(copy, j, Py_NewRef(PyTuple_GET_ITEM(args, j)));
+    }
+    return copy;
+}
+
+/* Replace the references among args (a fresh copy) by their tuples: lent in C where the
+ * type is in lean_types, else ref_out(obj, iid)'s (kept in loans->made).  0: done; 1: a
+ * reference cannot cross lean (ref_out said None, or too many loans); -1: error. */
+static int
+pack_refs(modstate *st, PyObject *packed, long long iid, loans_t *loans)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(packed);
+    PyObject *target = NULL;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        PyObject *v = PyTuple_GET_ITEM(packed, i), *info = NULL, *ref = NULL;
+        if (!PyObject_TypeCheck(v, (PyTypeObject *)st->ref_type)) {
+            continue;
+        }
+        if (st->lean_types != NULL
+            && PyDict_GetItemRef(st->lean_types, (PyObject *)Py_TYPE(v), &info) < 0) {
+            rc = -1;
+            break;
+        }
+        if (info != NULL) {
+            if (loans->n == MAX_LOANS) {
+                Py_DECREF(info);
+                rc = 1;
+                break;
+            }
+            ref = lend(st, v, info, loans);
+            Py_DECREF(info);
+            if (ref == NULL) {
+                rc = -1;
+            }
+            else {
+                Py_SETREF(((PyTupleObject *)packed)->ob_item[i], ref);
+            }
+            continue;
+        }
+        if (target == NULL && (target = PyLong_FromLongLong(iid)) == NULL) {
+            rc = -1;
+            break;
+        }
+        if (loans->made == NULL && (loans->made = PyList_New(0)) == NULL) {
+            rc = -1;
+            break;
+        }
+        ref = PyObject_CallFunctionObjArgs(st->ref_out, v, target, NULL);
+        if (ref == NULL) {
+            rc = -1;
+        }
+        else if (ref == Py_None) {
+            Py_DECREF(ref);
+            rc = 1;
+        }
+        else if (PyList_Append(loans->made, ref) < 0) {
+            Py_DECREF(ref);
+            rc = -1;
+        }
+        else {
+            Py_SETREF(((PyTupleObject *)packed)->ob_item[i], ref);
+        }
+    }
+    Py_XDECREF(target);
+    return rc;
+}
+
+/* The call is over, whatever its outcome: end its loans, then ref_done(made).  Keeps the
+ * call's exception. */
+static int
+refs_done(modstate *st, loans_t *loans)
+{
+    PyObject *saved = PyErr_GetRaisedException();
+    for (int i = 0; i < loans->n; i++) {
+        unlend(st, loans->obj[i], loans->oid[i], loans->ident[i]);
+        Py_DECREF(loans->oid[i]);
+        Py_DECREF(loans->ident[i]);
+    }
+    loans->n = 0;
+    PyObject *ok = Py_None;
+    if (loans->made != NULL) {
+        ok = PyObject_CallOneArg(st->ref_done, loans->made);
+        if (ok == NULL && saved != NULL) {
+            PyErr_WriteUnraisable(st->ref_done);   /* the call's own error wins */
+        }
+        Py_XDECREF(ok);
+        Py_CLEAR(loans->made);
+    }
+    if (saved != NULL) {
+        PyErr_SetRaisedException(saved);
+    }
+    return ok == NULL && saved == NULL ? -1 : 0;
+}
+
+#ifndef _WIN32
+#  include <dlfcn.h>
+#endif
+
+/* CPython's accessor of the running interpreter's configuration (3.13:
+ * Include/internal/pycore_pystate.h), not in the public headers: looked up when first
+ * needed, so a CPython without it still loads this module (set_site_import says None). */
+typedef const PyConfig *(*get_config_fn)(void);
+
+static get_config_fn
+find_get_config(void)
+{
+#if !defined(_WIN32) && PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030F0000
+    return (get_config_fn)dlsym(RTLD_DEFAULT, "_Py_GetConfig");
+#else
+    return NULL;   /* a CPython this was not checked against: leave it alone */
+#endif
+}
+
+/* set_site_import(on): turn `site` on or off for the interpreters this one creates from now
+ * on (a new interpreter copies its creator's configuration when it starts); return the
+ * previous setting.  The domain boot does site's work itself, deferring the .pth lines that
+ * only install editable finders (appdomain._domains._site). */
+static PyObject *
+native_set_site_import(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    get_config_fn get_config = find_get_config();
+    if (get_config == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyConfig *config = (PyConfig *)get_config();
+    int old = config->site_import;
+    config->site_import = on;
+    return PyBool_FromLong(old);
 }
 
 static PyObject *
@@ -134,7 +425,9 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_TypeError, "args must be a tuple, not %s", Py_TYPE(args[3])->tp_name);
         return NULL;
     }
-    if (!is_lean(get_state(module), args[3])) {
+    modstate *st = get_state(module);
+    int lean = is_lean(st, args[3]);
+    if (!lean) {
         Py_RETURN_NOTIMPLEMENTED;   /* the caller takes the generic route */
     }
     Py_ssize_t name_len;
@@ -146,11 +439,27 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (r == NULL) {
         return NULL;
     }
-    callctx c = {.kind = KIND_INVOKE, .st = get_state(module), .oid = oid, .name = name,
-                 .name_len = name_len};
+    callctx c = {.kind = KIND_INVOKE, .st = st, .oid = oid, .name = name,
+                 .name_len = name_len, .has_refs = lean == 2};
+    PyObject *packed = args[3];
+    loans_t loans = {.n = 0, .made = NULL};
+    if (c.has_refs) {
+        /* References cross as tuples, lent (or counted) while the call lasts. */
+        if ((packed = copy_args(args[3])) == NULL) {
+            return NULL;
+        }
+        int rc = pack_refs(st, packed, iid, &loans);
+        if (rc != 0) {
+            Py_DECREF(packed);
+            (void)refs_done(st, &loans);
+            if (rc < 0) {
+                return NULL;
+            }
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
     /* Large bytes arguments stay where they are (the caller's tuple keeps them alive
      * for the call): None stands in for them in the blob. */
-    PyObject *packed = args[3];
     Py_ssize_t n = PyTuple_GET_SIZE(packed);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = PyTuple_GET_ITEM(args[3], i);
@@ -161,16 +470,13 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (packed != args[3]) {
                 Py_DECREF(packed);
             }
+            if (c.has_refs) {
+                (void)refs_done(st, &loans);
+            }
             Py_RETURN_NOTIMPLEMENTED;
         }
-        if (packed == args[3]) {
-            /* A copy to edit (PyTuple_GetSlice would hand back the same tuple). */
-            if ((packed = PyTuple_New(n)) == NULL) {
-                return NULL;
-            }
-            for (Py_ssize_t j = 0; j < n; j++) {
-                PyTuple_SET_ITEM(packed, j, Py_NewRef(PyTuple_GET_ITEM(args[3], j)));
-            }
+        if (packed == args[3] && (packed = copy_args(args[3])) == NULL) {
+            return NULL;
         }
         Py_SETREF(((PyTupleObject *)packed)->ob_item[i], Py_NewRef(Py_None));
         c.big_index[c.nbig] = i;
@@ -182,13 +488,16 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (packed != args[3]) {
         Py_DECREF(packed);
     }
-    if (blob == NULL) {
-        return NULL;
+    PyObject *result = NULL;
+    if (blob != NULL) {
+        c.payload = PyBytes_AS_STRING(blob);
+        c.payload_len = PyBytes_GET_SIZE(blob);
+        result = switch_call(r, iid, &c);
+        Py_DECREF(blob);
     }
-    c.payload = PyBytes_AS_STRING(blob);
-    c.payload_len = PyBytes_GET_SIZE(blob);
-    PyObject *result = switch_call(r, iid, &c);
-    Py_DECREF(blob);
+    if (c.has_refs && refs_done(st, &loans) < 0) {
+        Py_CLEAR(result);
+    }
     return result;
 }
 
@@ -255,21 +564,54 @@ out:
 
 /* ------------------------------------------------------ registration */
 
+/* refs' fast part: None, or (classes, RemoteRef, Route, entry type, forget, ref name,
+ * the entry's key slot name) (switch.c make_proxy). */
+static int
+fast_ok(PyObject *fast)
+{
+    if (fast == Py_None) {
+        return 1;
+    }
+    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 7
+           && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 0))
+           && PyType_Check(PyTuple_GET_ITEM(fast, 1))
+           && PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), &PyTuple_Type)
+           && PyType_Check(PyTuple_GET_ITEM(fast, 2))
+           && PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(fast, 2), &PyTuple_Type)
+           && PyType_Check(PyTuple_GET_ITEM(fast, 3))
+           && PyCallable_Check(PyTuple_GET_ITEM(fast, 4))
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 5))
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 6));
+}
+
 static PyObject *
 native_register_dispatcher(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     modstate *st = get_state(module);
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "register_dispatcher(fn, invoker=None) takes 1 or 2 arguments");
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "register_dispatcher(fn, invoker=None, refs=None) takes 1 to 3 arguments");
         return NULL;
     }
-    PyObject *invoker = nargs == 2 ? args[1] : Py_None;
+    PyObject *invoker = nargs >= 2 ? args[1] : Py_None;
+    PyObject *refs = nargs == 3 ? args[2] : Py_None;
     if (!PyCallable_Check(args[0]) || (invoker != Py_None && !PyCallable_Check(invoker))) {
         PyErr_SetString(PyExc_TypeError, "dispatcher must be callable");
         return NULL;
     }
-    /* The record holds both as one pair, so its lifecycle handles a single object. */
-    PyObject *fn = PyTuple_Pack(2, args[0], invoker);
+    if (refs != Py_None
+        && (!PyTuple_CheckExact(refs) || PyTuple_GET_SIZE(refs) != 5
+            || !PyDict_CheckExact(PyTuple_GET_ITEM(refs, 0))
+            || !PyCallable_Check(PyTuple_GET_ITEM(refs, 1))
+            || !PyCallable_Check(PyTuple_GET_ITEM(refs, 2))
+            || !PyCallable_Check(PyTuple_GET_ITEM(refs, 3))
+            || !fast_ok(PyTuple_GET_ITEM(refs, 4)))) {
+        PyErr_Format(PyExc_TypeError, "'refs' must be None or a tuple (proxies dict, make, "
+                     "settle, home, fast) (got %R)", refs);
+        return NULL;
+    }
+    /* The record holds all three as one tuple, so its lifecycle handles a single object. */
+    PyObject *fn = PyTuple_Pack(3, args[0], invoker, refs);
     if (fn == NULL) {
         return NULL;
     }
@@ -341,9 +683,23 @@ native_set_gil_peek(PyObject *Py_UNUSED(module), PyObject *on)
 
 static PyMethodDef native_methods[] = {
     {"register_dispatcher", (PyCFunction)(void (*)(void))native_register_dispatcher, METH_FASTCALL,
-     "register_dispatcher(fn, invoker=None)\n--\n\nMake fn(parts: tuple[memoryview, ...]) -> "
-     "bytes the target of call() for the current interpreter, and invoker(oid, name, args) "
-     "-> marshallable the target of invoke()."},
+     "register_dispatcher(fn, invoker=None, refs=None)\n--\n\nMake fn(parts: "
+     "tuple[memoryview, ...]) -> bytes the target of call() for the current interpreter, and "
+     "invoker(oid, name, args) -> marshallable the target of invoke().  refs, (proxies, make, "
+     "settle, home, fast), turns the references among an invoke's arguments into objects: "
+     "proxies[(interp_id, oid)] a weak reference to this interpreter's proxy, make(ref) a new "
+     "one, home(oid) an object of this interpreter; settle(kept) is given the new proxies "
+     "still referenced once the call returned."},
+    {"set_reference_hooks", (PyCFunction)(void (*)(void))native_set_reference_hooks,
+     METH_FASTCALL,
+     "set_reference_hooks(ref_type, ref_out, ref_done, lend)\n--\n\nLet invoke() carry "
+     "instances of ref_type: those of a type in lend's lean_types are lent for the call, "
+     "others cross as ref_out(obj, interp_id) (a tuple of plain values; None sends the call "
+     "by the generic route), and ref_done(refs) runs with those tuples once the call is "
+     "over.  lend is (lean_types, by_identity, lent, lent_ids, next_oid)."},
+    {"set_site_import", native_set_site_import, METH_O,
+     "set_site_import(on)\n--\n\nTurn site on or off for the interpreters this one creates "
+     "from now on; return the previous setting (None: not supported on this CPython)."},
     {"invoke", (PyCFunction)(void (*)(void))appdomain_invoke, METH_FASTCALL,
      "invoke(interp_id, oid, name, args)\n--\n\nRun the invoker of interpreter interp_id on "
      "the calling thread with args (plain values); return its reply, or NotImplemented "
@@ -433,6 +789,14 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     modstate *st = get_state(module);
     Py_VISIT(st->argbuf_type);
     Py_VISIT(st->ctxvar);
+    Py_VISIT(st->ref_type);
+    Py_VISIT(st->ref_out);
+    Py_VISIT(st->ref_done);
+    Py_VISIT(st->lean_types);
+    Py_VISIT(st->by_identity);
+    Py_VISIT(st->lent);
+    Py_VISIT(st->lent_ids);
+    Py_VISIT(st->next_oid);
     Py_VISIT(st->not_served);
     Py_VISIT(st->closing);
     return appdomain_method_traverse(st, visit, arg);
@@ -445,6 +809,14 @@ native_clear(PyObject *module)
     Py_CLEAR(st->argbuf_type);
     Py_CLEAR(st->str_release);
     Py_CLEAR(st->ctxvar);
+    Py_CLEAR(st->ref_type);
+    Py_CLEAR(st->ref_out);
+    Py_CLEAR(st->ref_done);
+    Py_CLEAR(st->lean_types);
+    Py_CLEAR(st->by_identity);
+    Py_CLEAR(st->lent);
+    Py_CLEAR(st->lent_ids);
+    Py_CLEAR(st->next_oid);
     Py_CLEAR(st->not_served);
     Py_CLEAR(st->closing);
     appdomain_method_clear(st);

@@ -15,6 +15,20 @@ typedef struct {
     PyObject *slow_call;         /* generic route: slow_call(proxy, spec, *args, **kwargs) */
     PyObject *lean_outcome;      /* lean_outcome(proxy, spec, args, reply, error) */
     PyObject *ctxvar;  /* the logical call context's ContextVar (set_context_var), or NULL */
+    /* By-reference arguments of a lean invoke (set_reference_hooks): instances of ref_type
+     * cross as ref_out(obj, interp_id)'s tuple; ref_done(refs) runs once the call is over. */
+    PyObject *ref_type;
+    PyObject *ref_out;
+    PyObject *ref_done;
+    /* Lending (set_reference_hooks' lend): an instance of a type in lean_types crosses as
+     * route + (oid,) + (module, qualname) without Python code: its oid is the one
+     * by_identity or lent_ids has for it, else a new one from next_oid, and lent[oid] =
+     * [obj, calls] finds it while calls lend it. */
+    PyObject *lean_types;
+    PyObject *by_identity;
+    PyObject *lent;
+    PyObject *lent_ids;
+    PyObject *next_oid;
     /* Why a call was refused, as types the caller can tell apart (both RuntimeError's):
      * the target takes no native calls, or it is being destroyed. */
     PyObject *not_served;

@@ -118,10 +118,201 @@ keep_reply(threadrec_t *r, callctx *c, PyObject *blob)
     }
 }
 
+/* A tuple of type tp (a tuple subclass) holding items[0:n], as tuple.__new__(tp, items). */
+static PyObject *
+tuple_of(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
+{
+    PyObject *t = tp->tp_alloc(tp, n);
+    if (t != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
+        }
+    }
+    return t;
+}
+
+/* Make the proxy for ref (*route, oid, module, qualname) as remoting's lean_proxy would, in
+ * C, and list it in proxies under key, by strong reference while its call runs (settle_refs
+ * gives it a weak entry if the call kept it); Py_None when its type is not in classes yet.
+ * fast is (classes, RemoteRef, Route, weakref type with a `key` slot, its callback, ref
+ * attribute name, cell attribute name); the cell is left for remoting to add when it
+ * counts a reference (_proxy._count). */
+static PyObject *
+make_proxy(PyObject *fast, PyObject *proxies, PyObject *item, PyObject *key)
+{
+    PyObject *classes = PyTuple_GET_ITEM(fast, 0);
+    PyTypeObject *ref_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 1);
+    PyTypeObject *route_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 2);
+    PyObject *str_ref = PyTuple_GET_ITEM(fast, 5);
+    PyObject *const *it = &PyTuple_GET_ITEM(item, 0);
+    PyObject *name = NULL, *cls = NULL, *route = NULL, *ref = NULL;
+    PyObject *proxy = NULL, *dict = NULL, *result = NULL;
+    if ((name = PyTuple_GetSlice(item, 5, 7)) == NULL
+        || PyDict_GetItemRef(classes, name, &cls) < 0) {
+        goto out;
+    }
+    if (cls == NULL || !PyType_Check(cls)) {
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    if ((route = tuple_of(route_type, it, 4)) == NULL) {
+        goto out;
+    }
+    PyObject *parts[4] = {route, it[4], it[5], it[6]};
+    if ((ref = tuple_of(ref_type, parts, 4)) == NULL) {
+        goto out;
+    }
+    /* object.__new__(cls) with its ref, and its entry in proxies */
+    if ((proxy = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0)) == NULL
+        || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
+        || PyDict_SetItem(dict, str_ref, ref) < 0
+        || PyDict_SetItem(proxies, key, proxy) < 0) {   /* strong while the call runs */
+        goto out;
+    }
+    result = Py_NewRef(proxy);
+out:
+    Py_XDECREF(name);
+    Py_XDECREF(cls);
+    Py_XDECREF(route);
+    Py_XDECREF(ref);
+    Py_XDECREF(proxy);
+    Py_XDECREF(dict);
+    return result;
+}
+
+/* Turn the references among a lean invoke's arguments (the tuples ref_out made in the
+ * caller) into objects of this interpreter, in place: (oid,) is an object of ours coming
+ * home, (*route, oid, module, qualname) a proxy, found in proxies or made new (then listed
+ * in made).  refs is the (proxies, make, settle, home) the invoker registered with. */
+static int
+take_refs(PyObject *refs, PyObject *args, PyObject *made)
+{
+    PyObject *proxies = PyTuple_GET_ITEM(refs, 0), *make = PyTuple_GET_ITEM(refs, 1);
+    PyObject *home = PyTuple_GET_ITEM(refs, 3);
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(args, i), *obj = NULL;
+        if (!PyTuple_CheckExact(item)) {
+            continue;
+        }
+        if (PyTuple_GET_SIZE(item) == 1) {
+            obj = PyObject_CallOneArg(home, PyTuple_GET_ITEM(item, 0));
+        }
+        else if (PyTuple_GET_SIZE(item) == 7) {
+            PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 4));
+            PyObject *wr = NULL;
+            if (key == NULL || PyDict_GetItemRef(proxies, key, &wr) < 0) {
+                Py_XDECREF(key);
+                return -1;
+            }
+            if (wr != NULL && !PyWeakref_Check(wr)) {
+                obj = wr;   /* another lean call's proxy, listed strongly while it runs */
+            }
+            else if (wr != NULL) {
+                int got = PyWeakref_GetRef(wr, &obj);
+                Py_DECREF(wr);
+                if (got < 0) {
+                    Py_DECREF(key);
+                    return -1;
+                }
+            }
+            int new = 0;
+            if (obj == NULL && PyTuple_GET_ITEM(refs, 4) != Py_None) {
+                obj = make_proxy(PyTuple_GET_ITEM(refs, 4), proxies, item, key);
+                if (obj == Py_None) {
+                    Py_CLEAR(obj);   /* its type is not known here yet: make() builds it */
+                }
+                else {
+                    new = 1;
+                }
+            }
+            if (obj == NULL && !PyErr_Occurred()) {
+                obj = PyObject_CallOneArg(make, item);
+                new = 1;
+            }
+            if (obj != NULL && new
+                && (PyList_Append(made, key) < 0 || PyList_Append(made, obj) < 0)) {
+                Py_CLEAR(obj);
+            }
+            Py_DECREF(key);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "a reference must be a tuple of 1 or 7 items (got %R)",
+                         item);
+        }
+        if (obj == NULL) {
+            return -1;
+        }
+        Py_SETREF(((PyTupleObject *)args)->ob_item[i], obj);
+    }
+    return 0;
+}
+
+/* Give a proxy listed in proxies by strong reference (make_proxy's, while its call runs)
+ * its lasting entry: a weak reference that knows its key (fast's entry type). */
+static int
+weaken_entry(PyObject *fast, PyObject *proxies, PyObject *key, PyObject *proxy)
+{
+    PyObject *entry = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(fast, 3), proxy,
+                                                   PyTuple_GET_ITEM(fast, 4), NULL);
+    int rc = entry == NULL || PyObject_SetAttr(entry, PyTuple_GET_ITEM(fast, 6), key) < 0
+             || PyDict_SetItem(proxies, key, entry) < 0 ? -1 : 0;
+    Py_XDECREF(entry);
+    return rc;
+}
+
+/* After a lean invoke: forget the new proxies nothing kept (they die now, with no count to
+ * give back) and hand the others to settle, which counts them at their owners.  made is
+ * [key, proxy, ...]; a proxy make_proxy listed in proxies by strong reference is held by
+ * made and that entry, one that lean_proxy listed by weak reference by made only. */
+static int
+settle_refs(PyObject *refs, PyObject *made)
+{
+    PyObject *proxies = PyTuple_GET_ITEM(refs, 0), *settle = PyTuple_GET_ITEM(refs, 2);
+    PyObject *fast = PyTuple_GET_ITEM(refs, 4), *kept = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(made);
+    int rc = 0;
+    for (Py_ssize_t i = 0; i + 1 < n && rc == 0; i += 2) {
+        PyObject *key = PyList_GET_ITEM(made, i), *proxy = PyList_GET_ITEM(made, i + 1);
+        PyObject *entry = NULL, *target = NULL;
+        if (PyDict_GetItemRef(proxies, key, &entry) < 0) {
+            rc = -1;
+            break;
+        }
+        int strong = entry == proxy;
+        if (entry != NULL && !strong && PyWeakref_Check(entry)
+            && PyWeakref_GetRef(entry, &target) < 0) {
+            PyErr_Clear();
+        }
+        int listed = strong || target == proxy;
+        Py_XDECREF(target);
+        Py_XDECREF(entry);   /* the references counted below exclude this one */
+        if (Py_REFCNT(proxy) > 1 + strong) {   /* kept by the call */
+            if (strong && fast != Py_None && weaken_entry(fast, proxies, key, proxy) < 0) {
+                rc = -1;
+            }
+            else if ((kept == NULL && (kept = PyList_New(0)) == NULL)
+                     || PyList_Append(kept, proxy) < 0) {
+                rc = -1;
+            }
+        }
+        else if (listed && PyDict_DelItem(proxies, key) < 0) {
+            rc = -1;
+        }
+    }
+    if (kept != NULL && rc == 0) {
+        PyObject *ok = PyObject_CallOneArg(settle, kept);
+        rc = ok == NULL ? -1 : 0;
+        Py_XDECREF(ok);
+    }
+    Py_XDECREF(kept);
+    return rc;
+}
+
 /* The target side of a lean invoke: fn(oid, name, args), its reply marshalled.  One C
  * round trip instead of a Python dispatcher that unpacks and repacks the message. */
 static void
-run_invoke(threadrec_t *r, callctx *c, PyObject *fn)
+run_invoke(threadrec_t *r, callctx *c, PyObject *fn, PyObject *refs)
 {
     if (fn == Py_None) {
         fail_text(r, c, "no dispatcher for invokes in the target interpreter");
@@ -139,8 +330,31 @@ run_invoke(threadrec_t *r, callctx *c, PyObject *fn)
         PyObject *b = PyBytes_FromStringAndSize(c->big_buf[i], c->big_len[i]);
         ok = b != NULL && PyTuple_SetItem(argv[2], c->big_index[i], b) == 0;
     }
+    PyObject *made = NULL;
+    if (ok && c->has_refs) {
+        if (refs == Py_None) {
+            PyErr_SetString(PyExc_TypeError, "the target interpreter takes no references");
+            ok = 0;
+        }
+        else {
+            ok = (made = PyList_New(0)) != NULL && take_refs(refs, argv[2], made) == 0;
+        }
+    }
     if (ok) {
         res = PyObject_Vectorcall(fn, argv, 3, NULL);
+    }
+    if (made != NULL) {
+        /* The call's own references go first: what still holds a new proxy kept it. */
+        Py_CLEAR(argv[2]);
+        PyObject *saved = PyErr_GetRaisedException();
+        if (settle_refs(refs, made) < 0) {
+            Py_CLEAR(res);   /* a kept proxy could not be counted: the call fails */
+            Py_XDECREF(saved);
+        }
+        else {
+            PyErr_SetRaisedException(saved);
+        }
+        Py_DECREF(made);
     }
     if (res != NULL && PyTuple_CheckExact(res) && PyTuple_GET_SIZE(res) == 3
         && PyTuple_GET_ITEM(res, 0) == Py_True && PyTuple_GET_ITEM(res, 2) == Py_None
@@ -181,7 +395,7 @@ run_in_target(threadrec_t *r, domain_t *d, callctx *c)
     PyObject *args = NULL, *res = NULL;
     Py_ssize_t made = 0, n = c->n;
 
-    /* d->fn, the pair (dispatcher, invoker), is read under the target's GIL:
+    /* d->fn, (dispatcher, invoker, refs), is read under the target's GIL:
      * register/unregister run there too. */
     PyObject *pair = Py_XNewRef(d->fn);
     if (pair == NULL) {
@@ -190,7 +404,7 @@ run_in_target(threadrec_t *r, domain_t *d, callctx *c)
         return;
     }
     if (c->kind == KIND_INVOKE) {
-        run_invoke(r, c, PyTuple_GET_ITEM(pair, 1));
+        run_invoke(r, c, PyTuple_GET_ITEM(pair, 1), PyTuple_GET_ITEM(pair, 2));
         Py_DECREF(pair);
         return;
     }
@@ -374,6 +588,30 @@ make_result(callctx *c, const char *buf, Py_ssize_t len)
     return PyBytes_FromStringAndSize(buf, len);
 }
 
+/* Hand the caller a large bytes reply made in the target, without copying it.
+ *
+ * Safe for exact bytes only, and only once the target holds no reference to it: a bytes
+ * object is not tracked by the garbage collector, its type is static (shared by every
+ * interpreter), and a block this large is not in any interpreter's small-object arenas but
+ * in the process's malloc heap, which PyObject_Free in the caller returns it to.  So from
+ * here on it is an object of the caller like any other. */
+static PyObject *
+adopt_result(callctx *c, PyObject *value)
+{
+    if (c->kind == KIND_INVOKE && c->held_value) {
+        PyObject *reply = PyTuple_Pack(3, Py_True, value, Py_None);
+        Py_DECREF(value);
+        return reply;
+    }
+    if (c->kind == KIND_INVOKE) {
+        PyObject *reply = PyMarshal_ReadObjectFromString(PyBytes_AS_STRING(value),
+                                                         PyBytes_GET_SIZE(value));
+        Py_DECREF(value);
+        return reply;
+    }
+    return value;
+}
+
 /* Give a GIL another thread holds a moment before taking it (no GIL held here).  Blocking
  * on a taken GIL puts the thread to sleep, and waking it costs tens of µs: with several
  * threads calling one domain, every call would pay that on the way in and on the way back,
@@ -505,7 +743,16 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
     }
     delete_slots_attached(reap, 0);   /* orphans of dead threads, while we are here */
     run_in_target(r, d, c);
-    if (c->out == OUT_LARGE) {
+    PyObject *adopted = NULL;
+    if (c->out == OUT_LARGE && !same && Py_REFCNT(c->held) == 1) {
+        /* Nothing in the target refers to the reply any more: the caller takes the object
+         * itself instead of a copy (see adopt_ok).  A copy would need a second large block
+         * while the first is alive, and freeing both leaves the heap's top to be trimmed:
+         * every call would then pay a page fault per 4 KiB of the next one. */
+        adopted = c->held;
+        c->held = NULL;
+    }
+    else if (c->out == OUT_LARGE) {
         const char *buf = PyBytes_AS_STRING(c->held);
         Py_ssize_t len = PyBytes_GET_SIZE(c->held);
         if (same) {
@@ -559,7 +806,10 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
     }
 
     /* ---- back in the caller ---- */
-    if (c->out == OUT_SMALL) {
+    if (adopted != NULL) {
+        result = adopt_result(c, adopted);
+    }
+    else if (c->out == OUT_SMALL) {
         result = make_result(c, r->scratch, (Py_ssize_t)c->len);
     }
     else if (c->out == OUT_ERROR) {

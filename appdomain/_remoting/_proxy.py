@@ -208,9 +208,17 @@ def _lean_outcome(
     done, value, ctx_back = reply
     if ctx_back is not None:
         _context.merge(ctx_back)
-    if done:
+    if done is True:
         return value
+    if done == _LEAN_REF:  # a reference to an object of the callee: (*route, oid, type)
+        data: Any = value
+        route = _new_tuple(Route, data[:4])
+        return proxy_for(_new_tuple(RemoteRef, (route, data[4], data[5], data[6])))
     return decode_reply(value, args, {})
+
+
+# done in a lean reply whose value is a reference (remoting's _server._invoke_lean).
+_LEAN_REF = 2
 
 
 class _PyBoundMethod:
@@ -516,44 +524,90 @@ def _plan(func: Callable[..., object], *, bound: bool) -> CallPlan | None:
 
 # -- references in and out --------------------------------------------------------------------
 
-_proxies: weakref.WeakValueDictionary[tuple[int, int], _ProxyBase] = weakref.WeakValueDictionary()
-# Reentrant: a finalizer (_release) may run in a thread that holds it, whenever the garbage
-# collector runs, and only ever removes its own cell.
+# proxy identity (interp_id, oid) -> weak reference to this domain's one proxy for it (or,
+# while the lean call that made it runs, the proxy itself: _native/switch.c make_proxy).
+# A plain dict (the C switch reads and writes it); a dead proxy's weak reference removes
+# its own entry.
+_proxies: dict[tuple[int, int], Any] = {}
+# Makes finding-or-making a proxy one step.  Reentrant: building a proxy type may collect
+# garbage, running any finalizer in this thread (none takes it today).
 _proxies_lock = threading.RLock()
-# proxy identity -> how many remote references it holds (released together when it dies)
-_counts: dict[tuple[int, int], list[int]] = {}
+# Where a proxy keeps its cell: [how many remote references it holds (released together
+# when it dies), whether its finalizer is attached].  A proxy made for a lean call holds
+# none while that call runs (the caller counts the reference for the call) and gets its
+# finalizer only if it outlives the call (settle_lean).
+_CELL = "_appdomain_cell"
+
+
+class _Entry(weakref.ref):  # type: ignore[type-arg]  # of a proxy: weakref.ref[Any]
+    """A weak reference to a proxy that knows its key (weakref.KeyedRef runs Python code)."""
+
+    __slots__ = ("key",)
+    key: tuple[int, int]
+
+
+def _forget(wr: _Entry) -> None:
+    """Drop a dead proxy's entry (its weak reference's callback)."""
+    key = wr.key
+    if _proxies.get(key) is wr:
+        del _proxies[key]
+
+
+def _live(key: tuple[int, int]) -> Any:
+    entry = _proxies.get(key)
+    if type(entry) is _Entry:
+        return entry()
+    return entry  # None, or a lean call's proxy, listed strongly while that call runs
+
+
+def _new_proxy(ref: RemoteRef, cls: type, key: tuple[int, int], count: int) -> Any:
+    """Make and list the proxy for ref (lock held)."""
+    proxy: Any = object.__new__(cls)
+    state = proxy.__dict__
+    state[_REF] = ref
+    state[_CELL] = [count, 0]
+    entry = _Entry(proxy, _forget)
+    entry.key = key
+    _proxies[key] = entry
+    return proxy
 
 
 def proxy_for(ref: RemoteRef) -> Any:
     """Return this domain's one proxy for ref, counting the reference it brings."""
     key = (ref.route.interp_id, ref.oid)
     with _proxies_lock:
-        proxy = _proxies.get(key)
+        proxy = _live(key)
         if proxy is not None:
-            _counts[key][0] += 1
+            _count(proxy)
             return proxy
     # Outside the lock: building the type may import (and collect garbage, running other
     # proxies' finalizers, which take the lock).
     cls = _proxy_type(ref.module, ref.qualname, not is_foreign(ref.route.interp_id))
     with _proxies_lock:
-        proxy = _proxies.get(key)
+        proxy = _live(key)
         if proxy is not None:
-            _counts[key][0] += 1
+            _count(proxy)
             return proxy
-        proxy = object.__new__(cls)
-        proxy.__dict__[_REF] = ref
-        cell = [1]
-        _counts[key] = cell
-        _proxies[key] = proxy
-    weakref.finalize(proxy, _release, ref.route, ref.oid, cell, key)
+        proxy = _new_proxy(ref, cls, key, 0)
+        _count(proxy)
     return proxy
 
 
-def _release(route: Route, oid: int, cell: list[int], key: tuple[int, int]) -> None:
+def _count(proxy: object) -> None:
+    """Count one more reference held by proxy (lock held); its death releases them all."""
+    cell: list[int] | None = proxy.__dict__.get(_CELL)
+    if cell is None:  # made by the C switch for a lean call: it had no count yet
+        cell = proxy.__dict__[_CELL] = [0, 0]
+    cell[0] += 1
+    if not cell[1]:
+        cell[1] = 1
+        ref: RemoteRef = proxy.__dict__[_REF]
+        weakref.finalize(proxy, _release, ref.route, ref.oid, cell)
+
+
+def _release(route: Route, oid: int, cell: list[int]) -> None:
     """Tell the owner this domain dropped its references (no waiting: finalizer context)."""
     with _proxies_lock:
-        if _counts.get(key) is cell:
-            del _counts[key]
         count, cell[0] = cell[0], 0
     if count:
         _release_at_owner(route, oid, count)
@@ -567,11 +621,10 @@ def release_all() -> int:
     """
     released = 0
     with _proxies_lock:
-        held = [(key, cell) for key, cell in _counts.items() if cell[0]]
-        _counts.clear()
-        for key, cell in held:
-            proxy = _proxies.get(key)
-            if proxy is None:
+        for key in list(_proxies):
+            proxy = _live(key)
+            cell = None if proxy is None else proxy.__dict__.get(_CELL)
+            if not cell or not cell[0]:
                 continue
             ref: RemoteRef = proxy.__dict__[_REF]
             count, cell[0] = cell[0], 0
@@ -580,6 +633,46 @@ def release_all() -> int:
     return released
 
 
+def lean_proxy(data: tuple[Any, ...]) -> Any:
+    """Make the proxy a lean call brings, from (*route, oid, module, qualname).
+
+    The reference counts nothing here: the caller holds it for the call.  The C switch
+    drops the proxy after the call if nothing kept it, else calls settle_lean.
+    """
+    cls = _lean_classes.get(data[5:])
+    if cls is None:
+        cls = _lean_classes[data[5:]] = _proxy_type(data[5], data[6], True)  # local: lean
+    ref = _new_tuple(RemoteRef, (_new_tuple(Route, data[:4]), data[4], data[5], data[6]))
+    key = (data[0], data[4])
+    with _proxies_lock:
+        proxy = _live(key)  # another thread made one meanwhile
+        if proxy is None:
+            proxy = _new_proxy(ref, cls, key, 0)
+    return proxy
+
+
+# (module, qualname) -> proxy type, for lean_proxy (lean calls are native: no route in the key).
+_lean_classes: dict[tuple[str, str], type] = {}
+_new_tuple = tuple.__new__
+
+
+def settle_lean(kept: list[Any]) -> None:
+    """Count the new proxies a lean call kept at their owners, and give them finalizers.
+
+    Runs before the call returns: the caller still holds the reference it counted for
+    the call, so the object cannot be released in between.
+    """
+    for proxy in kept:
+        cell: list[int] | None = proxy.__dict__.get(_CELL)
+        if cell is not None and cell[1]:
+            continue  # a generic call counted it meanwhile: its finalizer releases those
+        ref: RemoteRef = proxy.__dict__[_REF]
+        _core.call(ref.route, _OP + "incref", ref.oid)
+        with _proxies_lock:
+            _count(proxy)
+
+
 def live_proxies() -> int:
     """Return how many proxies to remote objects this domain holds."""
-    return len(_proxies)
+    entries = list(_proxies.values())
+    return sum(1 for entry in entries if type(entry) is not _Entry or entry() is not None)

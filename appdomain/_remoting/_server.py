@@ -24,10 +24,26 @@ from ..marshal import (
 )
 from . import _table
 from ._base import MarshalByRefObject, is_one_way
-from ._proxy import RemoteRef, is_transparent_proxy, live_proxies, proxy_for, ref_of
+from ._proxy import (
+    _LEAN_REF,
+    _REF,
+    RemoteRef,
+    _Entry,
+    _forget,
+    _lean_classes,
+    _proxies,
+    is_transparent_proxy,
+    lean_proxy,
+    live_proxies,
+    proxy_for,
+    ref_of,
+    settle_lean,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .._core._serve import OpHandler
     from .._core._wire import NativeReply, Shareable
     from ..marshal import CallPlan
@@ -111,7 +127,10 @@ def _op_invoke(payload: tuple[int, str, Shareable]) -> Shareable:
 
 
 def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
-    """Serve a lean native invoke (plain arguments, no call context) without the generic layers."""
+    """Serve a lean native invoke (plain arguments, no call context) without the generic layers.
+
+    References among the arguments are objects already (the C switch made them).
+    """
     # Releases are not drained here: each one also wakes this domain's dispatcher, which
     # drains them, and the generic route drains before every call.
     ident, nested = _enter_call()
@@ -119,8 +138,13 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
         if _state.unloading:
             raise _core.unloaded(_core.CURRENT_INTERP, "is being unloaded")
         entry = _entries.get(oid)
-        # Leased objects (and unknown ids) take lookup(), which renews or explains.
-        target = entry.obj if entry is not None and entry.lease is None else _table.lookup(oid)
+        if entry is not None:
+            # Leased objects take lookup(), which renews or explains.
+            target = entry.obj if entry.lease is None else _table.lookup(oid)
+        else:  # lent to a lean call in flight (a callback through it), or unknown
+            target = _lent.get(oid)
+            if target is None or type(target) is tuple:  # lookup() explains, or unpacks
+                target = _table.lookup(oid)
         result = getattr(target, name)(*args)
     except BaseException as exc:  # every error goes back to the caller
         return (False, _core.encode_failure(exc), None)
@@ -133,11 +157,64 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
     kind = type(result)
     if kind in _PLAIN or (kind is int and -(1 << 63) <= result < (1 << 63)):
         return (True, result, ctx_back)
+    if isinstance(result, MarshalByRefObject) and not is_transparent_proxy(result):
+        # A new reference to an object of this domain: its caller makes (or finds) a proxy.
+        info = _lean_types.get(kind)
+        if info is None:
+            reduced = _reduce(result)
+            _learn(kind, reduced)
+            return (_LEAN_REF, reduced, ctx_back)
+        return (_LEAN_REF, (*info[:4], _table.export(result), *info[4:]), ctx_back)
     return (False, encode_reply(result, args, {}, None), ctx_back)
+
+
+# How the C switch makes a lean call's new proxy itself (_native/switch.c make_proxy), as
+# lean_proxy does, once lean_proxy has met its type.
+_fast = (_lean_classes, RemoteRef, Route, _Entry, _forget, _REF, "key")
+
+
+def _home(oid: int) -> object:
+    """The object of this domain a lean call's reference names (it comes home)."""
+    return _table.lookup(oid, renew=False)
+
+
+def _ref_out(obj: object, target: int) -> tuple[Shareable, ...] | None:
+    """Say how obj crosses by reference in a lean call into domain target (caller side).
+
+    The reference counts for the call only (_ref_done gives it back): the callee counts
+    one of its own if it keeps a proxy.  None: the generic route (a proxy to a third
+    domain's object, counted at its owner before it crosses).
+    """
+    if is_transparent_proxy(obj):
+        ref = ref_of(obj)
+        if ref.route.interp_id == target:
+            return (ref.oid,)  # going home: this domain's proxy keeps it alive meanwhile
+        return None
+    reduced = _reduce(obj)
+    _learn(type(obj), reduced)
+    return reduced
+
+
+def _learn(cls: type, reduced: tuple[Shareable, ...]) -> None:
+    """From now on the C switch lends such objects itself: (*route, module, qualname)."""
+    _lean_types[cls] = (*reduced[:4], *reduced[5:])
+
+
+# Types whose instances the C switch lends to lean calls: type -> (*route, module, qualname).
+_lean_types: dict[type, tuple[Shareable, ...]] = {}
+
+
+def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
+    """A lean call is over: give back the references counted for it (caller side)."""
+    for ref in refs:
+        if len(ref) > 1:
+            oid: Any = ref[4]
+            _table.release(oid, 1)
 
 
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
 _entries = _table._entries
+_lent = _table._lent
 _logical_data = _context._data  # the call context's variable: None when it carries nothing
 _state = _core.state
 _enter_call = _core.enter_call
@@ -281,7 +358,9 @@ def install() -> None:
     _core.set_release_hook(_drain_releases)
     native = _core.native_module()
     if native is not None:
-        native.set_invoke_handler(_invoke_lean)
+        native.set_invoke_handler(_invoke_lean, (_proxies, lean_proxy, settle_lean, _home, _fast))
+        lend = (_lean_types, _table._by_identity, _table._lent, _table._lent_ids, _table._next_oid)
+        native.set_reference_hooks(MarshalByRefObject, _ref_out, _ref_done, lend)
     handlers: dict[str, OpHandler] = {
         f"{__package__}:create": _op_create,
         f"{__package__}:create_from": _op_create_from,

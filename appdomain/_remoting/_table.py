@@ -33,6 +33,13 @@ _entries: dict[int, _Entry] = {}
 # id(obj) -> object id while exported: one reference (and so one proxy) per object.
 _by_identity: dict[int, int] = {}
 _next_oid = itertools.count(1)
+# Objects lent to lean calls in flight (the C switch lends and ends loans, no lock taken:
+# its steps run whole, between two of this module's): oid -> obj while one call lends it,
+# (obj, calls) while several do (a MarshalByRefObject is never an exact tuple); and
+# id(obj) -> oid.  A lent object is found by lookup() but counts for nothing: the calls
+# hold it.  export() and incref() give it the oid it was lent with.
+_lent: dict[int, Any] = {}
+_lent_ids: dict[int, int] = {}
 
 
 def export(obj: object) -> int:
@@ -42,6 +49,25 @@ def export(obj: object) -> int:
         if oid is not None:
             _entries[oid].count += 1
             return oid
+    return _publish(obj, _lent_ids.get(id(obj)))
+
+
+def _publish(obj: object, lent_as: int | None) -> int:
+    """Export obj (not exported yet) with one reference, under lent_as if it was lent so."""
+    lease, expires = _lease_of(obj)
+    with _lock:
+        oid = _by_identity.get(id(obj))
+        if oid is not None:
+            _entries[oid].count += 1
+            return oid
+        oid = lent_as if lent_as is not None and lent_as not in _entries else next(_next_oid)
+        _entries[oid] = _Entry(obj, 1, lease, expires)
+        _by_identity[id(obj)] = oid
+        return oid
+
+
+def _lease_of(obj: object) -> tuple[Lease | None, float]:
+    """Return obj's lease (None: it lives as long as it is referenced) and when it ends."""
     lease = (
         obj.initialize_lifetime_service() if hasattr(obj, "initialize_lifetime_service") else None
     )
@@ -50,21 +76,16 @@ def export(obj: object) -> int:
             f"initialize_lifetime_service() must return a Lease or None (got {lease!r})"
         )
     expires = time.monotonic() + lease.initial_lease_time if lease is not None else float("inf")
-    with _lock:
-        oid = _by_identity.get(id(obj))
-        if oid is not None:
-            _entries[oid].count += 1
-            return oid
-        oid = next(_next_oid)
-        _entries[oid] = _Entry(obj, 1, lease, expires)
-        _by_identity[id(obj)] = oid
-        return oid
+    return lease, expires
 
 
 def lookup(oid: int, *, renew: bool = True) -> Any:  # Any: callers use the object as theirs
     """Return the object behind oid, renewing its lease; raise if it is gone or expired."""
     entry = _entries.get(oid)
     if entry is None:
+        lent = _lent_object(oid)
+        if lent is not None:
+            return lent
         raise RemotingException(f"object {oid} has been disconnected (no longer exported)")
     if entry.lease is not None:
         now = time.monotonic()
@@ -79,13 +100,31 @@ def lookup(oid: int, *, renew: bool = True) -> Any:  # Any: callers use the obje
     return entry.obj
 
 
+def _lent_object(oid: int) -> Any:
+    """The object lent as oid to lean calls in flight, or None."""
+    lent = _lent.get(oid)
+    return lent[0] if type(lent) is tuple else lent
+
+
 def incref(oid: int) -> None:
-    """Count one more remote reference to an exported object."""
+    """Count one more remote reference to an exported (or lent) object."""
     with _lock:
         entry = _entries.get(oid)
-        if entry is None:
-            raise RemotingException(f"object {oid} has been disconnected")
-        entry.count += 1
+        if entry is not None:
+            entry.count += 1
+            return
+    obj = _lent_object(oid)  # a proxy kept from a lean call: the object is still lent
+    if obj is None:
+        raise RemotingException(f"object {oid} has been disconnected")
+    lease, expires = _lease_of(obj)
+    with _lock:
+        entry = _entries.get(oid)
+        if entry is not None:
+            entry.count += 1
+            return
+        _entries[oid] = _Entry(obj, 1, lease, expires)
+        # Exported meanwhile under another id: both stay counted, that one keeps the name.
+        _by_identity.setdefault(id(obj), oid)
 
 
 def release(oid: int, count: int) -> None:
@@ -106,8 +145,8 @@ def _drop(oid: int) -> None:
 
 def _drop_locked(oid: int) -> None:
     entry = _entries.pop(oid, None)
-    if entry is not None:
-        _by_identity.pop(id(entry.obj), None)
+    if entry is not None and _by_identity.get(id(entry.obj)) == oid:
+        del _by_identity[id(entry.obj)]
 
 
 def live_count() -> int:
