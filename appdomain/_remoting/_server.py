@@ -161,7 +161,7 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
         # A new reference to an object of this domain: its caller makes (or finds) a proxy.
         info = _lean_types.get(kind)
         if info is None:
-            reduced = _reduce(result)
+            reduced = _reduce_here(result)
             _learn(kind, reduced)
             return (_LEAN_REF, reduced, ctx_back)
         return (_LEAN_REF, (*info[:4], _table.export(result), *info[4:]), ctx_back)
@@ -190,9 +190,17 @@ def _ref_out(obj: object, target: int) -> tuple[Shareable, ...] | None:
         if ref.route.interp_id == target:
             return (ref.oid,)  # going home: this domain's proxy keeps it alive meanwhile
         return None
-    reduced = _reduce(obj)
+    reduced = _reduce_here(obj)
     _learn(type(obj), reduced)
     return reduced
+
+
+def _reduce_here(obj: object) -> tuple[Shareable, ...]:
+    """Reduce an object of this domain for a lean call: (*route, oid, module, qualname).
+
+    Lean calls stay within this process, so the process key _reduce starts with is left out.
+    """
+    return _reduce(obj)[1:]
 
 
 def _learn(cls: type, reduced: tuple[Shareable, ...]) -> None:
