@@ -48,9 +48,10 @@ def test_documented_bytes_decode_to_the_frame(
         (b"\x00\x01\x06\xa9", "must start with 0xa7"),
         (b"\xa7\x09\x06\xa9\x00", "of version 9; this appdomain speaks version 1"),
         (b"\xa7\x01\x63\xa9\x00", "kind must be one of [1, 2, 3, 4, 5, 6] (got 99)"),
-        (b"\xa7\x01\x06\xff\xff", "BYE frame body is not valid marshal data: type code 127"),
+        (b"\xa7\x01\x06\xff\xff", "BYE frame body is not readable"),
         (b"\xa7\x01\x06(\xff\xff\xff\x7f", "a container of 2147483647 items in 0 bytes"),
-        (b"\xa7\x01\x06(\x01\x00\x00\x00r\x05\x00\x00\x00", "a back-reference to object 5"),
+        (b"\xa7\x01\x06(\x01\x00\x00\x00r\x05\x00\x00\x00", "BYE frame body is not readable"),
+        (b"\xa7\x01\x06" + b"(" * 3000, "a container of 673720360 items in 2995 bytes"),
         (_frames.encode(_frames.BYE, ("a", "b")), "BYE frame body must be a tuple of 1"),
         (_frames.encode(_frames.REPLY, ("7", True, 1, None)), "REPLY frame field 0 must be int"),
     ],
@@ -58,6 +59,12 @@ def test_documented_bytes_decode_to_the_frame(
 def test_a_broken_frame_is_refused_by_name(data: bytes, message: str) -> None:
     with pytest.raises(FrameError, match=re.escape(message)):
         _frames.decode(data)
+
+
+def test_a_large_frame_is_checked_item_by_item() -> None:
+    forged = b"\xa7\x01\x06(\x02\x00\x00\x00s" + (8000).to_bytes(4, "little") + b"x" * 5000
+    with pytest.raises(FrameError, match="a value of 8000 bytes in 5000"):
+        _frames.decode(forged)
 
 
 def test_random_bytes_only_ever_raise_frame_error() -> None:

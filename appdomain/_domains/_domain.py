@@ -889,12 +889,7 @@ def _unload_all_at_exit() -> None:
 
     A domain that cannot be unloaded ends the process without finalizing it (see _exit).
     """
-    for domain_id, rec in list(_records.items()):
-        if rec.hosted is not None:  # another process: ending it waits for nothing here
-            try:
-                _unload_here(domain_id, AppDomain.unload_timeout)
-            except AppDomainError:
-                pass
+    unload_hosted_at_exit()
     loaded = [(domain_id, rec.name, rec.route.interp_id) for domain_id, rec in _records.items()]
     if loaded:
         _exit.finish(
@@ -912,6 +907,16 @@ def _check_subscribed(name: str, value: object) -> None:
 
     if value is not getattr(_assemblies, name):
         raise TypeError(f"use 'domain.{name} += handler' to subscribe")
+
+
+def unload_hosted_at_exit() -> None:
+    """Unload the domains on other hosts (their processes end; nothing here waits for them)."""
+    for domain_id, rec in list(_records.items()):
+        if rec.hosted is not None:
+            try:
+                _unload_here(domain_id, AppDomain.unload_timeout)
+            except AppDomainError:
+                pass
 
 
 def _check_names(**names: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import sys
 import threading
 
 from .. import _core
@@ -18,6 +19,7 @@ from .._domains._events import EventArgs
 from .._errors import AppDomainError
 from .._remoting._proxy import release_all
 from . import _frames, _links
+from ._lane import LaneListener
 from ._link import Link
 
 TYPE_CHECKING = False
@@ -33,17 +35,25 @@ UNLOAD_OP = f"{__name__}:unload"
 _unloaded = threading.Event()
 
 
-def serve_creator(conn: Connection, creator_key: str, name: str) -> Link:
+def serve_creator(
+    conn: Connection, creator_key: str, name: str, lane_key: bytes | None = None
+) -> Link:
     """Make this process a host for the creator at the other end of conn; return the link.
 
-    The first frame is HELLO, naming this process and its default domain's route.
+    The first frame is HELLO, naming this process, its default domain's route, and where
+    the creator's threads open their lanes (with lane_key; none without one).
     """
     _runtime.info.name = name
     route = _runtime.ensure_started()
     link = Link(conn, creator_key, "creator", check_local=_links.check_local)
     # Known as the parent before any request can arrive: one may come right after HELLO.
     _links.set_parent(link)
-    hello = (PROCESS_KEY, _pid(), socket.gethostname(), (*route,))
+    address = ""
+    if lane_key is not None and sys.platform.startswith("linux"):  # abstract Unix sockets
+        listener = LaneListener(link, lane_key)
+        link.on_close(lambda cause: listener.close())
+        address = listener.address
+    hello = (PROCESS_KEY, _pid(), socket.gethostname(), (*route,), address)
     conn.send_bytes(_frames.encode(_frames.HELLO, hello))
     link.start()
     return link

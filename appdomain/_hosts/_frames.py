@@ -8,7 +8,7 @@ as a process host's child always does; a frame that is not what its kind says is
 link, never a value.
 
     kind     body                                                     from
-    HELLO    (process key, pid, node, default route)                  the host, once, first
+    HELLO    (process key, pid, node, default route, lane address)    the host, once, first
     CALL     (call id, target key, target route, op, payload, ctx)    either end
     POST     (target key, target route, op, payload, ctx)             either end (one-way)
     REPLY    (call id, ok, value, ctx)                                either end
@@ -55,7 +55,7 @@ BYE = 6
 
 # kind -> (name, the body's length, the types of its fields; None: any shareable)
 _SHAPES: dict[int, tuple[str, tuple[type | None, ...]]] = {
-    HELLO: ("HELLO", (str, int, str, tuple)),
+    HELLO: ("HELLO", (str, int, str, tuple, str)),
     CALL: ("CALL", (int, str, tuple, str, None, None)),
     POST: ("POST", (str, tuple, str, None, None)),
     REPLY: ("REPLY", (int, bool, None, None)),
@@ -90,7 +90,8 @@ def decode(data: bytes) -> tuple[int, tuple[Shareable, ...]]:
         raise FrameError(f"link frame kind must be one of {sorted(_SHAPES)} (got {kind})")
     name, fields = shape
     raw = memoryview(data)[3:]
-    check_marshal(raw, f"{name} frame body", containers=False)
+    if len(raw) > QUICK_CHECK_BYTES or not _counts_fit(data):
+        check_marshal(raw, f"{name} frame body", containers=False)
     try:
         body = marshal.loads(raw)
     except (ValueError, EOFError, TypeError) as exc:
@@ -115,7 +116,8 @@ def _check_nested(body: tuple[Shareable, ...]) -> None:
         if type(item) is not tuple:
             continue
         if len(item) == 2 and item[0] == _MARSHAL_TAG and type(item[1]) is bytes:
-            check_marshal(item[1], "a MARSHAL node in a frame", containers=True)
+            if len(item[1]) > QUICK_CHECK_BYTES or not _counts_fit(item[1], 0):
+                check_marshal(item[1], "a MARSHAL node in a frame", containers=True)
             continue
         stack.extend(item)
 
@@ -132,6 +134,31 @@ _SEQUENCES = {ord("(")}  # an int32 count, then the items
 _CONTAINERS = {ord("["), ord("<"), ord(">")}  # lists, sets, frozensets: in MARSHAL nodes only
 _DICT = -1  # a dict's level: key, value pairs until a NULL
 MAX_MARSHAL_DEPTH = 1000
+
+
+# Frames up to this size are checked the quick way (_counts_fit), larger ones item by item.
+QUICK_CHECK_BYTES = 4096
+# The codes after which CPython's marshal allocates what a count says before reading it: a
+# tuple, a list, a long's digits (with and without the reference flag).
+_ALLOCATING = tuple(b"([l") + tuple(code | 0x80 for code in b"([l")
+
+
+def _counts_fit(data: bytes, start: int = 3) -> bool:
+    """Tell whether no count in data could make marshal allocate past its size.
+
+    Looks at every byte that could start a tuple, list or long, wherever it is (a string's
+    content too: a false alarm costs only the full check), and at the count after it.
+    """
+    end = len(data)
+    for code in _ALLOCATING:
+        at = data.find(code, start)
+        while at >= 0:
+            if at + 5 <= end:
+                count = int.from_bytes(data[at + 1 : at + 5], "little", signed=True)
+                if abs(count) > end:
+                    return False
+            at = data.find(code, at + 1)
+    return True
 
 
 def check_marshal(data: bytes | memoryview, what: str, *, containers: bool) -> None:

@@ -27,6 +27,7 @@ from .._errors import AppDomainUnloadedException
 from .._remoting._release import release as release_at_owner
 from . import _frames
 from ._frames import FrameError
+from ._lane import Lane
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from .._core._wire import Dispatched, Shareable
 
     type RouteTuple = tuple[int, int, str, int]
+    # How a frame is sent: kind, body (the link's _send, or a lane's).
+    type Sender = Callable[[int, tuple[Shareable, ...]], None]
 
     class Connection(Protocol):
         """What a link sends frames over (multiprocessing.connection.Connection has it)."""
@@ -104,6 +107,11 @@ class Link:
         self._idle = 0
         self._turns = threading.Semaphore(0)
         self._threads = itertools.count(1)
+        # Lanes: each thread's own connection to the other end, (address, authkey) to open
+        # one, when the other end offers them (a process host does; a Ray actor does not).
+        self.lanes: tuple[str, bytes] | None = None
+        self._local = threading.local()
+        self._lane_list: list[Lane] = []
         self._on_close: list[Callable[[str], None]] = []
         daemon = True  # the main interpreter's threads; its exit closes the links first
         self._reader = threading.Thread(
@@ -176,13 +184,17 @@ class Link:
             for entry in entries:
                 self._send_requests(entry)
 
-    def _flush_releases(self) -> None:
-        """Send the releases queued here now (before a reply, which may overtake the pump)."""
+    def _flush_releases(self, send: Sender | None = None) -> None:
+        """Send the releases queued here now, ahead of what send (default: the link) sends next.
+
+        A reply or a request must not overtake the releases queued before it: the count it
+        reads would be wrong.
+        """
         with self._lock:
             entries = list(self._routes.values())
         for entry in entries:
             if _compat.queue_count(entry.route.release_queue):
-                self._send_releases(entry)
+                self._send_releases(entry, send)
 
     def _send_requests(self, entry: _Foreign) -> None:
         inbox = entry.route.inbox_queue
@@ -205,14 +217,15 @@ class Link:
             self._count_exports(payload)
             self._send(_frames.CALL, (call_id, entry.key, entry.origin, op, payload, ctx))
 
-    def _send_releases(self, entry: _Foreign) -> None:
+    def _send_releases(self, entry: _Foreign, send: Sender | None = None) -> None:
+        send = send or self._send
         while self.cause is None:
             try:
                 item = _compat.queue_get(entry.route.release_queue)
             except _compat.QueueError:
                 return
             oid, count = item
-            self._send(_frames.RELEASE, (entry.key, entry.origin, oid, count))
+            send(_frames.RELEASE, (entry.key, entry.origin, oid, count))
 
     def call(
         self, route: Route, op: str, payload: Shareable, ctx: Shareable, timeout: float | None
@@ -224,6 +237,9 @@ class Link:
         entry = self._routes.get(route.interp_id)
         if entry is None or self.cause is not None:
             raise AppDomainUnloadedException(f"domain {self.label} {self.cause or 'is gone'}")
+        lane = self.lane()
+        if lane is not None:
+            return lane.call(entry.key, entry.origin, op, payload, ctx, timeout)
         self._flush_releases()  # releases queued before this call reach the owner before it
         self._count_exports(payload)
         waiter = _Waiter()
@@ -240,6 +256,26 @@ class Link:
                 raise TimeoutError(f"domain {self.label} did not reply in time")
         assert waiter.reply is not None
         return waiter.reply
+
+    def lane(self) -> Lane | None:
+        """Return the calling thread's lane to the other end (made on first use), if any."""
+        lane: Lane | None = getattr(self._local, "lane", None)
+        if lane is not None and not lane.broken:
+            return lane
+        if self.lanes is None or self.cause is not None:
+            return None
+        lane = Lane.connect(self, *self.lanes)
+        self._local.lane = lane
+        with self._lock:
+            self._lane_list.append(lane)
+        return lane
+
+    def serve_lane(self, lane: Lane) -> None:
+        """Serve a lane the other end opened, on this thread, until it closes."""
+        self._local.lane = lane  # this thread's calls to the other end go back on it
+        with self._lock:
+            self._lane_list.append(lane)
+        lane.serve()
 
     def bye(self, reason: str) -> None:
         """Tell the other end this one is going, so it ends the link with reason."""
@@ -314,20 +350,24 @@ class Link:
                     return  # the caller's domain is gone
                 wake(reply_address)
         elif kind == _frames.RELEASE:
-            key, origin, oid, count = body
-            route = self._target(key, _frames.route_field("RELEASE", origin))
-            if key == PROCESS_KEY:
-                with self._lock:
-                    held = self._exported.get((route.interp_id, oid))
-                    if held is not None:
-                        held[0] -= count
-                        if held[0] <= 0:
-                            del self._exported[(route.interp_id, oid)]
-            release_at_owner(route, oid, count)
+            self.released(body)
         elif kind == _frames.BYE:
             self.close(str(body[0]))
         else:
             raise FrameError(f"{_frames.decode.__name__}: unexpected frame kind {kind} here")
+
+    def released(self, body: tuple[Any, ...]) -> None:
+        """Take a RELEASE frame: the other end dropped references to an object here."""
+        key, origin, oid, count = body
+        route = self._target(key, _frames.route_field("RELEASE", origin))
+        if key == PROCESS_KEY:
+            with self._lock:
+                held = self._exported.get((route.interp_id, oid))
+                if held is not None:
+                    held[0] -= count
+                    if held[0] <= 0:
+                        del self._exported[(route.interp_id, oid)]
+        release_at_owner(route, oid, count)
 
     def _target(self, key: str, origin: RouteTuple) -> Route:
         if key == PROCESS_KEY:
@@ -436,6 +476,10 @@ class Link:
             self._conn.close()
         except OSError:
             pass
+        with self._lock:
+            lanes, self._lane_list = self._lane_list, []
+        for lane in lanes:  # a thread waiting on one sees it end
+            lane.close()
         with self._lock:
             idle, self._idle = self._idle, 0
         for _ in range(idle):  # the followers see the cause and end

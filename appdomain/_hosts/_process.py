@@ -73,12 +73,14 @@ class ProcessHost:
         """Start a child process running a domain named name; return it once it serves."""
         import multiprocessing
 
+        _unload_at_exit_first()
         context = multiprocessing.get_context("spawn")
         here, there = context.Pipe(duplex=True)
         stderr = tempfile.NamedTemporaryFile(
             prefix="appdomain-host-", suffix=".stderr", delete=False
         )
         stderr.close()
+        lane_key = os.urandom(32)  # the creator's threads prove themselves with it
         process = context.Process(
             target=_child_main,
             args=(
@@ -89,6 +91,7 @@ class ProcessHost:
                 setup.sys_path(sys_path),
                 stderr.name,
                 threading.current_thread() is threading.main_thread(),
+                lane_key,
             ),
             name=f"appdomain-host-{name}",
         )
@@ -107,12 +110,31 @@ class ProcessHost:
             _end(process)
             _remove(stderr.name)
             raise
-        return ProcessDomain(self, name, here, process, hello, stderr.name)
+        lanes = (hello[4], lane_key) if hello[4] else None
+        return ProcessDomain(self, name, here, process, hello[:4], stderr.name, lanes)
+
+
+_exit_hook = False
+
+
+def _unload_at_exit_first() -> None:
+    """Unload the process hosts at exit before multiprocessing waits for its children.
+
+    multiprocessing's exit function joins every child it started, and a host ends only
+    when unloaded (or its creator is gone): registered after it, this runs before it.
+    """
+    global _exit_hook
+    if not _exit_hook:
+        import atexit
+        import multiprocessing.util  # noqa: F401 - registers its exit function first
+
+        _exit_hook = True
+        atexit.register(_domain.unload_hosted_at_exit)
 
 
 def _await_hello(
     conn: Connection, process: BaseProcess, name: str, stderr_path: str, timeout: float
-) -> tuple[str, int, str, tuple[int, int, str, int]]:
+) -> tuple[str, int, str, tuple[int, int, str, int], str]:
     """Wait for the child's HELLO frame; raise naming why it did not come."""
     deadline = time.monotonic() + timeout
     while not conn.poll(0.05):
@@ -136,9 +158,10 @@ def _await_hello(
         ) from None
     if kind != _frames.HELLO:
         raise FrameError(f"a process host's first frame must be HELLO (got kind {kind})")
-    key, pid, node, route = body
+    key, pid, node, route, lanes = body
     assert isinstance(key, str) and isinstance(pid, int) and isinstance(node, str)
-    return key, pid, node, _frames.route_field("HELLO", route)
+    assert isinstance(lanes, str)
+    return key, pid, node, _frames.route_field("HELLO", route), lanes
 
 
 class ProcessDomain:
@@ -160,6 +183,7 @@ class ProcessDomain:
         process: BaseProcess,
         hello: tuple[str, int, str, tuple[int, int, str, int]],
         stderr_path: str,
+        lanes: tuple[str, bytes] | None,
     ) -> None:
         key, pid, node, origin = hello
         self.host = host
@@ -177,6 +201,7 @@ class ProcessDomain:
             check_local=_links.check_local,
             death_cause=self._death_cause,
         )
+        self.link.lanes = lanes
         _links.add(self.link)
         self.route = self.link.route_for(key, origin)
         self.link.on_close(self._closed)
@@ -281,6 +306,7 @@ def _child_main(
     sys_path: list[str],
     stderr_path: str,
     death_signal: bool,
+    lane_key: bytes,
 ) -> None:
     """Run in the child: become a host for the creator until unloaded or orphaned."""
     fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
@@ -300,5 +326,5 @@ def _child_main(
     sys.path[:] = sys_path
     from . import _child
 
-    link = _child.serve_creator(conn, creator_key, name)
+    link = _child.serve_creator(conn, creator_key, name, lane_key)
     _child.wait_until_done(link)

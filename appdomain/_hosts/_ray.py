@@ -153,7 +153,7 @@ class RayHost:
         except BaseException:
             _kill(ray, actor)
             raise
-        key, pid, node, route = body
+        key, pid, node, route, _lanes = body  # a lane is a local socket: none to an actor
         assert isinstance(key, str) and isinstance(pid, int) and isinstance(node, str)
         return RayDomain(
             self, name, conn, actor, key, pid, node, _frames.route_field("HELLO", route)
