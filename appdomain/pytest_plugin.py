@@ -14,6 +14,7 @@ from ._testing._plugin import (
     pytest_runtest_call,
     pytest_runtest_makereport,
     pytest_sessionfinish,
+    pytest_terminal_summary,
     pytest_unconfigure,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "pytest_runtest_call",
     "pytest_runtest_makereport",
     "pytest_sessionfinish",
+    "pytest_terminal_summary",
     "pytest_unconfigure",
 ]

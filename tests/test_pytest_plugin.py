@@ -485,7 +485,7 @@ def test_fixture_that_cannot_cross_names_itself(pytester: pytest.Pytester) -> No
     source = """
 import threading
 import pytest
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lock():
     return threading.Lock()
 @pytest.mark.isolated
@@ -494,7 +494,220 @@ def test_locked(lock):
 """
     result = run(pytester, source)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*fixture 'lock' cannot cross into the test's AppDomain*"])
+    result.stdout.fnmatch_lines(
+        ["*fixture 'lock' cannot cross into the test's AppDomain*", "*it is module-scoped*"]
+    )
+
+
+def test_function_scoped_fixture_that_cannot_cross_is_made_in_the_domain(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+from helpers import domain_name
+@pytest.fixture
+def where():
+    return lambda: domain_name()
+@pytest.mark.isolated
+def test_made_there(where):
+    assert where() == "test_made_there"
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_fixture_made_in_the_domain_gets_the_values_of_its_fixtures(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import pytest
+@pytest.fixture
+def base():
+    return 20
+@pytest.fixture
+def adder(base, monkeypatch):
+    monkeypatch.setenv("ADDED", "yes")
+    return lambda n: n + base
+@pytest.mark.isolated
+def test_adds(adder):
+    import os
+    assert (adder(1), os.environ["ADDED"]) == (21, "yes")
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_generator_fixture_made_in_the_domain_is_torn_down_there(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = """
+import os
+import pytest
+from helpers import domain_name
+@pytest.fixture
+def opened():
+    read, write = os.pipe()
+    yield lambda: os.write(write, b"x")
+    os.close(write)
+    os.close(read)
+    with open(os.environ["TORN_DOWN"], "a") as file:  # pytest tears its own one down too
+        file.write(domain_name() + "\\n")
+@pytest.mark.isolated
+def test_writes(opened):
+    assert opened() == 1
+"""
+    marker = pytester.path / "torn-down"
+    monkeypatch.setenv("TORN_DOWN", str(marker))
+    run(pytester, source).assert_outcomes(passed=1)
+    assert "test_writes" in marker.read_text().splitlines()
+
+
+def test_fixture_value_crossing_by_name_crosses(pytester: pytest.Pytester) -> None:
+    source = """
+import collections
+import functools
+import pytest
+def twice(x):
+    return 2 * x
+@pytest.fixture(params=[list, tuple, iter, collections.OrderedDict, twice])
+def factory(request):
+    return request.param
+@pytest.fixture
+def doubler():
+    return functools.partial(twice)
+@pytest.mark.isolated
+def test_makes(factory, doubler):
+    assert factory is not None and doubler(2) == 4
+"""
+    run(pytester, source).assert_outcomes(passed=5)
+
+
+# -- tests --appdomain-isolate runs in the main interpreter ---------------------------------
+
+
+def test_option_runs_a_test_whose_fixture_cannot_cross_unisolated(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+from helpers import domain_name
+@pytest.fixture(scope="module")
+def lock():
+    return threading.Lock()
+def test_locked(lock):
+    assert domain_name() == "__main__.py"
+def test_isolated():
+    assert domain_name() == "test_isolated"
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "appdomain: 1 test ran unisolated: test_subject.py::test_locked (fixture 'lock' "
+            "holds <unlocked _thread.lock object at *>, which cannot cross, and cannot be made "
+            "in the domain: it is module-scoped)"
+        ]
+    )
+
+
+def test_option_runs_a_test_importing_a_refusing_extension_unisolated(
+    pytester: pytest.Pytester,
+) -> None:
+    name = _refusing_extension()
+    source = f"""
+def test_needs_it():
+    import {name}
+def test_fine():
+    pass
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "appdomain: 1 test ran unisolated: test_subject.py::test_needs_it (imports "
+            f"{name}, a C extension that refuses to load in a subinterpreter)"
+        ]
+    )
+
+
+def test_option_runs_every_test_of_a_module_importing_a_refusing_extension_unisolated(
+    pytester: pytest.Pytester,
+) -> None:
+    source = f"""
+import {_refusing_extension()}
+def test_one():
+    pass
+def test_two():
+    pass
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["appdomain: 2 tests ran unisolated: *::test_one (*; *::test_two (*"]
+    )
+
+
+def test_option_runs_a_tracemalloc_test_unisolated(pytester: pytest.Pytester) -> None:
+    source = """
+import tracemalloc
+def test_traces():
+    tracemalloc.start()
+    tracemalloc.stop()
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["appdomain: 1 test ran unisolated: *::test_traces (uses tracemalloc*"]
+    )
+
+
+def test_option_runs_a_daemon_thread_test_unisolated(pytester: pytest.Pytester) -> None:
+    source = """
+import threading
+def test_daemon():
+    thread = threading.Thread(target=print, daemon=True)
+    thread.start()
+    thread.join()
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["appdomain: 1 test ran unisolated: *::test_daemon (starts a daemon*"]
+    )
+
+
+def test_option_runs_a_unittest_case_importing_a_refusing_extension_unisolated(
+    pytester: pytest.Pytester,
+) -> None:
+    source = f"""
+import unittest
+class Case(unittest.TestCase):
+    def test_needs_it(self):
+        import {_refusing_extension()}
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["appdomain: 1 test ran unisolated: *::Case::test_needs_it (*"])
+
+
+def test_option_keeps_a_failing_test_failing_unisolated(pytester: pytest.Pytester) -> None:
+    name = _refusing_extension()
+    source = f"""
+def test_needs_it():
+    import {name}
+    assert False, "fails here too"
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*AssertionError: fails here too*", "appdomain: 1 test ran unisolated*"]
+    )
+
+
+def test_option_runs_nothing_unisolated_without_saying_so(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "def test_plain():\n    pass\n", "--appdomain-isolate")
+    result.assert_outcomes(passed=1)
+    assert "ran unisolated" not in result.stdout.str()
 
 
 def test_daemon_thread_reports_the_subinterpreter_limit(pytester: pytest.Pytester) -> None:

@@ -16,6 +16,7 @@ compiled once by an earlier domain (``_pytest_code``).
 from __future__ import annotations
 
 import functools
+import inspect
 import marshal as stdlib_marshal
 import os
 import queue
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ._remote import TestSpec
 
 __all__ = [
+    "isolate_all",
     "plan",
     "quiet_background",
     "route_unittest",
@@ -41,9 +43,17 @@ __all__ = [
     "shutdown",
     "take_longrepr",
     "take_skip_location",
+    "unisolated_summary",
 ]
 
 _longrepr_key = pytest.StashKey[Any]()
+# On an item: isolated by --appdomain-isolate (not by its own marker), so a test that cannot
+# run in a domain runs here instead, listed in the summary.
+_auto_key = pytest.StashKey[bool]()
+# On the config: (node id, why) of every such test that ran here; test modules whose import
+# hit a subinterpreter limit, with why.
+_unisolated_key = pytest.StashKey[list[tuple[str, str]]]()
+_limited_key = pytest.StashKey[dict[str, str]]()
 _skip_where_key = pytest.StashKey[tuple[str, int]]()
 _warmer_key = pytest.StashKey["_Warmer"]()
 _unloader_key = pytest.StashKey["_Unloader"]()
@@ -62,6 +72,44 @@ def _is_unittest(item: pytest.Item) -> bool:
     return isinstance(item, TestCaseFunction)
 
 
+def isolate_all(items: list[pytest.Item]) -> None:
+    """Isolate every test function not marked already (--appdomain-isolate).
+
+    Unlike a test marked ``isolated``, which fails when it cannot run in a domain, such a
+    test then runs in the main interpreter, and the summary says so (``unisolated_summary``).
+    """
+    for item in items:
+        if isinstance(item, pytest.Function) and item.get_closest_marker("isolated") is None:
+            item.add_marker(pytest.mark.isolated)
+            item.stash[_auto_key] = True
+
+
+def unisolated_summary(config: pytest.Config) -> str | None:
+    """Return the one line naming the tests that ran in the main interpreter, and why."""
+    ran = config.stash.get(_unisolated_key, [])
+    if not ran:
+        return None
+    tests = "; ".join(f"{nodeid} ({why})" for nodeid, why in ran)
+    many = "test" if len(ran) == 1 else "tests"
+    return f"appdomain: {len(ran)} {many} ran unisolated: {tests}"
+
+
+def _run_unisolated(item: pytest.Function, why: str) -> None:
+    """Note that item runs in the main interpreter; unload a domain prepared for it."""
+    item.config.stash.setdefault(_unisolated_key, []).append((item.nodeid, why))
+    warmer = item.config.stash.get(_warmer_key, None)
+    if warmer is not None:
+        domain, _ = warmer.take(item)
+        if domain is not None:
+            _unloader(item.config).put(domain, item.nodeid)
+        warmer.prepare_after(item)
+
+
+def _run_unittest(item: pytest.Function) -> None:
+    if not run(item):
+        type(item).runtest(item)
+
+
 def route_unittest(items: list[pytest.Item]) -> None:
     """Make the isolated unittest.TestCase items run in a domain too.
 
@@ -70,7 +118,7 @@ def route_unittest(items: list[pytest.Item]) -> None:
     """
     for item in items:
         if isinstance(item, pytest.Function) and is_isolated(item) and _is_unittest(item):
-            vars(item)["runtest"] = functools.partial(run, item)  # shadows the method
+            vars(item)["runtest"] = functools.partial(_run_unittest, item)  # shadows the method
 
 
 def quiet_background(item: pytest.Item) -> None:
@@ -176,10 +224,25 @@ def _ini(config: pytest.Config, name: str) -> object:
     return value
 
 
-def run(item: pytest.Function) -> None:
-    """Run item's function inside a fresh domain; raise what it raised there."""
+def run(item: pytest.Function) -> bool:
+    """Run item's function inside a fresh domain; raise what it raised there.
+
+    Return False when item is to run in this interpreter instead: one isolated by the
+    option (not by its own marker) whose fixture values cannot cross, or that needs what a
+    subinterpreter refuses.  Such a test is listed in the summary.
+    """
     __tracebackhide__ = True
-    funcargs, made_here = _crossing_funcargs(item)
+    auto = item.stash.get(_auto_key, False)
+    if auto:
+        why = _known_unisolated(item)
+        if why is not None:
+            _run_unisolated(item, why)
+            return False
+    crossing = _crossing_funcargs(item, auto)
+    if isinstance(crossing, str):
+        _run_unisolated(item, crossing)
+        return False
+    funcargs, made_here, remade = crossing
     warmer = item.config.stash.get(_warmer_key, None)
     domain, ready = warmer.take(item) if warmer is not None else (None, False)
     if domain is None:
@@ -187,12 +250,19 @@ def run(item: pytest.Function) -> None:
     quiet = False
     try:
         spec = spec_of(item, code=not ready)
-        if funcargs:
-            reply = domain.do_callback(_remote.run_test, spec, funcargs, made_here)
+        if funcargs or remade:
+            if not ready:
+                # A value crossing by name from the test module must find it imported as
+                # pytest compiled it, not imported afresh by the decoder.
+                try:
+                    code_cache(item.config).learn(_call_packed(domain, _remote.PREPARE, spec))
+                except Exception:
+                    pass  # run_test imports it again, and reports what goes wrong
+            reply = domain.do_callback(_remote.run_test, spec, funcargs, made_here, remade)
         else:
             spec["made_here"] = made_here
             reply = _call_packed(domain, _remote.RUN, spec)
-        outcome, exc, longrepr, compiled, quiet = reply
+        outcome, exc, longrepr, compiled, quiet, limit = reply
         code_cache(item.config).learn(compiled)
     finally:
         if warmer is not None:
@@ -203,10 +273,16 @@ def run(item: pytest.Function) -> None:
             _unloader(item.config).put(domain, item.nodeid)
         else:
             unload_problem = _unload(domain, item.config)
+    if auto and limit is not None and outcome != "passed":
+        why, module_wide = limit
+        if module_wide:
+            item.config.stash.setdefault(_limited_key, {})[item.module.__name__] = why
+        _run_unisolated(item, why)
+        return False
     if outcome == "passed":
         if unload_problem:
             pytest.fail(unload_problem, pytrace=False)
-        return
+        return True
     if outcome == "outcome":
         exc = _rebuild_outcome(item, *exc)
     if unload_problem:
@@ -217,9 +293,23 @@ def run(item: pytest.Function) -> None:
     raise exc
 
 
+def _known_unisolated(item: pytest.Function) -> str | None:
+    """Say why item cannot run in a domain, if that is known before trying."""
+    why = item.config.stash.get(_limited_key, {}).get(item.module.__name__)
+    if why is not None:
+        return why
+    code = _test_code(item)
+    if code is not None and _names_any(code, _REFUSING):
+        return "uses tracemalloc, which refuses to load in a subinterpreter"
+    return None
+
+
 # Modules whose figures cover the whole process, not one domain: while a test that uses one
 # runs, no other domain is prepared or unloaded, or that work would count in its figures.
 _PROCESS_WIDE = frozenset({"tracemalloc"})
+# Modules that refuse to load in a subinterpreter, known by name: a test isolated by the
+# option that names one runs in the main interpreter without trying a domain first.
+_REFUSING = frozenset({"tracemalloc"})
 
 
 def runs_alone(item: pytest.Function) -> bool:
@@ -231,11 +321,16 @@ def runs_alone(item: pytest.Function) -> bool:
     marker = item.get_closest_marker("isolated")
     if marker is not None and marker.kwargs.get("alone"):
         return True
+    code = _test_code(item)
+    return code is not None and _names_any(code, _PROCESS_WIDE)
+
+
+def _test_code(item: pytest.Function) -> types.CodeType | None:
     function = getattr(item.obj, "__func__", item.obj)
     while hasattr(function, "__wrapped__"):
         function = function.__wrapped__
     code = getattr(function, "__code__", None)
-    return isinstance(code, types.CodeType) and _names_any(code, _PROCESS_WIDE)
+    return code if isinstance(code, types.CodeType) else None
 
 
 def _names_any(code: types.CodeType, names: frozenset[str]) -> bool:
@@ -286,39 +381,110 @@ def _new_domain(item: pytest.Function) -> AppDomain:
     return AppDomain.create_domain(item.name)
 
 
-def _crossing_funcargs(item: pytest.Function) -> tuple[dict[str, object], tuple[str, ...]]:
+# A fixture to make again inside the test's domain: (module, qualname of its function, the
+# values of the fixtures it asks for, the names among them the domain makes itself).
+Remake = tuple[str, str, dict[str, object], tuple[str, ...]]
+
+
+def _crossing_funcargs(
+    item: pytest.Function, auto: bool
+) -> tuple[dict[str, object], tuple[str, ...], dict[str, Remake]] | str:
     """Collect the values the test function asks for, checking that each can cross.
 
     Also returns the names of the fixtures its domain makes itself (pytest's own
-    ``monkeypatch``): those values stay here.
+    ``monkeypatch``): those values stay here; and the fixtures whose values cannot cross
+    but whose functions the domain can run again itself (``_remake``).  For a test isolated
+    by the option, a value that can do neither makes this return why, to run it here.
     """
-    from .. import marshal
-    from .._errors import SerializationException
-
     values = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
-    made_here = tuple(
-        name
-        for name, value in values.items()
-        if name in _remote.MADE_IN_DOMAIN and type(value) is pytest.MonkeyPatch
-    )
+    made_here = tuple(name for name, value in values.items() if _made_in_domain(name, value))
     for name in made_here:
         del values[name]
-    for name, value in values.items():
-        try:
-            marshal.to_shareable(value, name=f"fixture {name!r}")
-        except SerializationException as exc:
-            why = str(exc)
-        else:
+    remade: dict[str, Remake] = {}
+    for name, value in list(values.items()):
+        why = _refusal(value, f"fixture {name!r}")
+        if why is None:
             continue
+        remake = _remake(item, name)
+        if not isinstance(remake, str):
+            remade[name] = remake
+            del values[name]
+            continue
+        if auto:
+            return (
+                f"fixture {name!r} holds {_short(value)}, which cannot cross, and cannot be "
+                f"made in the domain: {remake}"
+            )
         pytest.fail(
             f"isolated test {item.nodeid}: fixture {name!r} cannot cross into the test's "
             f"AppDomain: {why}\n"
             "Fixture values reach an isolated test by copy (by reference for a "
-            "MarshalByRefObject); use a value that can be copied, or drop the "
-            "isolated marker for this test.",
+            "MarshalByRefObject), or the domain runs a function-scoped fixture's function "
+            f"again itself; here it cannot: {remake}.  Use a value that can be copied, or "
+            "drop the isolated marker for this test.",
             pytrace=False,
         )
-    return values, made_here
+    return values, made_here, remade
+
+
+def _made_in_domain(name: str, value: object) -> bool:
+    return name in _remote.MADE_IN_DOMAIN and type(value) is pytest.MonkeyPatch
+
+
+def _refusal(value: object, name: str) -> str | None:
+    """Say why value cannot cross into a domain; None if it can."""
+    from .. import marshal
+    from .._errors import SerializationException
+
+    try:
+        marshal.to_shareable(value, name=name)
+    except SerializationException as exc:
+        return str(exc)
+    return None
+
+
+def _short(value: object) -> str:
+    from ..marshal._core import short_repr
+
+    text = short_repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _remake(item: pytest.Function, name: str) -> Remake | str:
+    """Describe how the test's domain can run fixture name's function itself, or say why not.
+
+    It can for a function-scoped fixture defined at the top level of a module, not async,
+    whose own fixtures' values all cross (``monkeypatch`` is made there).
+    """
+    defs = item._fixtureinfo.name2fixturedefs.get(name)
+    if not defs:
+        return "it is a parameter, not a fixture"
+    fixturedef = defs[-1]
+    if fixturedef.scope != "function":
+        return f"it is {fixturedef.scope}-scoped"
+    func = fixturedef.func
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", "")
+    code = getattr(func, "__code__", None)
+    if not isinstance(module, str) or not isinstance(code, types.CodeType):
+        return "its function is not a plain function"
+    if "." in qualname or "<" in qualname:
+        return "its function is not at the top level of its module"
+    if code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+        return "it is async"
+    args: dict[str, object] = {}
+    made: list[str] = []
+    for arg in fixturedef.argnames:
+        if arg == "request":
+            return "it asks for 'request'"
+        value = item._request.getfixturevalue(arg)
+        if _made_in_domain(arg, value):
+            made.append(arg)
+        elif _refusal(value, arg) is not None:
+            return f"it asks for fixture {arg!r}, which cannot cross"
+        else:
+            args[arg] = value
+    return (module, qualname, args, tuple(made))
 
 
 def _unloader(config: pytest.Config) -> _Unloader:

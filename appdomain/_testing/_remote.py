@@ -32,7 +32,7 @@ from . import _standin
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    from collections.abc import Sequence
+    from collections.abc import Generator, Sequence
     from typing import Any, Literal, TypedDict
 
     from _pytest.monkeypatch import MonkeyPatch
@@ -56,6 +56,10 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
         cache: dict[str, tuple[Stamp, bytes]]
         made_here: tuple[str, ...]
 
+    # A fixture to make here: module, qualname of its function, the values of the fixtures
+    # it asks for, and the names of those this domain makes itself (MADE_IN_DOMAIN).
+    Remake = tuple[str, str, dict[str, object], tuple[str, ...]]
+
 
 __all__ = ["AR_ALIAS", "PACKED", "assertion_helpers", "pack", "prepare", "run_test"]
 
@@ -75,6 +79,12 @@ _LIMITS = (
         "not supported in subinterpreters",
         "this feature is not available in a subinterpreter; run this test without isolation",
     ),
+)
+# The same, in a few words, for the summary of the tests that ran unisolated.
+_SHORT = (
+    "imports {name}, a C extension that refuses to load in a subinterpreter",
+    "starts a daemon thread, which a subinterpreter refuses",
+    "uses a feature a subinterpreter does not have",
 )
 
 # A source file's identity for a cached compilation: (st_mtime_ns, st_size).
@@ -289,17 +299,24 @@ def _import_test_module(spec: TestSpec) -> types.ModuleType:
 
 
 def run_test(
-    spec: TestSpec, funcargs: dict[str, object], made_here: tuple[str, ...] = ()
+    spec: TestSpec,
+    funcargs: dict[str, object],
+    made_here: tuple[str, ...] = (),
+    remade: dict[str, Remake] | None = None,
 ) -> tuple[object, ...]:
     """Run the test function named by spec.
 
     made_here names the fixtures to make in this domain (see MADE_IN_DOMAIN) rather than
-    receive.  Returns (outcome, exception, longrepr, compiled, quiet); quiet tells that no
-    thread the test module or function started is still alive, so unloading cannot fail
-    on one.
+    receive; remade the fixtures whose functions run here again (their values could not
+    cross): name -> (module, qualname, their fixtures' values, those made here).  Returns
+    (outcome, exception, longrepr, compiled, quiet, limit); quiet tells that no thread the
+    test module or function started is still alive, so unloading cannot fail on one;
+    limit is (why, whether the test module's import hit it) when the test failed or skipped
+    on a subinterpreter limit, else None.
     """
     global _spec
     made: dict[str, MonkeyPatch] = {}
+    teardowns: list[tuple[str, Generator[object]]] = []
     try:
         try:
             if spec["module"] in sys.modules:
@@ -312,19 +329,77 @@ def run_test(
                 run_case(_owner(spec), spec["function"])
             else:
                 func = _resolve(spec)
-                made = {name: MADE_IN_DOMAIN[name]() for name in made_here}
-                func(**funcargs, **made)
+                wanted = {*made_here, *(n for r in (remade or {}).values() for n in r[3])}
+                made = {name: MADE_IN_DOMAIN[name]() for name in wanted}
+                values = _remake(remade or {}, made, teardowns)
+                func(**funcargs, **{n: made[n] for n in made_here}, **values)
         finally:
-            for fixture in made.values():
-                fixture.undo()
-            _flush()
+            try:
+                _teardown(teardowns)
+            finally:
+                for fixture in made.values():
+                    fixture.undo()
+                _flush()
     except BaseException as exc:
+        limit = _limit_of(exc, spec)
         outcome = _outcome(exc)
         if outcome is not None:
-            return ("outcome", outcome, _longrepr(exc, spec), _take_compiled(), _quiet())
+            return ("outcome", outcome, _longrepr(exc, spec), _take_compiled(), _quiet(), limit)
         _explain_limits(exc)
-        return ("raised", exc, _longrepr(exc, spec), _take_compiled(), _quiet())
-    return ("passed", None, None, _take_compiled(), _quiet())
+        return ("raised", exc, _longrepr(exc, spec), _take_compiled(), _quiet(), limit)
+    return ("passed", None, None, _take_compiled(), _quiet(), None)
+
+
+# CO_GENERATOR (inspect's name for it: importing inspect costs a domain ~5 ms).
+_GENERATOR = 0x20
+
+
+def _remake(
+    remade: dict[str, Remake],
+    made: dict[str, MonkeyPatch],
+    teardowns: list[tuple[str, Generator[object]]],
+) -> dict[str, object]:
+    """Run the fixture functions named in remade, as pytest would; return their values."""
+    values: dict[str, object] = {}
+    for name, (module, qualname, args, made_names) in remade.items():
+        fixture: Any = sys.modules.get(module) or importlib.import_module(module)
+        for part in qualname.split("."):
+            fixture = getattr(fixture, part)
+        # With the real pytest loaded here, the module holds pytest's wrapper of it.
+        unwrap = getattr(fixture, "_get_wrapped_function", None)
+        function: Any = unwrap() if unwrap is not None else fixture
+        kwargs = {**args, **{n: made[n] for n in made_names}}
+        if function.__code__.co_flags & _GENERATOR:
+            generator = function(**kwargs)
+            values[name] = next(generator)
+            teardowns.append((name, generator))
+        else:
+            values[name] = function(**kwargs)
+    return values
+
+
+def _teardown(teardowns: list[tuple[str, Generator[object]]]) -> None:
+    """Finish the remade generator fixtures, last made first, as pytest does."""
+    while teardowns:
+        name, generator = teardowns.pop()
+        try:
+            next(generator)
+        except StopIteration:
+            continue
+        raise ValueError(f"fixture {name!r}: its function has more than one 'yield'")
+
+
+def _limit_of(exc: BaseException, spec: TestSpec) -> tuple[str, bool] | None:
+    """Return (why, the test module's import hit it) if exc comes from a subinterpreter limit."""
+    found = _limit_exception(exc)
+    if found is None:
+        return None
+    hit, index = found
+    # CPython's message: "module NAME does not support loading in subinterpreters".
+    words = str(hit).split()
+    name = words[1] if len(words) > 2 and words[0] == "module" else "a module"
+    short = _SHORT[index].format(name=name)
+    return (short, spec["module"] not in sys.modules)
 
 
 def _monkeypatch() -> MonkeyPatch:
@@ -426,14 +501,20 @@ def _explain_limits(exc: BaseException) -> None:
 
 def _limit_behind(exc: BaseException) -> str | None:
     """Explain the subinterpreter limit that exc, or an exception it was raised from, hit."""
+    found = _limit_exception(exc)
+    return None if found is None else _LIMITS[found[1]][1]
+
+
+def _limit_exception(exc: BaseException) -> tuple[BaseException, int] | None:
+    """Find the exception in exc's chain that names a subinterpreter limit, and which one."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         text = str(current)
-        for needle, why in _LIMITS:
+        for index, (needle, _) in enumerate(_LIMITS):
             if needle in text:
-                return why
+                return current, index
         current = current.__cause__ or current.__context__
     return None
 
@@ -512,7 +593,7 @@ def _op_prepare(packed: bytes) -> tuple[int, Shareable]:
     return _reply(prepare(_stdlib_marshal.loads(packed)))
 
 
-def _op_run(packed: bytes) -> tuple[int, Shareable]:
+def _op_run(packed: bytes) -> tuple[int, Shareable]:  # remade fixtures come by do_callback
     spec = _stdlib_marshal.loads(packed)
     return _reply(run_test(spec, {}, tuple(spec.get("made_here", ()))))
 
