@@ -432,6 +432,25 @@ def test_uses(config, n, tmp_path):
     run(pytester, source).assert_outcomes(passed=2)
 
 
+def test_builtin_fixture_values_reach_the_domain_without_appdomain_marshal(
+    pytester: pytest.Pytester,
+) -> None:
+    # They cross packed with the test's spec: the domain need not load the marshal layer.
+    source = """
+import sys
+import pytest
+@pytest.fixture
+def config():
+    return {"name": "x", "sizes": [1, 2], "pair": (1.5, b"b"), "set": frozenset({None})}
+@pytest.mark.isolated
+@pytest.mark.parametrize("n", [3, "s"])
+def test_gets(config, n):
+    assert config["sizes"] == [1, 2] and n in (3, "s")
+    assert "appdomain.marshal" not in sys.modules
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
 def test_marshal_by_ref_fixture_crosses_by_reference(pytester: pytest.Pytester) -> None:
     source = """
 import pytest

@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
         code: bytes | None  # the test module's code, compiled (asserts rewritten) by pytest
         cache: dict[str, tuple[Stamp, bytes]]
         made_here: tuple[str, ...]
+        funcargs: dict[str, object]  # builtin values only (packed with the spec)
 
     # A fixture to make here: module, qualname of its function, the values of the fixtures
     # it asks for, and the names of those this domain makes itself (MADE_IN_DOMAIN).
@@ -595,7 +596,7 @@ def _op_prepare(packed: bytes) -> tuple[int, Shareable]:
 
 def _op_run(packed: bytes) -> tuple[int, Shareable]:  # remade fixtures come by do_callback
     spec = _stdlib_marshal.loads(packed)
-    return _reply(run_test(spec, {}, tuple(spec.get("made_here", ()))))
+    return _reply(run_test(spec, spec.get("funcargs", {}), tuple(spec.get("made_here", ()))))
 
 
 register_op(PREPARE, _op_prepare)
