@@ -580,6 +580,63 @@ def test_writes(opened):
     assert "test_writes" in marker.read_text().splitlines()
 
 
+def test_chain_of_fixtures_that_cannot_cross_is_made_in_the_domain(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+@pytest.fixture
+def lock():
+    return threading.Lock()
+@pytest.fixture
+def guarded(lock):
+    return (lock, [])
+@pytest.mark.isolated
+def test_shares_one_lock(lock, guarded):
+    assert guarded[0] is lock
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_parametrized_fixture_made_in_the_domain_gets_its_param(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+@pytest.fixture(params=[1, lambda: 2], ids=["one", "two"])
+def make(request):
+    request.addfinalizer(lambda: None)
+    param = request.param
+    return lambda: (param, request.fixturename, threading.Lock())
+@pytest.mark.isolated
+def test_param(make):
+    value, name, _ = make()
+    assert (value if isinstance(value, int) else value(), name) in ((1, "make"), (2, "make"))
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
+def test_fixture_using_more_of_request_is_not_made_in_the_domain(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+@pytest.fixture
+def lock(request):
+    assert request.node.name
+    return threading.Lock()
+@pytest.mark.isolated
+def test_locked(lock):
+    pass
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*it asks for 'request' and uses request.node*"])
+
+
 def test_fixture_value_crossing_by_name_crosses(pytester: pytest.Pytester) -> None:
     source = """
 import collections

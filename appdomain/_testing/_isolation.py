@@ -243,7 +243,7 @@ def run(item: pytest.Function) -> bool:
     if isinstance(crossing, str):
         _run_unisolated(item, crossing)
         return False
-    funcargs, made_here, remade = crossing
+    funcargs, made_here, remade, remade_args = crossing
     warmer = item.config.stash.get(_warmer_key, None)
     domain, ready = warmer.take(item) if warmer is not None else (None, False)
     if domain is None:
@@ -259,6 +259,7 @@ def run(item: pytest.Function) -> bool:
                     code_cache(item.config).learn(_call_packed(domain, _remote.PREPARE, spec))
                 except Exception:
                     pass  # run_test imports it again, and reports what goes wrong
+            spec["remade_args"] = remade_args
             reply = domain.do_callback(_remote.run_test, spec, funcargs, made_here, remade)
         else:
             # Builtin values only: they cross packed with the spec, by CPython's marshal,
@@ -386,34 +387,38 @@ def _new_domain(item: pytest.Function) -> AppDomain:
 
 
 # A fixture to make again inside the test's domain: (module, qualname of its function, the
-# values of the fixtures it asks for, the names among them the domain makes itself).
+# values of the fixtures it asks for that cross, the names of those the domain has itself:
+# the test's own values, the fixtures it makes (monkeypatch) or made again before this one).
 Remake = tuple[str, str, dict[str, object], tuple[str, ...]]
 
 
 def _crossing_funcargs(
     item: pytest.Function, auto: bool
-) -> tuple[dict[str, object], tuple[str, ...], dict[str, Remake]] | str:
+) -> tuple[dict[str, object], tuple[str, ...], dict[str, Remake], tuple[str, ...]] | str:
     """Collect the values the test function asks for, checking that each can cross.
 
     Also returns the names of the fixtures its domain makes itself (pytest's own
-    ``monkeypatch``): those values stay here; and the fixtures whose values cannot cross
-    but whose functions the domain can run again itself (``_remake``).  For a test isolated
+    ``monkeypatch``): those values stay here; the fixtures whose values cannot cross but
+    whose functions the domain can run again itself, with those they need, in the order to
+    make them (``_plan_remake``); and the names of the test's among them.  For a test isolated
     by the option, a value that can do neither makes this return why, to run it here.
     """
     values = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
     made_here = tuple(name for name, value in values.items() if _made_in_domain(name, value))
     for name in made_here:
         del values[name]
+    refused = {
+        name: why
+        for name, value in values.items()
+        if (why := _refusal(value, f"fixture {name!r}")) is not None
+    }
+    shared = {name for name in values if name not in refused}
     remade: dict[str, Remake] = {}
-    for name, value in list(values.items()):
-        why = _refusal(value, f"fixture {name!r}")
-        if why is None:
+    for name, why in refused.items():
+        remake = _plan_remake(item, name, remade, shared)
+        if remake is None:
             continue
-        remake = _remake(item, name)
-        if not isinstance(remake, str):
-            remade[name] = remake
-            del values[name]
-            continue
+        value = values[name]
         if auto:
             return (
                 f"fixture {name!r} holds {_short(value)}, which cannot cross, and cannot be "
@@ -428,7 +433,9 @@ def _crossing_funcargs(
             "drop the isolated marker for this test.",
             pytrace=False,
         )
-    return values, made_here, remade
+    for name in refused:
+        del values[name]
+    return values, made_here, remade, tuple(refused)
 
 
 def _made_in_domain(name: str, value: object) -> bool:
@@ -454,19 +461,33 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _remake(item: pytest.Function, name: str) -> Remake | str:
-    """Describe how the test's domain can run fixture name's function itself, or say why not.
+def _plan_remake(
+    item: pytest.Function, name: str, plan: dict[str, Remake], shared: set[str], depth: int = 0
+) -> str | None:
+    """Add to plan how the test's domain can run fixture name's function itself; else say why.
 
     It can for a function-scoped fixture defined at the top level of a module, not async,
-    whose own fixtures' values all cross (``monkeypatch`` is made there).
+    whose own fixtures' values cross, are made there (``monkeypatch``), or are fixtures it
+    can make the same way (planned first).  A fixture the test gets too (shared) is passed
+    as the test's own value, so both see one object, as under pytest.
     """
+    if name in plan:
+        return None
+    if depth > _MAX_REMAKE_DEPTH:
+        return f"its fixtures nest more than {_MAX_REMAKE_DEPTH} deep"
     defs = item._fixtureinfo.name2fixturedefs.get(name)
     if not defs:
         return "it is a parameter, not a fixture"
     fixturedef = defs[-1]
+    func = fixturedef.func
+    if getattr(func, "__module__", "").startswith("_pytest."):
+        # pytest's own: they act on this process's pytest (recwarn, capsys, ...), or stand
+        # for a @pytest.mark.parametrize argument, whose values the domain does not have.
+        if getattr(func, "__name__", "") == "get_direct_param_fixture_func":
+            return "it is a parameter of the test"
+        return "it is one of pytest's own fixtures"
     if fixturedef.scope != "function":
         return f"it is {fixturedef.scope}-scoped"
-    func = fixturedef.func
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", "")
     code = getattr(func, "__code__", None)
@@ -477,18 +498,72 @@ def _remake(item: pytest.Function, name: str) -> Remake | str:
     if code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
         return "it is async"
     args: dict[str, object] = {}
-    made: list[str] = []
+    local: list[str] = []
     for arg in fixturedef.argnames:
         if arg == "request":
-            return "it asks for 'request'"
+            why = _request_stand_in(item, name, code, args)
+            if why is not None:
+                return why
+            continue
         value = item._request.getfixturevalue(arg)
-        if _made_in_domain(arg, value):
-            made.append(arg)
-        elif _refusal(value, arg) is not None:
-            return f"it asks for fixture {arg!r}, which cannot cross"
-        else:
+        if arg in shared or _made_in_domain(arg, value):
+            local.append(arg)
+        elif _refusal(value, arg) is None:
             args[arg] = value
-    return (module, qualname, args, tuple(made))
+        else:
+            why = _plan_remake(item, arg, plan, shared, depth + 1)
+            if why is not None:
+                return f"it asks for fixture {arg!r}, which cannot cross, and {why}"
+            local.append(arg)
+    plan[name] = (module, qualname, args, tuple(local))
+    return None
+
+
+def _request_stand_in(
+    item: pytest.Function, name: str, code: types.CodeType, args: dict[str, object]
+) -> str | None:
+    """Plan the domain's stand-in for a fixture's ``request``, or say why it would not do.
+
+    It has ``param`` (crossing, or by its index in the fixture's params as the domain
+    defines them), ``fixturename``, ``scope`` and ``addfinalizer``:
+    a fixture whose code names any other attribute of pytest's request is not made there.
+    """
+    other = _REQUEST_NAMES.intersection(code.co_names)
+    if other:
+        return f"it asks for 'request' and uses request.{sorted(other)[0]}"
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    if name in params:
+        if _refusal(params[name], "param") is None:
+            args[_remote.REQUEST_PARAM] = params[name]
+        else:
+            # A lambda, say: the domain takes it from the fixture's own params, by index.
+            args[_remote.REQUEST_PARAM_INDEX] = item.callspec.indices[name]
+    args[_remote.REQUEST] = name
+    return None
+
+
+# What pytest's FixtureRequest offers beyond the domain's stand-in (see _remote._Request).
+_REQUEST_NAMES = frozenset(
+    {
+        "applymarker",
+        "cls",
+        "config",
+        "fixturenames",
+        "function",
+        "getfixturevalue",
+        "instance",
+        "keywords",
+        "module",
+        "node",
+        "param_index",
+        "path",
+        "raiseerror",
+        "session",
+    }
+)
+# How deep a chain of fixtures made again in a domain may go (pytest's rarely pass 5).
+_MAX_REMAKE_DEPTH = 16
 
 
 def _unloader(config: pytest.Config) -> _Unloader:

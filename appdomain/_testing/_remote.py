@@ -32,7 +32,7 @@ from . import _standin
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    from collections.abc import Generator, Sequence
+    from collections.abc import Callable, Generator, Sequence
     from typing import Any, Literal, TypedDict
 
     from _pytest.monkeypatch import MonkeyPatch
@@ -56,13 +56,26 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
         cache: dict[str, tuple[Stamp, bytes]]
         made_here: tuple[str, ...]
         funcargs: dict[str, object]  # builtin values only (packed with the spec)
+        remade_args: tuple[str, ...]  # the test's fixtures this domain makes again
 
     # A fixture to make here: module, qualname of its function, the values of the fixtures
-    # it asks for, and the names of those this domain makes itself (MADE_IN_DOMAIN).
+    # it asks for that crossed, and the names of those this domain has itself (the test's
+    # values, MADE_IN_DOMAIN's, fixtures made before it).
     Remake = tuple[str, str, dict[str, object], tuple[str, ...]]
+    # What undoes a remade fixture: its generator, or a request.addfinalizer function.
+    Teardown = Generator[object] | Callable[[], object]
 
 
-__all__ = ["AR_ALIAS", "PACKED", "assertion_helpers", "pack", "prepare", "run_test"]
+__all__ = [
+    "AR_ALIAS",
+    "PACKED",
+    "REQUEST",
+    "REQUEST_PARAM",
+    "assertion_helpers",
+    "pack",
+    "prepare",
+    "run_test",
+]
 
 # Messages CPython gives for its subinterpreter limits, and what to tell the user about them.
 _LIMITS = (
@@ -309,7 +322,8 @@ def run_test(
 
     made_here names the fixtures to make in this domain (see MADE_IN_DOMAIN) rather than
     receive; remade the fixtures whose functions run here again (their values could not
-    cross): name -> (module, qualname, their fixtures' values, those made here).  Returns
+    cross), in order: name -> (module, qualname, their fixtures' values, the names of those
+    this domain has), spec["remade_args"] the test's among them.  Returns
     (outcome, exception, longrepr, compiled, quiet, limit); quiet tells that no thread the
     test module or function started is still alive, so unloading cannot fail on one;
     limit is (why, whether the test module's import hit it) when the test failed or skipped
@@ -317,7 +331,7 @@ def run_test(
     """
     global _spec
     made: dict[str, MonkeyPatch] = {}
-    teardowns: list[tuple[str, Generator[object]]] = []
+    teardowns: list[tuple[str, Teardown]] = []
     try:
         try:
             if spec["module"] in sys.modules:
@@ -330,10 +344,13 @@ def run_test(
                 run_case(_owner(spec), spec["function"])
             else:
                 func = _resolve(spec)
-                wanted = {*made_here, *(n for r in (remade or {}).values() for n in r[3])}
+                remade = remade or {}
+                local = {n for r in remade.values() for n in r[3]}
+                wanted = {*made_here, *(n for n in local if n in MADE_IN_DOMAIN)}
                 made = {name: MADE_IN_DOMAIN[name]() for name in wanted}
-                values = _remake(remade or {}, made, teardowns)
-                func(**funcargs, **{n: made[n] for n in made_here}, **values)
+                values = _remake(remade, {**funcargs, **made}, teardowns)
+                mine = {n: values[n] for n in spec.get("remade_args", ())}
+                func(**funcargs, **{n: made[n] for n in made_here}, **mine)
         finally:
             try:
                 _teardown(teardowns)
@@ -357,19 +374,27 @@ _GENERATOR = 0x20
 
 def _remake(
     remade: dict[str, Remake],
-    made: dict[str, MonkeyPatch],
-    teardowns: list[tuple[str, Generator[object]]],
+    available: dict[str, object],
+    teardowns: list[tuple[str, Teardown]],
 ) -> dict[str, object]:
-    """Run the fixture functions named in remade, as pytest would; return their values."""
-    values: dict[str, object] = {}
-    for name, (module, qualname, args, made_names) in remade.items():
+    """Run the fixture functions named in remade, in order, as pytest would.
+
+    available holds the values the domain has (the test's, those it made); each fixture
+    made joins them.  Returns them all.
+    """
+    values = dict(available)
+    for name, (module, qualname, args, local) in remade.items():
         fixture: Any = sys.modules.get(module) or importlib.import_module(module)
         for part in qualname.split("."):
             fixture = getattr(fixture, part)
         # With the real pytest loaded here, the module holds pytest's wrapper of it.
         unwrap = getattr(fixture, "_get_wrapped_function", None)
         function: Any = unwrap() if unwrap is not None else fixture
-        kwargs = {**args, **{n: made[n] for n in made_names}}
+        kwargs = {**args, **{n: values[n] for n in local}}
+        if REQUEST in kwargs:
+            if REQUEST_PARAM_INDEX in kwargs:
+                kwargs[REQUEST_PARAM] = _param(fixture, function, kwargs.pop(REQUEST_PARAM_INDEX))
+            kwargs["request"] = _Request(str(kwargs.pop(REQUEST)), kwargs, teardowns)
         if function.__code__.co_flags & _GENERATOR:
             generator = function(**kwargs)
             values[name] = next(generator)
@@ -379,12 +404,50 @@ def _remake(
     return values
 
 
-def _teardown(teardowns: list[tuple[str, Generator[object]]]) -> None:
-    """Finish the remade generator fixtures, last made first, as pytest does."""
+# Keys, in a remade fixture's values, of its request's stand-in: the fixture's name, and
+# its param when it has one (or the param's index in the fixture's params).
+REQUEST = "@request"
+REQUEST_PARAM = "@request.param"
+REQUEST_PARAM_INDEX = "@request.param_index"
+
+
+def _param(fixture: Any, function: Any, index: object) -> object:
+    """Return the fixture's param at index, from its params as this domain defined them."""
+    marker = getattr(fixture, "_fixture_function_marker", None)  # the real pytest's
+    params = marker.params if marker is not None else getattr(function, _standin.PARAMS, None)
+    if params is None or type(index) is not int:
+        raise LookupError(f"fixture {function.__name__!r} has no params here")
+    param = params[index]
+    # pytest.param(value, id=...): the request gets the value.
+    return param.values[0] if type(param).__name__ == "ParameterSet" else param
+
+
+class _Request:
+    """What a fixture made again in this domain gets as ``request`` (see _isolation)."""
+
+    scope = "function"
+
+    def __init__(
+        self, name: str, kwargs: dict[str, object], teardowns: list[tuple[str, Teardown]]
+    ) -> None:
+        self.fixturename = name
+        if REQUEST_PARAM in kwargs:
+            self.param = kwargs.pop(REQUEST_PARAM)
+        self._teardowns = teardowns
+
+    def addfinalizer(self, finalizer: Callable[[], object]) -> None:
+        self._teardowns.append((self.fixturename, finalizer))
+
+
+def _teardown(teardowns: list[tuple[str, Teardown]]) -> None:
+    """Finish the remade fixtures, last made first, as pytest does."""
     while teardowns:
-        name, generator = teardowns.pop()
+        name, teardown = teardowns.pop()
+        if callable(teardown):
+            teardown()
+            continue
         try:
-            next(generator)
+            next(teardown)
         except StopIteration:
             continue
         raise ValueError(f"fixture {name!r}: its function has more than one 'yield'")

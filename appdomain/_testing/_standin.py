@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["install"]
+__all__ = ["PARAMS", "install"]
 
 # What pytest re-exports from _pytest.outcomes, which imports next to nothing.
 _OUTCOMES = frozenset({"skip", "fail", "xfail", "exit", "importorskip"})
@@ -55,10 +55,28 @@ class _MarkGenerator:
 
 
 def _fixture(fixture_function: Any = None, **options: Any) -> Any:
-    """``pytest.fixture``: the main process computed the fixture values this test gets."""
+    """``pytest.fixture``: the main process computed the fixture values this test gets.
+
+    A fixture made again in the domain (see ``_remote._remake``) may need its params: they
+    stay on the function, under ``PARAMS``.
+    """
     if fixture_function is not None:
         return fixture_function
-    return lambda function: function
+    params = options.get("params")
+
+    def mark(function: Any) -> Any:
+        if params is not None:
+            try:
+                setattr(function, PARAMS, tuple(params))
+            except (AttributeError, TypeError):
+                pass  # not a function: it cannot be made again, so its params are not needed
+        return function
+
+    return mark
+
+
+# Where the stand-in's fixture decorator keeps a fixture function's params.
+PARAMS = "_appdomain_fixture_params"
 
 
 def install() -> None:
