@@ -416,6 +416,55 @@ def test_catch():
     run(pytester, source).assert_outcomes(passed=1)
 
 
+RAISES_CASES = """
+import sys
+import pytest
+def boom(message):
+    raise ValueError(message)
+@pytest.mark.isolated
+def test_plain():
+    with pytest.raises((KeyError, ValueError), match=r"^mis+ing") as info:
+        boom("missing key")
+    assert info.type is ValueError and info.typename == "ValueError"
+    assert pytest.raises(ValueError, boom, "x").value.args == ("x",)
+    assert "_pytest.raises" not in sys.modules  # decided without loading pytest
+@pytest.mark.isolated
+def test_info_match():
+    with pytest.raises(ValueError) as info:
+        boom("abc")
+    info.match("b")
+@pytest.mark.isolated
+def test_did_not_raise():
+    with pytest.raises(ValueError):
+        pass
+@pytest.mark.isolated
+def test_no_match():
+    with pytest.raises(ValueError, match="xyz"):
+        boom("abc")
+@pytest.mark.isolated
+def test_other_type_propagates():
+    with pytest.raises(KeyError):
+        boom("other")
+@pytest.mark.isolated
+def test_call_did_not_raise():
+    pytest.raises(ValueError, len, "x")
+"""
+
+
+def test_raises_decides_as_pytest_does(pytester: pytest.Pytester) -> None:
+    result = run(pytester, RAISES_CASES)
+    result.assert_outcomes(passed=2, failed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_did_not_raise - Failed: DID NOT RAISE ValueError",
+            "*test_no_match - AssertionError: Regex pattern did not*",
+            "*test_other_type_propagates - ValueError: other",
+            "*test_call_did_not_raise - Failed: DID NOT RAISE Value*",
+        ],
+        consecutive=False,
+    )
+
+
 def test_fixture_values_cross_by_value(pytester: pytest.Pytester) -> None:
     source = """
 import pytest
@@ -614,6 +663,22 @@ def make(request):
 def test_param(make):
     value, name, _ = make()
     assert (value if isinstance(value, int) else value(), name) in ((1, "make"), (2, "make"))
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
+def test_pytest_param_does_not_load_pytest_in_the_domain(pytester: pytest.Pytester) -> None:
+    source = """
+import sys
+import pytest
+@pytest.fixture(params=[pytest.param(lambda: 1, id="one")])
+def make(request):
+    return request.param
+@pytest.mark.isolated
+@pytest.mark.parametrize("n", [pytest.param(1, id="first"), 2])
+def test_param(n, make):
+    assert make() == 1 and n in (1, 2)
+    assert "_pytest.mark" not in sys.modules
 """
     run(pytester, source).assert_outcomes(passed=2)
 
