@@ -908,6 +908,30 @@ def test_traces():
     result.assert_outcomes(passed=4)
 
 
+def test_option_runs_a_tracemalloc_test_unisolated_with_no_domain_work_beside_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # Run in the main interpreter, it traces every allocation of the process: domains the
+    # next tests' would be created meanwhile (and on 3.13.0 that can deadlock the process).
+    pytester.makepyfile(test_heavy=HEAVY_TESTS.replace("@pytest.mark.isolated\n", ""))
+    source = """
+import tracemalloc
+def test_traces():
+    tracemalloc.start()
+    try:
+        kept = [sum(range(100)) for _ in range(20000)]
+        traced = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert traced < 1024 * 1024, traced
+"""
+    result = run(pytester, source, "--appdomain-isolate", "test_subject.py", "test_heavy.py")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        ["appdomain: 1 test ran unisolated: *::test_traces (uses tracemalloc*"]
+    )
+
+
 def test_alone_marker_keeps_domain_work_from_running_beside_it(
     pytester: pytest.Pytester,
 ) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "isolate_all",
     "plan",
     "quiet_background",
+    "resume_background",
     "route_unittest",
     "run",
     "shutdown",
@@ -55,6 +56,8 @@ _auto_key = pytest.StashKey[bool]()
 # hit a subinterpreter limit, with why.
 _unisolated_key = pytest.StashKey[list[tuple[str, str]]]()
 _limited_key = pytest.StashKey[dict[str, str]]()
+# On an item run alone in the main interpreter: the background work resumes after it.
+_resume_key = pytest.StashKey[bool]()
 _skip_where_key = pytest.StashKey[tuple[str, int]]()
 _warmer_key = pytest.StashKey["_Warmer"]()
 _unloader_key = pytest.StashKey["_Unloader"]()
@@ -95,14 +98,40 @@ def unisolated_summary(config: pytest.Config) -> str | None:
     return f"appdomain: {len(ran)} {many} ran unisolated: {tests}"
 
 
-def _run_unisolated(item: pytest.Function, why: str) -> None:
-    """Note that item runs in the main interpreter; unload a domain prepared for it."""
+def _run_unisolated(item: pytest.Function, why: str, *, alone: bool = False) -> None:
+    """Note that item runs in the main interpreter; unload a domain prepared for it.
+
+    With alone (a test that traces the process's memory), no domain is prepared or
+    unloaded in the background until the test has run (``resume_background``): tracing
+    while another interpreter is created can deadlock CPython 3.13.
+    """
     item.config.stash.setdefault(_unisolated_key, []).append((item.nodeid, why))
+    alone = alone or runs_alone(item)
     warmer = item.config.stash.get(_warmer_key, None)
-    if warmer is not None:
-        domain, _ = warmer.take(item)
+    domain = warmer.take(item)[0] if warmer is not None else None
+    if alone:
         if domain is not None:
-            _unloader(item.config).put(domain, item.nodeid)
+            _unload(domain, item.config)
+        if warmer is not None:
+            warmer.wait_idle()
+        unloader = item.config.stash.get(_unloader_key, None)
+        if unloader is not None:
+            unloader.wait_idle()
+        item.stash[_resume_key] = True
+        return
+    if domain is not None:
+        _unloader(item.config).put(domain, item.nodeid)
+    if warmer is not None:
+        warmer.prepare_after(item)
+
+
+def resume_background(item: pytest.Item) -> None:
+    """After a test that ran alone in the main interpreter, prepare the next domains again."""
+    if not item.stash.get(_resume_key, False):
+        return
+    del item.stash[_resume_key]
+    warmer = item.config.stash.get(_warmer_key, None)
+    if warmer is not None and isinstance(item, pytest.Function):
         warmer.prepare_after(item)
 
 
@@ -282,7 +311,7 @@ def run(item: pytest.Function) -> bool:
         why, module_wide = limit
         if module_wide:
             item.config.stash.setdefault(_limited_key, {})[item.module.__name__] = why
-        _run_unisolated(item, why)
+        _run_unisolated(item, why, alone="tracemalloc" in why)
         return False
     if outcome == "passed":
         if unload_problem:

@@ -144,12 +144,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     isolation.plan(config, items)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
     """Let background domain work end first if the test measures the whole process."""
     isolation = _isolation_if_used()
     if isolation is not None:
         isolation.quiet_background(item)
+    try:
+        return (yield)
+    finally:
+        if isolation is not None:
+            isolation.resume_background(item)
 
 
 @pytest.hookimpl(tryfirst=True)
