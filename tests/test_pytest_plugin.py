@@ -1010,7 +1010,7 @@ class Case(unittest.TestCase):
     result.stdout.no_fnmatch_line("*traceback entries are hidden*")
 
 
-def test_unittest_failing_subtest_fails_the_test(pytester: pytest.Pytester) -> None:
+def test_unittest_subtests_are_reported_as_pytest_reports_them(pytester: pytest.Pytester) -> None:
     source = """
 import unittest
 class Case(unittest.TestCase):
@@ -1018,10 +1018,16 @@ class Case(unittest.TestCase):
         for n in range(3):
             with self.subTest(n=n):
                 self.assertNotEqual(n, 1)
+    def test_skips(self):
+        for n in range(2):
+            with self.subTest("half", n=n):
+                if n:
+                    self.skipTest("odd")
 """
+    plain = run(pytester, source).parseoutcomes()
     result = run(pytester, source, "--appdomain-isolate")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*AssertionError: 1 == 1*"])
+    assert result.parseoutcomes() == plain
+    result.stdout.fnmatch_lines(["SUBFAILED(n=1) *::Case::test_numbers - AssertionError: 1 == 1"])
 
 
 def test_isolated_tests_run_without_preparing_ahead(pytester: pytest.Pytester) -> None:

@@ -296,7 +296,7 @@ def run(item: pytest.Function) -> bool:
             spec["made_here"] = made_here
             spec["funcargs"] = funcargs
             reply = _call_packed(domain, _remote.RUN, spec)
-        outcome, exc, longrepr, compiled, quiet, limit = reply
+        outcome, exc, longrepr, compiled, quiet, limit, subtests = reply
         code_cache(item.config).learn(compiled)
     finally:
         if warmer is not None:
@@ -313,6 +313,7 @@ def run(item: pytest.Function) -> bool:
             item.config.stash.setdefault(_limited_key, {})[item.module.__name__] = why
         _run_unisolated(item, why, alone="tracemalloc" in why)
         return False
+    _report_subtests(item, subtests)
     if outcome == "passed":
         if unload_problem:
             pytest.fail(unload_problem, pytrace=False)
@@ -325,6 +326,40 @@ def run(item: pytest.Function) -> bool:
     if report is not None:
         item.stash[_longrepr_key] = report
     raise exc
+
+
+def _report_subtests(item: pytest.Function, subtests: list[tuple[Any, ...]]) -> None:
+    """Report the subtests a unittest test ran in its domain, each on its own, as pytest does."""
+    if not subtests:
+        return
+    try:
+        from _pytest.subtests import SubtestContext, SubtestReport
+    except ImportError:  # a pytest before 9 reports no subtests itself
+        return
+    from _pytest.runner import CallInfo
+
+    for message, params, outcome, reason, longrepr in subtests:
+        call = CallInfo[None](None, None, start=0, stop=0, duration=0, when="call", _ispytest=True)
+        report = item.ihook.pytest_runtest_makereport(item=item, call=call)
+        report.outcome = outcome
+        if outcome == "failed":
+            report.longrepr = _rebuild_longrepr(longrepr, AssertionError("subtest failed"))
+        elif outcome == "skipped":
+            line = item.location[1]
+            report.longrepr = (str(item.path), (line or 0) + 1, f"Skipped: {reason}")
+        kwargs = {name: _Repr(text) for name, text in params.items()}
+        context = SubtestContext(msg=message, kwargs=kwargs)
+        sub = SubtestReport._new(report, context, captured_output=None, captured_logs=None)
+        item.ihook.pytest_runtest_logreport(report=sub)
+
+
+class _Repr(str):
+    """A repr made in the domain: pytest's saferepr of it gives it back as it is."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _known_unisolated(item: pytest.Function) -> str | None:

@@ -324,12 +324,14 @@ def run_test(
     receive; remade the fixtures whose functions run here again (their values could not
     cross), in order: name -> (module, qualname, their fixtures' values, the names of those
     this domain has), spec["remade_args"] the test's among them.  Returns
-    (outcome, exception, longrepr, compiled, quiet, limit); quiet tells that no thread the
+    (outcome, exception, longrepr, compiled, quiet, limit, subtests); quiet tells that no thread the
     test module or function started is still alive, so unloading cannot fail on one;
     limit is (why, whether the test module's import hit it) when the test failed or skipped
     on a subinterpreter limit, else None.
     """
     global _spec
+    _subtests.clear()
+    _subtest_errors.clear()
     made: dict[str, MonkeyPatch] = {}
     teardowns: list[tuple[str, Teardown]] = []
     try:
@@ -341,7 +343,7 @@ def run_test(
             if spec.get("unittest"):
                 from ._unittest import run_case
 
-                run_case(_owner(spec), spec["function"])
+                run_case(_owner(spec), spec["function"], _report_subtest)
             else:
                 func = _resolve(spec)
                 remade = remade or {}
@@ -362,10 +364,48 @@ def run_test(
         limit = _limit_of(exc, spec)
         outcome = _outcome(exc)
         if outcome is not None:
-            return ("outcome", outcome, _longrepr(exc, spec), _take_compiled(), _quiet(), limit)
+            return (
+                "outcome",
+                outcome,
+                _longrepr(exc, spec),
+                _take_compiled(),
+                _quiet(),
+                limit,
+                _take_subtests(spec),
+            )
         _explain_limits(exc)
-        return ("raised", exc, _longrepr(exc, spec), _take_compiled(), _quiet(), limit)
-    return ("passed", None, None, _take_compiled(), _quiet(), None)
+        return (
+            "raised",
+            exc,
+            _longrepr(exc, spec),
+            _take_compiled(),
+            _quiet(),
+            limit,
+            _take_subtests(spec),
+        )
+    return ("passed", None, None, _take_compiled(), _quiet(), None, _take_subtests(spec))
+
+
+# The subtests of the unittest test this domain runs (see _unittest.run_case): message,
+# params' reprs, outcome, skip reason, failure report (pytest's serialized longrepr).
+_subtests: list[tuple[object, ...]] = []
+_subtest_errors: list[BaseException | None] = []
+
+
+def _report_subtest(subtest: tuple[object, ...], error: BaseException | None) -> None:
+    _subtests.append(subtest)
+    _subtest_errors.append(error)
+
+
+def _take_subtests(spec: TestSpec) -> list[tuple[object, ...]]:
+    """Return the subtests run, each with its failure rendered here, where its frames are."""
+    taken = [
+        (*subtest, None if error is None else _longrepr(error, spec))
+        for subtest, error in zip(_subtests, _subtest_errors, strict=True)
+    ]
+    _subtests.clear()
+    _subtest_errors.clear()
+    return taken
 
 
 # CO_GENERATOR (inspect's name for it: importing inspect costs a domain ~5 ms).
