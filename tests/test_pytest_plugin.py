@@ -532,6 +532,24 @@ def test_main_untouched():
     run(pytester, source).assert_outcomes(passed=2)
 
 
+def test_monkeypatch_in_the_domain_does_not_load_pytests_fixtures(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import sys
+import pytest
+@pytest.mark.isolated
+def test_light(monkeypatch):
+    monkeypatch.setattr(sys, "maxsize", 7)
+    assert sys.maxsize == 7 and "_pytest.fixtures" not in sys.modules
+@pytest.mark.isolated
+def test_then_real_pytest(monkeypatch):
+    monkeypatch.setenv("SEEN", "1")
+    assert pytest.approx(0.1 + 0.2) == 0.3 and "_pytest.fixtures" in sys.modules
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
 def test_monkeypatch_is_undone_after_the_isolated_test(pytester: pytest.Pytester) -> None:
     # Environment variables belong to the process: a later domain would see one left set.
     source = """

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import re
     from typing import Any
 
-__all__ = ["PARAMS", "ParameterSet", "install"]
+__all__ = ["PARAMS", "ParameterSet", "fixture_decorator", "install"]
 
 # What pytest re-exports from _pytest.outcomes, which imports next to nothing.
 _OUTCOMES = frozenset({"skip", "fail", "xfail", "exit", "importorskip"})
@@ -78,6 +78,8 @@ def _fixture(fixture_function: Any = None, **options: Any) -> Any:
 
     return mark
 
+
+fixture_decorator = _fixture  # for a pytest module imported without _pytest.fixtures
 
 # Where the stand-in's fixture decorator keeps a fixture function's params.
 PARAMS = "_appdomain_fixture_params"
