@@ -16,7 +16,6 @@ compiled once by an earlier domain (``_pytest_code``).
 from __future__ import annotations
 
 import functools
-import inspect
 import marshal as stdlib_marshal
 import os
 import queue
@@ -31,6 +30,15 @@ from .._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
 from ..marshal._core import is_plain
 from . import _remote
 from ._code import code_cache, stashed
+from ._fixtures import crossing_funcargs
+from ._reports import (
+    longrepr_key,
+    rebuild_longrepr,
+    rebuild_outcome,
+    report_subtests,
+    take_longrepr,
+    take_skip_location,
+)
 
 if TYPE_CHECKING:
     from ._remote import TestSpec
@@ -48,7 +56,6 @@ __all__ = [
     "unisolated_summary",
 ]
 
-_longrepr_key = pytest.StashKey[Any]()
 # On an item: isolated by --appdomain-isolate (not by its own marker), so a test that cannot
 # run in a domain runs here instead, listed in the summary.
 _auto_key = pytest.StashKey[bool]()
@@ -58,7 +65,6 @@ _unisolated_key = pytest.StashKey[list[tuple[str, str]]]()
 _limited_key = pytest.StashKey[dict[str, str]]()
 # On an item run alone in the main interpreter: the background work resumes after it.
 _resume_key = pytest.StashKey[bool]()
-_skip_where_key = pytest.StashKey[tuple[str, int]]()
 _warmer_key = pytest.StashKey["_Warmer"]()
 _unloader_key = pytest.StashKey["_Unloader"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
@@ -202,15 +208,6 @@ def shutdown(config: pytest.Config) -> list[str]:
     return unloader.close()
 
 
-def take_longrepr(item: pytest.Item) -> Any:
-    """Return (once) the failure report an isolated test brought back from its domain."""
-    if _longrepr_key not in item.stash:
-        return None
-    longrepr = item.stash[_longrepr_key]
-    del item.stash[_longrepr_key]
-    return longrepr
-
-
 def spec_of(item: pytest.Function, *, code: bool = True) -> TestSpec:
     """Describe item for the domain: where its function lives and how to report a failure.
 
@@ -268,7 +265,7 @@ def run(item: pytest.Function) -> bool:
         if why is not None:
             _run_unisolated(item, why)
             return False
-    crossing = _crossing_funcargs(item, auto)
+    crossing = crossing_funcargs(item, auto)
     if isinstance(crossing, str):
         _run_unisolated(item, crossing)
         return False
@@ -313,53 +310,19 @@ def run(item: pytest.Function) -> bool:
             item.config.stash.setdefault(_limited_key, {})[item.module.__name__] = why
         _run_unisolated(item, why, alone="tracemalloc" in why)
         return False
-    _report_subtests(item, subtests)
+    report_subtests(item, subtests)
     if outcome == "passed":
         if unload_problem:
             pytest.fail(unload_problem, pytrace=False)
         return True
     if outcome == "outcome":
-        exc = _rebuild_outcome(item, *exc)
+        exc = rebuild_outcome(item, *exc)
     if unload_problem:
         exc.add_note(unload_problem)
-    report = _rebuild_longrepr(longrepr, exc)
+    report = rebuild_longrepr(longrepr, exc)
     if report is not None:
-        item.stash[_longrepr_key] = report
+        item.stash[longrepr_key] = report
     raise exc
-
-
-def _report_subtests(item: pytest.Function, subtests: list[tuple[Any, ...]]) -> None:
-    """Report the subtests a unittest test ran in its domain, each on its own, as pytest does."""
-    if not subtests:
-        return
-    try:
-        from _pytest.subtests import SubtestContext, SubtestReport
-    except ImportError:  # a pytest before 9 reports no subtests itself
-        return
-    from _pytest.runner import CallInfo
-
-    for message, params, outcome, reason, longrepr in subtests:
-        call = CallInfo[None](None, None, start=0, stop=0, duration=0, when="call", _ispytest=True)
-        report = item.ihook.pytest_runtest_makereport(item=item, call=call)
-        report.outcome = outcome
-        if outcome == "failed":
-            report.longrepr = _rebuild_longrepr(longrepr, AssertionError("subtest failed"))
-        elif outcome == "skipped":
-            line = item.location[1]
-            report.longrepr = (str(item.path), (line or 0) + 1, f"Skipped: {reason}")
-        kwargs = {name: _Repr(text) for name, text in params.items()}
-        context = SubtestContext(msg=message, kwargs=kwargs)
-        sub = SubtestReport._new(report, context, captured_output=None, captured_logs=None)
-        item.ihook.pytest_runtest_logreport(report=sub)
-
-
-class _Repr(str):
-    """A repr made in the domain: pytest's saferepr of it gives it back as it is."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return str(self)
 
 
 def _known_unisolated(item: pytest.Function) -> str | None:
@@ -418,216 +381,8 @@ def _call_packed(domain: AppDomain, op: str, spec: TestSpec) -> Any:
     return marshal.from_shareable(data)
 
 
-def _rebuild_outcome(item: pytest.Item, name: str, state: dict[str, object]) -> BaseException:
-    """Rebuild the skip/xfail/fail/exit exception the test raised in its domain."""
-    from _pytest import outcomes
-
-    cls = getattr(outcomes, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, outcomes.OutcomeException)):
-        cls = outcomes.Failed
-    where = state.pop(_remote.SKIP_WHERE, None)
-    exc = cls.__new__(cls)
-    exc.__dict__.update(state)
-    exc.args = (state.get("msg"),)
-    if isinstance(exc, outcomes.Skipped):
-        # Not at the plugin line that re-raised it: at the test, and then (in the report
-        # hook) at the line inside the test that skipped, as pytest itself reports it.
-        exc._use_item_location = True
-        if isinstance(where, tuple):  # (file, line), as _remote._raised_at packed it
-            item.stash[_skip_where_key] = (str(where[0]), int(where[1]))
-    return exc
-
-
-def take_skip_location(item: pytest.Item) -> tuple[str, int] | None:
-    """Return (once) the file and line where an isolated test called ``pytest.skip()``."""
-    where = item.stash.get(_skip_where_key, None)
-    if where is not None:
-        del item.stash[_skip_where_key]
-    return where
-
-
 def _new_domain(item: pytest.Function) -> AppDomain:
     return AppDomain.create_domain(item.name)
-
-
-# A fixture to make again inside the test's domain: (module, qualname of its function, the
-# values of the fixtures it asks for that cross, the names of those the domain has itself:
-# the test's own values, the fixtures it makes (monkeypatch) or made again before this one).
-Remake = tuple[str, str, dict[str, object], tuple[str, ...]]
-
-
-def _crossing_funcargs(
-    item: pytest.Function, auto: bool
-) -> tuple[dict[str, object], tuple[str, ...], dict[str, Remake], tuple[str, ...]] | str:
-    """Collect the values the test function asks for, checking that each can cross.
-
-    Also returns the names of the fixtures its domain makes itself (pytest's own
-    ``monkeypatch``): those values stay here; the fixtures whose values cannot cross but
-    whose functions the domain can run again itself, with those they need, in the order to
-    make them (``_plan_remake``); and the names of the test's among them.  For a test isolated
-    by the option, a value that can do neither makes this return why, to run it here.
-    """
-    values = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
-    made_here = tuple(name for name, value in values.items() if _made_in_domain(name, value))
-    for name in made_here:
-        del values[name]
-    refused = {
-        name: why
-        for name, value in values.items()
-        if (why := _refusal(value, f"fixture {name!r}")) is not None
-    }
-    shared = {name for name in values if name not in refused}
-    remade: dict[str, Remake] = {}
-    for name, why in refused.items():
-        remake = _plan_remake(item, name, remade, shared)
-        if remake is None:
-            continue
-        value = values[name]
-        if auto:
-            return (
-                f"fixture {name!r} holds {_short(value)}, which cannot cross, and cannot be "
-                f"made in the domain: {remake}"
-            )
-        pytest.fail(
-            f"isolated test {item.nodeid}: fixture {name!r} cannot cross into the test's "
-            f"AppDomain: {why}\n"
-            "Fixture values reach an isolated test by copy (by reference for a "
-            "MarshalByRefObject), or the domain runs a function-scoped fixture's function "
-            f"again itself; here it cannot: {remake}.  Use a value that can be copied, or "
-            "drop the isolated marker for this test.",
-            pytrace=False,
-        )
-    for name in refused:
-        del values[name]
-    return values, made_here, remade, tuple(refused)
-
-
-def _made_in_domain(name: str, value: object) -> bool:
-    return name in _remote.MADE_IN_DOMAIN and type(value) is pytest.MonkeyPatch
-
-
-def _refusal(value: object, name: str) -> str | None:
-    """Say why value cannot cross into a domain; None if it can."""
-    from .. import marshal
-    from .._errors import SerializationException
-
-    try:
-        marshal.to_shareable(value, name=name)
-    except SerializationException as exc:
-        return str(exc)
-    return None
-
-
-def _short(value: object) -> str:
-    from ..marshal._core import short_repr
-
-    text = short_repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _plan_remake(
-    item: pytest.Function, name: str, plan: dict[str, Remake], shared: set[str], depth: int = 0
-) -> str | None:
-    """Add to plan how the test's domain can run fixture name's function itself; else say why.
-
-    It can for a function-scoped fixture defined at the top level of a module, not async,
-    whose own fixtures' values cross, are made there (``monkeypatch``), or are fixtures it
-    can make the same way (planned first).  A fixture the test gets too (shared) is passed
-    as the test's own value, so both see one object, as under pytest.
-    """
-    if name in plan:
-        return None
-    if depth > _MAX_REMAKE_DEPTH:
-        return f"its fixtures nest more than {_MAX_REMAKE_DEPTH} deep"
-    defs = item._fixtureinfo.name2fixturedefs.get(name)
-    if not defs:
-        return "it is a parameter, not a fixture"
-    fixturedef = defs[-1]
-    func = fixturedef.func
-    if getattr(func, "__module__", "").startswith("_pytest."):
-        # pytest's own: they act on this process's pytest (recwarn, capsys, ...), or stand
-        # for a @pytest.mark.parametrize argument, whose values the domain does not have.
-        if getattr(func, "__name__", "") == "get_direct_param_fixture_func":
-            return "it is a parameter of the test"
-        return "it is one of pytest's own fixtures"
-    if fixturedef.scope != "function":
-        return f"it is {fixturedef.scope}-scoped"
-    module = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", "")
-    code = getattr(func, "__code__", None)
-    if not isinstance(module, str) or not isinstance(code, types.CodeType):
-        return "its function is not a plain function"
-    if "." in qualname or "<" in qualname:
-        return "its function is not at the top level of its module"
-    if code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
-        return "it is async"
-    args: dict[str, object] = {}
-    local: list[str] = []
-    for arg in fixturedef.argnames:
-        if arg == "request":
-            why = _request_stand_in(item, name, code, args)
-            if why is not None:
-                return why
-            continue
-        value = item._request.getfixturevalue(arg)
-        if arg in shared or _made_in_domain(arg, value):
-            local.append(arg)
-        elif _refusal(value, arg) is None:
-            args[arg] = value
-        else:
-            why = _plan_remake(item, arg, plan, shared, depth + 1)
-            if why is not None:
-                return f"it asks for fixture {arg!r}, which cannot cross, and {why}"
-            local.append(arg)
-    plan[name] = (module, qualname, args, tuple(local))
-    return None
-
-
-def _request_stand_in(
-    item: pytest.Function, name: str, code: types.CodeType, args: dict[str, object]
-) -> str | None:
-    """Plan the domain's stand-in for a fixture's ``request``, or say why it would not do.
-
-    It has ``param`` (crossing, or by its index in the fixture's params as the domain
-    defines them), ``fixturename``, ``scope`` and ``addfinalizer``:
-    a fixture whose code names any other attribute of pytest's request is not made there.
-    """
-    other = _REQUEST_NAMES.intersection(code.co_names)
-    if other:
-        return f"it asks for 'request' and uses request.{sorted(other)[0]}"
-    callspec = getattr(item, "callspec", None)
-    params = callspec.params if callspec is not None else {}
-    if name in params:
-        if _refusal(params[name], "param") is None:
-            args[_remote.REQUEST_PARAM] = params[name]
-        else:
-            # A lambda, say: the domain takes it from the fixture's own params, by index.
-            args[_remote.REQUEST_PARAM_INDEX] = item.callspec.indices[name]
-    args[_remote.REQUEST] = name
-    return None
-
-
-# What pytest's FixtureRequest offers beyond the domain's stand-in (see _remote._Request).
-_REQUEST_NAMES = frozenset(
-    {
-        "applymarker",
-        "cls",
-        "config",
-        "fixturenames",
-        "function",
-        "getfixturevalue",
-        "instance",
-        "keywords",
-        "module",
-        "node",
-        "param_index",
-        "path",
-        "raiseerror",
-        "session",
-    }
-)
-# How deep a chain of fixtures made again in a domain may go (pytest's rarely pass 5).
-_MAX_REMAKE_DEPTH = 16
 
 
 def _unloader(config: pytest.Config) -> _Unloader:
@@ -689,27 +444,6 @@ def _unload(domain: AppDomain, config: pytest.Config) -> str | None:
     except CannotUnloadAppDomainException as exc:
         return f"appdomain: the isolated test's domain could not be unloaded: {exc}"
     return None
-
-
-def _rebuild_longrepr(data: Any, exc: BaseException) -> Any:
-    """Turn the report rendered in the domain back into pytest's report object."""
-    if data is not None:
-        from _pytest.reports import _report_kwargs_from_json
-
-        try:
-            return _report_kwargs_from_json({"longrepr": data})["longrepr"]
-        except Exception:
-            pass
-    from _pytest.outcomes import Failed, OutcomeException
-
-    if isinstance(exc, Failed) and not exc.pytrace:
-        # Its message alone, as pytest shows it: the frames it was re-raised through here
-        # are all hidden, and pytest would add a line saying so.
-        return str(exc.msg)
-    if isinstance(exc, OutcomeException):
-        return None  # pytest reports skips and xfails itself
-    remote = getattr(exc, "remote_traceback", None)
-    return f"{remote}(ran inside an isolated AppDomain)" if remote else None
 
 
 class _Warmer:

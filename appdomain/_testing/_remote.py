@@ -28,7 +28,7 @@ import types
 
 from .._core import register_op
 from .._domains._runtime import exec_module_from_file
-from . import _standin
+from . import _remade, _standin
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
 
     # A fixture to make here: module, qualname of its function, the values of the fixtures
     # it asks for that crossed, and the names of those this domain has itself (the test's
-    # values, MADE_IN_DOMAIN's, fixtures made before it).
+    # values, _remade.MADE_IN_DOMAIN's, fixtures made before it).
     Remake = tuple[str, str, dict[str, object], tuple[str, ...]]
     # What undoes a remade fixture: its generator, or a request.addfinalizer function.
     Teardown = Generator[object] | Callable[[], object]
@@ -69,8 +69,6 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
 __all__ = [
     "AR_ALIAS",
     "PACKED",
-    "REQUEST",
-    "REQUEST_PARAM",
     "assertion_helpers",
     "pack",
     "prepare",
@@ -320,7 +318,7 @@ def run_test(
 ) -> tuple[object, ...]:
     """Run the test function named by spec.
 
-    made_here names the fixtures to make in this domain (see MADE_IN_DOMAIN) rather than
+    made_here names the fixtures to make in this domain (see _remade.MADE_IN_DOMAIN) rather than
     receive; remade the fixtures whose functions run here again (their values could not
     cross), in order: name -> (module, qualname, their fixtures' values, the names of those
     this domain has), spec["remade_args"] the test's among them.  Returns
@@ -348,14 +346,14 @@ def run_test(
                 func = _resolve(spec)
                 remade = remade or {}
                 local = {n for r in remade.values() for n in r[3]}
-                wanted = {*made_here, *(n for n in local if n in MADE_IN_DOMAIN)}
-                made = {name: MADE_IN_DOMAIN[name]() for name in wanted}
-                values = _remake(remade, {**funcargs, **made}, teardowns)
+                wanted = {*made_here, *(n for n in local if n in _remade.MADE_IN_DOMAIN)}
+                made = {name: _remade.MADE_IN_DOMAIN[name]() for name in wanted}
+                values = _remade.remake(remade, {**funcargs, **made}, teardowns)
                 mine = {n: values[n] for n in spec.get("remade_args", ())}
                 func(**funcargs, **{n: made[n] for n in made_here}, **mine)
         finally:
             try:
-                _teardown(teardowns)
+                _remade.teardown(teardowns)
             finally:
                 for fixture in made.values():
                     fixture.undo()
@@ -408,91 +406,6 @@ def _take_subtests(spec: TestSpec) -> list[tuple[object, ...]]:
     return taken
 
 
-# CO_GENERATOR (inspect's name for it: importing inspect costs a domain ~5 ms).
-_GENERATOR = 0x20
-
-
-def _remake(
-    remade: dict[str, Remake],
-    available: dict[str, object],
-    teardowns: list[tuple[str, Teardown]],
-) -> dict[str, object]:
-    """Run the fixture functions named in remade, in order, as pytest would.
-
-    available holds the values the domain has (the test's, those it made); each fixture
-    made joins them.  Returns them all.
-    """
-    values = dict(available)
-    for name, (module, qualname, args, local) in remade.items():
-        fixture: Any = sys.modules.get(module) or importlib.import_module(module)
-        for part in qualname.split("."):
-            fixture = getattr(fixture, part)
-        # With the real pytest loaded here, the module holds pytest's wrapper of it.
-        unwrap = getattr(fixture, "_get_wrapped_function", None)
-        function: Any = unwrap() if unwrap is not None else fixture
-        kwargs = {**args, **{n: values[n] for n in local}}
-        if REQUEST in kwargs:
-            if REQUEST_PARAM_INDEX in kwargs:
-                kwargs[REQUEST_PARAM] = _param(fixture, function, kwargs.pop(REQUEST_PARAM_INDEX))
-            kwargs["request"] = _Request(str(kwargs.pop(REQUEST)), kwargs, teardowns)
-        if function.__code__.co_flags & _GENERATOR:
-            generator = function(**kwargs)
-            values[name] = next(generator)
-            teardowns.append((name, generator))
-        else:
-            values[name] = function(**kwargs)
-    return values
-
-
-# Keys, in a remade fixture's values, of its request's stand-in: the fixture's name, and
-# its param when it has one (or the param's index in the fixture's params).
-REQUEST = "@request"
-REQUEST_PARAM = "@request.param"
-REQUEST_PARAM_INDEX = "@request.param_index"
-
-
-def _param(fixture: Any, function: Any, index: object) -> object:
-    """Return the fixture's param at index, from its params as this domain defined them."""
-    marker = getattr(fixture, "_fixture_function_marker", None)  # the real pytest's
-    params = marker.params if marker is not None else getattr(function, _standin.PARAMS, None)
-    if params is None or type(index) is not int:
-        raise LookupError(f"fixture {function.__name__!r} has no params here")
-    param = params[index]
-    # pytest.param(value, id=...): the request gets the value.
-    return param.values[0] if type(param).__name__ == "ParameterSet" else param
-
-
-class _Request:
-    """What a fixture made again in this domain gets as ``request`` (see _isolation)."""
-
-    scope = "function"
-
-    def __init__(
-        self, name: str, kwargs: dict[str, object], teardowns: list[tuple[str, Teardown]]
-    ) -> None:
-        self.fixturename = name
-        if REQUEST_PARAM in kwargs:
-            self.param = kwargs.pop(REQUEST_PARAM)
-        self._teardowns = teardowns
-
-    def addfinalizer(self, finalizer: Callable[[], object]) -> None:
-        self._teardowns.append((self.fixturename, finalizer))
-
-
-def _teardown(teardowns: list[tuple[str, Teardown]]) -> None:
-    """Finish the remade fixtures, last made first, as pytest does."""
-    while teardowns:
-        name, teardown = teardowns.pop()
-        if callable(teardown):
-            teardown()
-            continue
-        try:
-            next(teardown)
-        except StopIteration:
-            continue
-        raise ValueError(f"fixture {name!r}: its function has more than one 'yield'")
-
-
 def _limit_of(exc: BaseException, spec: TestSpec) -> tuple[str, bool] | None:
     """Return (why, the test module's import hit it) if exc comes from a subinterpreter limit."""
     found = _limit_exception(exc)
@@ -504,34 +417,6 @@ def _limit_of(exc: BaseException, spec: TestSpec) -> tuple[str, bool] | None:
     name = words[1] if len(words) > 2 and words[0] == "module" else "a module"
     short = _SHORT[index].format(name=name)
     return (short, spec["module"] not in sys.modules)
-
-
-def _monkeypatch() -> MonkeyPatch:
-    """Make pytest's own MonkeyPatch, loading as little of pytest as it can."""
-    module = sys.modules.get("_pytest.monkeypatch")
-    if module is None and "_pytest.fixtures" not in sys.modules:
-        # _pytest.monkeypatch imports _pytest.fixtures only to decorate its fixture function,
-        # and that loads most of pytest (~55 of its ~75 ms in a fresh domain): it gets the
-        # stand-in's decorator for that import, and the real module stays importable.
-        stand_in = types.ModuleType("_pytest.fixtures")
-        vars(stand_in).update(fixture=_standin.fixture_decorator)
-        sys.modules["_pytest.fixtures"] = stand_in
-        try:
-            module = importlib.import_module("_pytest.monkeypatch")
-        finally:
-            if sys.modules.get("_pytest.fixtures") is stand_in:
-                del sys.modules["_pytest.fixtures"]
-    if module is None:
-        module = importlib.import_module("_pytest.monkeypatch")
-    patcher: MonkeyPatch = module.MonkeyPatch()
-    return patcher
-
-
-# Fixtures an isolated test gets made afresh inside its domain, by name: their value acts on
-# the interpreter that holds it (monkeypatch patches this domain's modules), so a copy of
-# the main process's value would patch the wrong interpreter.  Each is undone after the test,
-# which matters for what is process-wide (environment variables, the working directory).
-MADE_IN_DOMAIN = {"monkeypatch": _monkeypatch}
 
 
 def _quiet() -> bool:

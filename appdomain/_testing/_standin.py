@@ -61,7 +61,7 @@ class _MarkGenerator:
 def _fixture(fixture_function: Any = None, **options: Any) -> Any:
     """``pytest.fixture``: the main process computed the fixture values this test gets.
 
-    A fixture made again in the domain (see ``_remote._remake``) may need its params: they
+    A fixture made again in the domain (see ``_remade.remake``) may need its params: they
     stay on the function, under ``PARAMS``.
     """
     if fixture_function is not None:
