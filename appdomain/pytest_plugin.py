@@ -38,6 +38,7 @@ from ._testing._plugin import (  # noqa: E402  (imported once the rewriter leave
     pytest_runtest_call,
     pytest_runtest_makereport,
     pytest_sessionfinish,
+    pytest_terminal_summary,
     pytest_unconfigure,
 )
 
@@ -51,5 +52,6 @@ __all__ = [
     "pytest_runtest_call",
     "pytest_runtest_makereport",
     "pytest_sessionfinish",
+    "pytest_terminal_summary",
     "pytest_unconfigure",
 ]

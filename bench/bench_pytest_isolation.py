@@ -1,23 +1,31 @@
-"""Run a PyPI project's own test suite normally and with --appdomain-isolate; compare.
+"""Run PyPI projects' own test suites normally and with --appdomain-isolate; compare.
 
-Run: ``.venv/bin/python bench/bench_pytest_isolation.py [project==version] [--repeat N]
-[--ahead N] [--no-floor]`` (default ``toolz==1.2.0``).  Downloads the sdist with pip into a
-temporary folder (nothing is kept), compiles its bytecode caches (as Python does on a machine
-where it may write them), runs its tests with this interpreter's pytest, normal and isolated
-in turn, N times (default 3), and prints:
+Run: ``.venv/bin/python bench/bench_pytest_isolation.py [project==version ...] [--repeat N]
+[--ahead N] [--no-floor]`` (default: the suites in ``DEFAULT_SUITES``).  For each project it
+downloads the sdist with pip into a temporary folder (nothing is kept), compiles its bytecode
+caches (as Python does on a machine where it may write them), runs its tests with this
+interpreter's pytest, normal and isolated in turn, N times (default 3), and prints:
 
-- the pass/fail counts of both runs;
-- the isolation overhead per test, from the median wall-clock times (target: <= 20 ms);
+- the pass/fail counts of both runs, and whether they are the same;
+- the tests the isolated run ran in the main interpreter (``appdomain: ... ran unisolated``)
+  and why;
+- the wall-clock times (medians), and the isolation overhead per test from them;
 - CPython's own cost of a fresh interpreter per test, measured without appdomain: create a
   subinterpreter, import the test's module into it (with appdomain's light ``pytest``
   stand-in, as isolated tests have), destroy it.  That CPU time, divided by the cores, is the
-  least any interpreter-per-test isolation can add on this machine; the rest is appdomain's.
+  floor: the least any interpreter-per-test isolation can add on this machine; the ratio is
+  the overhead over it (target <= 1.25, and <= 15 ms a test where the floor allows).
+
+A table of every suite's figures ends the output.  The machine may be shared: compare the
+figures of one run, not of runs made at different times.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,16 +34,25 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import NamedTuple
 
-DEFAULT_PROJECT = "toolz==1.2.0"
-# Where each known project keeps its tests, inside the unpacked sdist.
+DEFAULT_SUITES = (
+    "boltons==26.2.0",
+    "more-itertools==11.2.1",
+    "toolz==1.2.0",
+    "inflection==0.5.1",
+    "parse==1.22.4",
+    "six==1.17.0",
+    "pluggy==1.7.0",
+    "iniconfig==2.3.1",
+)
+# Where each known project keeps its tests, inside the unpacked sdist (default "tests").
 TEST_DIRS = {
     "toolz": "toolz/tests",
     "six": "test_six.py",
-    "more-itertools": "tests",
     "iniconfig": "testing",
     "inflection": "test_inflection.py",
-    "parse": "tests",
+    "pluggy": "testing",  # tests the pluggy installed with pytest: the same release
 }
 # Extra sys.path entries (inside the sdist) a project's tests need to import it.
 SOURCE_DIRS = {"iniconfig": "src", "parse": "."}
@@ -82,8 +99,9 @@ def compile_caches(*folders: Path) -> None:
 
 def run_suite(
     source: Path, tests: str, extra: list[str], env: dict[str, str]
-) -> tuple[dict[str, int], float, str]:
-    """Run pytest on the suite; return its counts (from JUnit XML), wall seconds and output."""
+) -> tuple[dict[str, int], float, float, str]:
+    """Run pytest on the suite; return its counts (from JUnit XML), wall and CPU seconds
+    (user + system, every thread and domain of the run) and its output."""
     report = source / "report.xml"
     command = [
         sys.executable,
@@ -96,14 +114,17 @@ def run_suite(
         tests,
         *extra,
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     suite = ET.parse(report).getroot().find("testsuite")
     assert suite is not None, "pytest wrote no test suite"
     counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    return counts, elapsed, done.stdout
+    return counts, elapsed, cpu, done.stdout
 
 
 def collect(source: Path, tests: str, args: list[str], env: dict[str, str]) -> list[str]:
@@ -159,16 +180,69 @@ def floor_per_module(source: Path, nodeids: list[str], path: list[str]) -> dict[
     return costs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("project", nargs="?", default=DEFAULT_PROJECT)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (median)")
-    parser.add_argument("--ahead", type=int, default=None, help="--appdomain-prepare-ahead")
-    parser.add_argument("--no-floor", action="store_true", help="skip CPython's floor")
-    args = parser.parse_args()
-    name = args.project.split("==")[0]
+class Counts(NamedTuple):
+    passed: int
+    failed: int
+    errors: int
+    skipped: int
+
+    def __str__(self) -> str:
+        return f"{self.passed}/{self.failed}/{self.errors}/{self.skipped}"
+
+
+class Result(NamedTuple):
+    """One suite's figures: counts and medians of both runs, the floor, what ran unisolated."""
+
+    name: str
+    items: int
+    normal: Counts
+    isolated: Counts
+    normal_s: float
+    isolated_s: float
+    normal_cpu: float
+    isolated_cpu: float
+    floor_cpu_ms: float | None  # CPython's CPU per test
+    cores: int
+    unisolated: list[tuple[str, str]]
+
+    @property
+    def overhead_ms(self) -> float:
+        return (self.isolated_s - self.normal_s) / max(1, self.items) * 1000
+
+    @property
+    def floor_ms(self) -> float | None:
+        """The least wall time a test can add: CPython's CPU per test over the cores."""
+        return None if self.floor_cpu_ms is None else self.floor_cpu_ms / self.cores
+
+    @property
+    def ratio(self) -> float | None:
+        return self.overhead_ms / self.floor_ms if self.floor_ms else None
+
+    @property
+    def cpu_overhead_ms(self) -> float:
+        return (self.isolated_cpu - self.normal_cpu) / max(1, self.items) * 1000
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        """CPU added per test over CPython's: unlike wall time, not inflated by other load."""
+        return self.cpu_overhead_ms / self.floor_cpu_ms if self.floor_cpu_ms else None
+
+
+def unisolated_tests(output: str) -> list[tuple[str, str]]:
+    """Read the plugin's summary line: [(node id, why)] of the tests run in the main process."""
+    for line in output.splitlines():
+        found = re.match(r"appdomain: \d+ tests? ran unisolated: (.*)$", line)
+        if found:
+            entries = re.split(r"; (?=\S+::)", found.group(1))
+            return [(e.partition(" (")[0], e.partition(" (")[2].removesuffix(")")) for e in entries]
+    return []
+
+
+def run_project(requirement: str, repeat: int, ahead: int | None, floor: bool) -> Result:
+    """Download one project, run its suite both ways repeat times; return its figures."""
+    name = requirement.split("==")[0]
     with tempfile.TemporaryDirectory(prefix="appdomain-bench-") as tmp:
-        source = download(args.project, Path(tmp))
+        source = download(requirement, Path(tmp))
         compile_caches(source, PACKAGE_DIR)
         tests = TEST_DIRS.get(name, "tests")
         project_args = PYTEST_ARGS.get(name, [])
@@ -176,25 +250,25 @@ def main() -> None:
         extra_path = [str(source / SOURCE_DIRS[name])] if name in SOURCE_DIRS else []
         if extra_path:
             env["PYTHONPATH"] = os.pathsep.join([*extra_path, env.get("PYTHONPATH", "")])
-        print(f"{source.name}: running {tests}, {args.repeat} times each way")
+        print(f"{source.name}: running {tests}, {repeat} times each way", flush=True)
         isolate = ["--appdomain-isolate"]
-        if args.ahead is not None:
-            isolate.append(f"--appdomain-prepare-ahead={args.ahead}")
+        if ahead is not None:
+            isolate.append(f"--appdomain-prepare-ahead={ahead}")
         times: dict[str, list[float]] = {"normal": [], "isolated": []}
+        cpus: dict[str, list[float]] = {"normal": [], "isolated": []}
         counts: dict[str, dict[str, int]] = {}
-        summary = ""
-        for _ in range(args.repeat):
+        unisolated: list[tuple[str, str]] = []
+        for _ in range(repeat):
             for label, extra in (("normal", []), ("isolated", isolate)):
-                counts[label], seconds, output = run_suite(
+                counts[label], seconds, cpu, output = run_suite(
                     source, tests, [*project_args, *extra], env
                 )
                 times[label].append(seconds)
+                cpus[label].append(cpu)
                 if label == "isolated":
-                    summary = "\n".join(
-                        line for line in output.splitlines() if line.startswith("appdomain:")
-                    )
+                    unisolated = unisolated_tests(output)
         items = collect(source, tests, project_args, env)
-        floor = {} if args.no_floor else floor_per_module(source, items, [*extra_path, *sys.path])
+        costs = floor_per_module(source, items, [*extra_path, *sys.path]) if floor else {}
     for label in ("normal", "isolated"):
         c = counts[label]
         runs = ", ".join(f"{t:.2f}" for t in times[label])
@@ -202,28 +276,97 @@ def main() -> None:
             f"{label:>9}: {c['passed']} passed, {c['failures']} failed, {c['errors']} errors, "
             f"{c['skipped']} skipped; {runs} s"
         )
-    if summary:
-        print(summary)
-    same = all(counts["normal"][k] == counts["isolated"][k] for k in counts["normal"])
-    medians = {label: statistics.median(t) for label, t in times.items()}
-    per_test = (medians["isolated"] - medians["normal"]) / max(1, len(items)) * 1000
-    print(f"same outcome counts: {same}")
-    print(f"test items: {len(items)}")
-    print(
-        f"isolation overhead: {per_test:.1f} ms per test (median of {args.repeat}; target <= 20 ms)"
-    )
-    if floor:
+    floor_cpu_ms = None
+    cores = os.cpu_count() or 1
+    if costs:
         per_file: dict[str, int] = {}
         for nodeid in items:
             file = nodeid.split("::")[0]
             per_file[file] = per_file.get(file, 0) + 1
-        cpu = sum(floor[f] * n for f, n in per_file.items() if f in floor) / max(1, len(items))
-        cores = os.cpu_count() or 1
+        cpu = sum(costs[f] * n for f, n in per_file.items() if f in costs) / max(1, len(items))
+        floor_cpu_ms = cpu * 1000
         print(
             f"CPython's own work per test (bare subinterpreter: create, import the test module, "
             f"destroy): {cpu * 1000:.1f} ms CPU, so at least {cpu * 1000 / cores:.1f} ms per test "
             f"on {cores} cores"
         )
+    result = Result(
+        name=source.name,
+        items=len(items),
+        normal=_counts(counts["normal"]),
+        isolated=_counts(counts["isolated"]),
+        normal_s=statistics.median(times["normal"]),
+        isolated_s=statistics.median(times["isolated"]),
+        normal_cpu=statistics.median(cpus["normal"]),
+        isolated_cpu=statistics.median(cpus["isolated"]),
+        floor_cpu_ms=floor_cpu_ms,
+        cores=cores,
+        unisolated=unisolated,
+    )
+    print(f"same outcome counts: {result.normal == result.isolated}; test items: {len(items)}")
+    print(
+        f"isolation overhead: {result.overhead_ms:.1f} ms per test of wall time, "
+        f"{result.cpu_overhead_ms:.1f} ms of CPU (medians of {repeat})"
+    )
+    print_unisolated(result)
+    return result
+
+
+def _counts(c: dict[str, int]) -> Counts:
+    return Counts(c["passed"], c["failures"], c["errors"], c["skipped"])
+
+
+def print_unisolated(result: Result) -> None:
+    """List the tests the isolated run ran in the main interpreter, grouped by why."""
+    if not result.unisolated:
+        print("ran unisolated: none")
+        return
+    print(f"ran unisolated: {len(result.unisolated)}")
+    by_why: dict[str, list[str]] = {}
+    for nodeid, why in result.unisolated:
+        by_why.setdefault(re.sub(r" at 0x[0-9a-f]+", "", why), []).append(nodeid)
+    for why, nodeids in by_why.items():
+        print(f"  {len(nodeids)} x {why}:")
+        for nodeid in nodeids:
+            print(f"      {nodeid}")
+
+
+def print_table(results: list[Result]) -> None:
+    """Print every suite's figures in one table (counts: passed/failed/errors/skipped)."""
+    print()
+    print(
+        "| suite | tests | plain counts | isolated counts | same | unisolated | plain s | "
+        "isolated s | overhead ms/test | floor ms/test | ratio | CPU overhead ms/test | "
+        "floor CPU ms/test | CPU ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r.name} | {r.items} | {r.normal} | {r.isolated} | "
+            f"{'yes' if r.normal == r.isolated else 'NO'} | {len(r.unisolated)} | "
+            f"{r.normal_s:.2f} | {r.isolated_s:.2f} | {r.overhead_ms:.1f} | {_f(r.floor_ms)} | "
+            f"{_f(r.ratio, 2)} | {r.cpu_overhead_ms:.1f} | {_f(r.floor_cpu_ms)} | "
+            f"{_f(r.cpu_ratio, 2)} |"
+        )
+    print("counts: passed/failed/errors/skipped; times are medians; ratio = overhead / floor")
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("projects", nargs="*", default=list(DEFAULT_SUITES))
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (median)")
+    parser.add_argument("--ahead", type=int, default=None, help="--appdomain-prepare-ahead")
+    parser.add_argument("--no-floor", action="store_true", help="skip CPython's floor")
+    args = parser.parse_args()
+    results = []
+    for project in args.projects:
+        results.append(run_project(project, args.repeat, args.ahead, not args.no_floor))
+        print(flush=True)
+    print_table(results)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import _interpreters
 import importlib
 
 from . import _exc as _exc  # registers exception encoding
+from . import _globals as _globals  # registers by-name crossing (its rule comes last)
 from . import _types as _types  # registers the value types
 from ._calls import (
     copy_back,

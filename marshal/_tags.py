@@ -45,6 +45,10 @@ MARSHAL = 27
 # In-process only: a large bytes object crossing as a view of the sender's memory (one copy,
 # made by the receiver). Never written by dumps() and refused by loads().
 BYTES_VIEW = 28
+# By name (module + qualname, looked up by the receiver): modules, classes, functions.
+GLOBAL = 29
+# functools.partial of a by-name callable: func, args, keywords, __dict__ (or None).
+PARTIAL = 30
 
 NAMES = {v: k for k, v in dict(globals()).items() if isinstance(v, int) and k.isupper()}
 

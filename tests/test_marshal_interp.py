@@ -6,13 +6,24 @@ import _interpreters
 import array
 import datetime as dt
 import decimal
+import functools
 import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_marshal_samples import Account, AppError, Color, Handle, Pair, Point, Segment
+from test_marshal_samples import (
+    Account,
+    AppError,
+    Color,
+    Handle,
+    Outer,
+    Pair,
+    Point,
+    Segment,
+    scale,
+)
 from test_marshal_values import same
 
 from appdomain._core import _compat
@@ -87,6 +98,11 @@ VALUES: list[Any] = [
     Segment(Point(0, 0), Point(1, 1), ["t"]),
     Pair("a", b"b"),
     Account("eve", 9),
+    len,
+    list,
+    scale,
+    Outer.Inner,
+    decimal,
 ]
 
 
@@ -98,6 +114,13 @@ def test_value_round_trips_through_a_subinterpreter(interp: tuple[int, int], val
 def test_memoryview_round_trips_through_a_subinterpreter(interp: tuple[int, int]) -> None:
     out = echo(interp, memoryview(array.array("i", [1, 2, 3])))
     assert type(out) is memoryview and out.format == "i" and out.tolist() == [1, 2, 3]
+
+
+def test_partial_crosses_by_name_and_is_called_there(interp: tuple[int, int]) -> None:
+    iid, qid = interp
+    code = "_compat.queue_put(qid, from_shareable(w)(4))"
+    run(iid, code, {"w": to_shareable(functools.partial(scale, factor=3)), "qid": qid})
+    assert _compat.queue_get(qid) == 12
 
 
 def test_call_with_out_and_ref_across_interpreters(interp: tuple[int, int]) -> None:

@@ -48,7 +48,7 @@ def test_refusal_without_plan_names_position() -> None:
 
 def test_refusal_names_keyword_argument() -> None:
     with pytest.raises(SerializationException, match=r"^argument 'cb': "):
-        encode_call((), {"cb": print})
+        encode_call((), {"cb": lambda: 0})
 
 
 def test_refusal_names_dataclass_field() -> None:

@@ -106,3 +106,28 @@ def reduce_handle(h: Handle) -> tuple[Any, ...]:
 
 def rebuild_handle(payload: tuple[Any, ...]) -> Handle:
     return Handle.registry.get(payload[0]) or Handle(payload[0])
+
+
+def scale(x: int, factor: int = 2) -> int:
+    """A module-level function: crosses by name."""
+    return x * factor
+
+
+def renamed() -> None:
+    """Stands for no function by its name: the module gives that name to another one below."""
+
+
+stale = renamed
+globals()["renamed"] = scale
+
+
+class Outer:
+    """A class with a nested class and a method: both cross by name."""
+
+    class Inner:
+        pass
+
+    def method(self) -> int:
+        return 1
+
+    instance_attr = Point(1, 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import datetime as dt
 import decimal
+import functools
 import math
 import pathlib
 import uuid
@@ -25,6 +26,7 @@ from test_marshal_samples import (
     Point,
     Segment,
     Slotted,
+    scale,
 )
 
 from appdomain.marshal import Ref, dumps, from_shareable, loads, to_shareable
@@ -219,10 +221,23 @@ GOLDEN = [
     (dt.date(2024, 1, 2), "ad013cc7060c93cd07e80102"),
     (uuid.UUID(int=1), "ad013cc7131291c41000000000000000000000000000000001"),
     (Color.RED, "ad013cc7211494b4746573745f6d61727368616c5f73616d706c6573a5436f6c6f72a3524544c0"),
+    (len, "ad013cc7161d93a76275696c74696ea86275696c74696e73a36c656e"),
+    (list, "ad013cc7151d93a5636c617373a86275696c74696e73a46c697374"),
+    (functools, "ad013cc7131d93a66d6f64756c65a966756e63746f6f6c73a0"),
+    (
+        scale,
+        "ad013cc7251d93a866756e6374696f6eb4746573745f6d61727368616c5f73616d706c6573a57363616c65",
+    ),
+    (
+        functools.partial(int, base=2),
+        "ad013cc7261e94c7141d93a5636c617373a86275696c74696e73a3696e74d40290c7070492a46261736502c0",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("value", "hexdump"), GOLDEN, ids=[repr(v) for v, _ in GOLDEN])
+@pytest.mark.parametrize(
+    ("value", "hexdump"), GOLDEN, ids=[getattr(v, "__qualname__", repr(v)) for v, _ in GOLDEN]
+)
 def test_dumps_output_is_pinned(value: Any, hexdump: str) -> None:
     assert dumps(value).hex() == hexdump
 

@@ -435,6 +435,55 @@ def test_catch():
     run(pytester, source).assert_outcomes(passed=1)
 
 
+RAISES_CASES = """
+import sys
+import pytest
+def boom(message):
+    raise ValueError(message)
+@pytest.mark.isolated
+def test_plain():
+    with pytest.raises((KeyError, ValueError), match=r"^mis+ing") as info:
+        boom("missing key")
+    assert info.type is ValueError and info.typename == "ValueError"
+    assert pytest.raises(ValueError, boom, "x").value.args == ("x",)
+    assert "_pytest.raises" not in sys.modules  # decided without loading pytest
+@pytest.mark.isolated
+def test_info_match():
+    with pytest.raises(ValueError) as info:
+        boom("abc")
+    info.match("b")
+@pytest.mark.isolated
+def test_did_not_raise():
+    with pytest.raises(ValueError):
+        pass
+@pytest.mark.isolated
+def test_no_match():
+    with pytest.raises(ValueError, match="xyz"):
+        boom("abc")
+@pytest.mark.isolated
+def test_other_type_propagates():
+    with pytest.raises(KeyError):
+        boom("other")
+@pytest.mark.isolated
+def test_call_did_not_raise():
+    pytest.raises(ValueError, len, "x")
+"""
+
+
+def test_raises_decides_as_pytest_does(pytester: pytest.Pytester) -> None:
+    result = run(pytester, RAISES_CASES)
+    result.assert_outcomes(passed=2, failed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_did_not_raise - Failed: DID NOT RAISE ValueError",
+            "*test_no_match - AssertionError: Regex pattern did not*",
+            "*test_other_type_propagates - ValueError: other",
+            "*test_call_did_not_raise - Failed: DID NOT RAISE Value*",
+        ],
+        consecutive=False,
+    )
+
+
 def test_fixture_values_cross_by_value(pytester: pytest.Pytester) -> None:
     source = """
 import pytest
@@ -447,6 +496,25 @@ def test_uses(config, n, tmp_path):
     assert config == {"name": "demo", "sizes": [1, 2]}
     assert n in config["sizes"]
     (tmp_path / "out.txt").write_text("ok")
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
+def test_builtin_fixture_values_reach_the_domain_without_appdomain_marshal(
+    pytester: pytest.Pytester,
+) -> None:
+    # They cross packed with the test's spec: the domain need not load the marshal layer.
+    source = """
+import sys
+import pytest
+@pytest.fixture
+def config():
+    return {"name": "x", "sizes": [1, 2], "pair": (1.5, b"b"), "set": frozenset({None})}
+@pytest.mark.isolated
+@pytest.mark.parametrize("n", [3, "s"])
+def test_gets(config, n):
+    assert config["sizes"] == [1, 2] and n in (3, "s")
+    assert "appdomain.marshal" not in sys.modules
 """
     run(pytester, source).assert_outcomes(passed=2)
 
@@ -483,6 +551,24 @@ def test_main_untouched():
     run(pytester, source).assert_outcomes(passed=2)
 
 
+def test_monkeypatch_in_the_domain_does_not_load_pytests_fixtures(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import sys
+import pytest
+@pytest.mark.isolated
+def test_light(monkeypatch):
+    monkeypatch.setattr(sys, "maxsize", 7)
+    assert sys.maxsize == 7 and "_pytest.fixtures" not in sys.modules
+@pytest.mark.isolated
+def test_then_real_pytest(monkeypatch):
+    monkeypatch.setenv("SEEN", "1")
+    assert pytest.approx(0.1 + 0.2) == 0.3 and "_pytest.fixtures" in sys.modules
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
 def test_monkeypatch_is_undone_after_the_isolated_test(pytester: pytest.Pytester) -> None:
     # Environment variables belong to the process: a later domain would see one left set.
     source = """
@@ -504,7 +590,7 @@ def test_fixture_that_cannot_cross_names_itself(pytester: pytest.Pytester) -> No
     source = """
 import threading
 import pytest
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lock():
     return threading.Lock()
 @pytest.mark.isolated
@@ -513,7 +599,293 @@ def test_locked(lock):
 """
     result = run(pytester, source)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*fixture 'lock' cannot cross into the test's AppDomain*"])
+    result.stdout.fnmatch_lines(
+        ["*fixture 'lock' cannot cross into the test's AppDomain*", "*it is module-scoped*"]
+    )
+
+
+def test_function_scoped_fixture_that_cannot_cross_is_made_in_the_domain(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+from helpers import domain_name
+@pytest.fixture
+def where():
+    return lambda: domain_name()
+@pytest.mark.isolated
+def test_made_there(where):
+    assert where() == "test_made_there"
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_fixture_made_in_the_domain_gets_the_values_of_its_fixtures(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import pytest
+@pytest.fixture
+def base():
+    return 20
+@pytest.fixture
+def adder(base, monkeypatch):
+    monkeypatch.setenv("ADDED", "yes")
+    return lambda n: n + base
+@pytest.mark.isolated
+def test_adds(adder):
+    import os
+    assert (adder(1), os.environ["ADDED"]) == (21, "yes")
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_generator_fixture_made_in_the_domain_is_torn_down_there(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = """
+import os
+import pytest
+from helpers import domain_name
+@pytest.fixture
+def opened():
+    read, write = os.pipe()
+    yield lambda: os.write(write, b"x")
+    os.close(write)
+    os.close(read)
+    with open(os.environ["TORN_DOWN"], "a") as file:  # pytest tears its own one down too
+        file.write(domain_name() + "\\n")
+@pytest.mark.isolated
+def test_writes(opened):
+    assert opened() == 1
+"""
+    marker = pytester.path / "torn-down"
+    monkeypatch.setenv("TORN_DOWN", str(marker))
+    run(pytester, source).assert_outcomes(passed=1)
+    assert "test_writes" in marker.read_text().splitlines()
+
+
+def test_chain_of_fixtures_that_cannot_cross_is_made_in_the_domain(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+@pytest.fixture
+def lock():
+    return threading.Lock()
+@pytest.fixture
+def guarded(lock):
+    return (lock, [])
+@pytest.mark.isolated
+def test_shares_one_lock(lock, guarded):
+    assert guarded[0] is lock
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_parametrized_fixture_made_in_the_domain_gets_its_param(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+@pytest.fixture(params=[1, lambda: 2], ids=["one", "two"])
+def make(request):
+    request.addfinalizer(lambda: None)
+    param = request.param
+    return lambda: (param, request.fixturename, threading.Lock())
+@pytest.mark.isolated
+def test_param(make):
+    value, name, _ = make()
+    assert (value if isinstance(value, int) else value(), name) in ((1, "make"), (2, "make"))
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
+def test_pytest_param_does_not_load_pytest_in_the_domain(pytester: pytest.Pytester) -> None:
+    source = """
+import sys
+import pytest
+@pytest.fixture(params=[pytest.param(lambda: 1, id="one")])
+def make(request):
+    return request.param
+@pytest.mark.isolated
+@pytest.mark.parametrize("n", [pytest.param(1, id="first"), 2])
+def test_param(n, make):
+    assert make() == 1 and n in (1, 2)
+    assert "_pytest.mark" not in sys.modules
+"""
+    run(pytester, source).assert_outcomes(passed=2)
+
+
+def test_fixture_using_more_of_request_is_not_made_in_the_domain(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+@pytest.fixture
+def lock(request):
+    assert request.node.name
+    return threading.Lock()
+@pytest.mark.isolated
+def test_locked(lock):
+    pass
+"""
+    result = run(pytester, source)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*it asks for 'request' and uses request.node*"])
+
+
+def test_fixture_value_crossing_by_name_crosses(pytester: pytest.Pytester) -> None:
+    source = """
+import collections
+import functools
+import pytest
+def twice(x):
+    return 2 * x
+@pytest.fixture(params=[list, tuple, iter, collections.OrderedDict, twice])
+def factory(request):
+    return request.param
+@pytest.fixture
+def doubler():
+    return functools.partial(twice)
+@pytest.mark.isolated
+def test_makes(factory, doubler):
+    assert factory is not None and doubler(2) == 4
+"""
+    run(pytester, source).assert_outcomes(passed=5)
+
+
+# -- tests --appdomain-isolate runs in the main interpreter ---------------------------------
+
+
+def test_option_runs_a_test_whose_fixture_cannot_cross_unisolated(
+    pytester: pytest.Pytester,
+) -> None:
+    source = """
+import threading
+import pytest
+from helpers import domain_name
+@pytest.fixture(scope="module")
+def lock():
+    return threading.Lock()
+def test_locked(lock):
+    assert domain_name() == "__main__.py"
+def test_isolated():
+    assert domain_name() == "test_isolated"
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "appdomain: 1 test ran unisolated: test_subject.py::test_locked (fixture 'lock' "
+            "holds <unlocked _thread.lock object at *>, which cannot cross, and cannot be made "
+            "in the domain: it is module-scoped)"
+        ]
+    )
+
+
+def test_option_runs_a_test_importing_a_refusing_extension_unisolated(
+    pytester: pytest.Pytester,
+) -> None:
+    name = _refusing_extension()
+    source = f"""
+def test_needs_it():
+    import {name}
+def test_fine():
+    pass
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "appdomain: 1 test ran unisolated: test_subject.py::test_needs_it (imports "
+            f"{name}, a C extension that refuses to load in a subinterpreter)"
+        ]
+    )
+
+
+def test_option_runs_every_test_of_a_module_importing_a_refusing_extension_unisolated(
+    pytester: pytest.Pytester,
+) -> None:
+    source = f"""
+import {_refusing_extension()}
+def test_one():
+    pass
+def test_two():
+    pass
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["appdomain: 2 tests ran unisolated: *::test_one (*; *::test_two (*"]
+    )
+
+
+def test_option_runs_a_tracemalloc_test_unisolated(pytester: pytest.Pytester) -> None:
+    source = """
+import tracemalloc
+def test_traces():
+    tracemalloc.start()
+    tracemalloc.stop()
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["appdomain: 1 test ran unisolated: *::test_traces (uses tracemalloc*"]
+    )
+
+
+def test_option_runs_a_daemon_thread_test_unisolated(pytester: pytest.Pytester) -> None:
+    source = """
+import threading
+def test_daemon():
+    thread = threading.Thread(target=print, daemon=True)
+    thread.start()
+    thread.join()
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["appdomain: 1 test ran unisolated: *::test_daemon (starts a daemon*"]
+    )
+
+
+def test_option_runs_a_unittest_case_importing_a_refusing_extension_unisolated(
+    pytester: pytest.Pytester,
+) -> None:
+    source = f"""
+import unittest
+class Case(unittest.TestCase):
+    def test_needs_it(self):
+        import {_refusing_extension()}
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["appdomain: 1 test ran unisolated: *::Case::test_needs_it (*"])
+
+
+def test_option_keeps_a_failing_test_failing_unisolated(pytester: pytest.Pytester) -> None:
+    name = _refusing_extension()
+    source = f"""
+def test_needs_it():
+    import {name}
+    assert False, "fails here too"
+"""
+    result = run(pytester, source, "--appdomain-isolate")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*AssertionError: fails here too*", "appdomain: 1 test ran unisolated*"]
+    )
+
+
+def test_option_runs_nothing_unisolated_without_saying_so(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "def test_plain():\n    pass\n", "--appdomain-isolate")
+    result.assert_outcomes(passed=1)
+    assert "ran unisolated" not in result.stdout.str()
 
 
 def test_daemon_thread_reports_the_subinterpreter_limit(pytester: pytest.Pytester) -> None:
@@ -571,6 +943,30 @@ def test_traces():
 """
     result = run(pytester, source, "test_subject.py", "test_heavy.py")
     result.assert_outcomes(passed=4)
+
+
+def test_option_runs_a_tracemalloc_test_unisolated_with_no_domain_work_beside_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # Run in the main interpreter, it traces every allocation of the process: domains the
+    # next tests' would be created meanwhile (and on 3.13.0 that can deadlock the process).
+    pytester.makepyfile(test_heavy=HEAVY_TESTS.replace("@pytest.mark.isolated\n", ""))
+    source = """
+import tracemalloc
+def test_traces():
+    tracemalloc.start()
+    try:
+        kept = [sum(range(100)) for _ in range(20000)]
+        traced = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert traced < 1024 * 1024, traced
+"""
+    result = run(pytester, source, "--appdomain-isolate", "test_subject.py", "test_heavy.py")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        ["appdomain: 1 test ran unisolated: *::test_traces (uses tracemalloc*"]
+    )
 
 
 def test_alone_marker_keeps_domain_work_from_running_beside_it(
@@ -651,7 +1047,7 @@ class Case(unittest.TestCase):
     result.stdout.no_fnmatch_line("*traceback entries are hidden*")
 
 
-def test_unittest_failing_subtest_fails_the_test(pytester: pytest.Pytester) -> None:
+def test_unittest_subtests_are_reported_as_pytest_reports_them(pytester: pytest.Pytester) -> None:
     source = """
 import unittest
 class Case(unittest.TestCase):
@@ -659,10 +1055,16 @@ class Case(unittest.TestCase):
         for n in range(3):
             with self.subTest(n=n):
                 self.assertNotEqual(n, 1)
+    def test_skips(self):
+        for n in range(2):
+            with self.subTest("half", n=n):
+                if n:
+                    self.skipTest("odd")
 """
+    plain = run(pytester, source).parseoutcomes()
     result = run(pytester, source, "--appdomain-isolate")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*AssertionError: 1 == 1*"])
+    assert result.parseoutcomes() == plain
+    result.stdout.fnmatch_lines(["SUBFAILED(n=1) *::Case::test_numbers - AssertionError: 1 == 1"])
 
 
 def test_isolated_tests_run_without_preparing_ahead(pytester: pytest.Pytester) -> None:

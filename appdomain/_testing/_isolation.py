@@ -27,24 +27,44 @@ import pytest
 
 from .._domains._domain import AppDomain
 from .._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
+from ..marshal._core import is_plain
 from . import _remote
 from ._code import code_cache, stashed
+from ._fixtures import crossing_funcargs
+from ._reports import (
+    longrepr_key,
+    rebuild_longrepr,
+    rebuild_outcome,
+    report_subtests,
+    take_longrepr,
+    take_skip_location,
+)
 
 if TYPE_CHECKING:
     from ._remote import TestSpec
 
 __all__ = [
+    "isolate_all",
     "plan",
     "quiet_background",
+    "resume_background",
     "route_unittest",
     "run",
     "shutdown",
     "take_longrepr",
     "take_skip_location",
+    "unisolated_summary",
 ]
 
-_longrepr_key = pytest.StashKey[Any]()
-_skip_where_key = pytest.StashKey[tuple[str, int]]()
+# On an item: isolated by --appdomain-isolate (not by its own marker), so a test that cannot
+# run in a domain runs here instead, listed in the summary.
+_auto_key = pytest.StashKey[bool]()
+# On the config: (node id, why) of every such test that ran here; test modules whose import
+# hit a subinterpreter limit, with why.
+_unisolated_key = pytest.StashKey[list[tuple[str, str]]]()
+_limited_key = pytest.StashKey[dict[str, str]]()
+# On an item run alone in the main interpreter: the background work resumes after it.
+_resume_key = pytest.StashKey[bool]()
 _warmer_key = pytest.StashKey["_Warmer"]()
 _unloader_key = pytest.StashKey["_Unloader"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
@@ -62,6 +82,70 @@ def _is_unittest(item: pytest.Item) -> bool:
     return isinstance(item, TestCaseFunction)
 
 
+def isolate_all(items: list[pytest.Item]) -> None:
+    """Isolate every test function not marked already (--appdomain-isolate).
+
+    Unlike a test marked ``isolated``, which fails when it cannot run in a domain, such a
+    test then runs in the main interpreter, and the summary says so (``unisolated_summary``).
+    """
+    for item in items:
+        if isinstance(item, pytest.Function) and item.get_closest_marker("isolated") is None:
+            item.add_marker(pytest.mark.isolated)
+            item.stash[_auto_key] = True
+
+
+def unisolated_summary(config: pytest.Config) -> str | None:
+    """Return the one line naming the tests that ran in the main interpreter, and why."""
+    ran = config.stash.get(_unisolated_key, [])
+    if not ran:
+        return None
+    tests = "; ".join(f"{nodeid} ({why})" for nodeid, why in ran)
+    many = "test" if len(ran) == 1 else "tests"
+    return f"appdomain: {len(ran)} {many} ran unisolated: {tests}"
+
+
+def _run_unisolated(item: pytest.Function, why: str, *, alone: bool = False) -> None:
+    """Note that item runs in the main interpreter; unload a domain prepared for it.
+
+    With alone (a test that traces the process's memory), no domain is prepared or
+    unloaded in the background until the test has run (``resume_background``): tracing
+    while another interpreter is created can deadlock CPython 3.13.
+    """
+    item.config.stash.setdefault(_unisolated_key, []).append((item.nodeid, why))
+    alone = alone or runs_alone(item)
+    warmer = item.config.stash.get(_warmer_key, None)
+    domain = warmer.take(item)[0] if warmer is not None else None
+    if alone:
+        if domain is not None:
+            _unload(domain, item.config)
+        if warmer is not None:
+            warmer.wait_idle()
+        unloader = item.config.stash.get(_unloader_key, None)
+        if unloader is not None:
+            unloader.wait_idle()
+        item.stash[_resume_key] = True
+        return
+    if domain is not None:
+        _unloader(item.config).put(domain, item.nodeid)
+    if warmer is not None:
+        warmer.prepare_after(item)
+
+
+def resume_background(item: pytest.Item) -> None:
+    """After a test that ran alone in the main interpreter, prepare the next domains again."""
+    if not item.stash.get(_resume_key, False):
+        return
+    del item.stash[_resume_key]
+    warmer = item.config.stash.get(_warmer_key, None)
+    if warmer is not None and isinstance(item, pytest.Function):
+        warmer.prepare_after(item)
+
+
+def _run_unittest(item: pytest.Function) -> None:
+    if not run(item):
+        type(item).runtest(item)
+
+
 def route_unittest(items: list[pytest.Item]) -> None:
     """Make the isolated unittest.TestCase items run in a domain too.
 
@@ -70,7 +154,7 @@ def route_unittest(items: list[pytest.Item]) -> None:
     """
     for item in items:
         if isinstance(item, pytest.Function) and is_isolated(item) and _is_unittest(item):
-            vars(item)["runtest"] = functools.partial(run, item)  # shadows the method
+            vars(item)["runtest"] = functools.partial(_run_unittest, item)  # shadows the method
 
 
 def quiet_background(item: pytest.Item) -> None:
@@ -124,15 +208,6 @@ def shutdown(config: pytest.Config) -> list[str]:
     return unloader.close()
 
 
-def take_longrepr(item: pytest.Item) -> Any:
-    """Return (once) the failure report an isolated test brought back from its domain."""
-    if _longrepr_key not in item.stash:
-        return None
-    longrepr = item.stash[_longrepr_key]
-    del item.stash[_longrepr_key]
-    return longrepr
-
-
 def spec_of(item: pytest.Function, *, code: bool = True) -> TestSpec:
     """Describe item for the domain: where its function lives and how to report a failure.
 
@@ -176,10 +251,25 @@ def _ini(config: pytest.Config, name: str) -> object:
     return value
 
 
-def run(item: pytest.Function) -> None:
-    """Run item's function inside a fresh domain; raise what it raised there."""
+def run(item: pytest.Function) -> bool:
+    """Run item's function inside a fresh domain; raise what it raised there.
+
+    Return False when item is to run in this interpreter instead: one isolated by the
+    option (not by its own marker) whose fixture values cannot cross, or that needs what a
+    subinterpreter refuses.  Such a test is listed in the summary.
+    """
     __tracebackhide__ = True
-    funcargs, made_here = _crossing_funcargs(item)
+    auto = item.stash.get(_auto_key, False)
+    if auto:
+        why = _known_unisolated(item)
+        if why is not None:
+            _run_unisolated(item, why)
+            return False
+    crossing = crossing_funcargs(item, auto)
+    if isinstance(crossing, str):
+        _run_unisolated(item, crossing)
+        return False
+    funcargs, made_here, remade, remade_args = crossing
     warmer = item.config.stash.get(_warmer_key, None)
     domain, ready = warmer.take(item) if warmer is not None else (None, False)
     if domain is None:
@@ -188,12 +278,23 @@ def run(item: pytest.Function) -> None:
     try:
         spec = spec_of(item, code=not ready)
         reply: tuple[Any, ...]
-        if funcargs:
-            reply = domain.do_callback(_remote.run_test, spec, funcargs, made_here)
+        if remade or not is_plain(funcargs):
+            if not ready:
+                # A value crossing by name from the test module must find it imported as
+                # pytest compiled it, not imported afresh by the decoder.
+                try:
+                    code_cache(item.config).learn(_call_packed(domain, _remote.PREPARE, spec))
+                except Exception:
+                    pass  # run_test imports it again, and reports what goes wrong
+            spec["remade_args"] = remade_args
+            reply = domain.do_callback(_remote.run_test, spec, funcargs, made_here, remade)
         else:
+            # Builtin values only: they cross packed with the spec, by CPython's marshal,
+            # so the domain need not load appdomain.marshal (~4 ms) to receive them.
             spec["made_here"] = made_here
+            spec["funcargs"] = funcargs
             reply = _call_packed(domain, _remote.RUN, spec)
-        outcome, exc, longrepr, compiled, quiet = reply
+        outcome, exc, longrepr, compiled, quiet, limit, subtests = reply
         code_cache(item.config).learn(compiled)
     finally:
         if warmer is not None:
@@ -204,23 +305,44 @@ def run(item: pytest.Function) -> None:
             _unloader(item.config).put(domain, item.nodeid)
         else:
             unload_problem = _unload(domain, item.config)
+    if auto and limit is not None and outcome != "passed":
+        why, module_wide = limit
+        if module_wide:
+            item.config.stash.setdefault(_limited_key, {})[item.module.__name__] = why
+        _run_unisolated(item, why, alone="tracemalloc" in why)
+        return False
+    report_subtests(item, subtests)
     if outcome == "passed":
         if unload_problem:
             pytest.fail(unload_problem, pytrace=False)
-        return
+        return True
     if outcome == "outcome":
-        exc = _rebuild_outcome(item, *exc)
+        exc = rebuild_outcome(item, *exc)
     if unload_problem:
         exc.add_note(unload_problem)
-    report = _rebuild_longrepr(longrepr, exc)
+    report = rebuild_longrepr(longrepr, exc)
     if report is not None:
-        item.stash[_longrepr_key] = report
+        item.stash[longrepr_key] = report
     raise exc
+
+
+def _known_unisolated(item: pytest.Function) -> str | None:
+    """Say why item cannot run in a domain, if that is known before trying."""
+    why = item.config.stash.get(_limited_key, {}).get(item.module.__name__)
+    if why is not None:
+        return why
+    code = _test_code(item)
+    if code is not None and _names_any(code, _REFUSING):
+        return "uses tracemalloc, which refuses to load in a subinterpreter"
+    return None
 
 
 # Modules whose figures cover the whole process, not one domain: while a test that uses one
 # runs, no other domain is prepared or unloaded, or that work would count in its figures.
 _PROCESS_WIDE = frozenset({"tracemalloc"})
+# Modules that refuse to load in a subinterpreter, known by name: a test isolated by the
+# option that names one runs in the main interpreter without trying a domain first.
+_REFUSING = frozenset({"tracemalloc"})
 
 
 def runs_alone(item: pytest.Function) -> bool:
@@ -232,11 +354,16 @@ def runs_alone(item: pytest.Function) -> bool:
     marker = item.get_closest_marker("isolated")
     if marker is not None and marker.kwargs.get("alone"):
         return True
+    code = _test_code(item)
+    return code is not None and _names_any(code, _PROCESS_WIDE)
+
+
+def _test_code(item: pytest.Function) -> types.CodeType | None:
     function = getattr(item.obj, "__func__", item.obj)
     while hasattr(function, "__wrapped__"):
         function = function.__wrapped__
     code = getattr(function, "__code__", None)
-    return isinstance(code, types.CodeType) and _names_any(code, _PROCESS_WIDE)
+    return code if isinstance(code, types.CodeType) else None
 
 
 def _names_any(code: types.CodeType, names: frozenset[str]) -> bool:
@@ -255,71 +382,8 @@ def _call_packed(domain: AppDomain, op: str, spec: TestSpec) -> Any:
     return marshal.from_shareable(data)
 
 
-def _rebuild_outcome(item: pytest.Item, name: str, state: dict[str, object]) -> BaseException:
-    """Rebuild the skip/xfail/fail/exit exception the test raised in its domain."""
-    from _pytest import outcomes
-
-    cls = getattr(outcomes, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, outcomes.OutcomeException)):
-        cls = outcomes.Failed
-    where = state.pop(_remote.SKIP_WHERE, None)
-    exc = cls.__new__(cls)
-    exc.__dict__.update(state)
-    exc.args = (state.get("msg"),)
-    if isinstance(exc, outcomes.Skipped):
-        # Not at the plugin line that re-raised it: at the test, and then (in the report
-        # hook) at the line inside the test that skipped, as pytest itself reports it.
-        exc._use_item_location = True
-        if isinstance(where, tuple):  # (file, line), as _remote._raised_at packed it
-            item.stash[_skip_where_key] = (str(where[0]), int(where[1]))
-    return exc
-
-
-def take_skip_location(item: pytest.Item) -> tuple[str, int] | None:
-    """Return (once) the file and line where an isolated test called ``pytest.skip()``."""
-    where = item.stash.get(_skip_where_key, None)
-    if where is not None:
-        del item.stash[_skip_where_key]
-    return where
-
-
 def _new_domain(item: pytest.Function) -> AppDomain:
     return AppDomain.create_domain(item.name)
-
-
-def _crossing_funcargs(item: pytest.Function) -> tuple[dict[str, object], tuple[str, ...]]:
-    """Collect the values the test function asks for, checking that each can cross.
-
-    Also returns the names of the fixtures its domain makes itself (pytest's own
-    ``monkeypatch``): those values stay here.
-    """
-    from .. import marshal
-    from .._errors import SerializationException
-
-    values = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
-    made_here = tuple(
-        name
-        for name, value in values.items()
-        if name in _remote.MADE_IN_DOMAIN and type(value) is pytest.MonkeyPatch
-    )
-    for name in made_here:
-        del values[name]
-    for name, value in values.items():
-        try:
-            marshal.to_shareable(value, name=f"fixture {name!r}")
-        except SerializationException as exc:
-            why = str(exc)
-        else:
-            continue
-        pytest.fail(
-            f"isolated test {item.nodeid}: fixture {name!r} cannot cross into the test's "
-            f"AppDomain: {why}\n"
-            "Fixture values reach an isolated test by copy (by reference for a "
-            "MarshalByRefObject); use a value that can be copied, or drop the "
-            "isolated marker for this test.",
-            pytrace=False,
-        )
-    return values, made_here
 
 
 def _unloader(config: pytest.Config) -> _Unloader:
@@ -381,27 +445,6 @@ def _unload(domain: AppDomain, config: pytest.Config) -> str | None:
     except CannotUnloadAppDomainException as exc:
         return f"appdomain: the isolated test's domain could not be unloaded: {exc}"
     return None
-
-
-def _rebuild_longrepr(data: Any, exc: BaseException) -> Any:
-    """Turn the report rendered in the domain back into pytest's report object."""
-    if data is not None:
-        from _pytest.reports import _report_kwargs_from_json
-
-        try:
-            return _report_kwargs_from_json({"longrepr": data})["longrepr"]
-        except Exception:
-            pass
-    from _pytest.outcomes import Failed, OutcomeException
-
-    if isinstance(exc, Failed) and not exc.pytrace:
-        # Its message alone, as pytest shows it: the frames it was re-raised through here
-        # are all hidden, and pytest would add a line saying so.
-        return str(exc.msg)
-    if isinstance(exc, OutcomeException):
-        return None  # pytest reports skips and xfails itself
-    remote = getattr(exc, "remote_traceback", None)
-    return f"{remote}(ran inside an isolated AppDomain)" if remote else None
 
 
 class _Warmer:

@@ -130,25 +130,31 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test isolated under --appdomain-isolate, and plan the domains ahead."""
     option = config.getoption(ISOLATE_OPTION)
-    if option or (option is None and config.getini("appdomain_isolate")):
-        for item in items:
-            if isinstance(item, pytest.Function):
-                item.add_marker(pytest.mark.isolated)
+    isolate_all = bool(option or (option is None and config.getini("appdomain_isolate")))
     isolation = _isolation_if_used()
     if isolation is None:
-        if not any(item.get_closest_marker("isolated") is not None for item in items):
+        if not isolate_all and not any(
+            item.get_closest_marker("isolated") is not None for item in items
+        ):
             return  # nothing to isolate (and no earlier plan to replace)
         isolation = _isolation()
+    if isolate_all:
+        isolation.isolate_all(items)
     isolation.route_unittest(items)
     isolation.plan(config, items)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
     """Let background domain work end first if the test measures the whole process."""
     isolation = _isolation_if_used()
     if isolation is not None:
         isolation.quiet_background(item)
+    try:
+        return (yield)
+    finally:
+        if isolation is not None:
+            isolation.resume_background(item)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -156,8 +162,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """Run an isolated test's function inside a fresh domain instead of here."""
     if pyfuncitem.get_closest_marker("isolated") is None:
         return None
-    _isolation().run(pyfuncitem)
-    return True
+    # False: it is to run here after all (pytest's own hook then calls it).
+    return True if _isolation().run(pyfuncitem) else None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -176,6 +182,14 @@ def pytest_runtest_makereport(
     if where is not None and report.skipped and isinstance(report.longrepr, tuple):
         report.longrepr = (*where, report.longrepr[2])
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which tests --appdomain-isolate ran in the main interpreter, and why."""
+    isolation = _isolation_if_used()
+    line = None if isolation is None else isolation.unisolated_summary(terminalreporter.config)
+    if line is not None:
+        terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -28,11 +28,11 @@ import types
 
 from .._core import register_op
 from .._domains._runtime import exec_module_from_file
-from . import _standin
+from . import _remade, _standin
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    from collections.abc import Sequence
+    from collections.abc import Callable, Generator, Sequence
     from typing import Any, Literal, TypedDict
 
     from _pytest.monkeypatch import MonkeyPatch
@@ -55,9 +55,25 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
         code: bytes | None  # the test module's code, compiled (asserts rewritten) by pytest
         cache: dict[str, tuple[Stamp, bytes]]
         made_here: tuple[str, ...]
+        funcargs: dict[str, object]  # builtin values only (packed with the spec)
+        remade_args: tuple[str, ...]  # the test's fixtures this domain makes again
+
+    # A fixture to make here: module, qualname of its function, the values of the fixtures
+    # it asks for that crossed, and the names of those this domain has itself (the test's
+    # values, _remade.MADE_IN_DOMAIN's, fixtures made before it).
+    Remake = tuple[str, str, dict[str, object], tuple[str, ...]]
+    # What undoes a remade fixture: its generator, or a request.addfinalizer function.
+    Teardown = Generator[object] | Callable[[], object]
 
 
-__all__ = ["AR_ALIAS", "PACKED", "assertion_helpers", "pack", "prepare", "run_test"]
+__all__ = [
+    "AR_ALIAS",
+    "PACKED",
+    "assertion_helpers",
+    "pack",
+    "prepare",
+    "run_test",
+]
 
 # Messages CPython gives for its subinterpreter limits, and what to tell the user about them.
 _LIMITS = (
@@ -75,6 +91,12 @@ _LIMITS = (
         "not supported in subinterpreters",
         "this feature is not available in a subinterpreter; run this test without isolation",
     ),
+)
+# The same, in a few words, for the summary of the tests that ran unisolated.
+_SHORT = (
+    "imports {name}, a C extension that refuses to load in a subinterpreter",
+    "starts a daemon thread, which a subinterpreter refuses",
+    "uses a feature a subinterpreter does not have",
 )
 
 # A source file's identity for a cached compilation: (st_mtime_ns, st_size).
@@ -289,17 +311,27 @@ def _import_test_module(spec: TestSpec) -> types.ModuleType:
 
 
 def run_test(
-    spec: TestSpec, funcargs: dict[str, object], made_here: tuple[str, ...] = ()
+    spec: TestSpec,
+    funcargs: dict[str, object],
+    made_here: tuple[str, ...] = (),
+    remade: dict[str, Remake] | None = None,
 ) -> tuple[object, ...]:
     """Run the test function named by spec.
 
-    made_here names the fixtures to make in this domain (see MADE_IN_DOMAIN) rather than
-    receive.  Returns (outcome, exception, longrepr, compiled, quiet); quiet tells that no
-    thread the test module or function started is still alive, so unloading cannot fail
-    on one.
+    made_here names the fixtures to make in this domain (see _remade.MADE_IN_DOMAIN) rather than
+    receive; remade the fixtures whose functions run here again (their values could not
+    cross), in order: name -> (module, qualname, their fixtures' values, the names of those
+    this domain has), spec["remade_args"] the test's among them.  Returns
+    (outcome, exception, longrepr, compiled, quiet, limit, subtests); quiet tells that no thread the
+    test module or function started is still alive, so unloading cannot fail on one;
+    limit is (why, whether the test module's import hit it) when the test failed or skipped
+    on a subinterpreter limit, else None.
     """
     global _spec
+    _subtests.clear()
+    _subtest_errors.clear()
     made: dict[str, MonkeyPatch] = {}
+    teardowns: list[tuple[str, Teardown]] = []
     try:
         try:
             if spec["module"] in sys.modules:
@@ -309,36 +341,82 @@ def run_test(
             if spec.get("unittest"):
                 from ._unittest import run_case
 
-                run_case(_owner(spec), spec["function"])
+                run_case(_owner(spec), spec["function"], _report_subtest)
             else:
                 func = _resolve(spec)
-                made = {name: MADE_IN_DOMAIN[name]() for name in made_here}
-                func(**funcargs, **made)
+                remade = remade or {}
+                local = {n for r in remade.values() for n in r[3]}
+                wanted = {*made_here, *(n for n in local if n in _remade.MADE_IN_DOMAIN)}
+                made = {name: _remade.MADE_IN_DOMAIN[name]() for name in wanted}
+                values = _remade.remake(remade, {**funcargs, **made}, teardowns)
+                mine = {n: values[n] for n in spec.get("remade_args", ())}
+                func(**funcargs, **{n: made[n] for n in made_here}, **mine)
         finally:
-            for fixture in made.values():
-                fixture.undo()
-            _flush()
+            try:
+                _remade.teardown(teardowns)
+            finally:
+                for fixture in made.values():
+                    fixture.undo()
+                _flush()
     except BaseException as exc:
+        limit = _limit_of(exc, spec)
         outcome = _outcome(exc)
         if outcome is not None:
-            return ("outcome", outcome, _longrepr(exc, spec), _take_compiled(), _quiet())
+            return (
+                "outcome",
+                outcome,
+                _longrepr(exc, spec),
+                _take_compiled(),
+                _quiet(),
+                limit,
+                _take_subtests(spec),
+            )
         _explain_limits(exc)
-        return ("raised", exc, _longrepr(exc, spec), _take_compiled(), _quiet())
-    return ("passed", None, None, _take_compiled(), _quiet())
+        return (
+            "raised",
+            exc,
+            _longrepr(exc, spec),
+            _take_compiled(),
+            _quiet(),
+            limit,
+            _take_subtests(spec),
+        )
+    return ("passed", None, None, _take_compiled(), _quiet(), None, _take_subtests(spec))
 
 
-def _monkeypatch() -> MonkeyPatch:
-    # pytest's own class (its module loads much of pytest: only tests that ask pay for it).
-    from _pytest.monkeypatch import MonkeyPatch
+# The subtests of the unittest test this domain runs (see _unittest.run_case): message,
+# params' reprs, outcome, skip reason, failure report (pytest's serialized longrepr).
+_subtests: list[tuple[object, ...]] = []
+_subtest_errors: list[BaseException | None] = []
 
-    return MonkeyPatch()
+
+def _report_subtest(subtest: tuple[object, ...], error: BaseException | None) -> None:
+    _subtests.append(subtest)
+    _subtest_errors.append(error)
 
 
-# Fixtures an isolated test gets made afresh inside its domain, by name: their value acts on
-# the interpreter that holds it (monkeypatch patches this domain's modules), so a copy of
-# the main process's value would patch the wrong interpreter.  Each is undone after the test,
-# which matters for what is process-wide (environment variables, the working directory).
-MADE_IN_DOMAIN = {"monkeypatch": _monkeypatch}
+def _take_subtests(spec: TestSpec) -> list[tuple[object, ...]]:
+    """Return the subtests run, each with its failure rendered here, where its frames are."""
+    taken = [
+        (*subtest, None if error is None else _longrepr(error, spec))
+        for subtest, error in zip(_subtests, _subtest_errors, strict=True)
+    ]
+    _subtests.clear()
+    _subtest_errors.clear()
+    return taken
+
+
+def _limit_of(exc: BaseException, spec: TestSpec) -> tuple[str, bool] | None:
+    """Return (why, the test module's import hit it) if exc comes from a subinterpreter limit."""
+    found = _limit_exception(exc)
+    if found is None:
+        return None
+    hit, index = found
+    # CPython's message: "module NAME does not support loading in subinterpreters".
+    words = str(hit).split()
+    name = words[1] if len(words) > 2 and words[0] == "module" else "a module"
+    short = _SHORT[index].format(name=name)
+    return (short, spec["module"] not in sys.modules)
 
 
 def _quiet() -> bool:
@@ -426,14 +504,20 @@ def _explain_limits(exc: BaseException) -> None:
 
 def _limit_behind(exc: BaseException) -> str | None:
     """Explain the subinterpreter limit that exc, or an exception it was raised from, hit."""
+    found = _limit_exception(exc)
+    return None if found is None else _LIMITS[found[1]][1]
+
+
+def _limit_exception(exc: BaseException) -> tuple[BaseException, int] | None:
+    """Find the exception in exc's chain that names a subinterpreter limit, and which one."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         text = str(current)
-        for needle, why in _LIMITS:
+        for index, (needle, _) in enumerate(_LIMITS):
             if needle in text:
-                return why
+                return current, index
         current = current.__cause__ or current.__context__
     return None
 
@@ -512,9 +596,9 @@ def _op_prepare(packed: bytes) -> tuple[int, Shareable]:
     return _reply(prepare(_stdlib_marshal.loads(packed)))
 
 
-def _op_run(packed: bytes) -> tuple[int, Shareable]:
+def _op_run(packed: bytes) -> tuple[int, Shareable]:  # remade fixtures come by do_callback
     spec = _stdlib_marshal.loads(packed)
-    return _reply(run_test(spec, {}, tuple(spec.get("made_here", ()))))
+    return _reply(run_test(spec, spec.get("funcargs", {}), tuple(spec.get("made_here", ()))))
 
 
 register_op(PREPARE, _op_prepare)
