@@ -454,7 +454,6 @@ class Link:
             self._on_close.clear()
             exported = list(self._exported.items())
             self._exported.clear()
-        self.closed.set()
         for callback in callbacks:  # first: a domain that died counts as unloaded from now
             try:
                 callback(cause)
@@ -463,6 +462,8 @@ class Link:
         for (_interp, oid), (count, owner) in exported:
             if count > 0:  # held by a process that is gone: nobody else will give them back
                 release_at_owner(owner, oid, count)
+        # Then the threads waiting on lanes hear it: by now what they see is settled.
+        self.closed.set()
         error = self._error()
         for waiter in pending:
             if isinstance(waiter, _Waiter):
