@@ -20,6 +20,10 @@ from appdomain import AppDomain, AppDomainSetup, MarshalByRefObject, RayHost
 class Progress(MarshalByRefObject):
     """Lives in the driver; the workers report to it, and it draws the bar."""
 
+    total: int
+    done: int
+    lock: threading.Lock
+
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0

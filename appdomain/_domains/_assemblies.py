@@ -58,6 +58,9 @@ class AssemblyInfo:
     """
 
     __slots__ = ("file", "name", "version")
+    name: str
+    file: str | None
+    version: str | None
 
     def __init__(self, name: str, file: str | None, version: str | None) -> None:
         self.name = name
@@ -88,11 +91,14 @@ class AssemblyLoadEventArgs(EventArgs):
     """What assembly_load reports: the module just imported, its name and file."""
 
     __slots__ = ("file", "module", "name")
+    module: types.ModuleType
+    name: str
+    file: str | None
 
     def __init__(self, module: types.ModuleType) -> None:
         self.module = module
-        self.name: str = module.__name__
-        self.file: str | None = getattr(module, "__file__", None)
+        self.name = module.__name__
+        self.file = getattr(module, "__file__", None)
 
     def __repr__(self) -> str:
         return f"AssemblyLoadEventArgs(name={self.name!r}, file={self.file!r})"
@@ -106,6 +112,8 @@ class ResolveEventArgs(EventArgs):
     """What assembly_resolve asks for: the module no finder found, and the package's path."""
 
     __slots__ = ("name", "path")
+    name: str
+    path: list[str] | None
 
     def __init__(self, name: str, path: Sequence[str] | None) -> None:
         self.name = name
@@ -124,6 +132,7 @@ class FirstChanceExceptionEventArgs(EventArgs):
     """What first_chance_exception reports: the exception, just raised, before any handler."""
 
     __slots__ = ("exception",)
+    exception: BaseException
 
     def __init__(self, exception: BaseException) -> None:
         self.exception = exception

@@ -327,8 +327,8 @@ class DomainStatistics:
         import datetime
 
         cpu, allocated, survived, calls_in, calls_out, threads, proxies, exported, on = reading
-        self.domain_id = domain_id
-        self.friendly_name = friendly_name
+        self.domain_id: int = domain_id
+        self.friendly_name: str = friendly_name
         self.monitoring: bool = on
         # Counted only while monitoring is on (AppDomain.monitoring_is_enabled): None if
         # it never was.

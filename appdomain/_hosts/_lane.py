@@ -40,6 +40,9 @@ __all__ = ["Lane", "LaneListener"]
 class Lane:
     """One thread's connection to the other end of a link."""
 
+    link: Link
+    broken: bool
+
     def __init__(self, link: Link, conn: Connection) -> None:
         self.link = link
         self.broken = False
@@ -157,6 +160,10 @@ class Lane:
 
 class LaneListener:
     """Where a host process takes its creator's lanes: a Unix socket, one thread per lane."""
+
+    link: Link
+    authkey: bytes
+    address: str
 
     def __init__(self, link: Link, authkey: bytes) -> None:
         self.link = link

@@ -41,6 +41,10 @@ class PluginEventArgs(EventArgs):
     """What a PluginHost event reports: the generation, its domain, the files, the error."""
 
     __slots__ = ("domain", "error", "files", "generation")
+    generation: int
+    domain: AppDomain | None
+    files: tuple[str, ...]
+    error: BaseException | None
 
     def __init__(
         self,
@@ -84,6 +88,14 @@ class PluginHost:
     failed; the old generation still serves), ``unloaded`` (an old generation's domain was
     unloaded once its calls had finished).
     """
+
+    folder: str
+    name: str
+    poll_interval: float
+    cache_path: str | os.PathLike[str] | None
+    reloaded: Event
+    reload_failed: Event
+    unloaded: Event
 
     def __init__(
         self,
