@@ -173,7 +173,10 @@ def _encode_partial(obj: functools.partial[object], ctx: Ctx) -> Node:
         step = ".keywords"
         keywords = encode(obj.keywords, ctx)
         step = ".__dict__"  # what functools.update_wrapper set on it
-        state = encode(vars(obj), ctx) if vars(obj) else None
+        # 3.14's update_wrapper copies the wrapped function's __annotate__, a function that
+        # no name reaches: the receiver gets it back from __wrapped__ instead.
+        attrs = {k: v for k, v in vars(obj).items() if k != "__annotate__"}
+        state = encode(attrs, ctx) if attrs else None
     except Refusal as refusal:
         refusal.path.append(step)
         raise
@@ -204,6 +207,11 @@ def _decode_partial(
     out = functools.partial(func, *args, **keywords)
     if state is not None:
         vars(out).update(_str_keys(state, "state"))
+        wrapped = vars(out).get("__wrapped__")
+        if "__annotate__" in getattr(functools, "WRAPPER_ASSIGNMENTS", ()) and wrapped is not None:
+            annotate = getattr(wrapped, "__annotate__", None)
+            if annotate is not None:
+                vars(out)["__annotate__"] = annotate
     return out
 
 

@@ -61,3 +61,18 @@ def remember_pid(name: str) -> None:
 def refuse_to_start() -> None:
     """An initializer that fails."""
     raise RuntimeError("no plugins today")
+
+
+def exits_within(pid: int, seconds: float) -> bool:
+    """Wait for a process that is not our child to end (a pidfd is readable once it has)."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], seconds)
+        return bool(readable)
+    finally:
+        os.close(fd)

@@ -243,25 +243,7 @@ def test_host_ends_when_its_creator_dies(tmp_path: Path) -> None:
     creator.stdin.close()
     assert creator.wait(30) == 0
     # The host notices (its link ends, or the kernel's death signal) and exits.
-    assert _exits_within(pid, 30), f"host {pid} outlived its creator"
-
-
-def _exits_within(pid: int, seconds: float) -> bool:
-    """Wait for a process that is not our child to end (a pidfd is readable once it has)."""
-    import select
-
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], seconds)
-        return bool(readable)
-    finally:
-        os.close(fd)
-
-
-# -- the domain API on a process host ---------------------------------------------------------
+    assert host_helpers.exits_within(pid, 30), f"host {pid} outlived its creator"
 
 
 def test_data_set_here_is_read_there(hosted: AppDomain) -> None:

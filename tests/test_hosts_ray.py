@@ -85,7 +85,7 @@ def test_unload_ends_the_actor(far: AppDomain, plugin: host_helpers.Plugin) -> N
     AppDomain.unload(far)
     with pytest.raises(AppDomainUnloadedException, match=r"'Far' .*was unloaded"):
         plugin.pid()
-    assert _exits_within(pid, 30)
+    assert host_helpers.exits_within(pid, 30)
 
 
 def test_actor_that_dies_is_an_unloaded_domain(far: AppDomain, plugin: host_helpers.Plugin) -> None:
@@ -158,18 +158,3 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert "AppDomainError could not start or reach the Ray cluster at '127.0.0.1:9'" in out.stdout
     assert "within 3 s" in out.stdout
-
-
-def _exits_within(pid: int, seconds: float) -> bool:
-    """Wait for a process that is not our child to end (a pidfd is readable once it has)."""
-    import select
-
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], seconds)
-        return bool(readable)
-    finally:
-        os.close(fd)

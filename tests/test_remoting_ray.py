@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import remoting_helpers as helpers
 from conftest import host_setup
 from test_remoting import *  # noqa: F403 - the same tests, with this module's fixtures
 
@@ -27,11 +26,3 @@ def worker() -> Iterator[AppDomain]:
         AppDomain.unload(domain)
     except AppDomainUnloadedException:
         pass
-
-
-@pytest.fixture
-def calc(worker: AppDomain) -> helpers.Calculator:
-    proxy: helpers.Calculator = worker.create_instance_and_unwrap(
-        "remoting_helpers", "Calculator", 5
-    )
-    return proxy

@@ -17,17 +17,14 @@ import tempfile
 import threading
 import time
 
-from .. import _core
-from .._core import Route
 from .._core._foreign import PROCESS_KEY
 from .._domains import _domain
-from .._domains._events import Event
 from .._domains._hosting import HostExitedEventArgs
-from .._errors import AppDomainError, AppDomainUnloadedException
+from .._errors import AppDomainError
 from . import _frames, _links
-from ._child import UNLOAD_OP
 from ._frames import FrameError
 from ._link import Link
+from ._linked import LinkedDomain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -164,16 +161,10 @@ def _await_hello(
     return key, pid, node, _frames.route_field("HELLO", route), lanes
 
 
-class ProcessDomain:
+class ProcessDomain(LinkedDomain):
     """A domain running in a child process: its route here, the process, its end."""
 
     host: ProcessHost
-    name: str
-    process_id: int
-    node: str
-    exited: Event
-    link: Link
-    route: Route
 
     def __init__(
         self,
@@ -185,30 +176,18 @@ class ProcessDomain:
         stderr_path: str,
         lanes: tuple[str, bytes] | None,
     ) -> None:
-        key, pid, node, origin = hello
-        self.host = host
-        self.name = name
-        self.process_id = pid
-        self.node = node
-        self.exited = Event("host_exited")
         self._process = process
         self._stderr_path = stderr_path
         self._unloading = False
-        self.link = Link(
+        link = Link(
             conn,
-            key,
-            f"{name!r} (process {pid})",
+            hello[0],
+            f"{name!r} (process {hello[1]})",
             check_local=_links.check_local,
             death_cause=self._death_cause,
         )
-        self.link.lanes = lanes
-        _links.add(self.link)
-        self.route = self.link.route_for(key, origin)
-        self.link.on_close(self._closed)
-        self.link.start()
-
-    def __repr__(self) -> str:
-        return f"<ProcessDomain {self.name!r} in process {self.process_id}>"
+        link.lanes = lanes
+        super().__init__(host, name, link, hello)
 
     def _death_cause(self) -> str:
         if self._unloading:
@@ -219,40 +198,20 @@ class ProcessDomain:
             return f"ended: its link broke{_tail(self._stderr_path)}"
         return f"ended: {_exit_words(self._process.exitcode)}{_tail(self._stderr_path)}"
 
-    def _closed(self, cause: str) -> None:
-        _links.remove(self.link)
-        if self._unloading:
-            return
-        # It died on its own: an unloaded domain, and its creator hears why.
-        domain_id = self.route.interp_id + 1
-        _domain._records.pop(domain_id, None)
+    def exit_args(self, cause: str) -> HostExitedEventArgs:
+        """Say why the process ended: the cause, its exit code or the signal that killed it."""
+        _remove(self._stderr_path)
         code = self._process.exitcode
-        args = HostExitedEventArgs(
+        return HostExitedEventArgs(
             f"domain {self.link.label} {cause}",
             code if code is not None and code >= 0 else None,
             -code if code is not None and code < 0 else None,
         )
-        sender = _domain.AppDomain._handle(domain_id, self.name, self.route)
-        _remove(self._stderr_path)
-        if len(self.exited):
-            # Not on the link's thread: the calls in flight fail first, whatever handlers do.
-            threading.Thread(
-                target=self.exited.fire, args=(sender, args), name="appdomain-host-exited"
-            ).start()
 
-    def unload(self, timeout: float) -> None:
-        """Run the domain's domain_unload there, end the process, and close the link."""
-        self._unloading = True
-        deadline = time.monotonic() + timeout
-        if self.link.cause is None:
-            try:
-                _core.call(self.route, UNLOAD_OP, float(timeout), timeout=timeout)
-            except (AppDomainUnloadedException, TimeoutError):
-                pass  # it went meanwhile, or did not finish in time: it is ended below
+    def end(self, deadline: float) -> None:
+        """Wait for the process to exit until deadline, then kill it if it has not."""
         self._process.join(max(0.0, deadline - time.monotonic()))
         _end(self._process)
-        self.link.close("was unloaded")
-        self.link.join(1.0)
         _remove(self._stderr_path)
 
 

@@ -16,17 +16,13 @@ import os
 import sys
 import threading
 
-from .. import _core
-from .._core import Route
 from .._core._foreign import PROCESS_KEY
-from .._domains import _domain, _runtime
-from .._domains._events import Event
-from .._domains._hosting import HostExitedEventArgs
-from .._errors import AppDomainError, AppDomainUnloadedException
+from .._domains import _runtime
+from .._errors import AppDomainError
 from . import _frames, _links
-from ._child import UNLOAD_OP
 from ._frames import FrameError
 from ._link import Link
+from ._linked import LinkedDomain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -155,9 +151,8 @@ class RayHost:
             raise
         key, pid, node, route, _lanes = body  # a lane is a local socket: none to an actor
         assert isinstance(key, str) and isinstance(pid, int) and isinstance(node, str)
-        return RayDomain(
-            self, name, conn, actor, key, pid, node, _frames.route_field("HELLO", route)
-        )
+        hello = (key, pid, node, _frames.route_field("HELLO", route))
+        return RayDomain(self, name, conn, actor, hello)
 
 
 def _connect(ray: Any, address: str | None, timeout: float) -> None:
@@ -324,17 +319,11 @@ class _HostActor:
         return os.getpid()
 
 
-class RayDomain:
+class RayDomain(LinkedDomain):
     """A domain running on a Ray actor: its route here, the actor, its end."""
 
     host: RayHost
-    name: str
-    process_id: int
-    node: str
-    exited: Event
     actor: Any
-    link: Link
-    route: Route
 
     def __init__(
         self,
@@ -342,54 +331,13 @@ class RayDomain:
         name: str,
         conn: _DriverEnd,
         actor: Any,
-        key: str,
-        pid: int,
-        node: str,
-        origin: tuple[int, int, str, int],
+        hello: tuple[str, int, str, tuple[int, int, str, int]],
     ) -> None:
-        self.host = host
-        self.name = name
-        self.process_id = pid
-        self.node = node
-        self.exited = Event("host_exited")
         self.actor = actor
-        self._conn = conn
-        self._unloading = False
-        self.link = Link(
-            conn,
-            key,
-            f"{name!r} (Ray actor, process {pid} on {node})",
-            check_local=_links.check_local,
-        )
-        _links.add(self.link)
-        self.route = self.link.route_for(key, origin)
-        self.link.on_close(self._closed)
-        self.link.start()
+        key, pid, node, _origin = hello
+        label = f"{name!r} (Ray actor, process {pid} on {node})"
+        super().__init__(host, name, Link(conn, key, label, check_local=_links.check_local), hello)
 
-    def __repr__(self) -> str:
-        return f"<RayDomain {self.name!r} in process {self.process_id} on {self.node}>"
-
-    def _closed(self, cause: str) -> None:
-        _links.remove(self.link)
-        if self._unloading:
-            return
-        domain_id = self.route.interp_id + 1
-        _domain._records.pop(domain_id, None)
-        args = HostExitedEventArgs(f"domain {self.link.label} {cause}", None, None)
-        sender = _domain.AppDomain._handle(domain_id, self.name, self.route)
-        if len(self.exited):
-            threading.Thread(
-                target=self.exited.fire, args=(sender, args), name="appdomain-host-exited"
-            ).start()
-
-    def unload(self, timeout: float) -> None:
-        """Run the domain's domain_unload there, end the actor, and close the link."""
-        self._unloading = True
-        if self.link.cause is None:
-            try:
-                _core.call(self.route, UNLOAD_OP, float(timeout), timeout=timeout)
-            except (AppDomainUnloadedException, TimeoutError):
-                pass  # it went meanwhile, or did not finish in time: it is ended below
-        self.link.close("was unloaded")
+    def end(self, deadline: float) -> None:
+        """Kill the actor (its unload has run, or its time is up)."""
         _kill(_import_ray(), self.actor)
-        self.link.join(POLL_SECONDS + 1.0)
