@@ -15,8 +15,6 @@ through a dunder name (``__globals__``, ``__builtins__``, ``__class__``, ...).
 
 from __future__ import annotations
 
-import importlib
-import sys
 import types
 
 from .._errors import SerializationException
@@ -32,7 +30,7 @@ from ._core import (
     decode_on_first_use,
     encode,
 )
-from ._registry import local_module, wire_module
+from ._registry import find_module, local_module, wire_module
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
@@ -72,15 +70,7 @@ def resolve_global(kind: str, module: str, qualname: str, trusted: bool) -> obje
     imported.  The qualname is walked through classes only, never through a dunder name.
     """
     local = local_module(module)
-    mod = sys.modules.get(local)
-    if mod is None:
-        if not trusted:
-            raise LookupError(f"module {local!r} is not imported (untrusted data cannot import)")
-        try:
-            mod = importlib.import_module(local)
-        except Exception as exc:  # any import failure means "not resolvable here"
-            raise LookupError(f"cannot import module {local!r}: {exc}") from None
-    found: object = mod
+    found: object = find_module(module, trusted)
     if kind != MODULE:
         parts = qualname.split(".")
         if len(parts) > MAX_PARTS:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
 
 __all__ = [
     "ReferenceType",
+    "find_module",
     "find_reference_type",
     "local_module",
     "reference_by_key",
@@ -133,6 +134,20 @@ def local_module(name: str) -> str:
     return _alias_in.get(name, name)
 
 
+def find_module(module: str, trusted: bool) -> object:
+    """Return the module a wire name names here; import it only for trusted data."""
+    local = local_module(module)
+    mod = sys.modules.get(local)
+    if mod is None:
+        if not trusted:
+            raise LookupError(f"module {local!r} is not imported (untrusted data cannot import)")
+        try:
+            mod = importlib.import_module(local)
+        except Exception as exc:  # any import failure means "not resolvable here"
+            raise LookupError(f"cannot import module {local!r}: {exc}") from None
+    return mod
+
+
 def resolve(module: str, qualname: str, trusted: bool) -> type:
     """Find a class by wire module name and qualname; raise LookupError if it is not there.
 
@@ -147,15 +162,7 @@ def resolve(module: str, qualname: str, trusted: bool) -> type:
     if "<locals>" in qualname or not qualname:
         raise LookupError(f"{qualname!r} is local to a function and cannot be found by name")
     local = local_module(module)
-    mod = sys.modules.get(local)
-    if mod is None:
-        if not trusted:
-            raise LookupError(f"module {local!r} is not imported (untrusted data cannot import)")
-        try:
-            mod = importlib.import_module(local)
-        except Exception as exc:  # any import failure means "not resolvable here"
-            raise LookupError(f"cannot import module {local!r}: {exc}") from None
-    obj: object = mod
+    obj: object = find_module(module, trusted)
     for part in qualname.split("."):
         if part.startswith("__") and part.endswith("__"):
             raise LookupError(f"{qualname!r} names a dunder attribute")

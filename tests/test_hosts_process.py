@@ -13,6 +13,7 @@ from pathlib import Path
 import host_helpers
 import pytest
 import remoting_helpers
+from conftest import unload_quietly
 
 from appdomain import (
     AppDomain,
@@ -32,10 +33,7 @@ ROOT = str(Path(__file__).resolve().parents[1])
 def hosted() -> Iterator[AppDomain]:
     domain = AppDomain.create_domain("Hosted", AppDomainSetup(host=ProcessHost()))
     yield domain
-    try:
-        AppDomain.unload(domain)
-    except AppDomainUnloadedException:
-        pass
+    unload_quietly(domain)
 
 
 @pytest.fixture

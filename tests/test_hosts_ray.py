@@ -16,6 +16,7 @@ from pathlib import Path
 import host_helpers
 import pytest
 import remoting_helpers
+from conftest import unload_quietly
 
 from appdomain import (
     AppDomain,
@@ -31,10 +32,7 @@ from appdomain import (
 def far() -> Iterator[AppDomain]:
     domain = AppDomain.create_domain("Far", AppDomainSetup(host=RayHost()))
     yield domain
-    try:
-        AppDomain.unload(domain)
-    except AppDomainUnloadedException:
-        pass
+    unload_quietly(domain)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import remoting_helpers as helpers
-from conftest import host_setup
+from conftest import host_setup, unload_quietly
 
 import appdomain
 from appdomain import (
@@ -34,10 +34,7 @@ def worker(request: pytest.FixtureRequest) -> Iterator[AppDomain]:
     """
     domain = AppDomain.create_domain("RemotingWorker", host_setup(request.param))
     yield domain
-    try:
-        AppDomain.unload(domain)
-    except AppDomainUnloadedException:
-        pass
+    unload_quietly(domain)
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import host_setup
+from conftest import host_setup, unload_quietly
 from test_remoting import *  # noqa: F403 - the same tests, with this module's fixtures
 
-from appdomain import AppDomain, AppDomainUnloadedException
+from appdomain import AppDomain
 
 pytestmark: list[pytest.MarkDecorator] = []
 
@@ -22,7 +22,4 @@ pytestmark: list[pytest.MarkDecorator] = []
 def worker() -> Iterator[AppDomain]:
     domain = AppDomain.create_domain("RayWorker", host_setup("ray"))
     yield domain
-    try:
-        AppDomain.unload(domain)
-    except AppDomainUnloadedException:
-        pass
+    unload_quietly(domain)
