@@ -108,6 +108,20 @@ def test_calls_out_are_counted_by_their_caller(domain: AppDomain) -> None:
 
 
 @pytest.mark.usefixtures("monitoring")
+def test_proxy_calls_with_plain_arguments_are_counted_by_their_caller(domain: AppDomain) -> None:
+    # Plain arguments take the C switch's one-step route, which bypasses Python: C counts
+    # those calls while monitoring is on.
+    calc = domain.create_instance_and_unwrap("remoting_helpers", "Calculator")
+    here = AppDomain.current_domain
+    before = here.statistics().calls_out
+    for i in range(50):
+        calc.add(i, 1)
+    after = here.statistics().calls_out
+    assert after is not None and before is not None
+    assert after - before >= 50
+
+
+@pytest.mark.usefixtures("monitoring")
 def test_survived_memory_follows_the_domains_live_objects(domain: AppDomain) -> None:
     before = domain.monitoring_survived_memory_size
     domain.do_callback(plugin_helpers.allocate, 200_000)

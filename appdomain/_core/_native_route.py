@@ -172,6 +172,8 @@ def set_invoke_handler(handler: Invoker, refs: RefHooks | None = None) -> None:
 
 def refresh() -> None:
     """Register the invoke handler again, metered or not as state.meter now says."""
+    # The lean route carries proxy calls without Python: C counts them for a metered caller.
+    _native.set_lean_counting(state.meter is not None)
     if _registered and not state.unloading:
         _native.register_dispatcher(_dispatch, _metered_invoker(), _refs)
 
@@ -188,7 +190,13 @@ def register() -> None:
     """Accept native calls into this interpreter."""
     global _registered
     _registered = True
+    _native.set_lean_counting(state.meter is not None)
     _native.register_dispatcher(_dispatch, _metered_invoker(), _refs)
+
+
+def lean_calls() -> int:
+    """Return how many proxy calls this interpreter sent by the lean route while metered."""
+    return int(_native.lean_calls())
 
 
 def release_interp(interp_id: int, timeout: float | None = None) -> None:

@@ -276,6 +276,9 @@ def _op_read(_: None) -> WireReading:
     else:
         cpu = max(0, meter.served_ns + _threads_cpu_ns(own) - meter.out_ns)
         calls_in, calls_out = meter.calls_in, meter.calls_out
+        native = _core.native_module()
+        if native is not None:  # the C switch's one-step proxy calls, counted in C
+            calls_out += native.lean_calls()
     return (cpu, allocated, survived, calls_in, calls_out, len(running), proxies, exported,
             _enabled)  # fmt: skip
 

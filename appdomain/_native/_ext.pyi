@@ -47,6 +47,12 @@ def release_thread() -> None:
 def set_context_var(var: ContextVar[dict[str, object] | None], /) -> None:
     """Name the ContextVar whose value (other than None) makes invoke() decline."""
 
+def set_lean_counting(on: bool, /) -> None:
+    """Count the proxy calls this interpreter sends by the lean route (monitoring), or not."""
+
+def lean_calls() -> int:
+    """Return how many lean proxy calls this interpreter sent while counting."""
+
 def set_method_hooks(
     slow_call: Callable[..., object],
     lean_outcome: Callable[..., object],

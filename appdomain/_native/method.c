@@ -159,6 +159,25 @@ appdomain_method_member(PyObject *module, PyObject *const *args, Py_ssize_t narg
     return (PyObject *)self;
 }
 
+/* set_lean_counting(on): count this interpreter's lean bound calls (monitoring) or not. */
+PyObject *
+appdomain_set_lean_counting(PyObject *module, PyObject *on)
+{
+    int value = PyObject_IsTrue(on);
+    if (value < 0) {
+        return NULL;
+    }
+    get_state(module)->lean_counting = value;
+    Py_RETURN_NONE;
+}
+
+/* lean_calls(): how many lean bound calls this interpreter sent while counting. */
+PyObject *
+appdomain_lean_calls(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLongLong(get_state(module)->lean_calls);
+}
+
 /* set_method_hooks(slow_call, lean_outcome): the Python side of a bound call. */
 PyObject *
 appdomain_set_method_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -286,6 +305,9 @@ bound_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *k
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyTuple_SET_ITEM(argt, i, Py_NewRef(args[i]));
+    }
+    if (st->lean_counting) {
+        st->lean_calls++;   /* under this interpreter's GIL */
     }
     PyObject *invoke_args[4] = {iid, oid, m->name, argt};
     PyObject *reply = appdomain_invoke(m->module, invoke_args, 4);

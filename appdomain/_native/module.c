@@ -707,6 +707,12 @@ static PyMethodDef native_methods[] = {
     {"method_member", (PyCFunction)(void (*)(void))appdomain_method_member, METH_FASTCALL,
      "method_member(spec, bound_type)\n--\n\nMake the proxy-type member for the remote "
      "method spec: reading it from a proxy binds a bound_type (a BoundMethod subclass)."},
+    {"set_lean_counting", (PyCFunction)appdomain_set_lean_counting, METH_O,
+     "set_lean_counting(on)\n--\n\nCount the proxy calls this interpreter sends by the lean "
+     "route (monitoring), or not."},
+    {"lean_calls", (PyCFunction)appdomain_lean_calls, METH_NOARGS,
+     "lean_calls()\n--\n\nReturn how many lean proxy calls this interpreter sent while "
+     "counting."},
     {"set_method_hooks", (PyCFunction)(void (*)(void))appdomain_set_method_hooks, METH_FASTCALL,
      "set_method_hooks(slow_call, lean_outcome)\n--\n\nName the Python functions bound "
      "methods hand a call to: slow_call(proxy, spec, *args, **kwargs) for the generic "

@@ -34,6 +34,10 @@ typedef struct {
     PyObject *not_served;
     PyObject *closing;
     int exited;   /* this interpreter's exit hook ran: refuse new registrations */
+    /* set_lean_counting(True): count the calls bound methods send by the lean route, which
+     * bypasses Python (monitoring's calls out read lean_calls()). */
+    int lean_counting;
+    long long lean_calls;
 } modstate;
 
 static inline modstate *
@@ -66,6 +70,8 @@ int appdomain_method_traverse(modstate *st, visitproc visit, void *arg);
 void appdomain_method_clear(modstate *st);
 PyObject *appdomain_method_member(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *appdomain_set_method_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *appdomain_set_lean_counting(PyObject *module, PyObject *on);
+PyObject *appdomain_lean_calls(PyObject *module, PyObject *Py_UNUSED(ignored));
 
 #if defined(__GNUC__)
 #  pragma GCC visibility pop
