@@ -128,10 +128,12 @@ class Lane:
             if deadline is not None and not conn.poll(max(0.0, deadline - time.monotonic())):
                 # A late reply would come on this lane: it cannot be used again.
                 self.close()
+                conn.close()  # this thread's own
                 raise TimeoutError(f"domain {self.link.label} did not reply in time")
             data = conn.recv_bytes()
         except (EOFError, OSError):
             self.broken = True
+            conn.close()  # this thread's own: nobody else reads or writes it now
             raise self._gone() from None
         try:
             return _frames.decode(data)
@@ -150,12 +152,22 @@ class Lane:
         return AppDomainUnloadedException(f"domain {link.label} {link.cause or 'ended'}")
 
     def close(self) -> None:
-        """Close the lane; a thread blocked on it sees it end."""
+        """End the lane; a thread blocked on it sees it end (and closes it).
+
+        Any thread may call this: the socket is shut down, not closed, since closing a
+        Connection that another thread reads from breaks that read in the middle.
+        """
         self.broken = True
         try:
-            self._conn.close()
+            sock = socket.socket(fileno=self._conn.fileno())
+        except (OSError, ValueError):  # closed already
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        finally:
+            sock.detach()
 
 
 class LaneListener:
