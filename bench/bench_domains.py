@@ -22,11 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # domain_helpers: functions the domains run
 
 import domain_helpers as helpers  # noqa: E402
+from bench_helpers import ROUNDS, per_call  # noqa: E402
 
 from appdomain import AppDomain, Channel, _core  # noqa: E402
-
-ROUNDS = 7  # batches per measurement; the median batch is reported
-
 
 # -- run inside domains (importable from this script through the __main__ alias) ------------
 
@@ -58,17 +56,6 @@ class Sink(helpers.Recorder):
 
 
 # -- measurements ------------------------------------------------------------------------
-
-
-def per_call(func: Any, count: int) -> float:
-    """Median over ROUNDS batches of seconds per func() call."""
-    samples = []
-    for _ in range(ROUNDS):
-        begun = time.perf_counter()
-        for _ in range(count):
-            func()
-        samples.append((time.perf_counter() - begun) / count)
-    return statistics.median(samples)
 
 
 def bench_create_unload(cycles: int = 40) -> tuple[float, float]:

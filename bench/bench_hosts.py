@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from multiprocessing.managers import BaseManager
 from pathlib import Path
 
@@ -24,22 +23,11 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # bench_helpers: the objects the hosts run
 
 import bench_helpers  # noqa: E402
+from bench_helpers import per_call  # noqa: E402
 
 from appdomain import AppDomain, AppDomainSetup, ProcessHost  # noqa: E402
 
-ROUNDS = 7
 MIB = b"x" * (1 << 20)
-
-
-def per_call(func: Callable[[], object], count: int) -> float:
-    """Median over ROUNDS batches of seconds per func() call."""
-    samples = []
-    for _ in range(ROUNDS):
-        begun = time.perf_counter()
-        for _ in range(count):
-            func()
-        samples.append((time.perf_counter() - begun) / count)
-    return statistics.median(samples)
 
 
 def row(label: str, ours: float, peers: dict[str, float | None], unit: str = "us") -> None:

@@ -808,64 +808,42 @@ def test_fine():
     )
 
 
-def test_option_runs_every_test_of_a_module_importing_a_refusing_extension_unisolated(
-    pytester: pytest.Pytester,
+# Tests that cannot run in a domain, and the summary line naming them: (source, passed, line).
+UNISOLATED = {
+    "every test of a module importing a refusing extension": (
+        "import {ext}\ndef test_one():\n    pass\ndef test_two():\n    pass\n",
+        2,
+        "appdomain: 2 tests ran unisolated: *::test_one (*; *::test_two (*",
+    ),
+    "a tracemalloc test": (
+        "import tracemalloc\ndef test_traces():\n    tracemalloc.start()\n    tracemalloc.stop()\n",
+        1,
+        "appdomain: 1 test ran unisolated: *::test_traces (uses tracemalloc*",
+    ),
+    "a daemon thread test": (
+        "import threading\ndef test_daemon():\n"
+        "    thread = threading.Thread(target=print, daemon=True)\n"
+        "    thread.start()\n    thread.join()\n",
+        1,
+        "appdomain: 1 test ran unisolated: *::test_daemon (starts a daemon*",
+    ),
+    "a unittest case importing a refusing extension": (
+        "import unittest\nclass Case(unittest.TestCase):\n    def test_needs_it(self):\n"
+        "        import {ext}\n",
+        1,
+        "appdomain: 1 test ran unisolated: *::Case::test_needs_it (*",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNISOLATED))
+def test_option_runs_what_cannot_run_in_a_domain_unisolated(
+    pytester: pytest.Pytester, case: str
 ) -> None:
-    source = f"""
-import {_refusing_extension()}
-def test_one():
-    pass
-def test_two():
-    pass
-"""
-    result = run(pytester, source, "--appdomain-isolate")
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(
-        ["appdomain: 2 tests ran unisolated: *::test_one (*; *::test_two (*"]
-    )
-
-
-def test_option_runs_a_tracemalloc_test_unisolated(pytester: pytest.Pytester) -> None:
-    source = """
-import tracemalloc
-def test_traces():
-    tracemalloc.start()
-    tracemalloc.stop()
-"""
-    result = run(pytester, source, "--appdomain-isolate")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(
-        ["appdomain: 1 test ran unisolated: *::test_traces (uses tracemalloc*"]
-    )
-
-
-def test_option_runs_a_daemon_thread_test_unisolated(pytester: pytest.Pytester) -> None:
-    source = """
-import threading
-def test_daemon():
-    thread = threading.Thread(target=print, daemon=True)
-    thread.start()
-    thread.join()
-"""
-    result = run(pytester, source, "--appdomain-isolate")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(
-        ["appdomain: 1 test ran unisolated: *::test_daemon (starts a daemon*"]
-    )
-
-
-def test_option_runs_a_unittest_case_importing_a_refusing_extension_unisolated(
-    pytester: pytest.Pytester,
-) -> None:
-    source = f"""
-import unittest
-class Case(unittest.TestCase):
-    def test_needs_it(self):
-        import {_refusing_extension()}
-"""
-    result = run(pytester, source, "--appdomain-isolate")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["appdomain: 1 test ran unisolated: *::Case::test_needs_it (*"])
+    source, passed, line = UNISOLATED[case]
+    result = run(pytester, source.format(ext=_refusing_extension()), "--appdomain-isolate")
+    result.assert_outcomes(passed=passed)
+    result.stdout.fnmatch_lines([line])
 
 
 def test_option_keeps_a_failing_test_failing_unisolated(pytester: pytest.Pytester) -> None:
