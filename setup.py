@@ -25,6 +25,7 @@ setup(
                 "appdomain/_native/switch.c",
                 "appdomain/_native/method.c",
                 "appdomain/_native/gilpeek.c",
+                "appdomain/_native/marshal_check.c",
             ],
             depends=["appdomain/_native/native.h", "appdomain/_native/core.h"],
             optional=True,

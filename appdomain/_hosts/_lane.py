@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 from .._errors import AppDomainUnloadedException
 from . import _frames
 from ._frames import FrameError
+from ._stream import FrameStream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class Lane:
     link: Link
     broken: bool
 
-    def __init__(self, link: Link, conn: Connection) -> None:
+    def __init__(self, link: Link, conn: FrameStream) -> None:
         self.link = link
         self.broken = False
         self._conn = conn
@@ -62,7 +63,7 @@ class Lane:
             ) from None
         conn = Connection(sock.detach())
         answer_challenge(conn, authkey)
-        return cls(link, conn)
+        return cls(link, FrameStream.adopt(conn))
 
     def send(self, kind: int, body: tuple[Shareable, ...]) -> None:
         """Send one frame on this lane (its thread's, so no lock)."""
@@ -205,7 +206,7 @@ class LaneListener:
         except Exception:  # not our creator: drop it
             conn.close()
             return
-        self.link.serve_lane(Lane(self.link, conn))
+        self.link.serve_lane(Lane(self.link, FrameStream.adopt(conn)))
 
     def close(self) -> None:
         """Stop taking lanes (shutdown wakes the accepting thread)."""

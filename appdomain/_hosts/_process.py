@@ -25,6 +25,7 @@ from . import _frames, _links
 from ._frames import FrameError
 from ._link import Link
 from ._linked import LinkedDomain
+from ._stream import FrameStream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,15 +101,16 @@ class ProcessHost:
             raise
         finally:
             there.close()
+        stream = FrameStream.adopt(here)
         try:
-            hello = _await_hello(here, process, name, stderr.name, self.start_timeout)
+            hello = _await_hello(stream, process, name, stderr.name, self.start_timeout)
         except BaseException:
-            here.close()
+            stream.close()
             _end(process)
             _remove(stderr.name)
             raise
         lanes = (hello[4], lane_key) if hello[4] else None
-        return ProcessDomain(self, name, here, process, hello[:4], stderr.name, lanes)
+        return ProcessDomain(self, name, stream, process, hello[:4], stderr.name, lanes)
 
 
 _exit_hook = False
@@ -130,7 +132,7 @@ def _unload_at_exit_first() -> None:
 
 
 def _await_hello(
-    conn: Connection, process: BaseProcess, name: str, stderr_path: str, timeout: float
+    conn: FrameStream, process: BaseProcess, name: str, stderr_path: str, timeout: float
 ) -> tuple[str, int, str, tuple[int, int, str, int], str]:
     """Wait for the child's HELLO frame; raise naming why it did not come."""
     deadline = time.monotonic() + timeout
@@ -170,7 +172,7 @@ class ProcessDomain(LinkedDomain):
         self,
         host: ProcessHost,
         name: str,
-        conn: Connection,
+        conn: FrameStream,
         process: BaseProcess,
         hello: tuple[str, int, str, tuple[int, int, str, int]],
         stderr_path: str,
@@ -285,5 +287,5 @@ def _child_main(
     sys.path[:] = sys_path
     from . import _child
 
-    link = _child.serve_creator(conn, creator_key, name, lane_key)
+    link = _child.serve_creator(FrameStream.adopt(conn), creator_key, name, lane_key)
     _child.wait_until_done(link)

@@ -1,6 +1,6 @@
 """Types of the C switch, appdomain._native._ext (built from module.c and its siblings)."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Buffer, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, final
 
@@ -46,6 +46,9 @@ def release_thread() -> None:
 
 def set_context_var(var: ContextVar[dict[str, object] | None], /) -> None:
     """Name the ContextVar whose value (other than None) makes invoke() decline."""
+
+def marshal_problem(data: Buffer, start: int, containers: bool, /) -> tuple[str, int] | None:
+    """Walk marshal bytes from start as a link's frame check does: None, or (reason, position)."""
 
 def set_lean_counting(on: bool, /) -> None:
     """Count the proxy calls this interpreter sends by the lean route (monitoring), or not."""

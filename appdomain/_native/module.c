@@ -53,7 +53,8 @@
 
 /* This file: the module and its entry points (invoke, call, registration).  The others:
  * states.c (records, release, exit hooks), switch.c (the switch),
- * method.c (proxy methods bound in C), gilpeek.c (is a GIL held?). */
+ * method.c (proxy methods bound in C), gilpeek.c (is a GIL held?),
+ * marshal_check.c (the link's check of marshal bytes). */
 
 #define BIG_ARG_BYTES (64 * 1024)   /* bytes arguments this large skip the blob */
 
@@ -707,6 +708,10 @@ static PyMethodDef native_methods[] = {
     {"method_member", (PyCFunction)(void (*)(void))appdomain_method_member, METH_FASTCALL,
      "method_member(spec, bound_type)\n--\n\nMake the proxy-type member for the remote "
      "method spec: reading it from a proxy binds a bound_type (a BoundMethod subclass)."},
+    {"marshal_problem", (PyCFunction)(void (*)(void))appdomain_marshal_problem, METH_FASTCALL,
+     "marshal_problem(data, start, containers)\n--\n\nWalk the CPython marshal bytes of "
+     "data from start as a link's frame check does; return None when marshal.loads may "
+     "read them, else (reason, position from start)."},
     {"set_lean_counting", (PyCFunction)appdomain_set_lean_counting, METH_O,
      "set_lean_counting(on)\n--\n\nCount the proxy calls this interpreter sends by the lean "
      "route (monitoring), or not."},
