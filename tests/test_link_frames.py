@@ -83,6 +83,46 @@ def test_a_large_frame_is_checked_item_by_item(checker: str) -> None:
         _frames.decode(forged)
 
 
+# A tuple declaring 2**31 - 1 items, in a MARSHAL node's stdlib-marshal bytes.
+FORGED = b"(\xff\xff\xff\x7f"
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [27, 27.0, complex(27, 0), complex(27, -0.0)],
+    ids=["int", "float", "complex", "complex-negative-zero"],
+)
+def test_a_forged_marshal_node_is_refused_whatever_number_tags_it(
+    checker: str, tag: object
+) -> None:
+    frame = _frames.encode(_frames.REPLY, (7, True, (tag, FORGED), None))  # type: ignore[arg-type]
+    with pytest.raises(FrameError, match=r"a MARSHAL node in a frame is not valid marshal data"):
+        _frames.decode(frame)
+
+
+def test_a_marshal_node_tagged_by_a_long_27_is_checked(checker: str) -> None:
+    # 27 written as a one-digit long ('l'), which marshal reads as the int 27 too.
+    node = b")\x02l\x01\x00\x00\x00\x1b\x00s" + len(FORGED).to_bytes(4, "little") + FORGED
+    frame = b"\xa7\x01\x04(\x04\x00\x00\x00i\x07\x00\x00\x00T" + node + b"N"
+    with pytest.raises(FrameError, match=r"a MARSHAL node in a frame is not valid marshal data"):
+        _frames.decode(frame)
+
+
+def test_a_valid_marshal_node_in_a_frame_decodes() -> None:
+    inner = marshal.dumps([1, {"a": b"b"}])
+    frame = _frames.encode(_frames.REPLY, (7, True, (27, inner), None))
+    assert _frames.decode(frame) == (_frames.REPLY, (7, True, (27, inner), None))
+
+
+def test_a_frame_with_reference_flags_is_refused() -> None:
+    if _frames._native_problem is None:
+        pytest.skip("the C switch was not built: the Python check reads references")
+    # REPLY(7, True, 42, None) with the reference flag on the 42: format 2 writes none.
+    frame = bytes.fromhex("a701042804000000690700000054e92a0000004e")
+    with pytest.raises(FrameError, match="a reference flag"):
+        _frames.decode(frame)
+
+
 def test_random_bytes_only_ever_raise_frame_error(checker: str) -> None:
     chooser = random.Random(1234)
     valid = [bytes.fromhex(golden) for _, _, golden in GOLDEN]

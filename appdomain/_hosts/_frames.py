@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from .._core._wire import Shareable
 
-    type Problem = Callable[[Buffer, int, bool], tuple[str, int] | None]
+    type Problem = Callable[[Buffer, int, bool, bool], tuple[str, int, bool] | None]
     type RouteTuple = tuple[int, int, str, int]
 
 _native_problem: Problem | None
@@ -75,6 +75,13 @@ _SHAPES: dict[int, tuple[str, tuple[type | None, ...]]] = {
 }
 
 
+# kind -> (index, type) of each field whose type is fixed
+_TYPED = {
+    kind: tuple((index, want) for index, want in enumerate(fields) if want is not None)
+    for kind, (_, fields) in _SHAPES.items()
+}
+
+
 class FrameError(RemotingException):
     """A frame from the other process is not what the link format says (a broken link)."""
 
@@ -101,20 +108,31 @@ def decode(data: bytes) -> tuple[int, tuple[Shareable, ...]]:
         raise FrameError(f"link frame kind must be one of {sorted(_SHAPES)} (got {kind})")
     name, fields = shape
     raw = memoryview(data)[3:]
-    _check(data, 3, f"{name} frame body", containers=False)
+    what = f"{name} frame body"
+    native = _native_problem
+    if native is not None:  # the body and the MARSHAL nodes in it, in one walk
+        found = native(data, 3, False, True)
+        if found is not None:
+            reason, pos, in_node = found
+            where = "a MARSHAL node in a frame" if in_node else what
+            raise FrameError(f"{where} is not valid marshal data: {reason} (at byte {pos})")
+    elif len(raw) > QUICK_CHECK_BYTES or not _counts_fit(data):
+        check_marshal(raw, what, containers=False)
     try:
         body = marshal.loads(raw)
     except (ValueError, EOFError, TypeError) as exc:
         raise FrameError(f"{name} frame body is not readable: {exc}") from None
     if type(body) is not tuple or len(body) != len(fields):
         raise FrameError(f"{name} frame body must be a tuple of {len(fields)} (got {body!r:.80})")
-    for index, (value, want) in enumerate(zip(body, fields, strict=True)):
-        if want is not None and type(value) is not want:
+    for index, want in _TYPED[kind]:
+        value = body[index]
+        if type(value) is not want:
             raise FrameError(
                 f"{name} frame field {index} must be {want.__name__} "
                 f"(got {value!r:.80} that is a {type(value).__name__})"
             )
-    _check_nested(body)
+    if native is None:
+        _check_nested(body)
     return kind, body
 
 
@@ -126,7 +144,8 @@ def _check_nested(body: tuple[Shareable, ...]) -> None:
         if type(item) is not tuple:
             continue
         if len(item) == 2 and item[0] == _MARSHAL_TAG and type(item[1]) is bytes:
-            _check(item[1], 0, "a MARSHAL node in a frame", containers=True)
+            if len(item[1]) > QUICK_CHECK_BYTES or not _counts_fit(item[1], 0):
+                check_marshal(item[1], "a MARSHAL node in a frame", containers=True)
             continue
         stack.extend(item)
 
@@ -150,19 +169,6 @@ QUICK_CHECK_BYTES = 4096
 # The codes after which CPython's marshal allocates what a count says before reading it: a
 # tuple, a list, a long's digits (with and without the reference flag).
 _ALLOCATING = tuple(b"([l") + tuple(code | 0x80 for code in b"([l")
-
-
-def _check(data: bytes, start: int, what: str, *, containers: bool) -> None:
-    """Refuse the marshal bytes of data from start unless marshal may read them (C or Python)."""
-    if _native_problem is not None:
-        found = _native_problem(data, start, containers)
-        if found is not None:
-            reason, pos = found
-            raise FrameError(f"{what} is not valid marshal data: {reason} (at byte {pos})")
-        return
-    body = memoryview(data)[start:] if start else data
-    if len(body) > QUICK_CHECK_BYTES or not _counts_fit(data, start):
-        check_marshal(body, what, containers=containers)
 
 
 def _counts_fit(data: bytes, start: int = 3) -> bool:

@@ -66,9 +66,13 @@ class Lane:
         return cls(link, FrameStream.adopt(conn))
 
     def send(self, kind: int, body: tuple[Shareable, ...]) -> None:
-        """Send one frame on this lane (its thread's, so no lock)."""
+        """Send one frame of kind on this lane (its thread's, so no lock)."""
+        self.send_frame(_frames.encode(kind, body))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send the bytes of one frame on this lane."""
         try:
-            self._conn.send_bytes(_frames.encode(kind, body))
+            self._conn.send_bytes(frame)
         except (OSError, ValueError):
             self.broken = True
             raise self._gone() from None
@@ -85,10 +89,11 @@ class Lane:
         """Send a request and wait for its reply, serving what the other end asks meanwhile."""
         link = self.link
         link._flush_releases(self.send)
-        link._count_exports(payload)
         self._calls += 1
         call_id = self._calls
-        self.send(_frames.CALL, (call_id, key, origin, op, payload, ctx))
+        self.send_frame(
+            link.outgoing(_frames.CALL, (call_id, key, origin, op, payload, ctx), payload)
+        )
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             kind, body = self._read(deadline)
@@ -113,8 +118,7 @@ class Lane:
             call_id, key, origin, op, payload, ctx = body
             ok, value, ctx_back = link._run(key, origin, op, payload, ctx)
             link._flush_releases(self.send)
-            link._count_exports(value)
-            self.send(_frames.REPLY, (call_id, ok, value, ctx_back))
+            self.send_frame(link.outgoing(_frames.REPLY, (call_id, ok, value, ctx_back), value))
         elif kind == _frames.POST:
             key, origin, op, payload, ctx = body
             link._run(key, origin, op, payload, ctx)

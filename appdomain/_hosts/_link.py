@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["Link"]
 
 _foreign_ids = itertools.count(FOREIGN_BASE)
+# A reference of this process carries its key as a string, whose marshal bytes are these.
+_KEY_BYTES = PROCESS_KEY.encode()
 # foreign interpreter id -> the link that carries its calls (this interpreter's routes)
 _by_route: dict[int, Link] = {}
 _ids_lock = threading.Lock()
@@ -98,6 +100,8 @@ class Link:
         # _Waiter of a caller in this interpreter that sent the call itself
         self._pending: dict[int, tuple[int, str, int] | _Waiter] = {}
         self._routes: dict[int, _Foreign] = {}
+        # The same, as a tuple for readers that take no lock (replaced whole, never changed).
+        self._entries: tuple[_Foreign, ...] = ()
         # (our interp id, object id) -> [references the other end holds, the owner's route]:
         # what its death gives back (a process that crashed sends no releases).
         self._exported: dict[tuple[int, int], list[Any]] = {}
@@ -146,6 +150,7 @@ class Link:
             releases = _compat.queue_create()
             route = Route(foreign_id, inbox, self._waker.address, releases)
             self._routes[foreign_id] = _Foreign(route, key, origin)
+            self._entries = (*self._entries, self._routes[foreign_id])
             _by_route[foreign_id] = self
         remember(route, key, origin)
         return route
@@ -162,7 +167,9 @@ class Link:
     # -- sending --------------------------------------------------------------------------
 
     def _send(self, kind: int, body: tuple[Shareable, ...]) -> None:
-        frame = _frames.encode(kind, body)
+        self._send_frame(_frames.encode(kind, body))
+
+    def _send_frame(self, frame: bytes) -> None:
         try:
             with self._send_lock:
                 self._conn.send_bytes(frame)
@@ -175,8 +182,7 @@ class Link:
         while self.cause is None:
             waker.wait(None)
             waker.drain()
-            with self._lock:
-                entries = list(self._routes.values())
+            entries = self._entries
             # Releases first: one queued before a request must reach the owner before it
             # (a count read by that request sees it).
             for entry in entries:
@@ -190,9 +196,7 @@ class Link:
         A reply or a request must not overtake the releases queued before it: the count it
         reads would be wrong.
         """
-        with self._lock:
-            entries = list(self._routes.values())
-        for entry in entries:
+        for entry in self._entries:
             if _compat.queue_count(entry.route.release_queue):
                 self._send_releases(entry, send)
 
@@ -205,8 +209,8 @@ class Link:
                 return
             op, payload, seq, ctx, reply_queue, reply_address = request
             if reply_queue == ONE_WAY:
-                self._count_exports(payload)
-                self._send(_frames.POST, (entry.key, entry.origin, op, payload, ctx))
+                post = (entry.key, entry.origin, op, payload, ctx)
+                self._send_frame(self.outgoing(_frames.POST, post, payload))
                 continue
             call_id = next(self._calls)
             with self._lock:
@@ -214,8 +218,8 @@ class Link:
                     _fail(reply_queue, reply_address, seq, self._error())
                     return
                 self._pending[call_id] = (reply_queue, reply_address, seq)
-            self._count_exports(payload)
-            self._send(_frames.CALL, (call_id, entry.key, entry.origin, op, payload, ctx))
+            call = (call_id, entry.key, entry.origin, op, payload, ctx)
+            self._send_frame(self.outgoing(_frames.CALL, call, payload))
 
     def _send_releases(self, entry: _Foreign, send: Sender | None = None) -> None:
         send = send or self._send
@@ -241,14 +245,16 @@ class Link:
         if lane is not None:
             return lane.call(entry.key, entry.origin, op, payload, ctx, timeout)
         self._flush_releases()  # releases queued before this call reach the owner before it
-        self._count_exports(payload)
-        waiter = _Waiter()
         call_id = next(self._calls)
+        frame = self.outgoing(
+            _frames.CALL, (call_id, entry.key, entry.origin, op, payload, ctx), payload
+        )
+        waiter = _Waiter()
         with self._lock:
             if self.cause is not None:
                 raise AppDomainUnloadedException(f"domain {self.label} {self.cause}")
             self._pending[call_id] = waiter
-        self._send(_frames.CALL, (call_id, entry.key, entry.origin, op, payload, ctx))
+        self._send_frame(frame)
         if not waiter.lock.acquire(timeout=-1 if timeout is None else timeout):
             with self._lock:
                 self._pending.pop(call_id, None)
@@ -378,8 +384,7 @@ class Link:
         call_id, key, origin, op, payload, ctx = body
         ok, value, ctx_back = self._run(key, origin, op, payload, ctx)
         self._flush_releases()  # the references this call dropped: counted before its reply
-        self._count_exports(value)
-        self._send(_frames.REPLY, (call_id, ok, value, ctx_back))
+        self._send_frame(self.outgoing(_frames.REPLY, (call_id, ok, value, ctx_back), value))
 
     def _serve_post(self, body: tuple[Any, ...]) -> None:
         key, origin, op, payload, ctx = body
@@ -389,22 +394,32 @@ class Link:
         self, key: str, origin: object, op: str, payload: Shareable, ctx: Shareable
     ) -> tuple[bool, Shareable, Shareable]:
         """Run one request from the other end here (or pass it on); never raises."""
-        token = _context.install(ctx)
         try:
             route = self._target(key, _frames.route_field("CALL", origin))
             if route.interp_id == CURRENT_INTERP:
                 ident, nested = _core.enter_call()
-                try:
+                try:  # serve() installs the call context itself
                     _seq, ok, value, ctx_back = serve(op, payload, 0, ctx)
                 finally:
                     _core.leave_call(ident, nested)
                 return ok, value, ctx_back
+        except BaseException as exc:  # the caller gets every error
+            return False, _core.encode_failure(exc), None
+        token = _context.install(ctx)
+        try:
             result = _core.call(route, op, payload)
             return True, result, _context.collect()
-        except BaseException as exc:  # the caller gets every error
+        except BaseException as exc:
             return False, _core.encode_failure(exc), None
         finally:
             _context.uninstall(token)
+
+    def outgoing(self, kind: int, body: tuple[Shareable, ...], value: Shareable) -> bytes:
+        """Return the frame of kind with body, counting the references value (in it) exports."""
+        frame = _frames.encode(kind, body)
+        if _KEY_BYTES in frame:  # else value carries no reference of this process
+            self._count_exports(value)
+        return frame
 
     def _count_exports(self, value: Shareable) -> None:
         """Count the references to this process's objects that value carries to the other end.

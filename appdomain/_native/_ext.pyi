@@ -47,8 +47,13 @@ def release_thread() -> None:
 def set_context_var(var: ContextVar[dict[str, object] | None], /) -> None:
     """Name the ContextVar whose value (other than None) makes invoke() decline."""
 
-def marshal_problem(data: Buffer, start: int, containers: bool, /) -> tuple[str, int] | None:
-    """Walk marshal bytes from start as a link's frame check does: None, or (reason, position)."""
+def marshal_problem(
+    data: Buffer, start: int, containers: bool, nodes: bool = False, /
+) -> tuple[str, int, bool] | None:
+    """Walk marshal bytes from start as a link's frame check does.
+
+    None when marshal.loads may read them, else (reason, position, whether in a MARSHAL node).
+    """
 
 def set_lean_counting(on: bool, /) -> None:
     """Count the proxy calls this interpreter sends by the lean route (monitoring), or not."""

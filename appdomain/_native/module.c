@@ -709,9 +709,10 @@ static PyMethodDef native_methods[] = {
      "method_member(spec, bound_type)\n--\n\nMake the proxy-type member for the remote "
      "method spec: reading it from a proxy binds a bound_type (a BoundMethod subclass)."},
     {"marshal_problem", (PyCFunction)(void (*)(void))appdomain_marshal_problem, METH_FASTCALL,
-     "marshal_problem(data, start, containers)\n--\n\nWalk the CPython marshal bytes of "
-     "data from start as a link's frame check does; return None when marshal.loads may "
-     "read them, else (reason, position from start)."},
+     "marshal_problem(data, start, containers, nodes=False)\n--\n\nWalk the CPython "
+     "marshal bytes of data from start as a link's frame check does (nodes: the MARSHAL "
+     "nodes inside too); return None when marshal.loads may read them, else (reason, "
+     "position, whether the reason is a MARSHAL node's)."},
     {"set_lean_counting", (PyCFunction)appdomain_set_lean_counting, METH_O,
      "set_lean_counting(on)\n--\n\nCount the proxy calls this interpreter sends by the lean "
      "route (monitoring), or not."},
