@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.managers import BaseManager
 from pathlib import Path
 
@@ -43,22 +44,37 @@ def row(label: str, ours: float, peers: dict[str, float | None], unit: str = "us
 
 # -- the process host ------------------------------------------------------------------------
 
+# label -> calls per batch; every peer's batches of a row alternate, so a shared machine's
+# changing load falls on all of them alike.
+ROWS = {"add(i, 2)": 300, "callback (call_back(cb, 3))": 100, "1 MiB argument": 30}
 
-def measure_process_host() -> dict[str, float]:
+
+class Peer:
+    """One way to reach a Worker in another process: its start-up time and its calls."""
+
+    def __init__(
+        self, first: float, calls: dict[str, Callable[[], object] | None], close: Callable[[], None]
+    ) -> None:
+        self.first = first
+        self.calls = calls
+        self.close = close
+
+
+def _calls(worker: bench_helpers.Worker, callbacks: bool) -> dict[str, Callable[[], object] | None]:
+    client = bench_helpers.Client()
+    return {
+        "add(i, 2)": lambda: worker.add(1, 2),
+        "callback (call_back(cb, 3))": (lambda: worker.call_back(client, 3)) if callbacks else None,
+        "1 MiB argument": lambda: worker.size(MIB),
+    }
+
+
+def start_process_host() -> Peer:
     begun = time.perf_counter()
     domain = AppDomain.create_domain("Bench", AppDomainSetup(host=ProcessHost()))
     worker: bench_helpers.Worker = domain.create_instance_and_unwrap("bench_helpers", "Worker")
     worker.add(1, 2)
-    first = time.perf_counter() - begun
-    client = bench_helpers.Client()
-    figures = {
-        "create + first call": first,
-        "add(i, 2)": per_call(lambda: worker.add(1, 2), 300),
-        "callback (call_back(cb, 3))": per_call(lambda: worker.call_back(client, 3), 100),
-        "1 MiB argument": per_call(lambda: worker.size(MIB), 30),
-    }
-    AppDomain.unload(domain)
-    return figures
+    return Peer(time.perf_counter() - begun, _calls(worker, True), lambda: AppDomain.unload(domain))
 
 
 class _Manager(BaseManager):
@@ -68,21 +84,14 @@ class _Manager(BaseManager):
 _Manager.register("Worker", bench_helpers.Worker)
 
 
-def measure_manager() -> dict[str, float | None]:
+def start_manager() -> Peer:
     begun = time.perf_counter()
     manager = _Manager(ctx=multiprocessing.get_context("spawn"))
     manager.start()
     worker = manager.Worker()  # type: ignore[attr-defined]
     worker.add(1, 2)
-    first = time.perf_counter() - begun
-    figures: dict[str, float | None] = {
-        "create + first call": first,
-        "add(i, 2)": per_call(lambda: worker.add(1, 2), 300),
-        "callback (call_back(cb, 3))": None,  # a manager's proxies call one way only
-        "1 MiB argument": per_call(lambda: worker.size(MIB), 30),
-    }
-    manager.shutdown()
-    return figures
+    # a manager's proxies call one way only: no callbacks
+    return Peer(time.perf_counter() - begun, _calls(worker, False), manager.shutdown)
 
 
 RPYC_SERVER = """
@@ -103,11 +112,11 @@ server.start()
 """
 
 
-def measure_rpyc() -> dict[str, float | None]:
+def start_rpyc() -> Peer | None:
     try:
         import rpyc
     except ImportError:
-        return dict.fromkeys(("create + first call", "add(i, 2)", "callback", "1 MiB"))
+        return None
     begun = time.perf_counter()
     server = subprocess.Popen(
         [sys.executable, "-c", RPYC_SERVER.format(bench=str(ROOT))],
@@ -118,21 +127,55 @@ def measure_rpyc() -> dict[str, float | None]:
     assert server.stdout is not None
     port = int(server.stdout.readline())
     config = {"allow_all_attrs": True, "allow_public_attrs": True}
-    conn = rpyc.connect("127.0.0.1", port, config=config)
+    deadline = time.monotonic() + 30
+    while True:  # the server prints its port before it listens
+        try:
+            conn = rpyc.connect("127.0.0.1", port, config=config)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.01)
     worker = conn.root.worker()
     worker.add(1, 2)
-    first = time.perf_counter() - begun
-    client = bench_helpers.Client()
-    figures: dict[str, float | None] = {
-        "create + first call": first,
-        "add(i, 2)": per_call(lambda: worker.add(1, 2), 300),
-        "callback (call_back(cb, 3))": per_call(lambda: worker.call_back(client, 3), 100),
-        "1 MiB argument": per_call(lambda: worker.size(MIB), 30),
-    }
-    conn.close()
-    server.kill()
-    server.wait()
-    return figures
+
+    def close() -> None:
+        conn.close()
+        server.kill()
+        server.wait()
+
+    return Peer(time.perf_counter() - begun, _calls(worker, True), close)
+
+
+def measure_process_host() -> None:
+    """Print each row: the process host beside managers and RPyC, batches interleaved."""
+    peers = {"appdomain": start_process_host()}
+    try:
+        peers["managers"] = start_manager()
+        rpyc_peer = start_rpyc()
+        if rpyc_peer is not None:
+            peers["RPyC"] = rpyc_peer
+        row(
+            "process host: create + first call",
+            peers["appdomain"].first,
+            {name: peer.first for name, peer in peers.items() if name != "appdomain"},
+            "ms",
+        )
+        for label, count in ROWS.items():
+            samples: dict[str, list[float]] = {name: [] for name in peers}
+            for _ in range(bench_helpers.ROUNDS):
+                for name, peer in peers.items():
+                    call = peer.calls[label]
+                    if call is not None:
+                        samples[name].append(per_call(call, count, rounds=1))
+            figures = {n: statistics.median(v) if v else None for n, v in samples.items()}
+            ours = figures.pop("appdomain")
+            assert ours is not None
+            row(f"process host: {label}", ours, figures)
+    finally:
+        for peer in peers.values():
+            peer.close()
 
 
 # -- Ray ---------------------------------------------------------------------------------------
@@ -193,14 +236,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ray", action="store_true", help="also measure RayHost")
     options = parser.parse_args()
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; medians", flush=True)
-    ours = measure_process_host()
-    manager = measure_manager()
-    rpyc_figures = measure_rpyc()
-    for label, value in ours.items():
-        unit = "ms" if label.startswith("create") else "us"
-        peers = {"managers": manager.get(label), "RPyC": rpyc_figures.get(label)}
-        row(f"process host: {label}", value, peers, unit)
+    print(
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; medians of batches that "
+        "alternate between the peers",
+        flush=True,
+    )
+    measure_process_host()
     if options.ray:
         measure_ray()
 

@@ -53,6 +53,7 @@ __all__ = ["Link"]
 _foreign_ids = itertools.count(FOREIGN_BASE)
 # A reference of this process carries its key as a string, whose marshal bytes are these.
 _KEY_BYTES = PROCESS_KEY.encode()
+_SEARCH_BYTES = 4096
 # foreign interpreter id -> the link that carries its calls (this interpreter's routes)
 _by_route: dict[int, Link] = {}
 _ids_lock = threading.Lock()
@@ -417,7 +418,9 @@ class Link:
     def outgoing(self, kind: int, body: tuple[Shareable, ...], value: Shareable) -> bytes:
         """Return the frame of kind with body, counting the references value (in it) exports."""
         frame = _frames.encode(kind, body)
-        if _KEY_BYTES in frame:  # else value carries no reference of this process
+        # A small frame without this process's key carries no reference of it: skip the
+        # walk.  A large one is mostly a few large values: walking it beats searching it.
+        if len(frame) > _SEARCH_BYTES or _KEY_BYTES in frame:
             self._count_exports(value)
         return frame
 
