@@ -142,6 +142,9 @@ def encode_reply(
     result: object, args: tuple[object, ...], kwargs: dict[str, object], plan: CallPlan | None
 ) -> Node:
     """Encode the result plus copy-backs of Ref boxes and Out parameters (callee side)."""
+    values = (result, *args)
+    if not kwargs and (plan is None or not plan.has_out) and _native(values):
+        return (tg.REPLY, values[0])  # plain values all: nothing to encode, nothing to copy back
     ctx = Ctx()
     try:
         encoded = encode(result, ctx)

@@ -22,6 +22,7 @@ from .. import _core
 from .._core import CURRENT_INTERP, Route, WakeSocket, _compat, _context, wake
 from .._core._foreign import FOREIGN_BASE, GONE, PROCESS_KEY, known_route, remember
 from .._core._serve import serve
+from .._core._serve import state as _serve_state
 from .._core._wire import ONE_WAY
 from .._errors import AppDomainUnloadedException
 from .._remoting._release import release as release_at_owner
@@ -376,10 +377,14 @@ class Link:
                         del self._exported[(route.interp_id, oid)]
         release_at_owner(route, oid, count)
 
-    def _target(self, key: str, origin: RouteTuple) -> Route:
+    def _target(self, key: str, origin: object) -> Route:
         if key == PROCESS_KEY:
-            return self._check_local(origin)
-        return known_route(key, origin)  # another process's: relayed through its link
+            main = _serve_state.route
+            if main is not None and origin == main:  # this process's default domain
+                return main
+            return self._check_local(_frames.route_field("CALL", origin))
+        # another process's: relayed through its link
+        return known_route(key, _frames.route_field("CALL", origin))
 
     def _serve_call(self, body: tuple[Any, ...]) -> None:
         call_id, key, origin, op, payload, ctx = body
@@ -396,7 +401,7 @@ class Link:
     ) -> tuple[bool, Shareable, Shareable]:
         """Run one request from the other end here (or pass it on); never raises."""
         try:
-            route = self._target(key, _frames.route_field("CALL", origin))
+            route = self._target(key, origin)
             if route.interp_id == CURRENT_INTERP:
                 ident, nested = _core.enter_call()
                 try:  # serve() installs the call context itself
