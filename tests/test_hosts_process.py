@@ -173,12 +173,15 @@ def test_objects_held_by_a_crashed_host_are_released(
 # -- sockets ----------------------------------------------------------------------------------
 
 
-def test_socket_moves_into_a_process_host(hosted: AppDomain, plugin: host_helpers.Plugin) -> None:
+@pytest.mark.parametrize("by", ["pid", "domain"])
+def test_socket_moves_into_a_process_host(
+    hosted: AppDomain, plugin: host_helpers.Plugin, by: str
+) -> None:
     listener = Socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     address = listener.getsockname()
-    info = listener.duplicate_and_close(hosted.process_id)
+    info = listener.duplicate_and_close(hosted.process_id if by == "pid" else hosted)
     served = plugin.serve_one.begin_invoke(info.protocol_information)
     with socket.create_connection(address, timeout=10) as client:
         assert client.recv(64) == b"served by %d" % hosted.process_id

@@ -239,7 +239,7 @@ def test_blob_for_another_process_is_refused() -> None:
 @pytest.mark.parametrize("bad", ["12", 12.0, None, True])
 def test_bad_pid_type_fails_and_keeps_the_socket(bad: object) -> None:
     with listener() as src:
-        with pytest.raises(TypeError, match=r"'target_pid' must be int \(got .* that is a"):
+        with pytest.raises(TypeError, match=r"'target_pid' must be int or a domain \(got .* that"):
             src.duplicate_and_close(bad)  # type: ignore[arg-type]
         assert src.fileno() != -1
 
@@ -247,7 +247,36 @@ def test_bad_pid_type_fails_and_keeps_the_socket(bad: object) -> None:
 def test_bad_pid_type_message_names_the_value() -> None:
     with listener() as src, pytest.raises(TypeError) as caught:
         src.duplicate_and_close("12")  # type: ignore[arg-type]
-    assert str(caught.value) == "'target_pid' must be int (got '12' that is a str)"
+    assert str(caught.value) == "'target_pid' must be int or a domain (got '12' that is a str)"
+
+
+class _DomainElsewhere:
+    """What an AppDomain on another machine says of where it runs."""
+
+    process_id = os.getpid()
+    node = "another-machine.example"
+
+    def __repr__(self) -> str:
+        return "<AppDomain 'Far'>"
+
+
+def test_a_domain_on_another_machine_is_refused_and_keeps_the_socket() -> None:
+    with listener() as src:
+        with pytest.raises(SocketHandoffError, match="sockets cannot cross machines") as caught:
+            src.duplicate_and_close(_DomainElsewhere())
+        assert src.fileno() != -1
+    assert str(caught.value).endswith(
+        f"<AppDomain 'Far'> runs on 'another-machine.example' (process {os.getpid()}), "
+        f"this process on {socket.gethostname()!r}"
+    )
+
+
+def test_a_domain_of_this_machine_names_its_process() -> None:
+    class Here(_DomainElsewhere):
+        node = socket.gethostname()
+
+    info = listener().duplicate_and_close(Here())
+    Socket(info).close()
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2**32])

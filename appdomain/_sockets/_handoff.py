@@ -182,8 +182,9 @@ def claim_remote(address: bytes, nonce: bytes, timeout: float = CLAIM_TIMEOUT) -
             conn.connect(address)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise HandoffSourceGoneError(
-                f"handoff endpoint {shown!r} is gone: the source process exited or "
-                f"shut its handoff service down ({exc.strerror})"
+                f"handoff endpoint {shown!r} is gone: the source process exited, shut "
+                f"its handoff service down, or runs on another machine (sockets cannot "
+                f"cross machines) ({exc.strerror})"
             ) from None
         try:
             conn.sendall(nonce)

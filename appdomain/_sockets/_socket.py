@@ -54,6 +54,19 @@ from ._handoff import (
     WrongProcessError,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Placed(Protocol):
+        """A domain, as duplicate_and_close sees one: where it runs (AppDomain has both)."""
+
+        @property
+        def process_id(self) -> int: ...
+        @property
+        def node(self) -> str: ...
+
+
 __all__ = [
     "Socket",
     "SocketInformation",
@@ -176,12 +189,14 @@ class Socket(socket.socket):
         return conn, address
 
     def duplicate_and_close(
-        self, target_pid: int, *, ttl: float | None = None
+        self, target_pid: int | Placed, *, ttl: float | None = None
     ) -> SocketInformation:
         """Hand this socket to target_pid (a domain of this process, or another one).
 
-        Closes this socket and returns the SocketInformation the target passes to
-        ``Socket(info)``.  An unclaimed handoff is closed after ttl seconds.
+        target_pid is a process id, or a domain (``AppDomain``: its process_id, after a
+        check that it runs on this machine).  Closes this socket and returns the
+        SocketInformation the target passes to ``Socket(info)``.  An unclaimed handoff is
+        closed after ttl seconds.
         """
         return duplicate_and_close(self, target_pid, ttl=ttl)
 
@@ -189,17 +204,18 @@ class Socket(socket.socket):
 
 
 def duplicate_and_close(
-    sock: socket.socket, target_pid: int, *, ttl: float | None = None
+    sock: socket.socket, target_pid: int | Placed, *, ttl: float | None = None
 ) -> SocketInformation:
     """Hand any socket.socket to target_pid and close it; return its SocketInformation.
 
+    target_pid is a process id, or a domain (its process_id, on this machine only).
     On failure the socket is left open and untouched.
     """
     if not isinstance(sock, socket.socket):
         raise TypeError(
             f"'sock' must be socket.socket (got {sock!r} that is a {type(sock).__name__})"
         )
-    _check_pid(target_pid)
+    target_pid = _pid_of(target_pid)
     ttl = _check_ttl(ttl)
     if sock.fileno() == -1:
         raise SocketHandoffError(errno.EBADF, "cannot duplicate a closed socket")
@@ -310,6 +326,29 @@ def _options_of(sock: socket.socket) -> SocketInformationOptions:
         else:
             options |= SocketInformationOptions.CONNECTED
     return options
+
+
+def _pid_of(target: object) -> int:
+    """Return the process id target names: an int, or a domain's (on this machine)."""
+    if isinstance(target, int) or not hasattr(target, "process_id"):
+        if not isinstance(target, int) or isinstance(target, bool):
+            raise TypeError(
+                f"'target_pid' must be int or a domain "
+                f"(got {target!r} that is a {type(target).__name__})"
+            )
+        _check_pid(target)
+        return target
+    pid, node = getattr(target, "process_id"), getattr(target, "node")  # noqa: B009
+    here = socket.gethostname()
+    if node != here:
+        raise SocketHandoffError(
+            errno.EXDEV,
+            f"sockets cannot cross machines: {target!r} runs on {node!r} "
+            f"(process {pid}), this process on {here!r}",
+        )
+    _check_pid(pid)
+    assert isinstance(pid, int)
+    return pid
 
 
 def _check_pid(target_pid: object) -> None:
