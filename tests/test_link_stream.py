@@ -10,6 +10,8 @@ from multiprocessing.connection import Connection
 
 import pytest
 
+from appdomain._core import Route
+from appdomain._hosts._link import Link
 from appdomain._hosts._stream import FrameStream
 
 
@@ -119,3 +121,21 @@ def test_a_closed_stream_says_so(pair: tuple[FrameStream, socket.socket]) -> Non
     with pytest.raises(OSError, match="the frame stream is closed"):
         stream.send_bytes(b"x")
 
+
+
+def test_a_link_whose_peer_sends_a_negative_length_closes_and_says_why(
+    pair: tuple[FrameStream, socket.socket],
+) -> None:
+    stream, theirs = pair
+    closed = threading.Event()
+    link = Link(stream, "peer:1:x", "'peer'", check_local=_no_local)
+    link.on_close(lambda cause: closed.set())
+    link.start()
+    theirs.sendall((-7).to_bytes(4, "big", signed=True))
+    assert closed.wait(10)
+    assert link.cause == "ended: a frame's length must not be negative (got -7)"
+    link.join(10)
+
+
+def _no_local(origin: tuple[int, int, str, int]) -> Route:
+    raise AssertionError(f"no request was expected (got one for {origin})")
