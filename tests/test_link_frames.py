@@ -22,6 +22,7 @@ def checker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     """Check frames with the C walk of marshal bytes, then with the Python one."""
     if request.param == "Python":
         monkeypatch.setattr(_frames, "_native_problem", None)
+        monkeypatch.setattr(_frames, "_native_decode", None)
     elif _frames._native_problem is None:
         pytest.skip("the C switch was not built: frames are checked in Python only")
     return str(request.param)
@@ -160,6 +161,36 @@ def test_the_c_and_python_checks_give_the_same_verdicts(containers: bool) -> Non
             expected = str(exc)
         got = found and f"x is not valid marshal data: {found[0]} (at byte {found[1]})"
         assert got == expected, bytes(data)
+
+
+def test_the_c_decoder_takes_only_frames_python_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    native = _frames._native_decode
+    if native is None:
+        pytest.skip("the C switch was not built: frames are decoded in Python only")
+    monkeypatch.setattr(_frames, "_native_problem", None)
+    monkeypatch.setattr(_frames, "_native_decode", None)
+    chooser = random.Random(7)
+    valid = [bytes.fromhex(golden) for _, _, golden in GOLDEN]
+    valid.append(_frames.encode(_frames.REPLY, (7, True, (27, marshal.dumps({1: [2]})), None)))
+    for frame in valid:
+        assert native(frame, _frames.MAGIC, _frames.VERSION, _frames._C_SHAPES) == (
+            _frames.decode(frame)
+        )
+    for _ in range(20000):
+        data = bytearray(chooser.choice(valid))
+        for _ in range(chooser.randint(0, 2)):
+            data[chooser.randrange(len(data))] = chooser.randrange(256)
+        frame = bytes(data[: chooser.randint(len(data) - 2, len(data))])
+        try:
+            expected = _frames.decode(frame)
+        except FrameError:
+            expected = None
+        got = native(frame, _frames.MAGIC, _frames.VERSION, _frames._C_SHAPES)
+        # What C takes, Python takes alike; C may refuse more (it walks small MARSHAL
+        # nodes whole), and then the Python decoder looks at the frame again.
+        assert got == expected or got is None, frame
 
 
 def test_a_link_that_reads_garbage_closes_and_says_why() -> None:

@@ -31,13 +31,20 @@ if TYPE_CHECKING:
     type Problem = Callable[[Buffer, int, bool, bool], tuple[str, int, bool] | None]
     type RouteTuple = tuple[int, int, str, int]
 
+    type Decoder = Callable[
+        [Buffer, int, int, dict[int, tuple[int, tuple[tuple[int, type], ...]]]],
+        tuple[int, tuple[Shareable, ...]] | None,
+    ]
+
 _native_problem: Problem | None
+_native_decode: Decoder | None
 try:  # the C walk of marshal bytes (~30x the Python one), when the C switch was built
     from .._native import _ext
 
     _native_problem = _ext.marshal_problem
+    _native_decode = _ext.decode_frame
 except ImportError:
-    _native_problem = None
+    _native_problem = _native_decode = None
 
 __all__ = [
     "BYE",
@@ -82,6 +89,10 @@ _TYPED = {
 }
 
 
+# The same, as decode_frame() in C reads it: kind -> (field count, typed fields)
+_C_SHAPES = {kind: (len(fields), _TYPED[kind]) for kind, (_, fields) in _SHAPES.items()}
+
+
 class FrameError(RemotingException):
     """A frame from the other process is not what the link format says (a broken link)."""
 
@@ -94,6 +105,13 @@ def encode(kind: int, body: tuple[Shareable, ...]) -> bytes:
 
 def decode(data: bytes) -> tuple[int, tuple[Shareable, ...]]:
     """Return (kind, body) of one frame; raise FrameError naming what is wrong with it."""
+    fast = _native_decode
+    if fast is not None:
+        # Every check below in one C call for a valid frame; any other is looked at again
+        # here, which says what is wrong with it.
+        decoded = fast(data, MAGIC, VERSION, _C_SHAPES)
+        if decoded is not None:
+            return decoded
     if len(data) < 4:
         raise FrameError(f"link frame must be at least 4 bytes (got {len(data)})")
     if data[0] != MAGIC:

@@ -55,6 +55,15 @@ def marshal_problem(
     None when marshal.loads may read them, else (reason, position, whether in a MARSHAL node).
     """
 
+def decode_frame(
+    data: Buffer,
+    magic: int,
+    version: int,
+    shapes: dict[int, tuple[int, tuple[tuple[int, type], ...]]],
+    /,
+) -> tuple[int, tuple[Any, ...]] | None:
+    """Return (kind, body) of a valid link frame; None for any other (decode it to say why)."""
+
 def set_lean_counting(on: bool, /) -> None:
     """Count the proxy calls this interpreter sends by the lean route (monitoring), or not."""
 

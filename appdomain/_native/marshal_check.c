@@ -12,6 +12,7 @@
  * (a reference could hide such a node's bytes from the walk).
  */
 #include "native.h"
+#include <marshal.h>
 
 #define MAX_DEPTH 1000
 #define DICT_LEVEL (-1)   /* a dict's level: key, value pairs until a NULL ('0') */
@@ -278,4 +279,96 @@ appdomain_marshal_problem(PyObject *Py_UNUSED(module), PyObject *const *args, Py
         Py_RETURN_NONE;
     }
     return Py_BuildValue("(snO)", reason, at, in_node ? Py_True : Py_False);
+}
+
+/* decode_frame(data, magic, version, shapes) -> (kind, body), or None for any frame that
+ * is not valid, which the caller then decodes in Python to say what is wrong with it.
+ * shapes: {kind: (field count, ((index, type), ...))}, _hosts/_frames.py's table. */
+PyObject *
+appdomain_decode_frame(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "decode_frame() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    long magic = PyLong_AsLong(args[1]);
+    long version = PyLong_AsLong(args[2]);
+    if ((magic == -1 || version == -1) && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyDict_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "decode_frame() shapes must be a dict");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)view.buf;
+    PyObject *kind = NULL, *body = NULL, *result = NULL;
+    if (view.len < 4 || data[0] != magic || data[1] != version) {
+        goto slow;
+    }
+    kind = PyLong_FromLong(data[2]);
+    if (kind == NULL) {
+        goto error;
+    }
+    PyObject *shape = PyDict_GetItemWithError(args[3], kind);   /* borrowed */
+    if (shape == NULL) {
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+        goto slow;
+    }
+    if (!PyTuple_CheckExact(shape) || PyTuple_GET_SIZE(shape) != 2
+        || !PyTuple_CheckExact(PyTuple_GET_ITEM(shape, 1))) {
+        PyErr_SetString(PyExc_TypeError, "decode_frame() shapes must map kinds to (count, fields)");
+        goto error;
+    }
+    Py_ssize_t count = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, 0));
+    if (count == -1 && PyErr_Occurred()) {
+        goto error;
+    }
+    char message[96];
+    Py_ssize_t at = 0;
+    int in_node = 0;
+    if (walk(data + 3, view.len - 3, 0, 1, &at, &in_node, message, sizeof(message)) != NULL) {
+        goto slow;
+    }
+    body = PyMarshal_ReadObjectFromString((const char *)data + 3, view.len - 3);
+    if (body == NULL) {
+        PyErr_Clear();   /* the Python decoder reads it again and says why */
+        goto slow;
+    }
+    if (!PyTuple_CheckExact(body) || PyTuple_GET_SIZE(body) != count) {
+        goto slow;
+    }
+    PyObject *fields = PyTuple_GET_ITEM(shape, 1);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++) {
+        PyObject *field = PyTuple_GET_ITEM(fields, i);
+        if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2) {
+            PyErr_SetString(PyExc_TypeError, "decode_frame() fields must be (index, type)");
+            goto error;
+        }
+        Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(field, 0));
+        if (index == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (index < 0 || index >= count
+            || (PyObject *)Py_TYPE(PyTuple_GET_ITEM(body, index)) != PyTuple_GET_ITEM(field, 1)) {
+            goto slow;
+        }
+    }
+    result = PyTuple_Pack(2, kind, body);
+    goto done;
+slow:
+    result = Py_NewRef(Py_None);
+    goto done;
+error:
+    result = NULL;
+done:
+    Py_XDECREF(kind);
+    Py_XDECREF(body);
+    PyBuffer_Release(&view);
+    return result;
 }

@@ -713,6 +713,10 @@ static PyMethodDef native_methods[] = {
      "marshal bytes of data from start as a link's frame check does (nodes: the MARSHAL "
      "nodes inside too); return None when marshal.loads may read them, else (reason, "
      "position, whether the reason is a MARSHAL node's)."},
+    {"decode_frame", (PyCFunction)(void (*)(void))appdomain_decode_frame, METH_FASTCALL,
+     "decode_frame(data, magic, version, shapes)\n--\n\nReturn (kind, body) of a link frame "
+     "that is valid in every way the link format says (shapes: {kind: (field count, "
+     "((index, type), ...))}); None for any other, which the caller decodes to say why."},
     {"set_lean_counting", (PyCFunction)appdomain_set_lean_counting, METH_O,
      "set_lean_counting(on)\n--\n\nCount the proxy calls this interpreter sends by the lean "
      "route (monitoring), or not."},

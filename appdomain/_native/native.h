@@ -73,8 +73,10 @@ PyObject *appdomain_set_method_hooks(PyObject *module, PyObject *const *args, Py
 PyObject *appdomain_set_lean_counting(PyObject *module, PyObject *on);
 PyObject *appdomain_lean_calls(PyObject *module, PyObject *Py_UNUSED(ignored));
 
-/* marshal_check.c: marshal_problem(data, start, containers), the link's frame check. */
+/* marshal_check.c: the link's frame check, marshal_problem(data, start, containers, nodes). */
 PyObject *appdomain_marshal_problem(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* decode_frame(data, magic, version, shapes): a valid frame's (kind, body), else None. */
+PyObject *appdomain_decode_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #if defined(__GNUC__)
 #  pragma GCC visibility pop
