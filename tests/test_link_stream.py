@@ -122,7 +122,6 @@ def test_a_closed_stream_says_so(pair: tuple[FrameStream, socket.socket]) -> Non
         stream.send_bytes(b"x")
 
 
-
 def test_a_link_whose_peer_sends_a_negative_length_closes_and_says_why(
     pair: tuple[FrameStream, socket.socket],
 ) -> None:
