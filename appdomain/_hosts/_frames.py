@@ -89,6 +89,8 @@ _TYPED = {
 }
 
 
+# kind -> the first bytes of its frames
+_PREFIXES = {kind: bytes((MAGIC, VERSION, kind)) for kind in _SHAPES}
 # The same, as decode_frame() in C reads it: kind -> (field count, typed fields)
 _C_SHAPES = {kind: (len(fields), _TYPED[kind]) for kind, (_, fields) in _SHAPES.items()}
 
@@ -100,7 +102,7 @@ class FrameError(RemotingException):
 def encode(kind: int, body: tuple[Shareable, ...]) -> bytes:
     """Return the bytes of one frame of kind."""
     # The format named, so that the bytes stay the same on every Python that writes it.
-    return bytes((MAGIC, VERSION, kind)) + marshal.dumps(body, MARSHAL_VERSION)
+    return _PREFIXES[kind] + marshal.dumps(body, MARSHAL_VERSION)
 
 
 def decode(data: bytes) -> tuple[int, tuple[Shareable, ...]]:

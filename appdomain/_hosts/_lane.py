@@ -49,6 +49,7 @@ class Lane:
         self.broken = False
         self._conn = conn
         self._calls = 0
+        self._send = self.send  # handed to the link on every call: bound once
 
     @classmethod
     def connect(cls, link: Link, address: str, authkey: bytes) -> Lane:
@@ -88,7 +89,7 @@ class Lane:
     ) -> Reply:
         """Send a request and wait for its reply, serving what the other end asks meanwhile."""
         link = self.link
-        link._flush_releases(self.send)
+        link._flush_releases(self._send)
         self._calls += 1
         call_id = self._calls
         self.send_frame(
@@ -117,7 +118,7 @@ class Lane:
         if kind == _frames.CALL:
             call_id, key, origin, op, payload, ctx = body
             ok, value, ctx_back = link._run(key, origin, op, payload, ctx)
-            link._flush_releases(self.send)
+            link._flush_releases(self._send)
             self.send_frame(link.outgoing(_frames.REPLY, (call_id, ok, value, ctx_back), value))
         elif kind == _frames.POST:
             key, origin, op, payload, ctx = body

@@ -68,7 +68,9 @@ class FrameStream:
             header = (-1).to_bytes(4, "big", signed=True) + size.to_bytes(8, "big")
         else:
             header = size.to_bytes(4, "big")
-        fd = self._check_open()
+        fd = self._fd
+        if fd < 0:
+            raise OSError("the frame stream is closed")
         if size <= _READ_SIZE:
             data = header + frame
             done = os.write(fd, data)
@@ -94,9 +96,9 @@ class FrameStream:
     def recv_bytes(self) -> bytes:
         """Read one frame; raise EOFError when the other end has closed."""
         buf = self._buf
-        if not buf:
+        if not buf and self._fd >= 0:
             # What a small call's reply takes: one read that brings exactly one frame.
-            data = os.read(self._check_open(), _READ_SIZE)
+            data = os.read(self._fd, _READ_SIZE)
             if not data:
                 raise EOFError
             if len(data) >= 4 and _LENGTH.unpack_from(data)[0] == len(data) - 4:
