@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 from appdomain import AppDomain, MarshalByRefObject, Socket, SocketInformation
 
@@ -41,6 +42,21 @@ class Plugin(MarshalByRefObject):
 
     def hostname(self) -> str:
         return socket.gethostname()
+
+    def pass_gate(self, gate: Gate) -> int:
+        """Call back into gate's domain and wait there until all its parties are in."""
+        return gate.enter()
+
+
+class Gate(MarshalByRefObject):
+    """Lives in the caller's domain: enter() returns once parties callers are in it at once."""
+
+    def __init__(self, parties: int) -> None:
+        # Bounded: a gate that never fills breaks (BrokenBarrierError) instead of hanging.
+        self.barrier = threading.Barrier(parties, timeout=60)
+
+    def enter(self) -> int:
+        return self.barrier.wait()
 
 
 def note_unload(path: str) -> None:

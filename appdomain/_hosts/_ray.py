@@ -1,12 +1,16 @@
 """Run a domain on a Ray actor: RayHost, for work that needs more than one machine.
 
 Each domain is one threaded Ray actor running appdomain's runtime as a host (``_child``),
-joined to this process by a link whose frames travel as actor calls: this side hands
-frames over with ``deliver`` and takes the actor's with a long-polling ``collect`` that
-returns as soon as the actor has something to say.  Callbacks into this process come back
-on those collects, so the driver needs no server of its own and works wherever it can
-reach the cluster.  Ray is optional (``pip install appdomain[ray]``); without an address a
-local Ray instance starts the first time it is needed, as the embedded default.
+joined to this process by a link whose frames travel as actor calls.  A call from a thread
+of this process's main interpreter is one actor call, ``call``: the actor serves it on the
+thread Ray runs the method on and returns the reply as the method's result (a bare actor
+call's cost, the common case).  The rest of the link's traffic (callbacks into this process,
+calls from its other interpreters, one-way calls, releases) goes as frames: this side hands
+them over with ``deliver`` and takes the actor's with a long-polling ``collect`` that returns
+as soon as the actor has something to say, so the driver needs no server of its own and
+works wherever it can reach the cluster.  Ray is optional (``pip install appdomain[ray]``);
+without an address a local Ray instance starts the first time it is needed, as the
+embedded default.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 
 from .._core._foreign import PROCESS_KEY
 from .._domains import _runtime
-from .._errors import AppDomainError
+from .._errors import AppDomainError, AppDomainUnloadedException
 from . import _frames, _links
 from ._frames import FrameError
 from ._link import Link
@@ -28,6 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, ClassVar
 
+    from .._core._wire import Shareable
     from .._domains._setup import AppDomainSetup
 
 __all__ = ["RayHost"]
@@ -37,6 +42,12 @@ __all__ = ["RayHost"]
 POLL_SECONDS = 1.0
 # How long starting an actor may take before the host gives up (a cluster without room).
 START_SECONDS = 120.0
+# The actor's concurrency group for deliver and collect: a thread pool of their own, so that
+# calls holding all max_concurrency threads (each waiting on a callback, say) cannot keep
+# out the deliver that brings the callback's reply.  One collect waits at a time; deliver
+# calls are short.
+LINK_GROUP = "appdomain-link"
+LINK_THREADS = 4
 
 _init_lock = threading.Lock()
 
@@ -126,7 +137,8 @@ class RayHost:
         """Start an actor running a domain named name; return it once it serves."""
         ray = _import_ray()
         _connect(ray, self.address, self.connect_timeout)
-        actor_class = ray.remote(_HostActor).options(
+        actor_class = ray.remote(concurrency_groups={LINK_GROUP: LINK_THREADS})(_HostActor)
+        actor_class = actor_class.options(
             num_cpus=self.num_cpus,
             resources=self.resources or None,
             max_concurrency=self.max_concurrency,
@@ -213,8 +225,10 @@ class _DriverEnd:
     """This side's end of a link to an actor: frames out as deliver calls, in by collect."""
 
     def __init__(self, ray: Any, actor: Any) -> None:
-        self._ray = ray
+        self.ray = ray
         self._actor = actor
+        self._deliver = actor.deliver.options(concurrency_group=LINK_GROUP)
+        self._collect = actor.collect.options(concurrency_group=LINK_GROUP)
         self._sent = itertools.count()
         self._send_lock = threading.Lock()
         self._buffer: list[bytes] = []
@@ -224,16 +238,16 @@ class _DriverEnd:
         if self._closed:
             raise OSError("the link to the Ray actor is closed")
         with self._send_lock:  # numbered in the order sent: the actor puts them back in order
-            self._actor.deliver.remote(next(self._sent), frame)
+            self._deliver.remote(next(self._sent), frame)
 
     def recv_bytes(self, timeout: float | None = None) -> bytes:
-        ray = self._ray
+        ray = self.ray
         waited = 0.0
         while not self._buffer:
             if self._closed:
                 raise EOFError("the link to the Ray actor is closed")
             try:
-                self._buffer = list(ray.get(self._actor.collect.remote(POLL_SECONDS)))
+                self._buffer = list(ray.get(self._collect.remote(POLL_SECONDS)))
             except Exception as exc:  # RayActorError, ActorDiedError, a lost node...
                 raise EOFError(_death_words(exc)) from None
             waited += POLL_SECONDS
@@ -243,6 +257,117 @@ class _DriverEnd:
 
     def close(self) -> None:
         self._closed = True
+
+
+class _RayLink(Link):
+    """The driver's link to an actor: its main interpreter's threads call by ``call``."""
+
+    def __init__(self, ray: Any, actor: Any, conn: _DriverEnd, key: str, label: str) -> None:
+        super().__init__(conn, key, label, check_local=_links.check_local)
+        self._direct = _DirectLane(self, ray, actor)
+
+    def lane(self) -> _DirectLane | None:  # type: ignore[override]  # Lane's call, by actor
+        return self._direct if self.cause is None else None
+
+
+class _DirectLane:
+    """What a Link asks of a lane, made of one actor call a request: the reply is its result.
+
+    One object serves every thread: a call's state is its own actor call.  A callback the
+    request makes into this process comes back by the link's collect, and is served by the
+    link's reader threads while this thread waits for the result.
+    """
+
+    broken = False
+
+    def __init__(self, link: Link, ray: Any, actor: Any) -> None:
+        self.link = link
+        self._ray = ray
+        self._call = actor.call
+
+    def call(
+        self,
+        key: str,
+        origin: tuple[int, int, str, int],
+        op: str,
+        payload: Shareable,
+        ctx: Shareable,
+        timeout: float | None,
+    ) -> tuple[int, bool, Shareable, Shareable]:
+        """Send a request as one actor call and return its reply."""
+        link = self.link
+        frames: list[bytes] = []
+
+        def send(kind: int, body: tuple[Shareable, ...]) -> None:
+            frames.append(_frames.encode(kind, body))
+
+        # Releases queued before the call go first in it: the counts it reads are right.
+        link._flush_releases(send)
+        link._count_exports(payload)
+        send(_frames.CALL, (0, key, origin, op, payload, ctx))
+        ray = self._ray
+        try:
+            answer = ray.get(self._call.remote(frames), timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(f"domain {link.label} did not reply in time") from None
+        except Exception as exc:  # RayActorError, ActorDiedError, a lost node...
+            raise self._gone(f"ended: {_death_words(exc)}") from None
+        try:
+            for data in answer:
+                kind, body = _decode(data)
+                if kind == _frames.REPLY:
+                    return (0, body[1], body[2], body[3])
+                if kind != _frames.RELEASE:
+                    raise FrameError(f"a call's answer holds a frame of kind {kind}")
+                link.released(body)
+            raise FrameError("a call's answer holds no REPLY")
+        except (FrameError, TypeError, ValueError) as exc:
+            raise self._gone(f"sent a broken frame ({exc}); the link was closed") from None
+
+    def _gone(self, cause: str) -> AppDomainUnloadedException:
+        """End the link with cause (unless it ended already) and say why it ended."""
+        link = self.link
+        link.close(cause)
+        # Another thread (the reader, seeing the same death) may be closing it: once it is
+        # closed, what the dead host held has been given back and the cause is final.
+        link.closed.wait(5.0)
+        return AppDomainUnloadedException(f"domain {link.label} {link.cause}")
+
+
+def _serve_call(link: Link, frames: list[bytes]) -> list[bytes]:
+    """Serve one direct call in the actor, on this thread: its releases, then the request.
+
+    Returns the releases this side queued meanwhile, then the REPLY: the frames a lane
+    would have sent back.
+    """
+    answer: list[bytes] = []
+
+    def send(kind: int, body: tuple[Shareable, ...]) -> None:
+        answer.append(_frames.encode(kind, body))
+
+    try:
+        for data in frames:
+            kind, body = _decode(data)
+            if kind == _frames.RELEASE:
+                link.released(body)
+            elif kind == _frames.CALL:
+                call_id, key, origin, op, payload, ctx = body
+                ok, value, ctx_back = link._run(key, origin, op, payload, ctx)
+                link._flush_releases(send)  # the references it dropped: before its reply
+                link._count_exports(value)
+                send(_frames.REPLY, (call_id, ok, value, ctx_back))
+                return answer
+            else:
+                raise FrameError(f"a direct call holds a frame of kind {kind}")
+        raise FrameError("a direct call holds no CALL")
+    except FrameError as exc:
+        link.close(f"sent a broken frame ({exc}); the link was closed")
+        raise
+
+
+def _decode(data: bytes) -> tuple[int, tuple[Any, ...]]:
+    """Decode a frame whose body's shape its kind fixes (checked by _frames)."""
+    return _frames.decode(data)
 
 
 def _death_words(exc: BaseException) -> str:
@@ -312,6 +437,9 @@ class _HostActor:
     def deliver(self, seq: int, frame: bytes) -> None:
         self._end.deliver(seq, frame)
 
+    def call(self, frames: list[bytes]) -> list[bytes]:
+        return _serve_call(self._link, frames)
+
     def collect(self, timeout: float) -> list[bytes]:
         return self._end.collect(timeout)
 
@@ -336,7 +464,10 @@ class RayDomain(LinkedDomain):
         self.actor = actor
         key, pid, node, _origin = hello
         label = f"{name!r} (Ray actor, process {pid} on {node})"
-        super().__init__(host, name, Link(conn, key, label, check_local=_links.check_local), hello)
+        super().__init__(host, name, _RayLink(conn.ray, actor, conn, key, label), hello)
+        # However the link ends (a broken frame, say), the actor must not outlive it: an idle
+        # actor nobody can reach would hold its process and its share of the cluster.
+        self.link.on_close(lambda cause: _kill(conn.ray, actor))
 
     def end(self, deadline: float) -> None:
         """Kill the actor (its unload has run, or its time is up)."""
