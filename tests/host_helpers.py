@@ -43,9 +43,24 @@ class Plugin(MarshalByRefObject):
     def hostname(self) -> str:
         return socket.gethostname()
 
+    def thread_of(self, probe: ThreadProbe) -> int:
+        """Call back into probe's domain: the thread that serves the callback there."""
+        return probe.ident()
+
     def pass_gate(self, gate: Gate) -> int:
-        """Call back into gate's domain and wait there until all its parties are in."""
-        return gate.enter()
+        """From a thread started here, call into gate's domain, waiting till all are in."""
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(gate.enter()))
+        thread.start()
+        thread.join()
+        return result[0]
+
+
+class ThreadProbe(MarshalByRefObject):
+    """Lives in the caller's domain: says which thread runs a call into it."""
+
+    def ident(self) -> int:
+        return threading.get_ident()
 
 
 class Gate(MarshalByRefObject):

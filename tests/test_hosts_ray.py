@@ -5,6 +5,7 @@ One local Ray instance serves the whole session: RayHost starts it on first use.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import socket
 import subprocess
@@ -78,9 +79,26 @@ def test_process_host_and_ray_host_in_one_chain() -> None:
         assert relay.ping_pong(remoting_helpers.PingPong(), 3) == 1
 
 
+def test_callback_runs_on_the_thread_that_made_the_call(plugin: host_helpers.Plugin) -> None:
+    assert plugin.thread_of(host_helpers.ThreadProbe()) == threading.get_ident()
+
+
+def test_callbacks_of_concurrent_calls_run_on_their_own_callers_threads(
+    plugin: host_helpers.Plugin,
+) -> None:
+    probe = host_helpers.ThreadProbe()
+
+    def call() -> bool:
+        return all(plugin.thread_of(probe) == threading.get_ident() for _ in range(5))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(lambda _: call(), range(8)))
+
+
 def test_calls_holding_every_actor_thread_still_get_their_callbacks_answered() -> None:
-    # Four calls fill RayHost(max_concurrency=4), each waiting in a callback until all four
-    # are in: the callbacks' replies must still reach the actor.
+    # Four calls fill RayHost(max_concurrency=4), each waiting on a callback (made from a
+    # thread of its own) until all four are in: the callbacks must still reach the driver,
+    # and their replies the actor.
     host = RayHost(max_concurrency=4)
     with AppDomain.create_domain("Busy", AppDomainSetup(host=host)) as busy:
         plugin: host_helpers.Plugin = busy.create_instance_and_unwrap("host_helpers", "Plugin")
