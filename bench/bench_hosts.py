@@ -2,6 +2,7 @@
 
     python bench/bench_hosts.py            # process host vs multiprocessing.managers and RPyC
     python bench/bench_hosts.py --ray      # and Ray: RayHost vs a bare actor; a fan-out
+    python bench/bench_hosts.py --ray-only # Ray alone
 
 Targets: a process host's small call no slower than multiprocessing.managers'; a RayHost
 call <= 1.5x a bare Ray actor call; a fan-out over 2 Ray hosts >= 1.7x one host on 2 cores.
@@ -10,6 +11,7 @@ call <= 1.5x a bare Ray actor call; a fan-out over 2 Ray hosts >= 1.7x one host 
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import os
 import statistics
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.managers import BaseManager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # bench_helpers: the objects the hosts run
@@ -40,6 +43,15 @@ def row(label: str, ours: float, peers: dict[str, float | None], unit: str = "us
         else:
             cells.append(f"{name} {value * scale:9.1f} {unit} ({ours / value:4.2f}x)")
     print("  ".join(cells), flush=True)
+
+
+def interleaved(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median of each measure, taken in turn round after round (the load hits all alike)."""
+    samples: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            samples[name].append(measure())
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 # -- the process host ------------------------------------------------------------------------
@@ -163,16 +175,15 @@ def measure_process_host() -> None:
             "ms",
         )
         for label, count in ROWS.items():
-            samples: dict[str, list[float]] = {name: [] for name in peers}
-            for _ in range(bench_helpers.ROUNDS):
-                for name, peer in peers.items():
-                    call = peer.calls[label]
-                    if call is not None:
-                        samples[name].append(per_call(call, count, rounds=1))
-            figures = {n: statistics.median(v) if v else None for n, v in samples.items()}
+            measures = {
+                name: functools.partial(per_call, call, count, rounds=1)
+                for name, peer in peers.items()
+                if (call := peer.calls[label]) is not None
+            }
+            figures = interleaved(measures, bench_helpers.ROUNDS)
             ours = figures.pop("appdomain")
-            assert ours is not None
-            row(f"process host: {label}", ours, figures)
+            others = {name: figures.get(name) for name in peers if name != "appdomain"}
+            row(f"process host: {label}", ours, others)
     finally:
         for peer in peers.values():
             peer.close()
@@ -187,6 +198,18 @@ class BareWorker:
     def add(self, a: int, b: int) -> int:
         return a + b
 
+    def burn(self, n: int) -> int:  # bench_helpers.Worker.burn's loop
+        total = 0
+        for i in range(n):
+            total += i * i % 7
+        return total
+
+
+# The fan-out's job: pure-Python work in chunks of ~0.1 s each here, large enough that the
+# calls' own cost is small beside it (a bare 2-actor fan-out then scales close to 2x).
+FAN_WORK, FAN_CHUNKS = 12_000_000, 8
+ROUNDS = 7
+
 
 def measure_ray() -> None:
     import ray
@@ -198,36 +221,75 @@ def measure_ray() -> None:
     worker: bench_helpers.Worker = domain.create_instance_and_unwrap("bench_helpers", "Worker")
     worker.add(1, 2)
     first = time.perf_counter() - begun
-    bare = ray.remote(BareWorker).options(num_cpus=0).remote()
+    bare_class = ray.remote(BareWorker).options(num_cpus=0)
+    bare = bare_class.remote()
     ray.get(bare.add.remote(1, 2))
-    bare_call = per_call(lambda: ray.get(bare.add.remote(1, 2)), 100)
-    ours = per_call(lambda: worker.add(1, 2), 100)
+    client = bench_helpers.Client()
+    small = interleaved(
+        {
+            "ours": lambda: per_call(lambda: worker.add(1, 2), 100, 1),
+            "bare": lambda: per_call(lambda: ray.get(bare.add.remote(1, 2)), 100, 1),
+            "callback": lambda: per_call(lambda: worker.call_back(client, 3), 30, 1),
+        },
+        ROUNDS,
+    )
     row("create + first call (incl. ray.init)", first, {}, "ms")
-    row("add(i, 2)", ours, {"bare Ray actor": bare_call}, "ms")
+    row("add(i, 2)", small["ours"], {"bare Ray actor": small["bare"]}, "ms")
+    row("callback (call_back(cb, 3))", small["callback"], {}, "ms")
 
-    # A fan-out: the same pure-Python work split over one host or over two.
-    work, chunks = 1_500_000, 8
+    # A fan-out: the same work split over one host or two, and over one bare actor or two.
     second = AppDomain.create_domain("RayBench2", AppDomainSetup(host=RayHost()))
     other: bench_helpers.Worker = second.create_instance_and_unwrap("bench_helpers", "Worker")
     other.burn(10)
+    bare_other = bare_class.remote()
+    ray.get(bare_other.burn.remote(10))
+    chunk = FAN_WORK // FAN_CHUNKS
+    # The driver's CPU time per fan-out: what its own threads take from the actors' cores
+    # (a thread that busy-waits would show here).
+    driver_cpu: dict[int, list[float]] = {1: [], 2: []}
 
-    def run(workers: list[bench_helpers.Worker]) -> float:
-        begun = time.perf_counter()
+    def ours(workers: list[bench_helpers.Worker]) -> float:
+        begun, cpu = time.perf_counter(), time.process_time()
         futures = [
-            workers[i % len(workers)].burn.begin_invoke(work // chunks)  # type: ignore[attr-defined]
-            for i in range(chunks)
+            workers[i % len(workers)].burn.begin_invoke(chunk)  # type: ignore[attr-defined]
+            for i in range(FAN_CHUNKS)
         ]
         for future in futures:
             future.result()
+        driver_cpu[len(workers)].append(time.process_time() - cpu)
         return time.perf_counter() - begun
 
-    one = statistics.median(run([worker]) for _ in range(3))
-    two = statistics.median(run([worker, other]) for _ in range(3))
+    def peer(actors: list[Any]) -> float:
+        begun = time.perf_counter()
+        ray.get([actors[i % len(actors)].burn.remote(chunk) for i in range(FAN_CHUNKS)])
+        return time.perf_counter() - begun
+
+    fan = interleaved(
+        {
+            "ours 1": lambda: ours([worker]),
+            "ours 2": lambda: ours([worker, other]),
+            "bare 1": lambda: peer([bare]),
+            "bare 2": lambda: peer([bare, bare_other]),
+        },
+        ROUNDS,
+    )
+    for who, one, two in (
+        ("appdomain", fan["ours 1"], fan["ours 2"]),
+        ("bare Ray actors", fan["bare 1"], fan["bare 2"]),
+    ):
+        print(
+            f"{'fan-out over 2 Ray hosts':<34} {who:<15} 1: {one * 1e3:7.1f} ms"
+            f"  2: {two * 1e3:7.1f} ms  speed-up {one / two:4.2f}x",
+            flush=True,
+        )
     print(
-        f"{'fan-out over 2 Ray hosts':<34} 1 host {one * 1e3:7.1f} ms  2 hosts {two * 1e3:7.1f} ms"
-        f"  speed-up {one / two:4.2f}x (target >= 1.7x on {os.cpu_count()} cores)",
+        f"{'':<34} target >= 1.7x on {os.cpu_count()} cores, beside the bare actors' speed-up"
+        f" in this run; driver CPU per fan-out {statistics.median(driver_cpu[1]) * 1e3:.1f} ms"
+        f" (1 host), {statistics.median(driver_cpu[2]) * 1e3:.1f} ms (2 hosts)",
         flush=True,
     )
+    ray.kill(bare)
+    ray.kill(bare_other)
     AppDomain.unload(second)
     AppDomain.unload(domain)
 
@@ -235,12 +297,16 @@ def measure_ray() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ray", action="store_true", help="also measure RayHost")
+    parser.add_argument("--ray-only", action="store_true", help="measure RayHost only")
     options = parser.parse_args()
     print(
         f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; medians of batches that "
         "alternate between the peers",
         flush=True,
     )
+    if options.ray_only:
+        measure_ray()
+        return
     measure_process_host()
     if options.ray:
         measure_ray()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 from appdomain import AppDomain, MarshalByRefObject, Socket, SocketInformation
 
@@ -41,6 +42,36 @@ class Plugin(MarshalByRefObject):
 
     def hostname(self) -> str:
         return socket.gethostname()
+
+    def thread_of(self, probe: ThreadProbe) -> int:
+        """Call back into probe's domain: the thread that serves the callback there."""
+        return probe.ident()
+
+    def pass_gate(self, gate: Gate) -> int:
+        """From a thread started here, call into gate's domain, waiting till all are in."""
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(gate.enter()))
+        thread.start()
+        thread.join()
+        return result[0]
+
+
+class ThreadProbe(MarshalByRefObject):
+    """Lives in the caller's domain: says which thread runs a call into it."""
+
+    def ident(self) -> int:
+        return threading.get_ident()
+
+
+class Gate(MarshalByRefObject):
+    """Lives in the caller's domain: enter() returns once parties callers are in it at once."""
+
+    def __init__(self, parties: int) -> None:
+        # Bounded: a gate that never fills breaks (BrokenBarrierError) instead of hanging.
+        self.barrier = threading.Barrier(parties, timeout=60)
+
+    def enter(self) -> int:
+        return self.barrier.wait()
 
 
 def note_unload(path: str) -> None:

@@ -5,6 +5,7 @@ One local Ray instance serves the whole session: RayHost starts it on first use.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import socket
 import subprocess
@@ -78,6 +79,34 @@ def test_process_host_and_ray_host_in_one_chain() -> None:
         assert relay.ping_pong(remoting_helpers.PingPong(), 3) == 1
 
 
+def test_callback_runs_on_the_thread_that_made_the_call(plugin: host_helpers.Plugin) -> None:
+    assert plugin.thread_of(host_helpers.ThreadProbe()) == threading.get_ident()
+
+
+def test_callbacks_of_concurrent_calls_run_on_their_own_callers_threads(
+    plugin: host_helpers.Plugin,
+) -> None:
+    probe = host_helpers.ThreadProbe()
+
+    def call() -> bool:
+        return all(plugin.thread_of(probe) == threading.get_ident() for _ in range(5))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(lambda _: call(), range(8)))
+
+
+def test_calls_holding_every_actor_thread_still_get_their_callbacks_answered() -> None:
+    # Four calls fill RayHost(max_concurrency=4), each waiting on a callback (made from a
+    # thread of its own) until all four are in: the callbacks must still reach the driver,
+    # and their replies the actor.
+    host = RayHost(max_concurrency=4)
+    with AppDomain.create_domain("Busy", AppDomainSetup(host=host)) as busy:
+        plugin: host_helpers.Plugin = busy.create_instance_and_unwrap("host_helpers", "Plugin")
+        gate = host_helpers.Gate(4)
+        futures = [plugin.pass_gate.begin_invoke(gate) for _ in range(4)]  # type: ignore[attr-defined]
+        assert sorted(future.result(timeout=120) for future in futures) == [0, 1, 2, 3]
+
+
 def test_unload_ends_the_actor(far: AppDomain, plugin: host_helpers.Plugin) -> None:
     pid = far.process_id
     AppDomain.unload(far)
@@ -101,6 +130,17 @@ def test_actor_that_dies_is_an_unloaded_domain(far: AppDomain, plugin: host_help
     assert "Ray actor died" in heard[0].cause
     with pytest.raises(AppDomainUnloadedException, match="Ray actor died"):
         plugin.pid()
+
+
+def test_objects_held_by_a_dead_actor_are_released(
+    far: AppDomain, plugin: host_helpers.Plugin
+) -> None:
+    keeper = far.create_instance_and_unwrap("remoting_helpers", "Keeper")
+    keeper.keep(remoting_helpers.Client())
+    assert remoting_helpers.live_objects() == 1
+    with pytest.raises(AppDomainUnloadedException):
+        plugin.exit(0)
+    assert remoting_helpers.live_objects() == 0
 
 
 def test_socket_moves_into_an_actor_on_this_machine(

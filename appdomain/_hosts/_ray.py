@@ -1,24 +1,32 @@
 """Run a domain on a Ray actor: RayHost, for work that needs more than one machine.
 
 Each domain is one threaded Ray actor running appdomain's runtime as a host (``_child``),
-joined to this process by a link whose frames travel as actor calls: this side hands
-frames over with ``deliver`` and takes the actor's with a long-polling ``collect`` that
-returns as soon as the actor has something to say.  Callbacks into this process come back
-on those collects, so the driver needs no server of its own and works wherever it can
-reach the cluster.  Ray is optional (``pip install appdomain[ray]``); without an address a
-local Ray instance starts the first time it is needed, as the embedded default.
+joined to this process by a link whose frames travel as actor calls.  A call from a thread
+of this process's main interpreter is one actor call, ``call``, whose result is the reply
+(a bare actor call's cost, the common case).  A callback the request makes into this
+process ends that actor call instead: its result is the callback, which the calling thread
+serves itself, as on a process host's lane, and answers with a second actor call,
+``answer``, whose result is again the reply or the next callback.  The rest of the link's
+traffic (calls from this process's other interpreters and their callbacks, one-way calls,
+releases) goes as frames: this side hands them over with ``deliver`` and takes the actor's
+with a long-polling ``collect`` that returns as soon as the actor has something to say.  So
+the driver needs no server of its own and works wherever it can reach the cluster.  Ray is
+optional (``pip install appdomain[ray]``); without an address a local Ray instance starts
+the first time it is needed, as the embedded default.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import queue
 import sys
 import threading
+import time
 
 from .._core._foreign import PROCESS_KEY
 from .._domains import _runtime
-from .._errors import AppDomainError
+from .._errors import AppDomainError, AppDomainUnloadedException
 from . import _frames, _links
 from ._frames import FrameError
 from ._link import Link
@@ -28,6 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, ClassVar
 
+    from .._core._wire import Shareable
     from .._domains._setup import AppDomainSetup
 
 __all__ = ["RayHost"]
@@ -37,6 +46,12 @@ __all__ = ["RayHost"]
 POLL_SECONDS = 1.0
 # How long starting an actor may take before the host gives up (a cluster without room).
 START_SECONDS = 120.0
+# The actor's concurrency group for deliver and collect: a thread pool of their own, so that
+# calls holding all max_concurrency threads (each waiting on a callback, say) cannot keep
+# out the deliver that brings the callback's reply.  One collect waits at a time; deliver
+# calls are short.
+LINK_GROUP = "appdomain-link"
+LINK_THREADS = 4
 
 _init_lock = threading.Lock()
 
@@ -126,7 +141,8 @@ class RayHost:
         """Start an actor running a domain named name; return it once it serves."""
         ray = _import_ray()
         _connect(ray, self.address, self.connect_timeout)
-        actor_class = ray.remote(_HostActor).options(
+        actor_class = ray.remote(concurrency_groups={LINK_GROUP: LINK_THREADS})(_HostActor)
+        actor_class = actor_class.options(
             num_cpus=self.num_cpus,
             resources=self.resources or None,
             max_concurrency=self.max_concurrency,
@@ -213,8 +229,10 @@ class _DriverEnd:
     """This side's end of a link to an actor: frames out as deliver calls, in by collect."""
 
     def __init__(self, ray: Any, actor: Any) -> None:
-        self._ray = ray
+        self.ray = ray
         self._actor = actor
+        self._deliver = actor.deliver.options(concurrency_group=LINK_GROUP)
+        self._collect = actor.collect.options(concurrency_group=LINK_GROUP)
         self._sent = itertools.count()
         self._send_lock = threading.Lock()
         self._buffer: list[bytes] = []
@@ -224,16 +242,16 @@ class _DriverEnd:
         if self._closed:
             raise OSError("the link to the Ray actor is closed")
         with self._send_lock:  # numbered in the order sent: the actor puts them back in order
-            self._actor.deliver.remote(next(self._sent), frame)
+            self._deliver.remote(next(self._sent), frame)
 
     def recv_bytes(self, timeout: float | None = None) -> bytes:
-        ray = self._ray
+        ray = self.ray
         waited = 0.0
         while not self._buffer:
             if self._closed:
                 raise EOFError("the link to the Ray actor is closed")
             try:
-                self._buffer = list(ray.get(self._actor.collect.remote(POLL_SECONDS)))
+                self._buffer = list(ray.get(self._collect.remote(POLL_SECONDS)))
             except Exception as exc:  # RayActorError, ActorDiedError, a lost node...
                 raise EOFError(_death_words(exc)) from None
             waited += POLL_SECONDS
@@ -243,6 +261,252 @@ class _DriverEnd:
 
     def close(self) -> None:
         self._closed = True
+
+
+class _RayLink(Link):
+    """The driver's link to an actor: its main interpreter's threads call by ``call``."""
+
+    def __init__(self, ray: Any, actor: Any, conn: _DriverEnd, key: str, label: str) -> None:
+        super().__init__(conn, key, label, check_local=_links.check_local)
+        self._direct = _DirectLane(self, ray, actor)
+
+    def lane(self) -> _DirectLane | None:  # type: ignore[override]  # Lane's call, by actor
+        return self._direct if self.cause is None else None
+
+
+class _DirectLane:
+    """What a Link asks of a lane, made of actor calls: a request's reply is the call's result.
+
+    One object serves every thread: a call's state is its own actor calls.  A callback the
+    request makes into this process comes back as that call's result instead of the reply;
+    this thread serves it, as a lane's would, and answers with a second actor call
+    (``answer``), whose result is again the reply or the next callback.
+    """
+
+    broken = False
+
+    def __init__(self, link: Link, ray: Any, actor: Any) -> None:
+        self.link = link
+        self._ray = ray
+        self._call = actor.call
+        self._answer = actor.answer
+
+    def call(
+        self,
+        key: str,
+        origin: tuple[int, int, str, int],
+        op: str,
+        payload: Shareable,
+        ctx: Shareable,
+        timeout: float | None,
+    ) -> tuple[int, bool, Shareable, Shareable]:
+        """Send a request as an actor call and return its reply, serving its callbacks."""
+        link = self.link
+        frames: list[bytes] = []
+
+        def send(kind: int, body: tuple[Shareable, ...]) -> None:
+            frames.append(_frames.encode(kind, body))
+
+        # Releases queued before the call go first in it: the counts it reads are right.
+        link._flush_releases(send)
+        link._count_exports(payload)
+        send(_frames.CALL, (0, key, origin, op, payload, ctx))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        turn, answer = self._get(self._call.remote(frames), deadline)
+        while True:
+            try:
+                kind, body = _take_turn(link, answer)
+            except (FrameError, TypeError, ValueError) as exc:
+                raise self._gone(f"sent a broken frame ({exc}); the link was closed") from None
+            if kind == _frames.REPLY:
+                return (0, body[1], body[2], body[3])
+            frames = []
+            call_id, key, origin, op, payload, ctx = body
+            ok, value, ctx_back = link._run(key, origin, op, payload, ctx)
+            link._flush_releases(send)  # the references the callback dropped: before its reply
+            link._count_exports(value)
+            send(_frames.REPLY, (call_id, ok, value, ctx_back))
+            turn, answer = self._get(self._answer.remote(turn, frames), deadline)
+
+    def _get(self, ref: Any, deadline: float | None) -> tuple[int, list[bytes]]:
+        ray = self._ray
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            turn, answer = ray.get(ref, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(f"domain {self.link.label} did not reply in time") from None
+        except Exception as exc:  # RayActorError, ActorDiedError, a lost node...
+            raise self._gone(f"ended: {_death_words(exc)}") from None
+        return turn, answer
+
+    def _gone(self, cause: str) -> AppDomainUnloadedException:
+        """End the link with cause (unless it ended already) and say why it ended."""
+        link = self.link
+        link.close(cause)
+        # Another thread (the reader, seeing the same death) may be closing it: once it is
+        # closed, what the dead host held has been given back and the cause is final.
+        link.closed.wait(5.0)
+        return AppDomainUnloadedException(f"domain {link.label} {link.cause}")
+
+
+def _take_turn(link: Link, frames: list[bytes]) -> tuple[int, tuple[Any, ...]]:
+    """Take the releases that lead a turn's frames; return the frame that ends it.
+
+    A turn is what one end sends the other in one actor call or its result: the releases
+    it queued first, then a CALL (a request, or a callback) or the REPLY to one.
+    """
+    for index, data in enumerate(frames):
+        kind, body = _decode(data)
+        if kind == _frames.RELEASE:
+            link.released(body)
+        elif index == len(frames) - 1 and kind in (_frames.REPLY, _frames.CALL):
+            return kind, body
+        else:
+            raise FrameError(f"a direct call's turn holds a frame of kind {kind} there")
+    raise FrameError("a direct call's turn ends with no REPLY or CALL")
+
+
+class _Turn:
+    """One direct call served in the actor: the frames between its thread and the driver.
+
+    The thread running the request hands the Ray thread what ends each turn (a callback into
+    the driver, or the reply), which the Ray thread returns as its method's result; the
+    driver's answer to a callback comes back by the next ``answer`` call.
+    """
+
+    broken = False
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.done = False
+        self.out: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
+        # The driver's answers to callbacks; None when the link ended.
+        self.back: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+
+    def call(
+        self,
+        key: str,
+        origin: tuple[int, int, str, int],
+        op: str,
+        payload: Shareable,
+        ctx: Shareable,
+        timeout: float | None,
+    ) -> tuple[int, bool, Shareable, Shareable]:
+        """Call back into the driver (the lane of the request's thread): end this turn, wait."""
+        link = self.link
+        frames: list[bytes] = []
+
+        def send(kind: int, body: tuple[Shareable, ...]) -> None:
+            frames.append(_frames.encode(kind, body))
+
+        link._flush_releases(send)
+        link._count_exports(payload)
+        send(_frames.CALL, (1, key, origin, op, payload, ctx))
+        self.out.put(frames)
+        try:
+            answer = self.back.get(timeout=timeout)
+        except queue.Empty:
+            self.broken = True  # a late answer would be taken as the next one's
+            raise TimeoutError(f"domain {link.label} did not reply in time") from None
+        if answer is None:
+            raise AppDomainUnloadedException(f"domain {link.label} {link.cause or 'ended'}")
+        try:
+            kind, body = _take_turn(link, answer)
+            if kind != _frames.REPLY:
+                raise FrameError("a callback's answer must be its REPLY")
+        except (FrameError, TypeError, ValueError) as exc:
+            link.close(f"sent a broken frame ({exc}); the link was closed")
+            raise AppDomainUnloadedException(f"domain {link.label} {link.cause}") from None
+        return (0, body[1], body[2], body[3])
+
+    def run(self, body: tuple[Any, ...]) -> None:
+        """Run the request on this (worker) thread, its callbacks going by this turn."""
+        link = self.link
+        frames: list[bytes] = []
+
+        def send(kind: int, body: tuple[Shareable, ...]) -> None:
+            frames.append(_frames.encode(kind, body))
+
+        link._local.lane = self  # this thread's calls to the driver: callbacks of the turn
+        try:
+            call_id, key, origin, op, payload, ctx = body
+            ok, value, ctx_back = link._run(key, origin, op, payload, ctx)
+            link._flush_releases(send)  # the references it dropped: before its reply
+            link._count_exports(value)
+            send(_frames.REPLY, (call_id, ok, value, ctx_back))
+        finally:
+            link._local.lane = None
+            self.done = True
+            self.out.put(frames)  # without a REPLY if that failed: the driver ends the link
+
+
+class _Turns:
+    """The actor's direct calls: started by ``call``, resumed by ``answer``, on a pool."""
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._open: dict[int, _Turn] = {}
+        # A thread per request running at once (kept for the next): a request waiting on a
+        # callback holds its thread, not one of Ray's.
+        self._jobs: queue.SimpleQueue[tuple[_Turn, tuple[Any, ...]]] = queue.SimpleQueue()
+        self._idle = 0
+        link.on_close(self._closed)
+
+    def start(self, frames: list[bytes]) -> tuple[int, list[bytes]]:
+        link = self._link
+        try:
+            kind, body = _take_turn(link, frames)
+            if kind != _frames.CALL:
+                raise FrameError("a direct call must end with its CALL")
+        except FrameError as exc:
+            link.close(f"sent a broken frame ({exc}); the link was closed")
+            raise
+        turn = _Turn(link)
+        with self._lock:
+            turn_id = next(self._ids)
+            self._open[turn_id] = turn
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put((turn, body))
+        if spawn:
+            threading.Thread(target=self._work, name="appdomain-ray-call", daemon=True).start()
+        return self._wait(turn_id, turn)
+
+    def resume(self, turn_id: int, frames: list[bytes]) -> tuple[int, list[bytes]]:
+        with self._lock:
+            turn = self._open.get(turn_id)
+        if turn is None:
+            raise FrameError(f"no direct call {turn_id} waits for an answer")
+        turn.back.put(frames)
+        return self._wait(turn_id, turn)
+
+    def _wait(self, turn_id: int, turn: _Turn) -> tuple[int, list[bytes]]:
+        frames = turn.out.get()  # the request's own thread always puts: its end, or a callback
+        if turn.done:
+            with self._lock:
+                self._open.pop(turn_id, None)
+        return turn_id, frames
+
+    def _work(self) -> None:
+        while True:
+            turn, body = self._jobs.get()
+            turn.run(body)
+            with self._lock:
+                self._idle += 1
+
+    def _closed(self, cause: str) -> None:
+        with self._lock:
+            turns, self._open = list(self._open.values()), {}
+        for turn in turns:  # a request waiting on a callback's answer hears the end
+            turn.back.put(None)
+
+
+def _decode(data: bytes) -> tuple[int, tuple[Any, ...]]:
+    """Decode a frame whose body's shape its kind fixes (checked by _frames)."""
+    return _frames.decode(data)
 
 
 def _death_words(exc: BaseException) -> str:
@@ -308,9 +572,16 @@ class _HostActor:
 
         self._end = _ActorEnd()
         self._link = _child.serve_creator(self._end, creator_key, name)
+        self._turns = _Turns(self._link)
 
     def deliver(self, seq: int, frame: bytes) -> None:
         self._end.deliver(seq, frame)
+
+    def call(self, frames: list[bytes]) -> tuple[int, list[bytes]]:
+        return self._turns.start(frames)
+
+    def answer(self, turn: int, frames: list[bytes]) -> tuple[int, list[bytes]]:
+        return self._turns.resume(turn, frames)
 
     def collect(self, timeout: float) -> list[bytes]:
         return self._end.collect(timeout)
@@ -336,7 +607,10 @@ class RayDomain(LinkedDomain):
         self.actor = actor
         key, pid, node, _origin = hello
         label = f"{name!r} (Ray actor, process {pid} on {node})"
-        super().__init__(host, name, Link(conn, key, label, check_local=_links.check_local), hello)
+        super().__init__(host, name, _RayLink(conn.ray, actor, conn, key, label), hello)
+        # However the link ends (a broken frame, say), the actor must not outlive it: an idle
+        # actor nobody can reach would hold its process and its share of the cluster.
+        self.link.on_close(lambda cause: _kill(conn.ray, actor))
 
     def end(self, deadline: float) -> None:
         """Kill the actor (its unload has run, or its time is up)."""
