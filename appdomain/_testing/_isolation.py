@@ -449,7 +449,11 @@ def _unload(light: LightDomain, config: pytest.Config, *, quiet: bool) -> str | 
 
 
 class _Warmer:
-    """Prepare the domain of the next isolated test on a background thread."""
+    """Prepare the domains of the next isolated tests on background threads, ahead at once.
+
+    The threads live as long as the session: starting one per test made the test's thread
+    wait for the new thread to run (Thread.start waits), a few ms on a busy machine.
+    """
 
     def __init__(self, items: list[pytest.Function], ahead: int) -> None:
         self._order = {id(item): n for n, item in enumerate(items)}
@@ -458,8 +462,23 @@ class _Warmer:
         self._lock = threading.Lock()
         self._ready: dict[int, _Prepared] = {}
         self._closed = False
+        # What to build next, in order; None ends a thread.
+        self._jobs: queue.SimpleQueue[_Prepared | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name="appdomain-pytest-warmer", daemon=True)
+            for _ in range(min(ahead, len(items)))
+        ]
+        for thread in self._threads:
+            thread.start()
         for index in range(min(ahead, len(items))):
             self._start(index)
+
+    def _work(self) -> None:
+        while (prepared := self._jobs.get()) is not None:
+            if self._closed:
+                prepared.done.set()  # nobody will take it
+            else:
+                prepared.build()
 
     def take(self, item: pytest.Function) -> tuple[LightDomain | None, bool]:
         """Return the domain prepared for item (waiting for it), or None; and whether the
@@ -491,7 +510,7 @@ class _Warmer:
                 return
             prepared = _Prepared(item)
             self._ready[id(item)] = prepared
-        threading.Thread(target=prepared.build, name="appdomain-pytest-warmer", daemon=True).start()
+            self._jobs.put(prepared)  # under the lock: never after close's ends
 
     def close(self) -> None:
         """Unload every prepared domain nobody took."""
@@ -499,6 +518,8 @@ class _Warmer:
             self._closed = True
             leftover = list(self._ready.values())
             self._ready.clear()
+            for _ in self._threads:
+                self._jobs.put(None)
         for prepared in leftover:
             prepared.done.wait()
             if prepared.domain is not None:
