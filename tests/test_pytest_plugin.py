@@ -267,6 +267,27 @@ def test_plain():
     run(pytester, source).assert_outcomes(passed=1)
 
 
+def test_fixture_values_crossing_by_name_need_no_domain(pytester: pytest.Pytester) -> None:
+    # Classes and functions cross by appdomain's marshalling, which needs no call path.
+    source = """
+import collections
+import functools
+import sys
+import pytest
+@pytest.fixture(params=[list, collections.OrderedDict])
+def factory(request):
+    return request.param
+@pytest.mark.isolated
+def test_makes(factory):
+    assert factory() == factory() and "appdomain._core" not in sys.modules
+@pytest.mark.isolated
+@pytest.mark.parametrize("make", [functools.partial(int, "7")])
+def test_partial(make):
+    assert make() == 7 and "appdomain._core" not in sys.modules
+"""
+    run(pytester, source).assert_outcomes(passed=3)
+
+
 def test_isolated_test_creates_and_calls_a_domain_of_its_own(pytester: pytest.Pytester) -> None:
     # appdomain is first imported by the test function: its interpreter becomes a domain then.
     source = """

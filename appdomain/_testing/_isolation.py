@@ -287,9 +287,8 @@ def run(item: pytest.Function) -> bool:
                 except Exception:
                     pass  # run_test imports it again, and reports what goes wrong
             spec["remade_args"] = remade_args
-            # Values crossing by appdomain's marshalling (by name, by reference): a domain.
-            domain = light.domain()
-            reply = domain.do_callback(_remote.run_test, spec, funcargs, made_here, remade)
+            # Values crossing by appdomain's marshalling (by name, copies, references).
+            reply = light.run_encoded(spec, funcargs, made_here, remade)
         else:
             # Builtin values only: they cross packed with the spec, by CPython's marshal,
             # so the test's interpreter need not be a domain, nor load appdomain.marshal.

@@ -49,6 +49,11 @@ from {_remote.__name__} import light_call as _light_call
 _light_call(op, packed, reply)
 del _light_call, op, packed, reply
 """
+_RUN_ENCODED = f"""\
+from {_remote.__name__} import light_run_encoded as _light_run_encoded
+_light_run_encoded(wire, reply)
+del _light_run_encoded, wire, reply
+"""
 # Makes the interpreter a domain, if the test did not already (see _domains._deferred).
 _UPGRADE = f"import {_runtime.__name__}\n"
 
@@ -96,10 +101,24 @@ class LightDomain:
             "packed": _remote.pack(spec),
             "reply": self._replies,
         }
-        failure = _compat.exec_in(self.interp_id, _CALL, shared)
+        return self._run(op, _CALL, shared)
+
+    def run_encoded(self, *args: object) -> Any:
+        """Run _remote.run_test(*args) here, the arguments crossing by appdomain's marshalling;
+        return its reply.  By-reference values make the interpreter a domain first."""
+        from .. import marshal
+
+        wire = marshal.encode_call(args, {})
+        if _has_reference(wire):
+            self.domain()  # a proxy here calls through the domain's call path
+        shared: dict[str, Shareable] = {"wire": wire, "reply": self._replies}
+        return self._run("run_test", _RUN_ENCODED, shared)
+
+    def _run(self, what: str, source: str, shared: dict[str, Shareable]) -> Any:
+        failure = _compat.exec_in(self.interp_id, source, shared)
         self._is_domain()  # the test may have made it one
         if failure is not None:
-            raise AppDomainError(f"{op} failed in the test's interpreter: {_why(failure)}")
+            raise AppDomainError(f"{what} failed in the test's interpreter: {_why(failure)}")
         kind, data = _compat.queue_get(self._replies)
         if kind == _remote.PACKED:
             return _stdlib_marshal.loads(data)
@@ -155,6 +174,16 @@ class LightDomain:
     def _destroy_queues(self) -> None:
         _compat.queue_destroy(self._replies)
         _compat.queue_destroy(self._booted)
+
+
+def _has_reference(node: Shareable) -> bool:
+    """Tell whether an encoded value holds a by-reference one (any node tagged REFERENCE:
+    every tuple of the tree is a node, so none is missed)."""
+    if type(node) is not tuple or not node:
+        return False
+    from ..marshal._tags import REFERENCE
+
+    return node[0] == REFERENCE or any(_has_reference(child) for child in node[1:])
 
 
 def _why(failure: object) -> str:

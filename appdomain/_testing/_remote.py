@@ -71,6 +71,7 @@ __all__ = [
     "PACKED",
     "assertion_helpers",
     "light_call",
+    "light_run_encoded",
     "pack",
     "prepare",
     "run_test",
@@ -644,7 +645,21 @@ def light_call(op: str, packed: bytes, reply: int) -> None:
     The test's creator runs this in the test's interpreter on its own thread (see _light),
     whether that interpreter is a domain or not yet.
     """
-    result = _op_prepare(packed) if op == PREPARE else _op_run(packed)
+    _put_reply(reply, _op_prepare(packed) if op == PREPARE else _op_run(packed))
+
+
+def light_run_encoded(wire: Shareable, reply: int) -> None:
+    """Run run_test with arguments encoded by appdomain's marshalling (values that cross by
+    name, copies of other objects, references: those need this interpreter to be a domain,
+    see _light); put the reply on the queue reply."""
+    from .. import marshal
+
+    args, _ = marshal.decode_call(wire)
+    run: Any = run_test  # its arguments, as _light encoded them
+    _put_reply(reply, _reply(run(*args)))
+
+
+def _put_reply(reply: int, result: tuple[int, Shareable]) -> None:
     import _interpqueues
 
     # 1: the item goes with the interpreter that put it (_core._compat's _UNBOUND_REMOVE);
