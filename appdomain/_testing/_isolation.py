@@ -417,7 +417,10 @@ class _Unloader:
                 job.set()
                 continue
             domain, nodeid, quiet = job
-            problem = _unload(domain, self._config, quiet=quiet)
+            try:
+                problem = _unload(domain, self._config, quiet=quiet)
+            except Exception as exc:  # reported, and the next domains are still unloaded
+                problem = f"appdomain: the isolated test's interpreter was not unloaded: {exc!r}"
             if problem is not None:
                 self._problems.append(f"{nodeid}: {problem}")
 
