@@ -59,7 +59,19 @@ SOURCE_DIRS = {"iniconfig": "src", "parse": "."}
 # pytest options a project's configuration needs undone here (its addopts name plugins such as
 # pytest-cov, which this environment does not have).
 PYTEST_ARGS = {"parse": ["-o", "addopts="]}
-PACKAGE_DIR = Path(__file__).resolve().parent.parent / "appdomain"
+
+
+def _package_dir() -> Path:
+    """The folder appdomain is imported from (a link tree for ./dev's editable install, whose
+    caches the domains read: an edited module's stale pyc would be compiled in every one)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("appdomain")
+    assert spec is not None and spec.origin is not None, "appdomain is not installed"
+    return Path(spec.origin).parent
+
+
+PACKAGE_DIR = _package_dir()
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 
 

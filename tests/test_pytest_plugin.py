@@ -255,6 +255,57 @@ def test_where():
     run(pytester, source).assert_outcomes(passed=1)
 
 
+def test_isolated_test_that_needs_no_domain_loads_no_call_path(pytester: pytest.Pytester) -> None:
+    # Its interpreter becomes a domain only when something in it needs one (_testing._light).
+    source = """
+import sys
+import pytest
+@pytest.mark.isolated
+def test_plain():
+    assert "appdomain._core" not in sys.modules
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
+def test_fixture_values_crossing_by_name_need_no_domain(pytester: pytest.Pytester) -> None:
+    # Classes and functions cross by appdomain's marshalling, which needs no call path.
+    source = """
+import collections
+import functools
+import sys
+import pytest
+@pytest.fixture(params=[list, collections.OrderedDict])
+def factory(request):
+    return request.param
+@pytest.mark.isolated
+def test_makes(factory):
+    assert factory() == factory() and "appdomain._core" not in sys.modules
+@pytest.mark.isolated
+@pytest.mark.parametrize("make", [functools.partial(int, "7")])
+def test_partial(make):
+    assert make() == 7 and "appdomain._core" not in sys.modules
+"""
+    run(pytester, source).assert_outcomes(passed=3)
+
+
+def test_isolated_test_creates_and_calls_a_domain_of_its_own(pytester: pytest.Pytester) -> None:
+    # appdomain is first imported by the test function: its interpreter becomes a domain then.
+    source = """
+import pytest
+@pytest.mark.isolated
+def test_nested():
+    import helpers
+    from appdomain import AppDomain
+    assert AppDomain.current_domain.friendly_name == "test_nested"
+    inner = AppDomain.create_domain("inner")
+    try:
+        assert inner.do_callback(helpers.domain_name) == "inner"
+    finally:
+        AppDomain.unload(inner)
+"""
+    run(pytester, source).assert_outcomes(passed=1)
+
+
 def test_module_globals_do_not_leak_between_isolated_tests(pytester: pytest.Pytester) -> None:
     source = """
 import pytest

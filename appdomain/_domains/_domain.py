@@ -818,6 +818,27 @@ def _start_interp(name: str, sys_path: list[str]) -> AppDomain:
     return AppDomain._handle(domain_id, name, route)
 
 
+def deferred_boot(name: str, interp_id: int, reply_queue: int) -> _runtime.BootConfig:
+    """The boot configuration of an interpreter made by _site.create_interp, which becomes
+    the domain named name only when something in it first imports _runtime (_deferred);
+    its route then arrives on reply_queue, for adopt.  For the pytest plugin's test
+    interpreters, which most tests never need as domains."""
+    default = _runtime.ensure_started()
+    main_path, main_module = _runtime.main_script()
+    return (interp_id + 1, name, tuple(sys.path), (*default,), main_path, main_module, reply_queue)
+
+
+def adopt(name: str, interp_id: int, route: tuple[int, int, str, int]) -> AppDomain:
+    """Register, as a loaded domain, an interpreter booted from deferred_boot's configuration."""
+    domain_id = interp_id + 1
+    _records[domain_id] = _Record(name, Route(*route))
+    from . import _monitoring
+
+    _monitoring.loaded_routes = _loaded_routes
+    _monitoring.started(Route(*route))
+    return AppDomain._handle(domain_id, name, Route(*route))
+
+
 def _create_hosted(name: str, setup: AppDomainSetup, host: Host) -> AppDomain:
     """Start a domain on another host (a process, a Ray actor) and register it here."""
     if setup.shadow_copy_files:

@@ -115,6 +115,19 @@ def boot_subdomain(cfg: BootConfig) -> None:
     _compat.queue_put(reply_queue, tuple(route))
 
 
+def _boot_deferred() -> None:
+    """Boot this interpreter from the configuration its creator left in _deferred, if any.
+
+    Such an interpreter was made for one isolated test and becomes a domain only once
+    something in it imports this module (see _deferred).
+    """
+    deferred = sys.modules.get(f"{__package__}._deferred")
+    cfg = getattr(deferred, "cfg", None)
+    if cfg is not None and not _IS_MAIN:
+        setattr(deferred, "cfg", None)  # noqa: B010  (a module found by name, typed object)
+        boot_subdomain(cfg)
+
+
 # -- the default domain's main script, seen from other domains ---------------------------------
 
 
@@ -518,3 +531,7 @@ register_op("domain.callback", _op_callback)
 register_op("domain.execute_assembly", _op_execute_assembly)
 register_op("domain.unload_begin", _op_unload_begin, control=True)
 register_op("domain.unload_cancel", _op_unload_cancel, control=True)
+
+
+# Last, once every operation above is registered: a deferred boot (see _boot_deferred).
+_boot_deferred()

@@ -16,7 +16,6 @@ compiled once by an earlier domain (``_pytest_code``).
 from __future__ import annotations
 
 import functools
-import marshal as stdlib_marshal
 import os
 import queue
 import threading
@@ -25,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .._domains._domain import AppDomain
-from .._errors import AppDomainUnloadedException, CannotUnloadAppDomainException
+from .._errors import AppDomainError, CannotUnloadAppDomainException
 from ..marshal._core import is_plain
 from . import _remote
 from ._code import code_cache, stashed
 from ._fixtures import crossing_funcargs
+from ._light import LightDomain
 from ._reports import (
     longrepr_key,
     rebuild_longrepr,
@@ -117,7 +116,7 @@ def _run_unisolated(item: pytest.Function, why: str, *, alone: bool = False) -> 
     domain = warmer.take(item)[0] if warmer is not None else None
     if alone:
         if domain is not None:
-            _unload(domain, item.config)
+            _unload(domain, item.config, quiet=False)
         if warmer is not None:
             warmer.wait_idle()
         unloader = item.config.stash.get(_unloader_key, None)
@@ -126,7 +125,8 @@ def _run_unisolated(item: pytest.Function, why: str, *, alone: bool = False) -> 
         item.stash[_resume_key] = True
         return
     if domain is not None:
-        _unloader(item.config).put(domain, item.nodeid)
+        # Its test module was imported there, which may have started threads.
+        _unloader(item.config).put(domain, item.nodeid, quiet=False)
     if warmer is not None:
         warmer.prepare_after(item)
 
@@ -271,9 +271,9 @@ def run(item: pytest.Function) -> bool:
         return False
     funcargs, made_here, remade, remade_args = crossing
     warmer = item.config.stash.get(_warmer_key, None)
-    domain, ready = warmer.take(item) if warmer is not None else (None, False)
-    if domain is None:
-        domain = _new_domain(item)
+    light, ready = warmer.take(item) if warmer is not None else (None, False)
+    if light is None:
+        light = _new_domain(item)
     quiet = False
     try:
         spec = spec_of(item, code=not ready)
@@ -283,17 +283,18 @@ def run(item: pytest.Function) -> bool:
                 # A value crossing by name from the test module must find it imported as
                 # pytest compiled it, not imported afresh by the decoder.
                 try:
-                    code_cache(item.config).learn(_call_packed(domain, _remote.PREPARE, spec))
+                    code_cache(item.config).learn(light.call(_remote.PREPARE, spec))
                 except Exception:
                     pass  # run_test imports it again, and reports what goes wrong
             spec["remade_args"] = remade_args
-            reply = domain.do_callback(_remote.run_test, spec, funcargs, made_here, remade)
+            # Values crossing by appdomain's marshalling (by name, copies, references).
+            reply = light.run_encoded(spec, funcargs, made_here, remade)
         else:
             # Builtin values only: they cross packed with the spec, by CPython's marshal,
-            # so the domain need not load appdomain.marshal (~4 ms) to receive them.
+            # so the test's interpreter need not be a domain, nor load appdomain.marshal.
             spec["made_here"] = made_here
             spec["funcargs"] = funcargs
-            reply = _call_packed(domain, _remote.RUN, spec)
+            reply = light.call(_remote.RUN, spec)
         outcome, exc, longrepr, compiled, quiet, limit, subtests = reply
         code_cache(item.config).learn(compiled)
     finally:
@@ -302,9 +303,9 @@ def run(item: pytest.Function) -> bool:
         unload_problem = None
         if quiet:
             # Nothing the test started can stop the unload: it needs no waiting for here.
-            _unloader(item.config).put(domain, item.nodeid)
+            _unloader(item.config).put(light, item.nodeid, quiet=True)
         else:
-            unload_problem = _unload(domain, item.config)
+            unload_problem = _unload(light, item.config, quiet=False)
     if auto and limit is not None and outcome != "passed":
         why, module_wide = limit
         if module_wide:
@@ -372,18 +373,8 @@ def _names_any(code: types.CodeType, names: frozenset[str]) -> bool:
     return any(isinstance(c, types.CodeType) and _names_any(c, names) for c in code.co_consts)
 
 
-def _call_packed(domain: AppDomain, op: str, spec: TestSpec) -> Any:
-    """Call one of _remote's packed operations in domain (see there)."""
-    from .. import _core, marshal
-
-    kind, data = _core.call(domain.route, op, _remote.pack(spec))
-    if kind == _remote.PACKED:
-        return stdlib_marshal.loads(data)
-    return marshal.from_shareable(data)
-
-
-def _new_domain(item: pytest.Function) -> AppDomain:
-    return AppDomain.create_domain(item.name)
+def _new_domain(item: pytest.Function) -> LightDomain:
+    return LightDomain(item.name)
 
 
 def _unloader(config: pytest.Config) -> _Unloader:
@@ -401,7 +392,7 @@ class _Unloader:
     def __init__(self, config: pytest.Config) -> None:
         self._config = config
         # A job, an Event to set once the jobs before it are done, or None to stop.
-        self._queue: queue.SimpleQueue[tuple[AppDomain, str] | threading.Event | None] = (
+        self._queue: queue.SimpleQueue[tuple[LightDomain, str, bool] | threading.Event | None] = (
             queue.SimpleQueue()
         )
         self._problems: list[str] = []
@@ -410,8 +401,9 @@ class _Unloader:
         )
         self._thread.start()
 
-    def put(self, domain: AppDomain, nodeid: str) -> None:
-        self._queue.put((domain, nodeid))
+    def put(self, domain: LightDomain, nodeid: str, *, quiet: bool) -> None:
+        """Unload domain (quiet: no thread of the test's runs there) in the background."""
+        self._queue.put((domain, nodeid, quiet))
 
     def wait_idle(self) -> None:
         """Wait until the domains queued so far are unloaded."""
@@ -424,8 +416,11 @@ class _Unloader:
             if isinstance(job, threading.Event):
                 job.set()
                 continue
-            domain, nodeid = job
-            problem = _unload(domain, self._config)
+            domain, nodeid, quiet = job
+            try:
+                problem = _unload(domain, self._config, quiet=quiet)
+            except Exception as exc:  # reported, and the next domains are still unloaded
+                problem = f"appdomain: the isolated test's interpreter was not unloaded: {exc!r}"
             if problem is not None:
                 self._problems.append(f"{nodeid}: {problem}")
 
@@ -436,19 +431,31 @@ class _Unloader:
         return self._problems
 
 
-def _unload(domain: AppDomain, config: pytest.Config) -> str | None:
+def _unload(light: LightDomain, config: pytest.Config, *, quiet: bool) -> str | None:
+    """Unload the test's interpreter: destroy it, or unload it as the domain it became.
+
+    quiet tells that no thread the test started runs there: an interpreter that is no
+    domain then only needs destroying; the others are stopped as domains are (bounded).
+    """
+    if quiet and not light.is_domain():
+        light.destroy()
+        return None
     timeout = config.getoption("--appdomain-unload-timeout", None)
     try:
-        AppDomain.unload(domain, timeout=timeout)
-    except AppDomainUnloadedException:
-        pass
+        light.unload_domain(timeout)
     except CannotUnloadAppDomainException as exc:
         return f"appdomain: the isolated test's domain could not be unloaded: {exc}"
+    except AppDomainError as exc:
+        return f"appdomain: the isolated test's interpreter could not be unloaded: {exc}"
     return None
 
 
 class _Warmer:
-    """Prepare the domain of the next isolated test on a background thread."""
+    """Prepare the domains of the next isolated tests on background threads, ahead at once.
+
+    The threads live as long as the session: starting one per test made the test's thread
+    wait for the new thread to run (Thread.start waits), a few ms on a busy machine.
+    """
 
     def __init__(self, items: list[pytest.Function], ahead: int) -> None:
         self._order = {id(item): n for n, item in enumerate(items)}
@@ -457,10 +464,25 @@ class _Warmer:
         self._lock = threading.Lock()
         self._ready: dict[int, _Prepared] = {}
         self._closed = False
+        # What to build next, in order; None ends a thread.
+        self._jobs: queue.SimpleQueue[_Prepared | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name="appdomain-pytest-warmer", daemon=True)
+            for _ in range(min(ahead, len(items)))
+        ]
+        for thread in self._threads:
+            thread.start()
         for index in range(min(ahead, len(items))):
             self._start(index)
 
-    def take(self, item: pytest.Function) -> tuple[AppDomain | None, bool]:
+    def _work(self) -> None:
+        while (prepared := self._jobs.get()) is not None:
+            if self._closed:
+                prepared.done.set()  # nobody will take it
+            else:
+                prepared.build()
+
+    def take(self, item: pytest.Function) -> tuple[LightDomain | None, bool]:
         """Return the domain prepared for item (waiting for it), or None; and whether the
         test module is imported there."""
         with self._lock:
@@ -490,7 +512,7 @@ class _Warmer:
                 return
             prepared = _Prepared(item)
             self._ready[id(item)] = prepared
-        threading.Thread(target=prepared.build, name="appdomain-pytest-warmer", daemon=True).start()
+            self._jobs.put(prepared)  # under the lock: never after close's ends
 
     def close(self) -> None:
         """Unload every prepared domain nobody took."""
@@ -498,13 +520,12 @@ class _Warmer:
             self._closed = True
             leftover = list(self._ready.values())
             self._ready.clear()
+            for _ in self._threads:
+                self._jobs.put(None)
         for prepared in leftover:
             prepared.done.wait()
             if prepared.domain is not None:
-                try:
-                    AppDomain.unload(prepared.domain)
-                except (AppDomainUnloadedException, CannotUnloadAppDomainException):
-                    pass
+                _unload(prepared.domain, prepared.item.config, quiet=False)
 
 
 class _Prepared:
@@ -514,19 +535,19 @@ class _Prepared:
         self.item = item
         self.spec = spec_of(item)
         self.cache = code_cache(item.config)
-        self.domain: AppDomain | None = None
+        self.domain: LightDomain | None = None
         self.ready = False  # the test module is imported in domain
         self.done = threading.Event()
 
     def build(self) -> None:
         try:
-            domain = AppDomain.create_domain(self.item.name)
+            domain = LightDomain(self.item.name)
         except BaseException:
             self.done.set()
             return
         self.domain = domain
         try:
-            compiled = _call_packed(domain, _remote.PREPARE, self.spec)
+            compiled = domain.call(_remote.PREPARE, self.spec)
             self.cache.learn(compiled)
             self.ready = True
         except BaseException:

@@ -17,17 +17,17 @@ domain (``compiled`` carries what this domain had to compile itself, for the nex
 
 from __future__ import annotations
 
+import _thread
 import gc
 import importlib
 import importlib.machinery
 import marshal as _stdlib_marshal
 import os
 import sys
-import threading
 import types
+from importlib._bootstrap import module_from_spec  # importlib.util: ~0.5 ms a domain more
+from importlib._bootstrap_external import spec_from_file_location
 
-from .._core import register_op
-from .._domains._runtime import exec_module_from_file
 from . import _remade, _standin
 
 TYPE_CHECKING = False
@@ -70,6 +70,8 @@ __all__ = [
     "AR_ALIAS",
     "PACKED",
     "assertion_helpers",
+    "light_call",
+    "light_run_encoded",
     "pack",
     "prepare",
     "run_test",
@@ -104,7 +106,7 @@ Stamp = tuple[int, int]
 # What test modules sent here import instead of _pytest.assertion.rewrite: a name with as
 # many parts, found in sys.modules (see appdomain._pytest_code).
 AR_ALIAS = "@appdomain.assertion.rewrite"
-# This module's operations, named "module:op": a test's domain imports it on the first one.
+# This module's operations (light_call), named as the call path names operations.
 PREPARE = f"{__name__}:prepare"
 RUN = f"{__name__}:run"
 # The key, in the state of an outcome exception sent back, of where the test raised it.
@@ -139,8 +141,10 @@ _config: _Config | None = None
 # Code compiled by earlier domains, by source path; and what this domain compiled itself.
 _cache: dict[str, tuple[Stamp, bytes]] = {}
 _compiled: dict[str, tuple[Stamp, bytes]] = {}
-# The threads alive before the test module was imported: the domain's own.
+# The threads alive before the test module was imported: the domain's own (None: not yet
+# prepared); and how many threads _thread counted then.
 _first_threads: frozenset[int | None] | None = None
+_first_count = 0
 
 
 class _TestModuleLoader(importlib.machinery.SourceFileLoader):
@@ -212,10 +216,16 @@ def prepare(spec: TestSpec) -> dict[str, tuple[Stamp, bytes]]:
 
 
 def _prepare(spec: TestSpec) -> None:
-    global _spec, _first_threads
+    global _spec, _first_threads, _first_count
     _spec = spec
     if _first_threads is None:
-        _first_threads = frozenset(t.ident for t in threading.enumerate())
+        # threading is not loaded in a test's interpreter that is not a domain (_light):
+        # then no thread was started through it yet.
+        threading = sys.modules.get("threading")
+        _first_threads = frozenset(
+            () if threading is None else (t.ident for t in threading.enumerate())
+        )
+        _first_count = _thread._count()
     cache = spec.get("cache")
     if cache:
         _cache.update(cache)
@@ -307,7 +317,25 @@ def _import_test_module(spec: TestSpec) -> types.ModuleType:
             pass
     code = spec.get("code")
     loader = None if code is None else _TestModuleLoader(name, spec["path"], code)
-    return exec_module_from_file(name, spec["path"], loader)
+    return _exec_module_from_file(name, spec["path"], loader)
+
+
+def _exec_module_from_file(
+    name: str, path: str, loader: importlib.machinery.SourceFileLoader | None
+) -> types.ModuleType:
+    """Import the file at path as module name (as _runtime's, without loading _runtime: a
+    test's interpreter becomes a domain only when the test needs one, see _light)."""
+    spec = spec_from_file_location(name, path, loader=loader)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import module {name!r} from {path!r}", name=name)
+    module = module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def run_test(
@@ -420,10 +448,19 @@ def _limit_of(exc: BaseException, spec: TestSpec) -> tuple[str, bool] | None:
 
 
 def _quiet() -> bool:
+    """Tell whether every thread the test module or function started has ended."""
     if _first_threads is None:
         return False
+    threading = sys.modules.get("threading")
+    if threading is None:  # nothing started a thread through it: count _thread's
+        return _thread._count() <= _first_count
     me = threading.current_thread()
-    return all(t is me or t.ident in _first_threads for t in threading.enumerate())
+    # Neither the thread that first imported threading here (its "main" thread, a
+    # creator's thread) nor a foreign thread that entered (a dummy) is the test's.
+    others = (threading._MainThread, threading._DummyThread)
+    return all(
+        t is me or t.ident in _first_threads or type(t) in others for t in threading.enumerate()
+    )
 
 
 def _outcome(exc: BaseException) -> tuple[str, dict[str, object]] | None:
@@ -568,10 +605,11 @@ def _longrepr(exc: BaseException, spec: TestSpec) -> Any:
 
 # -- packed calls --------------------------------------------------------------------------
 #
-# The main process sends a spec to the PREPARE and RUN operations packed
-# by CPython's marshal (a spec holds only builtin values), and gets the outcome back the
-# same way unless it holds an exception object.  A domain whose test passes, skips or
-# fails an assert so never imports appdomain.marshal: ~2 ms less for every isolated test.
+# The main process runs the PREPARE and RUN operations in the test's interpreter
+# (light_call, see _light) with a spec packed by CPython's marshal (a spec holds only
+# builtin values), and gets the outcome back the same way unless it holds an exception
+# object.  A test that passes, skips or fails an assert so never imports appdomain.marshal
+# there: ~2 ms less for every isolated test.
 
 # The reply's first item: the outcome packed by CPython's marshal, or encoded by appdomain's.
 PACKED = 0
@@ -601,5 +639,33 @@ def _op_run(packed: bytes) -> tuple[int, Shareable]:  # remade fixtures come by 
     return _reply(run_test(spec, spec.get("funcargs", {}), tuple(spec.get("made_here", ()))))
 
 
-register_op(PREPARE, _op_prepare)
-register_op(RUN, _op_run)
+def light_call(op: str, packed: bytes, reply: int) -> None:
+    """Run op (PREPARE or RUN) with its packed spec; put the reply on the queue reply.
+
+    The test's creator runs this in the test's interpreter on its own thread (see _light),
+    whether that interpreter is a domain or not yet.
+    """
+    _put_reply(reply, _op_prepare(packed) if op == PREPARE else _op_run(packed))
+
+
+def light_run_encoded(wire: Shareable, reply: int) -> None:
+    """Run run_test with arguments encoded by appdomain's marshalling (values that cross by
+    name, copies of other objects, references: those need this interpreter to be a domain,
+    see _light); put the reply on the queue reply."""
+    from .. import marshal
+
+    args, _ = marshal.decode_call(wire)
+    run: Any = run_test  # its arguments, as _light encoded them
+    _put_reply(reply, _reply(run(*args)))
+
+
+def _put_reply(reply: int, result: tuple[int, Shareable]) -> None:
+    import _interpqueues
+
+    # 1: the item goes with the interpreter that put it (_core._compat's _UNBOUND_REMOVE);
+    # the queue module's arguments changed order in 3.14.
+    put: Any = _interpqueues.put
+    if sys.version_info >= (3, 14):
+        put(reply, result, 1, 0)
+    else:
+        put(reply, result, 0, 1)
