@@ -564,15 +564,16 @@ out:
 
 /* ------------------------------------------------------ registration */
 
-/* refs' fast part: None, or (classes, RemoteRef, Route, entry type, forget, ref name,
- * the entry's key slot name) (switch.c make_proxy). */
+/* refs' fast part: None, or (classes, RemoteRef, Route, entry type, gone, ref name, the
+ * entry's key slot name, cell name, the entry's cell slot name) (switch.c make_proxy,
+ * method.c adopt_ref, proxy_gone). */
 static int
 fast_ok(PyObject *fast)
 {
     if (fast == Py_None) {
         return 1;
     }
-    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 7
+    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 9
            && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 0))
            && PyType_Check(PyTuple_GET_ITEM(fast, 1))
            && PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), &PyTuple_Type)
@@ -581,7 +582,423 @@ fast_ok(PyObject *fast)
            && PyType_Check(PyTuple_GET_ITEM(fast, 3))
            && PyCallable_Check(PyTuple_GET_ITEM(fast, 4))
            && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 5))
-           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 6));
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 6))
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 7))
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 8));
+}
+
+/* ------------------------------------------------------ proxies' releases */
+
+/* A proxy's references are released together when it dies.  Its weak entry in the
+ * proxies dict (fast's entry type) calls proxy_gone, which forgets the entry and, for an
+ * owner the switch serves, queues (oid, count) in the owner's record: no Python code, no
+ * cross-interpreter queue.  The owner drains its queue (take_releases) before answering
+ * live_count, when its dispatcher is woken (arm_py has the releasing domain's waker do
+ * that within WAKE_DELAY, once per batch), and before a generic call. */
+
+int
+appdomain_push_release(long long iid, PyObject *oid, PyObject *count)
+{
+    long long o = PyLong_AsLongLong(oid), n = PyLong_AsLongLong(count);
+    if ((o == -1 || n == -1) && PyErr_Occurred()) {
+        return -2;
+    }
+    int rc = -1;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(iid);
+    if (d != NULL && d->fn != NULL) {
+        if (d->nrel == d->caprel) {
+            Py_ssize_t cap = d->caprel ? d->caprel * 2 : 64;
+            long long *grown = realloc(d->rel, (size_t)cap * 2 * sizeof(long long));
+            if (grown != NULL) {
+                d->rel = grown;
+                d->caprel = cap;
+            }
+        }
+        if (d->nrel < d->caprel) {
+            d->rel[2 * d->nrel] = o;
+            d->rel[2 * d->nrel + 1] = n;
+            d->nrel++;
+            rc = d->rel_armed ? 0 : 1;
+            d->rel_armed = 1;
+        }
+    }
+    PyMutex_Unlock(&G.mutex);
+    return rc;   /* no room: Python releases it */
+}
+
+/* proxy_gone(entry): a proxy died; entry, its weak reference, knows its key and cell. */
+static PyObject *
+native_proxy_gone(PyObject *module, PyObject *entry)
+{
+    modstate *st = get_state(module);
+    if (st->fast == NULL || st->proxies == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *key = NULL, *cell = NULL, *listed = NULL;
+    if (PyObject_GetOptionalAttr(entry, PyTuple_GET_ITEM(st->fast, 6), &key) < 0) {
+        return NULL;
+    }
+    if (key == NULL || !PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2) {
+        Py_XDECREF(key);
+        Py_RETURN_NONE;
+    }
+    if (PyDict_GetItemRef(st->proxies, key, &listed) < 0) {
+        goto error;
+    }
+    if (listed == entry && PyDict_DelItem(st->proxies, key) < 0) {
+        goto error;
+    }
+    Py_CLEAR(listed);
+    if (PyObject_GetOptionalAttr(entry, PyTuple_GET_ITEM(st->fast, 8), &cell) < 0) {
+        goto error;
+    }
+    if (cell != NULL && PyList_CheckExact(cell) && PyList_GET_SIZE(cell) >= 3) {
+        PyObject *count = Py_NewRef(PyList_GET_ITEM(cell, 0));
+        int some = PyObject_IsTrue(count);
+        if (some > 0) {
+            /* Taken before anything can run: a second release finds 0. */
+            PyList_SetItem(cell, 0, PyLong_FromLong(0));
+            PyObject *route = Py_NewRef(PyList_GET_ITEM(cell, 2));
+            PyObject *iid = PyTuple_GET_ITEM(key, 0), *oid = PyTuple_GET_ITEM(key, 1);
+            long long owner = PyLong_AsLongLong(iid);
+            int rc = owner == -1 && PyErr_Occurred() ? -2
+                     : appdomain_push_release(owner, oid, count);
+            PyObject *ok = Py_None;
+            if (rc == 1 && st->arm_py != NULL) {
+                ok = PyObject_CallOneArg(st->arm_py, route);
+            }
+            else if (rc == -1 && st->release_py != NULL) {
+                ok = PyObject_CallFunctionObjArgs(st->release_py, route, oid, count, NULL);
+            }
+            else if (rc == -2) {
+                ok = NULL;
+            }
+            if (ok != Py_None) {
+                Py_XDECREF(ok);
+            }
+            Py_DECREF(route);
+            if (ok == NULL) {
+                Py_DECREF(count);
+                goto error;
+            }
+        }
+        Py_DECREF(count);
+        if (some < 0) {
+            goto error;
+        }
+    }
+    Py_XDECREF(cell);
+    Py_DECREF(key);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(listed);
+    Py_XDECREF(cell);
+    Py_DECREF(key);
+    return NULL;
+}
+
+/* set_proxy_hooks(proxies, fast, release, arm) */
+static PyObject *
+native_set_proxy_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || args[1] == Py_None || !fast_ok(args[1])
+        || !PyCallable_Check(args[2]) || !PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "set_proxy_hooks(proxies, fast, release, arm) takes "
+                        "a dict, the fast tuple and 2 callables");
+        return NULL;
+    }
+    modstate *st = get_state(module);
+    Py_XSETREF(st->proxies, Py_NewRef(args[0]));
+    Py_XSETREF(st->fast, Py_NewRef(args[1]));
+    Py_XSETREF(st->release_py, Py_NewRef(args[2]));
+    Py_XSETREF(st->arm_py, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
+/* set_table_hooks(entries, entry_type, lock, leaseless): this interpreter's object table
+ * (remoting's _table), for export() and apply_releases().  set_reference_hooks' lend
+ * gives the rest (by_identity, lent_ids, next_oid). */
+static PyObject *
+native_set_table_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyType_Check(args[1])
+        || !PySet_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "set_table_hooks(entries, entry_type, lock, "
+                        "leaseless) takes a dict, a type, a lock and a set");
+        return NULL;
+    }
+    modstate *st = get_state(module);
+    if (st->str_obj == NULL
+        && ((st->str_obj = PyUnicode_InternFromString("obj")) == NULL
+            || (st->str_count = PyUnicode_InternFromString("count")) == NULL
+            || (st->str_lease = PyUnicode_InternFromString("lease")) == NULL
+            || (st->str_expires = PyUnicode_InternFromString("expires")) == NULL
+            || (st->str_acquire = PyUnicode_InternFromString("acquire")) == NULL
+            || (st->str_release_lock = PyUnicode_InternFromString("release")) == NULL
+            || (st->forever = PyFloat_FromDouble(Py_HUGE_VAL)) == NULL)) {
+        return NULL;
+    }
+    Py_XSETREF(st->entries, Py_NewRef(args[0]));
+    Py_XSETREF(st->entry_type, Py_NewRef(args[1]));
+    Py_XSETREF(st->table_lock, Py_NewRef(args[2]));
+    Py_XSETREF(st->leaseless, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
+/* Take the table's lock: 1 taken, 0 busy (blocking = 0 only), -1 error. */
+static int
+table_lock(modstate *st, int blocking)
+{
+    PyObject *flag = blocking ? Py_True : Py_False;
+    PyObject *got = PyObject_CallMethodOneArg(st->table_lock, st->str_acquire, flag);
+    if (got == NULL) {
+        return -1;
+    }
+    int taken = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    return taken;
+}
+
+static int
+table_unlock(modstate *st)
+{
+    PyObject *ok = PyObject_CallMethodNoArgs(st->table_lock, st->str_release_lock);
+    Py_XDECREF(ok);
+    return ok == NULL ? -1 : 0;
+}
+
+/* entry.count += delta; the new count in *now. */
+static int
+entry_add(modstate *st, PyObject *entry, long long delta, long long *now)
+{
+    PyObject *count = PyObject_GetAttr(entry, st->str_count);
+    long long n = count == NULL ? -1 : PyLong_AsLongLong(count);
+    Py_XDECREF(count);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *now = n + delta;
+    PyObject *value = PyLong_FromLongLong(*now);
+    int rc = value == NULL ? -1 : PyObject_SetAttr(entry, st->str_count, value);
+    Py_XDECREF(value);
+    return rc;
+}
+
+/* export(obj): remoting's _table.export for an object of a type without a lease, in C:
+ * one more remote reference to obj, its object id returned; None for any other object
+ * (Python exports it). */
+static PyObject *
+native_export(PyObject *module, PyObject *obj)
+{
+    modstate *st = get_state(module);
+    if (st->entries == NULL || st->by_identity == NULL) {
+        Py_RETURN_NONE;
+    }
+    int known = PySet_Contains(st->leaseless, (PyObject *)Py_TYPE(obj));
+    if (known <= 0) {
+        if (known == 0) {
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+    PyObject *ident = PyLong_FromVoidPtr(obj), *oid = NULL, *entry = NULL, *result = NULL;
+    if (ident == NULL) {
+        return NULL;
+    }
+    if (table_lock(st, 1) < 0) {
+        Py_DECREF(ident);
+        return NULL;
+    }
+    if (PyDict_GetItemRef(st->by_identity, ident, &oid) < 0) {
+        goto out;
+    }
+    if (oid != NULL) {
+        long long now;
+        if (PyDict_GetItemRef(st->entries, oid, &entry) <= 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_KeyError, "object %R has no entry", oid);
+            }
+            goto out;
+        }
+        if (entry_add(st, entry, 1, &now) == 0) {
+            result = Py_NewRef(oid);
+        }
+        goto out;
+    }
+    /* Lent as an id not counted yet: exported under it, as _publish does. */
+    if (PyDict_GetItemRef(st->lent_ids, ident, &oid) < 0) {
+        goto out;
+    }
+    if (oid != NULL) {
+        int taken = PyDict_Contains(st->entries, oid);
+        if (taken < 0) {
+            goto out;
+        }
+        if (taken) {
+            Py_CLEAR(oid);
+        }
+    }
+    if (oid == NULL && (oid = PyIter_Next(st->next_oid)) == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "object ids ran out");
+        }
+        goto out;
+    }
+    PyTypeObject *tp = (PyTypeObject *)st->entry_type;
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL || (entry = tp->tp_alloc(tp, 0)) == NULL
+        || PyObject_SetAttr(entry, st->str_obj, obj) < 0
+        || PyObject_SetAttr(entry, st->str_count, one) < 0
+        || PyObject_SetAttr(entry, st->str_lease, Py_None) < 0
+        || PyObject_SetAttr(entry, st->str_expires, st->forever) < 0
+        || PyDict_SetItem(st->entries, oid, entry) < 0) {
+        Py_XDECREF(one);
+        goto out;
+    }
+    Py_DECREF(one);
+    if (PyDict_SetItem(st->by_identity, ident, oid) < 0) {
+        (void)PyDict_DelItem(st->entries, oid);
+        goto out;
+    }
+    result = Py_NewRef(oid);
+out:
+    if (table_unlock(st) < 0) {
+        Py_CLEAR(result);
+    }
+    Py_DECREF(ident);
+    Py_XDECREF(oid);
+    Py_XDECREF(entry);   /* after the lock: nothing of the user's runs under it */
+    return result;
+}
+
+/* apply_releases(): apply the releases queued for this interpreter to its table, as
+ * _table.release would; return None, or the flat [oid, count, ...] left for Python when
+ * the table's lock is busy. */
+static PyObject *
+native_apply_releases(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    modstate *st = get_state(module);
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    long long *rel = NULL;
+    Py_ssize_t n = 0;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(id);
+    if (d != NULL && d->nrel) {
+        rel = d->rel;
+        n = d->nrel;
+        d->rel = NULL;
+        d->nrel = d->caprel = 0;
+    }
+    if (d != NULL) {
+        d->rel_armed = 0;
+    }
+    PyMutex_Unlock(&G.mutex);
+    if (rel == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *dropped = NULL, *flat = NULL;
+    int taken = st->entries == NULL ? 0 : table_lock(st, 0);
+    if (taken <= 0) {
+        PyErr_Clear();
+        flat = PyList_New(2 * n);   /* Python applies them */
+        for (Py_ssize_t i = 0; flat != NULL && i < 2 * n; i++) {
+            PyObject *v = PyLong_FromLongLong(rel[i]);
+            if (v == NULL) {
+                Py_CLEAR(flat);
+                break;
+            }
+            PyList_SET_ITEM(flat, i, v);
+        }
+        free(rel);
+        return flat;
+    }
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        PyObject *oid = PyLong_FromLongLong(rel[2 * i]), *entry = NULL;
+        long long now;
+        if (oid == NULL || PyDict_GetItemRef(st->entries, oid, &entry) < 0) {
+            failed = 1;
+        }
+        else if (entry != NULL && entry_add(st, entry, -rel[2 * i + 1], &now) < 0) {
+            failed = 1;
+        }
+        else if (entry != NULL && now <= 0) {
+            /* _drop_locked: forget it, and its identity if that still names this oid */
+            PyObject *obj = PyObject_GetAttr(entry, st->str_obj), *ident = NULL, *named = NULL;
+            failed = obj == NULL || (ident = PyLong_FromVoidPtr(obj)) == NULL
+                     || PyDict_GetItemRef(st->by_identity, ident, &named) < 0
+                     || (named != NULL && PyObject_RichCompareBool(named, oid, Py_EQ) == 1
+                         && PyDict_DelItem(st->by_identity, ident) < 0)
+                     || (dropped == NULL && (dropped = PyList_New(0)) == NULL)
+                     || PyList_Append(dropped, entry) < 0
+                     || PyDict_DelItem(st->entries, oid) < 0;
+            Py_XDECREF(obj);
+            Py_XDECREF(ident);
+            Py_XDECREF(named);
+        }
+        Py_XDECREF(entry);
+        Py_XDECREF(oid);
+    }
+    free(rel);
+    if (table_unlock(st) < 0) {
+        failed = 1;
+    }
+    Py_XDECREF(dropped);   /* the objects die here, with the lock free */
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* take_releases(): the (oid, count) pairs queued for this interpreter, flat, or None. */
+static PyObject *
+native_take_releases(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    long long *rel = NULL;
+    Py_ssize_t n = 0;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(id);
+    if (d != NULL && d->nrel) {
+        rel = d->rel;
+        n = d->nrel;
+        d->rel = NULL;
+        d->nrel = d->caprel = 0;
+    }
+    if (d != NULL) {
+        d->rel_armed = 0;
+    }
+    PyMutex_Unlock(&G.mutex);
+    if (rel == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *flat = PyList_New(2 * n);
+    for (Py_ssize_t i = 0; flat != NULL && i < 2 * n; i++) {
+        PyObject *v = PyLong_FromLongLong(rel[i]);
+        if (v == NULL) {
+            Py_CLEAR(flat);
+            break;
+        }
+        PyList_SET_ITEM(flat, i, v);
+    }
+    free(rel);
+    return flat;
+}
+
+/* releases_pending(): how many releases are queued for this interpreter. */
+static PyObject *
+native_releases_pending(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    Py_ssize_t n = 0;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(id);
+    if (d != NULL) {
+        n = d->nrel;
+    }
+    PyMutex_Unlock(&G.mutex);
+    return PyLong_FromSsize_t(n);
 }
 
 static PyObject *
@@ -697,6 +1114,29 @@ static PyMethodDef native_methods[] = {
      "others cross as ref_out(obj, interp_id) (a tuple of plain values; None sends the call "
      "by the generic route), and ref_done(refs) runs with those tuples once the call is "
      "over.  lend is (lean_types, by_identity, lent, lent_ids, next_oid)."},
+    {"set_proxy_hooks", (PyCFunction)(void (*)(void))native_set_proxy_hooks, METH_FASTCALL,
+     "set_proxy_hooks(proxies, fast, release, arm)\n--\n\nName what proxies of this "
+     "interpreter live by: the proxies dict, the fast tuple (its entry type's weak references "
+     "call proxy_gone), release(route, oid, count) for an owner the switch does not serve "
+     "and arm(route) to have an owner woken to drain its releases."},
+    {"proxy_gone", native_proxy_gone, METH_O,
+     "proxy_gone(entry)\n--\n\nA proxy died: forget its entry and release the references "
+     "its cell holds (queued at an owner the switch serves)."},
+    {"set_table_hooks", (PyCFunction)(void (*)(void))native_set_table_hooks, METH_FASTCALL,
+     "set_table_hooks(entries, entry_type, lock, leaseless)\n--\n\nName this "
+     "interpreter's object table, for export() and apply_releases()."},
+    {"export", native_export, METH_O,
+     "export(obj)\n--\n\nCount one more remote reference to obj, of a type without a "
+     "lease, and return its object id; None for other objects (Python exports them)."},
+    {"apply_releases", native_apply_releases, METH_NOARGS,
+     "apply_releases()\n--\n\nApply the releases queued for this interpreter to its "
+     "table; return None, or those left for Python as [oid, count, ...] when the table's "
+     "lock is busy."},
+    {"take_releases", native_take_releases, METH_NOARGS,
+     "take_releases()\n--\n\nReturn the releases queued for this interpreter as a flat "
+     "list [oid, count, ...], or None."},
+    {"releases_pending", native_releases_pending, METH_NOARGS,
+     "releases_pending()\n--\n\nReturn how many releases are queued for this interpreter."},
     {"set_site_import", native_set_site_import, METH_O,
      "set_site_import(on)\n--\n\nTurn site on or off for the interpreters this one creates "
      "from now on; return the previous setting (None: not supported on this CPython)."},
@@ -803,6 +1243,15 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->lent);
     Py_VISIT(st->lent_ids);
     Py_VISIT(st->next_oid);
+    Py_VISIT(st->proxies);
+    Py_VISIT(st->fast);
+    Py_VISIT(st->release_py);
+    Py_VISIT(st->arm_py);
+    Py_VISIT(st->entries);
+    Py_VISIT(st->entry_type);
+    Py_VISIT(st->table_lock);
+    Py_VISIT(st->leaseless);
+    Py_VISIT(st->forever);
     Py_VISIT(st->not_served);
     Py_VISIT(st->closing);
     return appdomain_method_traverse(st, visit, arg);
@@ -823,6 +1272,21 @@ native_clear(PyObject *module)
     Py_CLEAR(st->lent);
     Py_CLEAR(st->lent_ids);
     Py_CLEAR(st->next_oid);
+    Py_CLEAR(st->proxies);
+    Py_CLEAR(st->fast);
+    Py_CLEAR(st->release_py);
+    Py_CLEAR(st->arm_py);
+    Py_CLEAR(st->entries);
+    Py_CLEAR(st->entry_type);
+    Py_CLEAR(st->table_lock);
+    Py_CLEAR(st->leaseless);
+    Py_CLEAR(st->forever);
+    Py_CLEAR(st->str_obj);
+    Py_CLEAR(st->str_count);
+    Py_CLEAR(st->str_lease);
+    Py_CLEAR(st->str_expires);
+    Py_CLEAR(st->str_acquire);
+    Py_CLEAR(st->str_release_lock);
     Py_CLEAR(st->not_served);
     Py_CLEAR(st->closing);
     appdomain_method_clear(st);

@@ -134,9 +134,9 @@ tuple_of(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
 /* Make the proxy for ref (*route, oid, module, qualname) as remoting's lean_proxy would, in
  * C, and list it in proxies under key, by strong reference while its call runs (settle_refs
  * gives it a weak entry if the call kept it); Py_None when its type is not in classes yet.
- * fast is (classes, RemoteRef, Route, weakref type with a `key` slot, its callback, ref
- * attribute name, cell attribute name); the cell is left for remoting to add when it
- * counts a reference (_proxy._count). */
+ * fast is (classes, RemoteRef, Route, weakref type with `key` and `cell` slots, its
+ * callback, ref attribute name, key slot name, cell attribute name, cell slot name); the
+ * cell is left for remoting to add when it counts a reference (_proxy._count). */
 static PyObject *
 make_proxy(PyObject *fast, PyObject *proxies, PyObject *item, PyObject *key)
 {
@@ -256,6 +256,7 @@ weaken_entry(PyObject *fast, PyObject *proxies, PyObject *key, PyObject *proxy)
     PyObject *entry = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(fast, 3), proxy,
                                                    PyTuple_GET_ITEM(fast, 4), NULL);
     int rc = entry == NULL || PyObject_SetAttr(entry, PyTuple_GET_ITEM(fast, 6), key) < 0
+             || PyObject_SetAttr(entry, PyTuple_GET_ITEM(fast, 8), Py_None) < 0
              || PyDict_SetItem(proxies, key, entry) < 0 ? -1 : 0;
     Py_XDECREF(entry);
     return rc;
@@ -284,7 +285,6 @@ settle_refs(PyObject *refs, PyObject *made)
             && PyWeakref_GetRef(entry, &target) < 0) {
             PyErr_Clear();
         }
-        int listed = strong || target == proxy;
         Py_XDECREF(target);
         Py_XDECREF(entry);   /* the references counted below exclude this one */
         if (Py_REFCNT(proxy) > 1 + strong) {   /* kept by the call */
@@ -296,7 +296,9 @@ settle_refs(PyObject *refs, PyObject *made)
                 rc = -1;
             }
         }
-        else if (listed && PyDict_DelItem(proxies, key) < 0) {
+        else if (strong && PyDict_DelItem(proxies, key) < 0) {
+            /* A weak entry (lean_proxy's) stays: its callback forgets it, and releases
+             * what another thread's generic call may have counted on it meanwhile. */
             rc = -1;
         }
     }
