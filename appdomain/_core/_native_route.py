@@ -56,7 +56,6 @@ __all__ = [
     "set_proxy_hooks",
     "set_reference_hooks",
     "set_table_hooks",
-    "take_releases",
 ]
 
 # Buffers at least this large cross as parts of their own instead of inside the packed header.
@@ -110,10 +109,9 @@ set_method_hooks = _native.set_method_hooks
 # By-reference arguments of lean calls (remoting's MarshalByRefObject, _ref_out, _ref_done).
 set_reference_hooks = _native.set_reference_hooks
 # Proxies' releases (remoting's _proxy and _server): a dead proxy's weak entry calls
-# proxy_gone, which queues the release at an owner the switch serves; the owner takes them.
+# proxy_gone, which queues the release at an owner the switch serves.
 set_proxy_hooks = _native.set_proxy_hooks
 proxy_gone = _native.proxy_gone
-take_releases = _native.take_releases
 releases_pending = _native.releases_pending
 # The object table's common steps in C (remoting's _table: export of an object without a
 # lease, the releases queued for this domain).

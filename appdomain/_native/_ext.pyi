@@ -98,9 +98,6 @@ def export(obj: object, /) -> int | None:
 def apply_releases() -> list[int] | None:
     """Apply the releases queued here; those left for Python when the lock is busy."""
 
-def take_releases() -> list[int] | None:
-    """The releases queued for this interpreter, flat [oid, count, ...], or None."""
-
 def releases_pending() -> int:
     """How many releases are queued for this interpreter."""
 

@@ -76,7 +76,7 @@ struct domain {
     Py_ssize_t norphans;
     slot_t *slots;
     /* Releases of this interpreter's objects by dead proxies elsewhere (proxy_gone):
-     * (oid, count) pairs, drained by take_releases() in this interpreter. */
+     * (oid, count) pairs, applied by apply_releases() in this interpreter. */
     long long *rel;
     Py_ssize_t nrel, caprel;   /* in pairs */
     int rel_armed;             /* a wake to drain them is due (arm_py ran) */

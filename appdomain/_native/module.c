@@ -592,7 +592,7 @@ fast_ok(PyObject *fast)
 /* A proxy's references are released together when it dies.  Its weak entry in the
  * proxies dict (fast's entry type) calls proxy_gone, which forgets the entry and, for an
  * owner the switch serves, queues (oid, count) in the owner's record: no Python code, no
- * cross-interpreter queue.  The owner drains its queue (take_releases) before answering
+ * cross-interpreter queue.  The owner drains its queue (apply_releases) before answering
  * live_count, when its dispatcher is woken (arm_py has the releasing domain's waker do
  * that within WAKE_DELAY, once per batch), and before a generic call. */
 
@@ -951,41 +951,6 @@ native_apply_releases(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* take_releases(): the (oid, count) pairs queued for this interpreter, flat, or None. */
-static PyObject *
-native_take_releases(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
-{
-    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
-    long long *rel = NULL;
-    Py_ssize_t n = 0;
-    PyMutex_Lock(&G.mutex);
-    domain_t *d = find_domain(id);
-    if (d != NULL && d->nrel) {
-        rel = d->rel;
-        n = d->nrel;
-        d->rel = NULL;
-        d->nrel = d->caprel = 0;
-    }
-    if (d != NULL) {
-        d->rel_armed = 0;
-    }
-    PyMutex_Unlock(&G.mutex);
-    if (rel == NULL) {
-        Py_RETURN_NONE;
-    }
-    PyObject *flat = PyList_New(2 * n);
-    for (Py_ssize_t i = 0; flat != NULL && i < 2 * n; i++) {
-        PyObject *v = PyLong_FromLongLong(rel[i]);
-        if (v == NULL) {
-            Py_CLEAR(flat);
-            break;
-        }
-        PyList_SET_ITEM(flat, i, v);
-    }
-    free(rel);
-    return flat;
-}
-
 /* releases_pending(): how many releases are queued for this interpreter. */
 static PyObject *
 native_releases_pending(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
@@ -1132,9 +1097,6 @@ static PyMethodDef native_methods[] = {
      "apply_releases()\n--\n\nApply the releases queued for this interpreter to its "
      "table; return None, or those left for Python as [oid, count, ...] when the table's "
      "lock is busy."},
-    {"take_releases", native_take_releases, METH_NOARGS,
-     "take_releases()\n--\n\nReturn the releases queued for this interpreter as a flat "
-     "list [oid, count, ...], or None."},
     {"releases_pending", native_releases_pending, METH_NOARGS,
      "releases_pending()\n--\n\nReturn how many releases are queued for this interpreter."},
     {"set_site_import", native_set_site_import, METH_O,

@@ -94,7 +94,7 @@ PyObject *appdomain_lean_calls(PyObject *module, PyObject *Py_UNUSED(ignored));
 PyObject *appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data);
 
 /* module.c: queue a release of count references to oid at interpreter iid for it to drain
- * (take_releases).  1: queued, and the owner must be armed (arm_py); 0: queued; -1: the
+ * (apply_releases).  1: queued, and the owner must be armed (arm_py); 0: queued; -1: the
  * switch does not serve iid (Python releases it). */
 int appdomain_push_release(long long iid, PyObject *oid, PyObject *count);
 
