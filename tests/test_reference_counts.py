@@ -266,3 +266,18 @@ def test_reference_returned_by_a_call_back_a_to_b_to_a_is_released(
     keeper.drop()
     domain.do_callback(gc.collect)
     assert live_count() == 0
+
+
+def test_fresh_references_sent_to_two_domains_in_turn_arrive_whole(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    # After the first call a domain gets a type's references in a compact form: each
+    # domain must expand its own.
+    with AppDomain.create_domain("CountTwin") as twin:
+        other: helpers.Keeper = twin.create_instance_and_unwrap("remoting_helpers", "Keeper")
+        for i in range(50):
+            assert keeper.call_back(helpers.Client(), i) == (2 * i, 1)
+            assert other.call_back(helpers.Client(), i) == (2 * i, 1)
+        collect_everywhere(domain)
+        twin.do_callback(gc.collect)
+        assert live_count() == 0

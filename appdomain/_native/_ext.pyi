@@ -10,7 +10,8 @@ type _LeanReply = tuple[bool | int, object, object]
 type _Invoker = Callable[[int, str, tuple[object, ...]], _LeanReply]
 # (proxies, make, settle, home, fast): how references among an invoke's arguments become
 # objects; fast, (classes, RemoteRef, Route, entry type, gone, ref name, key slot, cell
-# name, cell slot) or None, lets the switch make proxies of known types itself.
+# name, cell slot, kept full references) or None, lets the switch make proxies of known
+# types itself.
 type _RefHooks = tuple[
     dict[Any, Any],
     Callable[[Any], object],

@@ -143,16 +143,20 @@ typedef struct {
     PyObject *obj[MAX_LOANS];
     PyObject *oid[MAX_LOANS];
     PyObject *ident[MAX_LOANS];
+    PyObject *told[MAX_LOANS];   /* sent in full: the key told gets once the call is done */
     PyObject *made;   /* list, or NULL while ref_out made none */
 } loans_t;
 
-/* Lend obj to one more call: its reference, (*route, oid, module, qualname), from its
- * type's (*route, module, qualname); the loan is recorded in loans.  No Python code runs,
- * so this is one step for every thread of this interpreter (the Python side reads these
- * dicts under its own lock).  lent[oid] is obj while one call lends it, (obj, calls) while
- * several do. */
+/* Lend obj to one more call into interpreter iid: its reference from its type's (*route,
+ * module, qualname, token), in full, (*route, oid, module, qualname, token), the first time
+ * iid meets the type, then as (interp id, oid, token), which iid expands from what it kept
+ * of the full one (switch.c take_refs): no strings to pack and unpack.  st->told holds
+ * (iid << 24 | token) once a call that sent it in full returned.  The loan is recorded in
+ * loans.  No Python code runs, so this is one step for every thread of this interpreter
+ * (the Python side reads these dicts under its own lock).  lent[oid] is obj while one call
+ * lends it, (obj, calls) while several do. */
 static PyObject *
-lend(modstate *st, PyObject *obj, PyObject *info, loans_t *loans)
+lend(modstate *st, PyObject *obj, PyObject *info, long long iid, loans_t *loans)
 {
     PyObject *ident = PyLong_FromVoidPtr(obj), *oid = NULL, *held = NULL, *ref = NULL;
     if (ident == NULL) {
@@ -192,14 +196,44 @@ lend(modstate *st, PyObject *obj, PyObject *info, loans_t *loans)
     if (failed) {
         goto out;
     }
-    ref = PyTuple_Pack(7, PyTuple_GET_ITEM(info, 0), PyTuple_GET_ITEM(info, 1),
-                       PyTuple_GET_ITEM(info, 2), PyTuple_GET_ITEM(info, 3), oid,
-                       PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5));
+    PyObject *told = NULL;
+    int known = 0;
+    if (PyTuple_GET_SIZE(info) == 7 && PyLong_CheckExact(PyTuple_GET_ITEM(info, 6))) {
+        long long token = PyLong_AsLongLong(PyTuple_GET_ITEM(info, 6));
+        if (token == -1 && PyErr_Occurred()) {
+            goto out;
+        }
+        if ((st->told == NULL && (st->told = PySet_New(NULL)) == NULL)
+            || (told = PyLong_FromLongLong((iid << 24) | (token & 0xFFFFFF))) == NULL
+            || (known = PySet_Contains(st->told, told)) < 0) {
+            Py_XDECREF(told);
+            goto out;
+        }
+        if (known) {
+            Py_CLEAR(told);
+            ref = PyTuple_Pack(3, PyTuple_GET_ITEM(info, 0), oid, PyTuple_GET_ITEM(info, 6));
+        }
+        else {
+            ref = PyTuple_Pack(8, PyTuple_GET_ITEM(info, 0), PyTuple_GET_ITEM(info, 1),
+                               PyTuple_GET_ITEM(info, 2), PyTuple_GET_ITEM(info, 3), oid,
+                               PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5),
+                               PyTuple_GET_ITEM(info, 6));
+        }
+    }
+    else {
+        ref = PyTuple_Pack(7, PyTuple_GET_ITEM(info, 0), PyTuple_GET_ITEM(info, 1),
+                           PyTuple_GET_ITEM(info, 2), PyTuple_GET_ITEM(info, 3), oid,
+                           PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5));
+    }
     if (ref != NULL) {
         loans->obj[loans->n] = obj;
         loans->oid[loans->n] = Py_NewRef(oid);
         loans->ident[loans->n] = Py_NewRef(ident);
+        loans->told[loans->n] = told;
         loans->n++;
+    }
+    else {
+        Py_XDECREF(told);
     }
 out:
     Py_DECREF(ident);
@@ -282,7 +316,7 @@ pack_refs(modstate *st, PyObject *packed, long long iid, loans_t *loans)
                 rc = 1;
                 break;
             }
-            ref = lend(st, v, info, loans);
+            ref = lend(st, v, info, iid, loans);
             Py_DECREF(info);
             if (ref == NULL) {
                 rc = -1;
@@ -320,16 +354,22 @@ pack_refs(modstate *st, PyObject *packed, long long iid, loans_t *loans)
     return rc;
 }
 
-/* The call is over, whatever its outcome: end its loans, then ref_done(made).  Keeps the
- * call's exception. */
+/* The call is over, whatever its outcome: end its loans, then ref_done(made).  A call that
+ * returned (done) tells the target the types it sent in full.  Keeps the call's exception. */
 static int
-refs_done(modstate *st, loans_t *loans)
+refs_done(modstate *st, loans_t *loans, int done)
 {
     PyObject *saved = PyErr_GetRaisedException();
     for (int i = 0; i < loans->n; i++) {
         unlend(st, loans->obj[i], loans->oid[i], loans->ident[i]);
         Py_DECREF(loans->oid[i]);
         Py_DECREF(loans->ident[i]);
+        if (loans->told[i] != NULL) {
+            if (done && PySet_Add(st->told, loans->told[i]) < 0) {
+                PyErr_Clear();   /* it is sent in full again next time */
+            }
+            Py_DECREF(loans->told[i]);
+        }
     }
     loans->n = 0;
     PyObject *ok = Py_None;
@@ -451,7 +491,7 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int rc = pack_refs(st, packed, iid, &loans);
         if (rc != 0) {
             Py_DECREF(packed);
-            (void)refs_done(st, &loans);
+            (void)refs_done(st, &loans, 0);
             if (rc < 0) {
                 return NULL;
             }
@@ -471,7 +511,7 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(packed);
             }
             if (c.has_refs) {
-                (void)refs_done(st, &loans);
+                (void)refs_done(st, &loans, 0);
             }
             Py_RETURN_NOTIMPLEMENTED;
         }
@@ -495,7 +535,7 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         result = switch_call(r, iid, &c);
         Py_DECREF(blob);
     }
-    if (c.has_refs && refs_done(st, &loans) < 0) {
+    if (c.has_refs && refs_done(st, &loans, result != NULL) < 0) {
         Py_CLEAR(result);
     }
     return result;
@@ -565,15 +605,15 @@ out:
 /* ------------------------------------------------------ registration */
 
 /* refs' fast part: None, or (classes, RemoteRef, Route, entry type, gone, ref name, the
- * entry's key slot name, cell name, the entry's cell slot name) (switch.c make_proxy,
- * method.c adopt_ref, proxy_gone). */
+ * entry's key slot name, cell name, the entry's cell slot name, kept full references)
+ * (switch.c make_proxy and expand_ref, method.c adopt_ref, proxy_gone). */
 static int
 fast_ok(PyObject *fast)
 {
     if (fast == Py_None) {
         return 1;
     }
-    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 9
+    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 10
            && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 0))
            && PyType_Check(PyTuple_GET_ITEM(fast, 1))
            && PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), &PyTuple_Type)
@@ -584,7 +624,8 @@ fast_ok(PyObject *fast)
            && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 5))
            && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 6))
            && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 7))
-           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 8));
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 8))
+           && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 9));
 }
 
 /* ------------------------------------------------------ proxies' releases */
@@ -1205,6 +1246,7 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->lent);
     Py_VISIT(st->lent_ids);
     Py_VISIT(st->next_oid);
+    Py_VISIT(st->told);
     Py_VISIT(st->proxies);
     Py_VISIT(st->fast);
     Py_VISIT(st->release_py);
@@ -1234,6 +1276,7 @@ native_clear(PyObject *module)
     Py_CLEAR(st->lent);
     Py_CLEAR(st->lent_ids);
     Py_CLEAR(st->next_oid);
+    Py_CLEAR(st->told);
     Py_CLEAR(st->proxies);
     Py_CLEAR(st->fast);
     Py_CLEAR(st->release_py);

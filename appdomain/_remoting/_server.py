@@ -180,7 +180,10 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
 # lean_proxy does, once lean_proxy has met its type.
 # The same tuple lets it make the proxy of a reference a lean call returns, and release a
 # dead proxy's references (_native/method.c adopt_ref, module.c proxy_gone).
-_fast = (_lean_classes, RemoteRef, Route, _Entry, _on_gone, _REF, "key", _CELL, "cell")
+# Its last item keeps the full form of each type lent to this domain, so that later calls
+# send a compact one (_native/module.c lend).
+_kept_refs: dict[tuple[int, int], tuple[Shareable, ...]] = {}
+_fast = (_lean_classes, RemoteRef, Route, _Entry, _on_gone, _REF, "key", _CELL, "cell", _kept_refs)
 
 
 def _home(oid: int) -> object:
@@ -214,12 +217,14 @@ def _reduce_here(obj: object) -> tuple[Shareable, ...]:
 
 
 def _learn(cls: type, reduced: tuple[Shareable, ...]) -> None:
-    """From now on the C switch lends such objects itself: (*route, module, qualname)."""
-    _lean_types[cls] = (*reduced[:4], *reduced[5:])
+    """From now on the C switch lends such objects itself: (*route, module, qualname, token)."""
+    _lean_types[cls] = (*reduced[:4], *reduced[5:], next(_tokens))
 
 
-# Types whose instances the C switch lends to lean calls: type -> (*route, module, qualname).
+# Types whose instances the C switch lends to lean calls: type -> (*route, module, qualname,
+# token); the token names the type in compact references to a domain sent it in full.
 _lean_types: dict[type, tuple[Shareable, ...]] = {}
+_tokens = itertools.count(1)
 
 
 def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
