@@ -327,7 +327,13 @@ def _drain_releases(release_queue: int) -> None:
         flat = _apply_native()  # those the C switch queued, applied in C
         if flat is not None:  # the table's lock was busy
             _table.release_many(flat)
-    while True:
+    # As many as are queued now (a later one waits for the next drain): an empty get raises,
+    # and raising costs more than a release.
+    try:
+        waiting = _compat.queue_count(release_queue)
+    except _compat.QueueNotFoundError:
+        return
+    for _ in range(waiting):
         try:
             oid, count = _compat.queue_get(release_queue)
         except (_compat.QueueEmpty, _compat.QueueNotFoundError):
