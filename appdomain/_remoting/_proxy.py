@@ -579,22 +579,24 @@ def _live(key: tuple[int, int]) -> Any:
     return entry  # None, or a lean call's proxy, listed strongly while that call runs
 
 
-def _new_proxy(ref: RemoteRef, cls: type, key: tuple[int, int], count: int) -> Any:
-    """Make and list the proxy for ref (lock held)."""
+def _new_proxy(ref: RemoteRef, cls: type, key: tuple[int, int], counted: bool) -> Any:
+    """Make and list the proxy for ref (lock held), holding one reference if counted."""
     proxy: Any = object.__new__(cls)
     state = proxy.__dict__
     state[_REF] = ref
-    state[_CELL] = [count, 0, ref.route]
+    # ref[0]: its route (tuple indexing: the properties cost a Python call each)
+    cell = state[_CELL] = [1, 1, ref[0]] if counted else [0, 0, ref[0]]
     entry = _Entry(proxy, _on_gone)
     entry.key = key
-    entry.cell = None
+    entry.cell = cell if counted else None  # what _count would attach
     _proxies[key] = entry
     return proxy
 
 
 def proxy_for(ref: RemoteRef) -> Any:
     """Return this domain's one proxy for ref, counting the reference it brings."""
-    key = (ref.route.interp_id, ref.oid)
+    route = ref[0]
+    key = (route[0], ref[1])  # (interp id, oid)
     with _proxies_lock:
         proxy = _live(key)
         if proxy is not None:
@@ -602,15 +604,13 @@ def proxy_for(ref: RemoteRef) -> Any:
             return proxy
     # Outside the lock: building the type may import (and collect garbage, running other
     # proxies' finalizers, which take the lock).
-    cls = _proxy_type(ref.module, ref.qualname, not is_foreign(ref.route.interp_id))
+    cls = _proxy_type(ref[2], ref[3], not is_foreign(route[0]))
     with _proxies_lock:
         proxy = _live(key)
         if proxy is not None:
             _count(proxy)
             return proxy
-        proxy = _new_proxy(ref, cls, key, 0)
-        _count(proxy)
-    return proxy
+        return _new_proxy(ref, cls, key, True)
 
 
 def _count(proxy: object) -> None:
@@ -672,7 +672,7 @@ def lean_proxy(data: tuple[Any, ...]) -> Any:
     with _proxies_lock:
         proxy = _live(key)  # another thread made one meanwhile
         if proxy is None:
-            proxy = _new_proxy(ref, cls, key, 0)
+            proxy = _new_proxy(ref, cls, key, False)
     return proxy
 
 

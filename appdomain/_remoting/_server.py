@@ -239,6 +239,7 @@ _PLAIN = frozenset({type(None), bool, float, str, bytes})
 _entries = _table._entries
 _lent = _table._lent
 _export: Callable[[object], int | None] = _table.export
+_new_tuple = tuple.__new__
 _logical_data = _context._data  # the call context's variable: None when it carries nothing
 _state = _core.state
 _enter_call = _core.enter_call
@@ -366,14 +367,17 @@ def _reduce(obj: object) -> tuple[Shareable, ...]:
 
 # The tuple _reduce made: (process key, *route there, oid, module, qualname).
 def _rebuild(data: tuple[str, int, int, str, int, int, str, str]) -> object:
-    route = known_route(data[0], (data[1], data[2], data[3], data[4]))
-    oid, module, qualname = data[5], data[6], data[7]
-    if route.interp_id == _core.CURRENT_INTERP:
+    if data[0] == PROCESS_KEY:
+        route = _new_tuple(Route, data[1:5])  # known_route's first case, without the calls
+    else:
+        route = known_route(data[0], (data[1], data[2], data[3], data[4]))
+    oid = data[5]
+    if route[0] == _core.CURRENT_INTERP:
         # A reference coming home is the object itself; give back the count it carried.
         obj = _table.lookup(oid, renew=False)
         _table.release(oid, 1)
         return obj
-    return proxy_for(RemoteRef(route, oid, module, qualname))
+    return proxy_for(_new_tuple(RemoteRef, (route, oid, data[6], data[7])))
 
 
 # The hosts layer's operation, named (it is a layer above): the default domain holds the
