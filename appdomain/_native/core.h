@@ -43,6 +43,7 @@
 #define MAX_BIG_ARGS 8            /* large bytes arguments an invoke carries in place */
 #define SPIN_LOOKS 256             /* looks at a held GIL before yielding the CPU between looks */
 #define BUSY_WAIT_NS 30000         /* how long a thread watches a held GIL before sleeping on it */
+#define INLINE_RELEASES 128        /* queued releases a call entering their owner applies */
 
 #if defined(__GNUC__)
 #  pragma GCC visibility push(hidden)   /* shared between the files, not exported */
@@ -170,6 +171,9 @@ PyObject *native_stats(PyObject *module, PyObject *Py_UNUSED(ignored));
 /* switch.c: the switch. */
 PyObject *refuse(modstate *st, int64_t id, int why);
 PyObject *switch_call(threadrec_t *r, long long iid, callctx *c);
+
+/* module.c: apply d's queued releases from a call entering it, once there are enough. */
+void appdomain_apply_inline(domain_t *d);
 threadrec_t *caller_record(void);
 
 #if defined(__GNUC__)

@@ -913,47 +913,19 @@ out:
     return result;
 }
 
-/* apply_releases(): apply the releases queued for this interpreter to its table, as
- * _table.release would; return None, or the flat [oid, count, ...] left for Python when
- * the table's lock is busy. */
-static PyObject *
-native_apply_releases(PyObject *module, PyObject *Py_UNUSED(ignored))
+/* Apply rel[0:n] (oid, count pairs) to st's table as _table.release would: 0 done, 1 the
+ * table's lock is busy (nothing applied), -1 error. */
+static int
+apply_list(modstate *st, const long long *rel, Py_ssize_t n)
 {
-    modstate *st = get_state(module);
-    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
-    long long *rel = NULL;
-    Py_ssize_t n = 0;
-    PyMutex_Lock(&G.mutex);
-    domain_t *d = find_domain(id);
-    if (d != NULL && d->nrel) {
-        rel = d->rel;
-        n = d->nrel;
-        d->rel = NULL;
-        d->nrel = d->caprel = 0;
-    }
-    if (d != NULL) {
-        d->rel_armed = 0;
-    }
-    PyMutex_Unlock(&G.mutex);
-    if (rel == NULL) {
-        Py_RETURN_NONE;
-    }
-    PyObject *dropped = NULL, *flat = NULL;
     int taken = st->entries == NULL ? 0 : table_lock(st, 0);
     if (taken <= 0) {
-        PyErr_Clear();
-        flat = PyList_New(2 * n);   /* Python applies them */
-        for (Py_ssize_t i = 0; flat != NULL && i < 2 * n; i++) {
-            PyObject *v = PyLong_FromLongLong(rel[i]);
-            if (v == NULL) {
-                Py_CLEAR(flat);
-                break;
-            }
-            PyList_SET_ITEM(flat, i, v);
+        if (taken < 0) {
+            PyErr_Clear();
         }
-        free(rel);
-        return flat;
+        return 1;
     }
+    PyObject *dropped = NULL;
     int failed = 0;
     for (Py_ssize_t i = 0; i < n && !failed; i++) {
         PyObject *oid = PyLong_FromLongLong(rel[2 * i]), *entry = NULL;
@@ -981,15 +953,107 @@ native_apply_releases(PyObject *module, PyObject *Py_UNUSED(ignored))
         Py_XDECREF(entry);
         Py_XDECREF(oid);
     }
-    free(rel);
     if (table_unlock(st) < 0) {
         failed = 1;
     }
     Py_XDECREF(dropped);   /* the objects die here, with the lock free */
-    if (failed) {
-        return NULL;
+    return failed ? -1 : 0;
+}
+
+/* Take d's queued releases (G.mutex held by the caller); NULL if none. */
+static long long *
+take_list(domain_t *d, Py_ssize_t *n)
+{
+    long long *rel = d->rel;
+    *n = d->nrel;
+    d->rel = NULL;
+    d->nrel = d->caprel = 0;
+    d->rel_armed = 0;
+    return *n ? rel : (free(rel), NULL);
+}
+
+/* apply_releases(): apply the releases queued for this interpreter to its table, as
+ * _table.release would; return None, or the flat [oid, count, ...] left for Python when
+ * the table's lock is busy. */
+static PyObject *
+native_apply_releases(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    modstate *st = get_state(module);
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    long long *rel = NULL;
+    Py_ssize_t n = 0;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(id);
+    if (d != NULL) {
+        rel = take_list(d, &n);
     }
-    Py_RETURN_NONE;
+    PyMutex_Unlock(&G.mutex);
+    if (rel == NULL) {
+        Py_RETURN_NONE;
+    }
+    int rc = apply_list(st, rel, n);
+    PyObject *flat = NULL;
+    if (rc == 1) {
+        flat = PyList_New(2 * n);   /* Python applies them */
+        for (Py_ssize_t i = 0; flat != NULL && i < 2 * n; i++) {
+            PyObject *v = PyLong_FromLongLong(rel[i]);
+            if (v == NULL) {
+                Py_CLEAR(flat);
+                break;
+            }
+            PyList_SET_ITEM(flat, i, v);
+        }
+    }
+    free(rel);
+    if (rc == 0) {
+        Py_RETURN_NONE;
+    }
+    return flat;   /* NULL with the error when rc == -1 */
+}
+
+/* A call entering d (attached to it, under its GIL) applies d's queued releases once there
+ * are INLINE_RELEASES of them: on the calling thread, which holds d's GIL anyway, instead
+ * of d's dispatcher thread taking that GIL from the callers in one long batch every
+ * WAKE_DELAY.  A busy table lock leaves them queued (a wake is due for them). */
+void
+appdomain_apply_inline(domain_t *d)
+{
+    modstate *st = (modstate *)d->owner_state;
+    if (d->nrel < INLINE_RELEASES || st == NULL || st->entries == NULL) {
+        return;   /* a hint read without the mutex: taken under it below */
+    }
+    Py_ssize_t n = 0;
+    PyMutex_Lock(&G.mutex);
+    long long *rel = take_list(d, &n);
+    PyMutex_Unlock(&G.mutex);
+    if (rel == NULL) {
+        return;
+    }
+    PyObject *saved = PyErr_GetRaisedException();
+    int rc = apply_list(st, rel, n);
+    if (rc == 1) {
+        /* Back on the queue, armed as it was (a queue is never left unarmed). */
+        PyMutex_Lock(&G.mutex);
+        Py_ssize_t need = d->nrel + n;
+        if (need > d->caprel) {
+            long long *grown = realloc(d->rel, (size_t)need * 2 * sizeof(long long));
+            if (grown != NULL) {
+                d->rel = grown;
+                d->caprel = need;
+            }
+        }
+        if (need <= d->caprel) {
+            memcpy(d->rel + 2 * d->nrel, rel, (size_t)n * 2 * sizeof(long long));
+            d->nrel = need;
+        }
+        d->rel_armed = 1;
+        PyMutex_Unlock(&G.mutex);
+    }
+    else if (rc < 0) {
+        PyErr_WriteUnraisable(NULL);   /* only memory runs out here */
+    }
+    free(rel);
+    PyErr_SetRaisedException(saved);
 }
 
 /* releases_pending(): how many releases are queued for this interpreter. */

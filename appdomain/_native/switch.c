@@ -463,6 +463,7 @@ run_in_target(threadrec_t *r, domain_t *d, callctx *c)
         return;
     }
     if (c->kind == KIND_INVOKE) {
+        appdomain_apply_inline(d);
         run_invoke(r, c, PyTuple_GET_ITEM(pair, 1), PyTuple_GET_ITEM(pair, 2));
         Py_DECREF(pair);
         return;
