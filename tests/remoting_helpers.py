@@ -207,10 +207,28 @@ class Keeper(MarshalByRefObject):
     def make(self) -> Client:
         return Client()
 
+    def mine(self) -> Client:
+        """Return the same object of this domain every time."""
+        if not hasattr(self, "own"):
+            self.own = Client()
+        return self.own
+
+    def take_from(self, maker: Maker, value: int) -> tuple[int, int]:
+        """Keep an object the caller's maker returns (a call back into the caller)."""
+        self.kept = maker.make()
+        return self.kept.twice(value)
+
     def proxies_here(self) -> int:
         from appdomain._remoting import live_proxies
 
         return live_proxies()
+
+
+class Maker(MarshalByRefObject):
+    """Makes a new object of its domain per call."""
+
+    def make(self) -> Client:
+        return Client()
 
 
 class Rendezvous(MarshalByRefObject):

@@ -196,3 +196,88 @@ def test_returned_reference_is_released_when_its_proxy_dies(
     del made
     gc.collect()
     assert domain.do_callback(live_count) == exported
+
+
+def test_returned_references_dropped_at_once_are_all_released(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    exported = domain.do_callback(live_count)
+    for _ in range(300):
+        keeper.make()
+    collect_everywhere(domain)
+    assert domain.do_callback(live_count) == exported
+
+
+def test_object_returned_again_while_its_proxies_die_is_never_released(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    exported = domain.do_callback(live_count)
+    for _ in range(200):
+        assert keeper.mine().twice(1) == (2, domain.id)  # its proxy dies at once
+    held = keeper.mine()
+    collect_everywhere(domain)
+    domain.do_callback(live_count)  # the owner applies every queued release
+    assert held.twice(3) == (6, domain.id)
+    assert keeper.mine() is held  # one proxy per object
+    del held
+    collect_everywhere(domain)
+    assert domain.do_callback(live_count) == exported
+
+
+def test_returned_references_made_by_8_threads_are_all_released(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    exported = domain.do_callback(live_count)
+    errors: list[BaseException] = []
+    kept: list[helpers.Client] = []
+
+    def make_and_drop() -> None:
+        try:
+            for i in range(100):
+                made = keeper.make()
+                assert made.twice(i) == (2 * i, domain.id)
+                if i % 10 == 0:
+                    kept.append(made)
+                shared = keeper.mine()
+                assert shared.twice(1) == (2, domain.id)
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=make_and_drop) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    collect_everywhere(domain)
+    assert [client.twice(5) for client in kept] == [(10, domain.id)] * len(kept)
+    assert domain.do_callback(live_count) == exported + len(kept)
+    kept.clear()
+    collect_everywhere(domain)
+    assert domain.do_callback(live_count) == exported
+
+
+def test_reference_returned_by_a_call_back_a_to_b_to_a_is_released(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    maker = helpers.Maker()
+    assert keeper.take_from(maker, 4) == (8, 1)  # B kept an object A returned to it
+    assert live_count() == 1
+    keeper.drop()
+    domain.do_callback(gc.collect)
+    assert live_count() == 0
+
+
+def test_fresh_references_sent_to_two_domains_in_turn_arrive_whole(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    # After the first call a domain gets a type's references in a compact form: each
+    # domain must expand its own.
+    with AppDomain.create_domain("CountTwin") as twin:
+        other: helpers.Keeper = twin.create_instance_and_unwrap("remoting_helpers", "Keeper")
+        for i in range(50):
+            assert keeper.call_back(helpers.Client(), i) == (2 * i, 1)
+            assert other.call_back(helpers.Client(), i) == (2 * i, 1)
+        collect_everywhere(domain)
+        twin.do_callback(gc.collect)
+        assert live_count() == 0

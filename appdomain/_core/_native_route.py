@@ -40,16 +40,22 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
 
 __all__ = [
     "BoundMethod",
+    "apply_releases",
     "available",
     "call",
+    "export",
     "method_member",
+    "proxy_gone",
     "refresh",
     "refusal",
     "register",
     "release_interp",
+    "releases_pending",
     "set_invoke_handler",
     "set_method_hooks",
+    "set_proxy_hooks",
     "set_reference_hooks",
+    "set_table_hooks",
 ]
 
 # Buffers at least this large cross as parts of their own instead of inside the packed header.
@@ -102,6 +108,16 @@ method_member = _native.method_member
 set_method_hooks = _native.set_method_hooks
 # By-reference arguments of lean calls (remoting's MarshalByRefObject, _ref_out, _ref_done).
 set_reference_hooks = _native.set_reference_hooks
+# Proxies' releases (remoting's _proxy and _server): a dead proxy's weak entry calls
+# proxy_gone, which queues the release at an owner the switch serves.
+set_proxy_hooks = _native.set_proxy_hooks
+proxy_gone = _native.proxy_gone
+releases_pending = _native.releases_pending
+# The object table's common steps in C (remoting's _table: export of an object without a
+# lease, the releases queued for this domain).
+set_table_hooks = _native.set_table_hooks
+export = _native.export
+apply_releases = _native.apply_releases
 
 
 def refusal(error: BaseException, interp_id: int) -> AppDomainUnloadedException | None:

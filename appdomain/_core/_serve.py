@@ -151,7 +151,9 @@ def serve(op: str, payload: Shareable, seq: int, ctx: WireContext) -> Reply:
     """Run one request in this domain and build its reply; never raises."""
     if _release_hook is not None and state.route is not None:
         # Counting is cheap; an empty get() would raise, which costs ~2 µs per call.
-        if _compat.queue_count(state.route.release_queue):
+        if _compat.queue_count(state.route.release_queue) or (
+            _releases_pending is not None and _releases_pending()
+        ):
             _release_hook(state.route.release_queue)
     meter = state.meter
     if meter is not None:
@@ -209,12 +211,19 @@ def encode_error(exc: BaseException) -> Shareable:
 
 # Set by remoting: drains the release queue (kept as a hook so the call path stays generic).
 _release_hook: Callable[[int], None] | None = None
+# Set with it: how many releases the C switch holds for this domain (None: no switch).
+_releases_pending: Callable[[], int] | None = None
 
 
-def set_release_hook(hook: Callable[[int], None]) -> None:
-    """Install the function that processes posted releases before each served call."""
-    global _release_hook
+def set_release_hook(hook: Callable[[int], None], pending: Callable[[], int] | None = None) -> None:
+    """Install the function that processes posted releases before each served call.
+
+    pending() says how many releases wait elsewhere than on the release queue (the C
+    switch's), which the hook drains too.
+    """
+    global _release_hook, _releases_pending
     _release_hook = hook
+    _releases_pending = pending
 
 
 def drain_releases() -> None:

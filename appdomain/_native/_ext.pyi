@@ -9,8 +9,9 @@ from typing import Any, final
 type _LeanReply = tuple[bool | int, object, object]
 type _Invoker = Callable[[int, str, tuple[object, ...]], _LeanReply]
 # (proxies, make, settle, home, fast): how references among an invoke's arguments become
-# objects; fast, (classes, RemoteRef, Route, entry type, forget, ref name, key slot) or
-# None, lets the switch make proxies of known types itself.
+# objects; fast, (classes, RemoteRef, Route, entry type, gone, ref name, key slot, cell
+# name, cell slot, kept full references) or None, lets the switch make proxies of known
+# types itself.
 type _RefHooks = tuple[
     dict[Any, Any],
     Callable[[Any], object],
@@ -91,6 +92,32 @@ def set_reference_hooks(
     /,
 ) -> None:
     """Let invoke() carry instances of ref_type: lent, or as ref_out(obj, interp_id)'s tuples."""
+
+def set_proxy_hooks(
+    proxies: dict[Any, Any],
+    fast: tuple[object, ...],
+    release: Callable[[Any, int, int], object],
+    arm: Callable[[Any], object],
+    /,
+) -> None:
+    """Name what this interpreter's proxies live by (their dict, fast, release, arm)."""
+
+def proxy_gone(entry: object, /) -> None:
+    """A proxy died: forget its entry and release the references its cell holds."""
+
+def set_table_hooks(
+    entries: dict[int, Any], entry_type: type, lock: Any, leaseless: set[type], /
+) -> None:
+    """Name this interpreter's object table, for export() and apply_releases()."""
+
+def export(obj: object, /) -> int | None:
+    """One more remote reference to obj (a type without a lease): its id; else None."""
+
+def apply_releases() -> list[int] | None:
+    """Apply the releases queued here; those left for Python when the lock is busy."""
+
+def releases_pending() -> int:
+    """How many releases are queued for this interpreter."""
 
 def method_member(spec: object, bound_type: type[BoundMethod], /) -> MethodMember:
     """Make the proxy-type member for spec: reading it from a proxy binds a bound_type."""

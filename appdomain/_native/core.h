@@ -43,6 +43,7 @@
 #define MAX_BIG_ARGS 8            /* large bytes arguments an invoke carries in place */
 #define SPIN_LOOKS 256             /* looks at a held GIL before yielding the CPU between looks */
 #define BUSY_WAIT_NS 30000         /* how long a thread watches a held GIL before sleeping on it */
+#define INLINE_RELEASES 128        /* queued releases a call entering their owner applies */
 
 #if defined(__GNUC__)
 #  pragma GCC visibility push(hidden)   /* shared between the files, not exported */
@@ -75,6 +76,11 @@ struct domain {
     Py_ssize_t active;           /* calls in flight + releasers at work */
     Py_ssize_t norphans;
     slot_t *slots;
+    /* Releases of this interpreter's objects by dead proxies elsewhere (proxy_gone):
+     * (oid, count) pairs, applied by apply_releases() in this interpreter. */
+    long long *rel;
+    Py_ssize_t nrel, caprel;   /* in pairs */
+    int rel_armed;             /* a wake to drain them is due (arm_py ran) */
 };
 
 /* One call in flight on this thread. */
@@ -165,6 +171,9 @@ PyObject *native_stats(PyObject *module, PyObject *Py_UNUSED(ignored));
 /* switch.c: the switch. */
 PyObject *refuse(modstate *st, int64_t id, int why);
 PyObject *switch_call(threadrec_t *r, long long iid, callctx *c);
+
+/* module.c: apply d's queued releases from a call entering it, once there are enough. */
+void appdomain_apply_inline(domain_t *d);
 threadrec_t *caller_record(void);
 
 #if defined(__GNUC__)

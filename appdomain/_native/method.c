@@ -283,6 +283,150 @@ read_ref(modstate *st, PyObject *proxy, PyObject **iid, PyObject **oid)
     return ref;
 }
 
+/* tuple.__new__(tp, items[0:n]) for a tuple subclass tp. */
+static PyObject *
+tuple_as(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
+{
+    PyObject *t = tp->tp_alloc(tp, n);
+    if (t != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
+        }
+    }
+    return t;
+}
+
+/* The proxy for a reference a lean call returned, data = (oid, module, qualname) of an
+ * object of the callee (so on the route of caller_ref, the RemoteRef of the proxy called),
+ * which the callee counted once for us: this interpreter's proxy for it counts one more, or
+ * a new one is made (as remoting's proxy_for does) holding that one, its weak entry
+ * carrying its cell [count, 1, route] so that proxy_gone releases it.  Py_None: Python
+ * must do it (no hooks, a type not met yet, a proxy listed strongly by a lean call in
+ * flight, or a cell that is not the entry's). */
+PyObject *
+appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
+{
+    PyObject *fast = st->fast, *proxies = st->proxies;
+    if (fast == NULL || proxies == NULL || !PyTuple_CheckExact(data)
+        || PyTuple_GET_SIZE(data) != 3) {
+        Py_RETURN_NONE;
+    }
+    PyObject *const *it = &PyTuple_GET_ITEM(data, 0);
+    PyObject *route = PyTuple_GET_ITEM(caller_ref, 0);   /* read_ref checked it */
+    PyTypeObject *entry_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 3);
+    PyObject *str_ref = PyTuple_GET_ITEM(fast, 5), *str_key = PyTuple_GET_ITEM(fast, 6);
+    PyObject *str_cell = PyTuple_GET_ITEM(fast, 7), *str_entry_cell = PyTuple_GET_ITEM(fast, 8);
+    PyObject *key = NULL, *listed = NULL, *name = NULL, *cls = NULL;
+    PyObject *ref = NULL, *proxy = NULL, *dict = NULL, *cell = NULL, *entry = NULL;
+    PyObject *result = NULL;
+    if ((key = PyTuple_Pack(2, PyTuple_GET_ITEM(route, 0), it[0])) == NULL
+        || PyDict_GetItemRef(proxies, key, &listed) < 0) {
+        goto out;
+    }
+    if (listed != NULL) {
+        PyObject *live = NULL;
+        if (Py_TYPE(listed) != entry_type || PyWeakref_GetRef(listed, &live) < 0) {
+            PyErr_Clear();
+            result = Py_NewRef(Py_None);   /* listed strongly: a lean call's, Python counts */
+            goto out;
+        }
+        if (live != NULL) {
+            /* This domain's proxy for it: one more reference on its cell, if the entry
+             * carries that cell. */
+            PyObject *held = NULL, *own = NULL;
+            PyObject *pd = PyObject_GenericGetDict(live, NULL);
+            int ok = pd != NULL && PyDict_GetItemRef(pd, str_cell, &held) > 0
+                     && PyObject_GetOptionalAttr(listed, str_entry_cell, &own) > 0
+                     && own == held && PyList_CheckExact(held) && PyList_GET_SIZE(held) >= 3;
+            PyErr_Clear();
+            if (ok) {
+                PyObject *one = PyLong_FromLong(1);
+                PyObject *sum = one ? PyNumber_Add(PyList_GET_ITEM(held, 0), one) : NULL;
+                Py_XDECREF(one);
+                if (sum != NULL) {
+                    PyList_SetItem(held, 0, sum);
+                    result = Py_NewRef(live);
+                }
+            }
+            else {
+                result = Py_NewRef(Py_None);
+            }
+            Py_XDECREF(pd);
+            Py_XDECREF(held);
+            Py_XDECREF(own);
+            Py_DECREF(live);
+            goto out;
+        }
+        Py_CLEAR(listed);   /* dead: its callback is on its way; a new proxy takes its key */
+    }
+    if ((name = PyTuple_GetSlice(data, 1, 3)) == NULL
+        || PyDict_GetItemRef(PyTuple_GET_ITEM(fast, 0), name, &cls) < 0) {
+        goto out;
+    }
+    if (cls == NULL || !PyType_Check(cls)) {
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    PyObject *parts[4] = {route, it[0], it[1], it[2]};
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL) {
+        goto out;
+    }
+    cell = PyList_New(3);
+    if (cell == NULL) {
+        Py_DECREF(one);
+        goto out;
+    }
+    PyList_SET_ITEM(cell, 0, one);
+    PyList_SET_ITEM(cell, 1, Py_NewRef(one));
+    PyList_SET_ITEM(cell, 2, Py_NewRef(route));
+    if ((ref = tuple_as((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), parts, 4)) == NULL
+        || (proxy = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0)) == NULL
+        || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
+        || PyDict_SetItem(dict, str_ref, ref) < 0
+        || PyDict_SetItem(dict, str_cell, cell) < 0
+        || (entry = PyObject_CallFunctionObjArgs((PyObject *)entry_type, proxy,
+                                                 PyTuple_GET_ITEM(fast, 4), NULL)) == NULL
+        || PyObject_SetAttr(entry, str_key, key) < 0
+        || PyObject_SetAttr(entry, str_entry_cell, cell) < 0) {
+        goto out;
+    }
+    /* Allocating above may have run other code (a collection's finalizers): list ours
+     * only if the key is still free; else Python finds the other one. */
+    if (PyDict_GetItemRef(proxies, key, &listed) < 0) {
+        goto out;
+    }
+    PyObject *other = NULL;
+    if (listed != NULL && Py_TYPE(listed) == entry_type
+        && PyWeakref_GetRef(listed, &other) < 0) {
+        goto out;
+    }
+    if (listed != NULL && (Py_TYPE(listed) != entry_type || other != NULL)) {
+        Py_XDECREF(other);
+        PyList_SetItem(cell, 0, PyLong_FromLong(0));   /* ours holds nothing now */
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    if (PyDict_SetItem(proxies, key, entry) < 0) {
+        goto out;
+    }
+    result = Py_NewRef(proxy);
+out:
+    if (result == NULL && cell != NULL) {
+        (void)PyList_SetItem(cell, 0, PyLong_FromLong(0));   /* nothing to release */
+    }
+    Py_XDECREF(key);
+    Py_XDECREF(listed);
+    Py_XDECREF(name);
+    Py_XDECREF(cls);
+    Py_XDECREF(ref);
+    Py_XDECREF(proxy);
+    Py_XDECREF(dict);
+    Py_XDECREF(cell);
+    Py_XDECREF(entry);
+    return result;
+}
+
 static PyObject *
 bound_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -311,18 +455,26 @@ bound_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *k
     }
     PyObject *invoke_args[4] = {iid, oid, m->name, argt};
     PyObject *reply = appdomain_invoke(m->module, invoke_args, 4);
-    Py_DECREF(ref);
-    PyObject *result;
+    PyObject *result = NULL;
     if (reply != NULL && PyTuple_CheckExact(reply) && PyTuple_GET_SIZE(reply) == 3
         && PyTuple_GET_ITEM(reply, 0) == Py_True && PyTuple_GET_ITEM(reply, 2) == Py_None) {
         result = Py_NewRef(PyTuple_GET_ITEM(reply, 1));   /* done, nothing to merge */
     }
+    else if (reply != NULL && PyTuple_CheckExact(reply) && PyTuple_GET_SIZE(reply) == 3
+             && PyLong_CheckExact(PyTuple_GET_ITEM(reply, 0))
+             && PyLong_AsLong(PyTuple_GET_ITEM(reply, 0)) == 2
+             && PyTuple_GET_ITEM(reply, 2) == Py_None
+             && (result = appdomain_adopt_ref(st, ref, PyTuple_GET_ITEM(reply, 1))) != Py_None) {
+        /* a new reference, its proxy made here (or an error making it) */
+    }
     else if (st->lean_outcome == NULL) {
+        Py_XDECREF(result);   /* adopt_ref's None */
         Py_XDECREF(reply);
         reply = NULL;
         result = hook_missing();
     }
     else {
+        Py_XDECREF(result);   /* adopt_ref's None */
         PyObject *error = reply == NULL ? PyErr_GetRaisedException() : Py_NewRef(Py_None);
         result = PyObject_CallFunctionObjArgs(st->lean_outcome, self->proxy, m->spec, argt,
                                               reply ? reply : Py_None, error, NULL);
@@ -330,6 +482,7 @@ bound_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *k
     }
     Py_XDECREF(reply);
     Py_DECREF(argt);
+    Py_DECREF(ref);
     return result;
 }
 

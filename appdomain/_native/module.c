@@ -144,16 +144,20 @@ typedef struct {
     PyObject *obj[MAX_LOANS];
     PyObject *oid[MAX_LOANS];
     PyObject *ident[MAX_LOANS];
+    PyObject *told[MAX_LOANS];   /* sent in full: the key told gets once the call is done */
     PyObject *made;   /* list, or NULL while ref_out made none */
 } loans_t;
 
-/* Lend obj to one more call: its reference, (*route, oid, module, qualname), from its
- * type's (*route, module, qualname); the loan is recorded in loans.  No Python code runs,
- * so this is one step for every thread of this interpreter (the Python side reads these
- * dicts under its own lock).  lent[oid] is obj while one call lends it, (obj, calls) while
- * several do. */
+/* Lend obj to one more call into interpreter iid: its reference from its type's (*route,
+ * module, qualname, token), in full, (*route, oid, module, qualname, token), the first time
+ * iid meets the type, then as (interp id, oid, token), which iid expands from what it kept
+ * of the full one (switch.c take_refs): no strings to pack and unpack.  st->told holds
+ * (iid << 24 | token) once a call that sent it in full returned.  The loan is recorded in
+ * loans.  No Python code runs, so this is one step for every thread of this interpreter
+ * (the Python side reads these dicts under its own lock).  lent[oid] is obj while one call
+ * lends it, (obj, calls) while several do. */
 static PyObject *
-lend(modstate *st, PyObject *obj, PyObject *info, loans_t *loans)
+lend(modstate *st, PyObject *obj, PyObject *info, long long iid, loans_t *loans)
 {
     PyObject *ident = PyLong_FromVoidPtr(obj), *oid = NULL, *held = NULL, *ref = NULL;
     if (ident == NULL) {
@@ -193,14 +197,44 @@ lend(modstate *st, PyObject *obj, PyObject *info, loans_t *loans)
     if (failed) {
         goto out;
     }
-    ref = PyTuple_Pack(7, PyTuple_GET_ITEM(info, 0), PyTuple_GET_ITEM(info, 1),
-                       PyTuple_GET_ITEM(info, 2), PyTuple_GET_ITEM(info, 3), oid,
-                       PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5));
+    PyObject *told = NULL;
+    int known = 0;
+    if (PyTuple_GET_SIZE(info) == 7 && PyLong_CheckExact(PyTuple_GET_ITEM(info, 6))) {
+        long long token = PyLong_AsLongLong(PyTuple_GET_ITEM(info, 6));
+        if (token == -1 && PyErr_Occurred()) {
+            goto out;
+        }
+        if ((st->told == NULL && (st->told = PySet_New(NULL)) == NULL)
+            || (told = PyLong_FromLongLong((iid << 24) | (token & 0xFFFFFF))) == NULL
+            || (known = PySet_Contains(st->told, told)) < 0) {
+            Py_XDECREF(told);
+            goto out;
+        }
+        if (known) {
+            Py_CLEAR(told);
+            ref = PyTuple_Pack(3, PyTuple_GET_ITEM(info, 0), oid, PyTuple_GET_ITEM(info, 6));
+        }
+        else {
+            ref = PyTuple_Pack(8, PyTuple_GET_ITEM(info, 0), PyTuple_GET_ITEM(info, 1),
+                               PyTuple_GET_ITEM(info, 2), PyTuple_GET_ITEM(info, 3), oid,
+                               PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5),
+                               PyTuple_GET_ITEM(info, 6));
+        }
+    }
+    else {
+        ref = PyTuple_Pack(7, PyTuple_GET_ITEM(info, 0), PyTuple_GET_ITEM(info, 1),
+                           PyTuple_GET_ITEM(info, 2), PyTuple_GET_ITEM(info, 3), oid,
+                           PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5));
+    }
     if (ref != NULL) {
         loans->obj[loans->n] = obj;
         loans->oid[loans->n] = Py_NewRef(oid);
         loans->ident[loans->n] = Py_NewRef(ident);
+        loans->told[loans->n] = told;
         loans->n++;
+    }
+    else {
+        Py_XDECREF(told);
     }
 out:
     Py_DECREF(ident);
@@ -283,7 +317,7 @@ pack_refs(modstate *st, PyObject *packed, long long iid, loans_t *loans)
                 rc = 1;
                 break;
             }
-            ref = lend(st, v, info, loans);
+            ref = lend(st, v, info, iid, loans);
             Py_DECREF(info);
             if (ref == NULL) {
                 rc = -1;
@@ -321,16 +355,22 @@ pack_refs(modstate *st, PyObject *packed, long long iid, loans_t *loans)
     return rc;
 }
 
-/* The call is over, whatever its outcome: end its loans, then ref_done(made).  Keeps the
- * call's exception. */
+/* The call is over, whatever its outcome: end its loans, then ref_done(made).  A call that
+ * returned (done) tells the target the types it sent in full.  Keeps the call's exception. */
 static int
-refs_done(modstate *st, loans_t *loans)
+refs_done(modstate *st, loans_t *loans, int done)
 {
     PyObject *saved = PyErr_GetRaisedException();
     for (int i = 0; i < loans->n; i++) {
         unlend(st, loans->obj[i], loans->oid[i], loans->ident[i]);
         Py_DECREF(loans->oid[i]);
         Py_DECREF(loans->ident[i]);
+        if (loans->told[i] != NULL) {
+            if (done && PySet_Add(st->told, loans->told[i]) < 0) {
+                PyErr_Clear();   /* it is sent in full again next time */
+            }
+            Py_DECREF(loans->told[i]);
+        }
     }
     loans->n = 0;
     PyObject *ok = Py_None;
@@ -452,7 +492,7 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int rc = pack_refs(st, packed, iid, &loans);
         if (rc != 0) {
             Py_DECREF(packed);
-            (void)refs_done(st, &loans);
+            (void)refs_done(st, &loans, 0);
             if (rc < 0) {
                 return NULL;
             }
@@ -472,7 +512,7 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(packed);
             }
             if (c.has_refs) {
-                (void)refs_done(st, &loans);
+                (void)refs_done(st, &loans, 0);
             }
             Py_RETURN_NOTIMPLEMENTED;
         }
@@ -496,7 +536,7 @@ appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         result = switch_call(r, iid, &c);
         Py_DECREF(blob);
     }
-    if (c.has_refs && refs_done(st, &loans) < 0) {
+    if (c.has_refs && refs_done(st, &loans, result != NULL) < 0) {
         Py_CLEAR(result);
     }
     return result;
@@ -565,15 +605,16 @@ out:
 
 /* ------------------------------------------------------ registration */
 
-/* refs' fast part: None, or (classes, RemoteRef, Route, entry type, forget, ref name,
- * the entry's key slot name) (switch.c make_proxy). */
+/* refs' fast part: None, or (classes, RemoteRef, Route, entry type, gone, ref name, the
+ * entry's key slot name, cell name, the entry's cell slot name, kept full references)
+ * (switch.c make_proxy and expand_ref, method.c adopt_ref, proxy_gone). */
 static int
 fast_ok(PyObject *fast)
 {
     if (fast == Py_None) {
         return 1;
     }
-    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 7
+    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 10
            && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 0))
            && PyType_Check(PyTuple_GET_ITEM(fast, 1))
            && PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), &PyTuple_Type)
@@ -582,7 +623,453 @@ fast_ok(PyObject *fast)
            && PyType_Check(PyTuple_GET_ITEM(fast, 3))
            && PyCallable_Check(PyTuple_GET_ITEM(fast, 4))
            && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 5))
-           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 6));
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 6))
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 7))
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 8))
+           && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 9));
+}
+
+/* ------------------------------------------------------ proxies' releases */
+
+/* A proxy's references are released together when it dies.  Its weak entry in the
+ * proxies dict (fast's entry type) calls proxy_gone, which forgets the entry and, for an
+ * owner the switch serves, queues (oid, count) in the owner's record: no Python code, no
+ * cross-interpreter queue.  The owner drains its queue (apply_releases) before answering
+ * live_count, when its dispatcher is woken (arm_py has the releasing domain's waker do
+ * that within WAKE_DELAY, once per batch), and before a generic call. */
+
+int
+appdomain_push_release(long long iid, PyObject *oid, PyObject *count)
+{
+    long long o = PyLong_AsLongLong(oid), n = PyLong_AsLongLong(count);
+    if ((o == -1 || n == -1) && PyErr_Occurred()) {
+        return -2;
+    }
+    int rc = -1;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(iid);
+    if (d != NULL && d->fn != NULL) {
+        if (d->nrel == d->caprel) {
+            Py_ssize_t cap = d->caprel ? d->caprel * 2 : 64;
+            long long *grown = realloc(d->rel, (size_t)cap * 2 * sizeof(long long));
+            if (grown != NULL) {
+                d->rel = grown;
+                d->caprel = cap;
+            }
+        }
+        if (d->nrel < d->caprel) {
+            d->rel[2 * d->nrel] = o;
+            d->rel[2 * d->nrel + 1] = n;
+            d->nrel++;
+            rc = d->rel_armed ? 0 : 1;
+            d->rel_armed = 1;
+        }
+    }
+    PyMutex_Unlock(&G.mutex);
+    return rc;   /* no room: Python releases it */
+}
+
+/* proxy_gone(entry): a proxy died; entry, its weak reference, knows its key and cell. */
+static PyObject *
+native_proxy_gone(PyObject *module, PyObject *entry)
+{
+    modstate *st = get_state(module);
+    if (st->fast == NULL || st->proxies == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *key = NULL, *cell = NULL, *listed = NULL;
+    if (PyObject_GetOptionalAttr(entry, PyTuple_GET_ITEM(st->fast, 6), &key) < 0) {
+        return NULL;
+    }
+    if (key == NULL || !PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2) {
+        Py_XDECREF(key);
+        Py_RETURN_NONE;
+    }
+    if (PyDict_GetItemRef(st->proxies, key, &listed) < 0) {
+        goto error;
+    }
+    if (listed == entry && PyDict_DelItem(st->proxies, key) < 0) {
+        goto error;
+    }
+    Py_CLEAR(listed);
+    if (PyObject_GetOptionalAttr(entry, PyTuple_GET_ITEM(st->fast, 8), &cell) < 0) {
+        goto error;
+    }
+    if (cell != NULL && PyList_CheckExact(cell) && PyList_GET_SIZE(cell) >= 3) {
+        PyObject *count = Py_NewRef(PyList_GET_ITEM(cell, 0));
+        int some = PyObject_IsTrue(count);
+        if (some > 0) {
+            /* Taken before anything can run: a second release finds 0. */
+            PyList_SetItem(cell, 0, PyLong_FromLong(0));
+            PyObject *route = Py_NewRef(PyList_GET_ITEM(cell, 2));
+            PyObject *iid = PyTuple_GET_ITEM(key, 0), *oid = PyTuple_GET_ITEM(key, 1);
+            long long owner = PyLong_AsLongLong(iid);
+            int rc = owner == -1 && PyErr_Occurred() ? -2
+                     : appdomain_push_release(owner, oid, count);
+            PyObject *ok = Py_None;
+            if (rc == 1 && st->arm_py != NULL) {
+                ok = PyObject_CallOneArg(st->arm_py, route);
+            }
+            else if (rc == -1 && st->release_py != NULL) {
+                ok = PyObject_CallFunctionObjArgs(st->release_py, route, oid, count, NULL);
+            }
+            else if (rc == -2) {
+                ok = NULL;
+            }
+            if (ok != Py_None) {
+                Py_XDECREF(ok);
+            }
+            Py_DECREF(route);
+            if (ok == NULL) {
+                Py_DECREF(count);
+                goto error;
+            }
+        }
+        Py_DECREF(count);
+        if (some < 0) {
+            goto error;
+        }
+    }
+    Py_XDECREF(cell);
+    Py_DECREF(key);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(listed);
+    Py_XDECREF(cell);
+    Py_DECREF(key);
+    return NULL;
+}
+
+/* set_proxy_hooks(proxies, fast, release, arm) */
+static PyObject *
+native_set_proxy_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || args[1] == Py_None || !fast_ok(args[1])
+        || !PyCallable_Check(args[2]) || !PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "set_proxy_hooks(proxies, fast, release, arm) takes "
+                        "a dict, the fast tuple and 2 callables");
+        return NULL;
+    }
+    modstate *st = get_state(module);
+    Py_XSETREF(st->proxies, Py_NewRef(args[0]));
+    Py_XSETREF(st->fast, Py_NewRef(args[1]));
+    Py_XSETREF(st->release_py, Py_NewRef(args[2]));
+    Py_XSETREF(st->arm_py, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
+/* set_table_hooks(entries, entry_type, lock, leaseless): this interpreter's object table
+ * (remoting's _table), for export() and apply_releases().  set_reference_hooks' lend
+ * gives the rest (by_identity, lent_ids, next_oid). */
+static PyObject *
+native_set_table_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyType_Check(args[1])
+        || !PySet_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "set_table_hooks(entries, entry_type, lock, "
+                        "leaseless) takes a dict, a type, a lock and a set");
+        return NULL;
+    }
+    modstate *st = get_state(module);
+    if (st->str_obj == NULL
+        && ((st->str_obj = PyUnicode_InternFromString("obj")) == NULL
+            || (st->str_count = PyUnicode_InternFromString("count")) == NULL
+            || (st->str_lease = PyUnicode_InternFromString("lease")) == NULL
+            || (st->str_expires = PyUnicode_InternFromString("expires")) == NULL
+            || (st->str_acquire = PyUnicode_InternFromString("acquire")) == NULL
+            || (st->str_release_lock = PyUnicode_InternFromString("release")) == NULL
+            || (st->forever = PyFloat_FromDouble(Py_HUGE_VAL)) == NULL)) {
+        return NULL;
+    }
+    Py_XSETREF(st->entries, Py_NewRef(args[0]));
+    Py_XSETREF(st->entry_type, Py_NewRef(args[1]));
+    Py_XSETREF(st->table_lock, Py_NewRef(args[2]));
+    Py_XSETREF(st->leaseless, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
+/* Take the table's lock: 1 taken, 0 busy (blocking = 0 only), -1 error. */
+static int
+table_lock(modstate *st, int blocking)
+{
+    PyObject *flag = blocking ? Py_True : Py_False;
+    PyObject *got = PyObject_CallMethodOneArg(st->table_lock, st->str_acquire, flag);
+    if (got == NULL) {
+        return -1;
+    }
+    int taken = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    return taken;
+}
+
+static int
+table_unlock(modstate *st)
+{
+    PyObject *ok = PyObject_CallMethodNoArgs(st->table_lock, st->str_release_lock);
+    Py_XDECREF(ok);
+    return ok == NULL ? -1 : 0;
+}
+
+/* entry.count += delta; the new count in *now. */
+static int
+entry_add(modstate *st, PyObject *entry, long long delta, long long *now)
+{
+    PyObject *count = PyObject_GetAttr(entry, st->str_count);
+    long long n = count == NULL ? -1 : PyLong_AsLongLong(count);
+    Py_XDECREF(count);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *now = n + delta;
+    PyObject *value = PyLong_FromLongLong(*now);
+    int rc = value == NULL ? -1 : PyObject_SetAttr(entry, st->str_count, value);
+    Py_XDECREF(value);
+    return rc;
+}
+
+/* export(obj): remoting's _table.export for an object of a type without a lease, in C:
+ * one more remote reference to obj, its object id returned; None for any other object
+ * (Python exports it). */
+static PyObject *
+native_export(PyObject *module, PyObject *obj)
+{
+    modstate *st = get_state(module);
+    if (st->entries == NULL || st->by_identity == NULL) {
+        Py_RETURN_NONE;
+    }
+    int known = PySet_Contains(st->leaseless, (PyObject *)Py_TYPE(obj));
+    if (known <= 0) {
+        if (known == 0) {
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+    PyObject *ident = PyLong_FromVoidPtr(obj), *oid = NULL, *entry = NULL, *result = NULL;
+    if (ident == NULL) {
+        return NULL;
+    }
+    if (table_lock(st, 1) < 0) {
+        Py_DECREF(ident);
+        return NULL;
+    }
+    if (PyDict_GetItemRef(st->by_identity, ident, &oid) < 0) {
+        goto out;
+    }
+    if (oid != NULL) {
+        long long now;
+        if (PyDict_GetItemRef(st->entries, oid, &entry) <= 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_KeyError, "object %R has no entry", oid);
+            }
+            goto out;
+        }
+        if (entry_add(st, entry, 1, &now) == 0) {
+            result = Py_NewRef(oid);
+        }
+        goto out;
+    }
+    /* Lent as an id not counted yet: exported under it, as _publish does. */
+    if (PyDict_GetItemRef(st->lent_ids, ident, &oid) < 0) {
+        goto out;
+    }
+    if (oid != NULL) {
+        int taken = PyDict_Contains(st->entries, oid);
+        if (taken < 0) {
+            goto out;
+        }
+        if (taken) {
+            Py_CLEAR(oid);
+        }
+    }
+    if (oid == NULL && (oid = PyIter_Next(st->next_oid)) == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "object ids ran out");
+        }
+        goto out;
+    }
+    PyTypeObject *tp = (PyTypeObject *)st->entry_type;
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL || (entry = tp->tp_alloc(tp, 0)) == NULL
+        || PyObject_SetAttr(entry, st->str_obj, obj) < 0
+        || PyObject_SetAttr(entry, st->str_count, one) < 0
+        || PyObject_SetAttr(entry, st->str_lease, Py_None) < 0
+        || PyObject_SetAttr(entry, st->str_expires, st->forever) < 0
+        || PyDict_SetItem(st->entries, oid, entry) < 0) {
+        Py_XDECREF(one);
+        goto out;
+    }
+    Py_DECREF(one);
+    if (PyDict_SetItem(st->by_identity, ident, oid) < 0) {
+        (void)PyDict_DelItem(st->entries, oid);
+        goto out;
+    }
+    result = Py_NewRef(oid);
+out:
+    if (table_unlock(st) < 0) {
+        Py_CLEAR(result);
+    }
+    Py_DECREF(ident);
+    Py_XDECREF(oid);
+    Py_XDECREF(entry);   /* after the lock: nothing of the user's runs under it */
+    return result;
+}
+
+/* Apply rel[0:n] (oid, count pairs) to st's table as _table.release would: 0 done, 1 the
+ * table's lock is busy (nothing applied), -1 error. */
+static int
+apply_list(modstate *st, const long long *rel, Py_ssize_t n)
+{
+    int taken = st->entries == NULL ? 0 : table_lock(st, 0);
+    if (taken <= 0) {
+        if (taken < 0) {
+            PyErr_Clear();
+        }
+        return 1;
+    }
+    PyObject *dropped = NULL;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        PyObject *oid = PyLong_FromLongLong(rel[2 * i]), *entry = NULL;
+        long long now;
+        if (oid == NULL || PyDict_GetItemRef(st->entries, oid, &entry) < 0) {
+            failed = 1;
+        }
+        else if (entry != NULL && entry_add(st, entry, -rel[2 * i + 1], &now) < 0) {
+            failed = 1;
+        }
+        else if (entry != NULL && now <= 0) {
+            /* _drop_locked: forget it, and its identity if that still names this oid */
+            PyObject *obj = PyObject_GetAttr(entry, st->str_obj), *ident = NULL, *named = NULL;
+            failed = obj == NULL || (ident = PyLong_FromVoidPtr(obj)) == NULL
+                     || PyDict_GetItemRef(st->by_identity, ident, &named) < 0
+                     || (named != NULL && PyObject_RichCompareBool(named, oid, Py_EQ) == 1
+                         && PyDict_DelItem(st->by_identity, ident) < 0)
+                     || (dropped == NULL && (dropped = PyList_New(0)) == NULL)
+                     || PyList_Append(dropped, entry) < 0
+                     || PyDict_DelItem(st->entries, oid) < 0;
+            Py_XDECREF(obj);
+            Py_XDECREF(ident);
+            Py_XDECREF(named);
+        }
+        Py_XDECREF(entry);
+        Py_XDECREF(oid);
+    }
+    if (table_unlock(st) < 0) {
+        failed = 1;
+    }
+    Py_XDECREF(dropped);   /* the objects die here, with the lock free */
+    return failed ? -1 : 0;
+}
+
+/* Take d's queued releases (G.mutex held by the caller); NULL if none. */
+static long long *
+take_list(domain_t *d, Py_ssize_t *n)
+{
+    long long *rel = d->rel;
+    *n = d->nrel;
+    d->rel = NULL;
+    d->nrel = d->caprel = 0;
+    d->rel_armed = 0;
+    return *n ? rel : (free(rel), NULL);
+}
+
+/* apply_releases(): apply the releases queued for this interpreter to its table, as
+ * _table.release would; return None, or the flat [oid, count, ...] left for Python when
+ * the table's lock is busy. */
+static PyObject *
+native_apply_releases(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    modstate *st = get_state(module);
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    long long *rel = NULL;
+    Py_ssize_t n = 0;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(id);
+    if (d != NULL) {
+        rel = take_list(d, &n);
+    }
+    PyMutex_Unlock(&G.mutex);
+    if (rel == NULL) {
+        Py_RETURN_NONE;
+    }
+    int rc = apply_list(st, rel, n);
+    PyObject *flat = NULL;
+    if (rc == 1) {
+        flat = PyList_New(2 * n);   /* Python applies them */
+        for (Py_ssize_t i = 0; flat != NULL && i < 2 * n; i++) {
+            PyObject *v = PyLong_FromLongLong(rel[i]);
+            if (v == NULL) {
+                Py_CLEAR(flat);
+                break;
+            }
+            PyList_SET_ITEM(flat, i, v);
+        }
+    }
+    free(rel);
+    if (rc == 0) {
+        Py_RETURN_NONE;
+    }
+    return flat;   /* NULL with the error when rc == -1 */
+}
+
+/* A call entering d (attached to it, under its GIL) applies d's queued releases once there
+ * are INLINE_RELEASES of them: on the calling thread, which holds d's GIL anyway, instead
+ * of d's dispatcher thread taking that GIL from the callers in one long batch every
+ * WAKE_DELAY.  A busy table lock leaves them queued (a wake is due for them). */
+void
+appdomain_apply_inline(domain_t *d)
+{
+    modstate *st = (modstate *)d->owner_state;
+    if (d->nrel < INLINE_RELEASES || st == NULL || st->entries == NULL) {
+        return;   /* a hint read without the mutex: taken under it below */
+    }
+    Py_ssize_t n = 0;
+    PyMutex_Lock(&G.mutex);
+    long long *rel = take_list(d, &n);
+    PyMutex_Unlock(&G.mutex);
+    if (rel == NULL) {
+        return;
+    }
+    PyObject *saved = PyErr_GetRaisedException();
+    int rc = apply_list(st, rel, n);
+    if (rc == 1) {
+        /* Back on the queue, armed as it was (a queue is never left unarmed). */
+        PyMutex_Lock(&G.mutex);
+        Py_ssize_t need = d->nrel + n;
+        if (need > d->caprel) {
+            long long *grown = realloc(d->rel, (size_t)need * 2 * sizeof(long long));
+            if (grown != NULL) {
+                d->rel = grown;
+                d->caprel = need;
+            }
+        }
+        if (need <= d->caprel) {
+            memcpy(d->rel + 2 * d->nrel, rel, (size_t)n * 2 * sizeof(long long));
+            d->nrel = need;
+        }
+        d->rel_armed = 1;
+        PyMutex_Unlock(&G.mutex);
+    }
+    else if (rc < 0) {
+        PyErr_WriteUnraisable(NULL);   /* only memory runs out here */
+    }
+    free(rel);
+    PyErr_SetRaisedException(saved);
+}
+
+/* releases_pending(): how many releases are queued for this interpreter. */
+static PyObject *
+native_releases_pending(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    Py_ssize_t n = 0;
+    PyMutex_Lock(&G.mutex);
+    domain_t *d = find_domain(id);
+    if (d != NULL) {
+        n = d->nrel;
+    }
+    PyMutex_Unlock(&G.mutex);
+    return PyLong_FromSsize_t(n);
 }
 
 static PyObject *
@@ -698,6 +1185,26 @@ static PyMethodDef native_methods[] = {
      "others cross as ref_out(obj, interp_id) (a tuple of plain values; None sends the call "
      "by the generic route), and ref_done(refs) runs with those tuples once the call is "
      "over.  lend is (lean_types, by_identity, lent, lent_ids, next_oid)."},
+    {"set_proxy_hooks", (PyCFunction)(void (*)(void))native_set_proxy_hooks, METH_FASTCALL,
+     "set_proxy_hooks(proxies, fast, release, arm)\n--\n\nName what proxies of this "
+     "interpreter live by: the proxies dict, the fast tuple (its entry type's weak references "
+     "call proxy_gone), release(route, oid, count) for an owner the switch does not serve "
+     "and arm(route) to have an owner woken to drain its releases."},
+    {"proxy_gone", native_proxy_gone, METH_O,
+     "proxy_gone(entry)\n--\n\nA proxy died: forget its entry and release the references "
+     "its cell holds (queued at an owner the switch serves)."},
+    {"set_table_hooks", (PyCFunction)(void (*)(void))native_set_table_hooks, METH_FASTCALL,
+     "set_table_hooks(entries, entry_type, lock, leaseless)\n--\n\nName this "
+     "interpreter's object table, for export() and apply_releases()."},
+    {"export", native_export, METH_O,
+     "export(obj)\n--\n\nCount one more remote reference to obj, of a type without a "
+     "lease, and return its object id; None for other objects (Python exports them)."},
+    {"apply_releases", native_apply_releases, METH_NOARGS,
+     "apply_releases()\n--\n\nApply the releases queued for this interpreter to its "
+     "table; return None, or those left for Python as [oid, count, ...] when the table's "
+     "lock is busy."},
+    {"releases_pending", native_releases_pending, METH_NOARGS,
+     "releases_pending()\n--\n\nReturn how many releases are queued for this interpreter."},
     {"set_site_import", native_set_site_import, METH_O,
      "set_site_import(on)\n--\n\nTurn site on or off for the interpreters this one creates "
      "from now on; return the previous setting (None: not supported on this CPython)."},
@@ -813,6 +1320,16 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->lent);
     Py_VISIT(st->lent_ids);
     Py_VISIT(st->next_oid);
+    Py_VISIT(st->told);
+    Py_VISIT(st->proxies);
+    Py_VISIT(st->fast);
+    Py_VISIT(st->release_py);
+    Py_VISIT(st->arm_py);
+    Py_VISIT(st->entries);
+    Py_VISIT(st->entry_type);
+    Py_VISIT(st->table_lock);
+    Py_VISIT(st->leaseless);
+    Py_VISIT(st->forever);
     Py_VISIT(st->not_served);
     Py_VISIT(st->closing);
     return appdomain_method_traverse(st, visit, arg);
@@ -833,6 +1350,22 @@ native_clear(PyObject *module)
     Py_CLEAR(st->lent);
     Py_CLEAR(st->lent_ids);
     Py_CLEAR(st->next_oid);
+    Py_CLEAR(st->told);
+    Py_CLEAR(st->proxies);
+    Py_CLEAR(st->fast);
+    Py_CLEAR(st->release_py);
+    Py_CLEAR(st->arm_py);
+    Py_CLEAR(st->entries);
+    Py_CLEAR(st->entry_type);
+    Py_CLEAR(st->table_lock);
+    Py_CLEAR(st->leaseless);
+    Py_CLEAR(st->forever);
+    Py_CLEAR(st->str_obj);
+    Py_CLEAR(st->str_count);
+    Py_CLEAR(st->str_lease);
+    Py_CLEAR(st->str_expires);
+    Py_CLEAR(st->str_acquire);
+    Py_CLEAR(st->str_release_lock);
     Py_CLEAR(st->not_served);
     Py_CLEAR(st->closing);
     appdomain_method_clear(st);

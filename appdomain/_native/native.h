@@ -29,6 +29,24 @@ typedef struct {
     PyObject *lent;
     PyObject *lent_ids;
     PyObject *next_oid;
+    PyObject *told;   /* set: (iid << 24 | type token) each target kept the full form of */
+    /* Proxies' lifetimes (set_proxy_hooks): this interpreter's proxies dict, the fast tuple
+     * (switch.c make_proxy; its entry type's weak references call proxy_gone), and the
+     * Python fallbacks: release(route, oid, count) for an owner the switch does not serve,
+     * arm(route) to have an owner woken soon to drain what proxy_gone queued for it. */
+    PyObject *proxies;
+    PyObject *fast;
+    PyObject *release_py;
+    PyObject *arm_py;
+    /* This interpreter's object table (set_table_hooks): entries {oid: Entry}, the Entry
+     * type (slots obj, count, lease, expires), the table's lock, and the types whose
+     * objects have no lease; export() and apply_releases() work on them in C. */
+    PyObject *entries;
+    PyObject *entry_type;
+    PyObject *table_lock;
+    PyObject *leaseless;
+    PyObject *str_obj, *str_count, *str_lease, *str_expires, *str_acquire, *str_release_lock;
+    PyObject *forever;
     /* Why a call was refused, as types the caller can tell apart (both RuntimeError's):
      * the target takes no native calls, or it is being destroyed. */
     PyObject *not_served;
@@ -72,6 +90,14 @@ PyObject *appdomain_method_member(PyObject *module, PyObject *const *args, Py_ss
 PyObject *appdomain_set_method_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *appdomain_set_lean_counting(PyObject *module, PyObject *on);
 PyObject *appdomain_lean_calls(PyObject *module, PyObject *Py_UNUSED(ignored));
+/* method.c: the proxy of a reference a lean call through the proxy whose RemoteRef is
+ * caller_ref returned (done == 2), made in C; Py_None when Python must make it. */
+PyObject *appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data);
+
+/* module.c: queue a release of count references to oid at interpreter iid for it to drain
+ * (apply_releases).  1: queued, and the owner must be armed (arm_py); 0: queued; -1: the
+ * switch does not serve iid (Python releases it). */
+int appdomain_push_release(long long iid, PyObject *oid, PyObject *count);
 
 /* marshal_check.c: the link's frame check, marshal_problem(data, start, containers, nodes). */
 PyObject *appdomain_marshal_problem(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -339,6 +339,7 @@ free_domain_locked(domain_t *d, PyObject **fn, PyObject **type, PyObject **str)
     *fn = d->fn;
     *type = (PyObject *)d->argbuf_type;
     *str = d->str_release;
+    free(d->rel);
     free(d);
 }
 

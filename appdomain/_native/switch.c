@@ -134,9 +134,9 @@ tuple_of(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
 /* Make the proxy for ref (*route, oid, module, qualname) as remoting's lean_proxy would, in
  * C, and list it in proxies under key, by strong reference while its call runs (settle_refs
  * gives it a weak entry if the call kept it); Py_None when its type is not in classes yet.
- * fast is (classes, RemoteRef, Route, weakref type with a `key` slot, its callback, ref
- * attribute name, cell attribute name); the cell is left for remoting to add when it
- * counts a reference (_proxy._count). */
+ * fast is (classes, RemoteRef, Route, weakref type with `key` and `cell` slots, its
+ * callback, ref attribute name, key slot name, cell attribute name, cell slot name); the
+ * cell is left for remoting to add when it counts a reference (_proxy._count). */
 static PyObject *
 make_proxy(PyObject *fast, PyObject *proxies, PyObject *item, PyObject *key)
 {
@@ -180,6 +180,52 @@ out:
     return result;
 }
 
+/* A lent reference in full, (*route, oid, module, qualname): an 8-tuple's first 7 items
+ * (the 8th, the type's token, names it from now on: what it came with is kept in fast's
+ * last item, {(interp id, token): the 8-tuple}), or a compact (interp id, oid, token)
+ * expanded from what was kept.  New reference; NULL with an exception. */
+static PyObject *
+expand_ref(PyObject *refs, PyObject *item)
+{
+    PyObject *fast = PyTuple_GET_ITEM(refs, 4);
+    if (fast == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "the target interpreter takes no compact references");
+        return NULL;
+    }
+    PyObject *kept = PyTuple_GET_ITEM(fast, 9), *it0 = PyTuple_GET_ITEM(item, 0);
+    Py_ssize_t n = PyTuple_GET_SIZE(item);
+    PyObject *key = PyTuple_Pack(2, it0, PyTuple_GET_ITEM(item, n == 3 ? 2 : 7));
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *full = NULL, *oid = PyTuple_GET_ITEM(item, n == 3 ? 1 : 4);
+    if (n == 8) {
+        if (PyDict_SetItem(kept, key, item) < 0) {   /* strings and all, for later calls */
+            Py_DECREF(key);
+            return NULL;
+        }
+        full = item;
+    }
+    else if (PyDict_GetItemRef(kept, key, &full) == 0) {
+        PyErr_Format(PyExc_RuntimeError, "a compact reference %R names a type this "
+                     "interpreter was never sent", item);
+    }
+    Py_DECREF(key);
+    if (full == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyTuple_New(7);
+    if (out != NULL) {
+        for (Py_ssize_t i = 0; i < 7; i++) {
+            PyTuple_SET_ITEM(out, i, Py_NewRef(i == 4 ? oid : PyTuple_GET_ITEM(full, i)));
+        }
+    }
+    if (n == 3) {
+        Py_DECREF(full);
+    }
+    return out;
+}
+
 /* Turn the references among a lean invoke's arguments (the tuples ref_out made in the
  * caller) into objects of this interpreter, in place: (oid,) is an object of ours coming
  * home, (*route, oid, module, qualname) a proxy, found in proxies or made new (then listed
@@ -195,6 +241,14 @@ take_refs(PyObject *refs, PyObject *args, PyObject *made)
         if (!PyTuple_CheckExact(item)) {
             continue;
         }
+        PyObject *full = NULL;   /* a compact reference expanded, or an 8-tuple's first 7 */
+        if (PyTuple_GET_SIZE(item) == 3 || PyTuple_GET_SIZE(item) == 8) {
+            full = expand_ref(refs, item);
+            if (full == NULL) {
+                return -1;
+            }
+            item = full;
+        }
         if (PyTuple_GET_SIZE(item) == 1) {
             obj = PyObject_CallOneArg(home, PyTuple_GET_ITEM(item, 0));
         }
@@ -203,6 +257,7 @@ take_refs(PyObject *refs, PyObject *args, PyObject *made)
             PyObject *wr = NULL;
             if (key == NULL || PyDict_GetItemRef(proxies, key, &wr) < 0) {
                 Py_XDECREF(key);
+                Py_XDECREF(full);
                 return -1;
             }
             if (wr != NULL && !PyWeakref_Check(wr)) {
@@ -213,6 +268,7 @@ take_refs(PyObject *refs, PyObject *args, PyObject *made)
                 Py_DECREF(wr);
                 if (got < 0) {
                     Py_DECREF(key);
+                    Py_XDECREF(full);
                     return -1;
                 }
             }
@@ -237,9 +293,10 @@ take_refs(PyObject *refs, PyObject *args, PyObject *made)
             Py_DECREF(key);
         }
         else {
-            PyErr_Format(PyExc_TypeError, "a reference must be a tuple of 1 or 7 items (got %R)",
-                         item);
+            PyErr_Format(PyExc_TypeError,
+                         "a reference must be a tuple of 1, 3, 7 or 8 items (got %R)", item);
         }
+        Py_XDECREF(full);
         if (obj == NULL) {
             return -1;
         }
@@ -256,6 +313,7 @@ weaken_entry(PyObject *fast, PyObject *proxies, PyObject *key, PyObject *proxy)
     PyObject *entry = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(fast, 3), proxy,
                                                    PyTuple_GET_ITEM(fast, 4), NULL);
     int rc = entry == NULL || PyObject_SetAttr(entry, PyTuple_GET_ITEM(fast, 6), key) < 0
+             || PyObject_SetAttr(entry, PyTuple_GET_ITEM(fast, 8), Py_None) < 0
              || PyDict_SetItem(proxies, key, entry) < 0 ? -1 : 0;
     Py_XDECREF(entry);
     return rc;
@@ -284,7 +342,6 @@ settle_refs(PyObject *refs, PyObject *made)
             && PyWeakref_GetRef(entry, &target) < 0) {
             PyErr_Clear();
         }
-        int listed = strong || target == proxy;
         Py_XDECREF(target);
         Py_XDECREF(entry);   /* the references counted below exclude this one */
         if (Py_REFCNT(proxy) > 1 + strong) {   /* kept by the call */
@@ -296,7 +353,9 @@ settle_refs(PyObject *refs, PyObject *made)
                 rc = -1;
             }
         }
-        else if (listed && PyDict_DelItem(proxies, key) < 0) {
+        else if (strong && PyDict_DelItem(proxies, key) < 0) {
+            /* A weak entry (lean_proxy's) stays: its callback forgets it, and releases
+             * what another thread's generic call may have counted on it meanwhile. */
             rc = -1;
         }
     }
@@ -404,6 +463,7 @@ run_in_target(threadrec_t *r, domain_t *d, callctx *c)
         return;
     }
     if (c->kind == KIND_INVOKE) {
+        appdomain_apply_inline(d);
         run_invoke(r, c, PyTuple_GET_ITEM(pair, 1), PyTuple_GET_ITEM(pair, 2));
         Py_DECREF(pair);
         return;

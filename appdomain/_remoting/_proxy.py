@@ -210,10 +210,13 @@ def _lean_outcome(
         _context.merge(ctx_back)
     if done is True:
         return value
-    if done == _LEAN_REF:  # a reference to an object of the callee: (*route, oid, type)
+    if done == _LEAN_REF:  # a reference to an object of the callee: (oid, module, qualname)
         data: Any = value
-        route = _new_tuple(Route, data[:4])
-        return proxy_for(_new_tuple(RemoteRef, (route, data[4], data[5], data[6])))
+        names = data[1:]
+        if names not in _lean_classes:  # from now on the C switch makes such proxies
+            _lean_classes[names] = _proxy_type(data[1], data[2], True)
+        route = proxy.__dict__[_REF].route  # the object lives where the call ran
+        return proxy_for(_new_tuple(RemoteRef, (route, data[0], data[1], data[2])))
     return decode_reply(value, args, {})
 
 
@@ -533,24 +536,40 @@ _proxies: dict[tuple[int, int], Any] = {}
 # garbage, running any finalizer in this thread (none takes it today).
 _proxies_lock = threading.RLock()
 # Where a proxy keeps its cell: [how many remote references it holds (released together
-# when it dies), whether its finalizer is attached].  A proxy made for a lean call holds
-# none while that call runs (the caller counts the reference for the call) and gets its
-# finalizer only if it outlives the call (settle_lean).
+# when it dies), whether its release is attached, the owner's route].  The release is the
+# proxy's entry in _proxies: its weak reference carries the cell, and its callback (_gone,
+# or the C switch's proxy_gone) releases what the cell holds; a proxy listed otherwise
+# gets a weakref.finalize.  A proxy made for a lean call holds none while that call runs
+# (the caller counts the reference for the call) and gets its release only if it outlives
+# the call (settle_lean).
 _CELL = "_appdomain_cell"
 
 
 class _Entry(weakref.ref):  # type: ignore[type-arg]  # of a proxy: weakref.ref[Any]
-    """A weak reference to a proxy that knows its key (weakref.KeyedRef runs Python code)."""
+    """A weak reference to a proxy that knows its key and, once it counts, its cell.
 
-    __slots__ = ("key",)
+    weakref.KeyedRef runs Python code; a weakref.finalize costs ~1 µs to make and more to
+    run, so the entry every proxy has anyway is its finalizer.
+    """
+
+    __slots__ = ("cell", "key")
     key: tuple[int, int]
+    cell: list[Any] | None
 
 
-def _forget(wr: _Entry) -> None:
-    """Drop a dead proxy's entry (its weak reference's callback)."""
+def _gone(wr: _Entry) -> None:
+    """A proxy died: drop its entry and release its references (its weak reference's callback)."""
     key = wr.key
     if _proxies.get(key) is wr:
         del _proxies[key]
+    cell = wr.cell
+    if cell is not None:
+        _release(cell[2], key[1], cell)
+
+
+# The C switch's proxy_gone does the same without Python code, and queues the release at
+# an owner it serves in that owner's record (no cross-interpreter queue).
+_on_gone: Callable[[_Entry], object] = _gone if _native is None else _native.proxy_gone
 
 
 def _live(key: tuple[int, int]) -> Any:
@@ -560,21 +579,24 @@ def _live(key: tuple[int, int]) -> Any:
     return entry  # None, or a lean call's proxy, listed strongly while that call runs
 
 
-def _new_proxy(ref: RemoteRef, cls: type, key: tuple[int, int], count: int) -> Any:
-    """Make and list the proxy for ref (lock held)."""
+def _new_proxy(ref: RemoteRef, cls: type, key: tuple[int, int], counted: bool) -> Any:
+    """Make and list the proxy for ref (lock held), holding one reference if counted."""
     proxy: Any = object.__new__(cls)
     state = proxy.__dict__
     state[_REF] = ref
-    state[_CELL] = [count, 0]
-    entry = _Entry(proxy, _forget)
+    # ref[0]: its route (tuple indexing: the properties cost a Python call each)
+    cell = state[_CELL] = [1, 1, ref[0]] if counted else [0, 0, ref[0]]
+    entry = _Entry(proxy, _on_gone)
     entry.key = key
+    entry.cell = cell if counted else None  # what _count would attach
     _proxies[key] = entry
     return proxy
 
 
 def proxy_for(ref: RemoteRef) -> Any:
     """Return this domain's one proxy for ref, counting the reference it brings."""
-    key = (ref.route.interp_id, ref.oid)
+    route = ref[0]
+    key = (route[0], ref[1])  # (interp id, oid)
     with _proxies_lock:
         proxy = _live(key)
         if proxy is not None:
@@ -582,30 +604,33 @@ def proxy_for(ref: RemoteRef) -> Any:
             return proxy
     # Outside the lock: building the type may import (and collect garbage, running other
     # proxies' finalizers, which take the lock).
-    cls = _proxy_type(ref.module, ref.qualname, not is_foreign(ref.route.interp_id))
+    cls = _proxy_type(ref[2], ref[3], not is_foreign(route[0]))
     with _proxies_lock:
         proxy = _live(key)
         if proxy is not None:
             _count(proxy)
             return proxy
-        proxy = _new_proxy(ref, cls, key, 0)
-        _count(proxy)
-    return proxy
+        return _new_proxy(ref, cls, key, True)
 
 
 def _count(proxy: object) -> None:
     """Count one more reference held by proxy (lock held); its death releases them all."""
-    cell: list[int] | None = proxy.__dict__.get(_CELL)
+    state = proxy.__dict__
+    cell: list[Any] | None = state.get(_CELL)
+    ref: RemoteRef = state[_REF]
     if cell is None:  # made by the C switch for a lean call: it had no count yet
-        cell = proxy.__dict__[_CELL] = [0, 0]
+        cell = state[_CELL] = [0, 0, ref.route]
     cell[0] += 1
     if not cell[1]:
         cell[1] = 1
-        ref: RemoteRef = proxy.__dict__[_REF]
-        weakref.finalize(proxy, _release, ref.route, ref.oid, cell)
+        entry = _proxies.get((ref.route.interp_id, ref.oid))
+        if type(entry) is _Entry and entry() is proxy:
+            entry.cell = cell  # its entry releases it
+        else:  # listed strongly by a lean call in flight: that entry goes after the call
+            weakref.finalize(proxy, _release, ref.route, ref.oid, cell)
 
 
-def _release(route: Route, oid: int, cell: list[int]) -> None:
+def _release(route: Route, oid: int, cell: list[Any]) -> None:
     """Tell the owner this domain dropped its references (no waiting: finalizer context)."""
     with _proxies_lock:
         count, cell[0] = cell[0], 0
@@ -647,7 +672,7 @@ def lean_proxy(data: tuple[Any, ...]) -> Any:
     with _proxies_lock:
         proxy = _live(key)  # another thread made one meanwhile
         if proxy is None:
-            proxy = _new_proxy(ref, cls, key, 0)
+            proxy = _new_proxy(ref, cls, key, False)
     return proxy
 
 
@@ -663,7 +688,7 @@ def settle_lean(kept: list[Any]) -> None:
     the call, so the object cannot be released in between.
     """
     for proxy in kept:
-        cell: list[int] | None = proxy.__dict__.get(_CELL)
+        cell: list[Any] | None = proxy.__dict__.get(_CELL)
         if cell is not None and cell[1]:
             continue  # a generic call counted it meanwhile: its finalizer releases those
         ref: RemoteRef = proxy.__dict__[_REF]

@@ -18,7 +18,7 @@ from .. import _core
 from .._core import CURRENT_INTERP, MAIN_INTERP, Route, wake
 from .._core._compat import queue_put
 
-__all__ = ["WAKE_DELAY", "release", "stop"]
+__all__ = ["WAKE_DELAY", "arm", "release", "stop"]
 
 # How long a release may wait for its owner to be woken (its queue holds it meanwhile).
 WAKE_DELAY = 0.01
@@ -43,6 +43,15 @@ def release(route: Route, oid: int, count: int) -> None:
     address = route.inbox_address
     if address in _armed:
         return  # a wake is due already; it comes after this put
+    if _stopping or not _arm(address):
+        wake(address)
+
+
+def arm(route: Route) -> None:
+    """Have route's owner woken within WAKE_DELAY to drain the releases the C switch queued."""
+    address = route.inbox_address
+    if address in _armed:
+        return
     if _stopping or not _arm(address):
         wake(address)
 

@@ -25,12 +25,13 @@ from ..marshal import (
 from . import _table
 from ._base import MarshalByRefObject, is_one_way
 from ._proxy import (
+    _CELL,
     _LEAN_REF,
     _REF,
     RemoteRef,
     _Entry,
-    _forget,
     _lean_classes,
+    _on_gone,
     _proxies,
     is_transparent_proxy,
     lean_proxy,
@@ -39,9 +40,12 @@ from ._proxy import (
     ref_of,
     settle_lean,
 )
+from ._release import arm as _arm_owner
+from ._release import release as _release_at_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .._core._serve import OpHandler
@@ -157,20 +161,29 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
     kind = type(result)
     if kind in _PLAIN or (kind is int and -(1 << 63) <= result < (1 << 63)):
         return (True, result, ctx_back)
+    # A new reference to an object of this domain: its caller makes (or finds) a proxy,
+    # on the route it called by (oid, module, qualname).
+    info = _lean_types.get(kind)  # never a proxy type: _learn sees objects of this domain
+    if info is not None:
+        exported = _export(result)  # the C switch's export, or _table's
+        if exported is None:  # not one C exports (a lease to ask for)
+            exported = _table.export(result)
+        return (_LEAN_REF, (exported, info[4], info[5]), ctx_back)
     if isinstance(result, MarshalByRefObject) and not is_transparent_proxy(result):
-        # A new reference to an object of this domain: its caller makes (or finds) a proxy.
-        info = _lean_types.get(kind)
-        if info is None:
-            reduced = _reduce_here(result)
-            _learn(kind, reduced)
-            return (_LEAN_REF, reduced, ctx_back)
-        return (_LEAN_REF, (*info[:4], _table.export(result), *info[4:]), ctx_back)
+        reduced = _reduce_here(result)
+        _learn(kind, reduced)
+        return (_LEAN_REF, reduced[4:], ctx_back)
     return (False, encode_reply(result, args, {}, None), ctx_back)
 
 
 # How the C switch makes a lean call's new proxy itself (_native/switch.c make_proxy), as
 # lean_proxy does, once lean_proxy has met its type.
-_fast = (_lean_classes, RemoteRef, Route, _Entry, _forget, _REF, "key")
+# The same tuple lets it make the proxy of a reference a lean call returns, and release a
+# dead proxy's references (_native/method.c adopt_ref, module.c proxy_gone).
+# Its last item keeps the full form of each type lent to this domain, so that later calls
+# send a compact one (_native/module.c lend).
+_kept_refs: dict[tuple[int, int], tuple[Shareable, ...]] = {}
+_fast = (_lean_classes, RemoteRef, Route, _Entry, _on_gone, _REF, "key", _CELL, "cell", _kept_refs)
 
 
 def _home(oid: int) -> object:
@@ -204,12 +217,14 @@ def _reduce_here(obj: object) -> tuple[Shareable, ...]:
 
 
 def _learn(cls: type, reduced: tuple[Shareable, ...]) -> None:
-    """From now on the C switch lends such objects itself: (*route, module, qualname)."""
-    _lean_types[cls] = (*reduced[:4], *reduced[5:])
+    """From now on the C switch lends such objects itself: (*route, module, qualname, token)."""
+    _lean_types[cls] = (*reduced[:4], *reduced[5:], next(_tokens))
 
 
-# Types whose instances the C switch lends to lean calls: type -> (*route, module, qualname).
+# Types whose instances the C switch lends to lean calls: type -> (*route, module, qualname,
+# token); the token names the type in compact references to a domain sent it in full.
 _lean_types: dict[type, tuple[Shareable, ...]] = {}
+_tokens = itertools.count(1)
 
 
 def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
@@ -223,6 +238,8 @@ def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
 _entries = _table._entries
 _lent = _table._lent
+_export: Callable[[object], int | None] = _table.export
+_new_tuple = tuple.__new__
 _logical_data = _context._data  # the call context's variable: None when it carries nothing
 _state = _core.state
 _enter_call = _core.enter_call
@@ -307,12 +324,26 @@ def _op_live_count(_: None) -> int:
 
 
 def _drain_releases(release_queue: int) -> None:
-    while True:
+    if _apply_native is not None:
+        flat = _apply_native()  # those the C switch queued, applied in C
+        if flat is not None:  # the table's lock was busy
+            _table.release_many(flat)
+    # As many as are queued now (a later one waits for the next drain): an empty get raises,
+    # and raising costs more than a release.
+    try:
+        waiting = _compat.queue_count(release_queue)
+    except _compat.QueueNotFoundError:
+        return
+    for _ in range(waiting):
         try:
             oid, count = _compat.queue_get(release_queue)
         except (_compat.QueueEmpty, _compat.QueueNotFoundError):
             return
         _table.release(oid, count)
+
+
+# The C switch's queue of releases for this domain (apply_releases), when it is loaded.
+_apply_native: Callable[[], list[int] | None] | None = None
 
 
 # -- references crossing domains --------------------------------------------------------------
@@ -336,14 +367,17 @@ def _reduce(obj: object) -> tuple[Shareable, ...]:
 
 # The tuple _reduce made: (process key, *route there, oid, module, qualname).
 def _rebuild(data: tuple[str, int, int, str, int, int, str, str]) -> object:
-    route = known_route(data[0], (data[1], data[2], data[3], data[4]))
-    oid, module, qualname = data[5], data[6], data[7]
-    if route.interp_id == _core.CURRENT_INTERP:
+    if data[0] == PROCESS_KEY:
+        route = _new_tuple(Route, data[1:5])  # known_route's first case, without the calls
+    else:
+        route = known_route(data[0], (data[1], data[2], data[3], data[4]))
+    oid = data[5]
+    if route[0] == _core.CURRENT_INTERP:
         # A reference coming home is the object itself; give back the count it carried.
         obj = _table.lookup(oid, renew=False)
         _table.release(oid, 1)
         return obj
-    return proxy_for(RemoteRef(route, oid, module, qualname))
+    return proxy_for(_new_tuple(RemoteRef, (route, oid, data[6], data[7])))
 
 
 # The hosts layer's operation, named (it is a layer above): the default domain holds the
@@ -363,8 +397,14 @@ def install() -> None:
     register_reference_type(MarshalByRefObject, _reduce, _rebuild)
     if _core.CURRENT_INTERP != _core.MAIN_INTERP:
         set_resolver(_ask_default_domain)
-    _core.set_release_hook(_drain_releases)
+    global _apply_native, _export
     native = _core.native_module()
+    if native is not None:
+        _apply_native = native.apply_releases
+        _export = native.export
+        native.set_proxy_hooks(_proxies, _fast, _release_at_owner, _arm_owner)
+        native.set_table_hooks(_table._entries, _table._Entry, _table._lock, _table._leaseless)
+    _core.set_release_hook(_drain_releases, None if native is None else native.releases_pending)
     if native is not None:
         native.set_invoke_handler(_invoke_lean, (_proxies, lean_proxy, settle_lean, _home, _fast))
         lend = (_lean_types, _table._by_identity, _table._lent, _table._lent_ids, _table._next_oid)

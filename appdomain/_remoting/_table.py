@@ -7,13 +7,13 @@ import threading
 import time
 
 from .._errors import RemotingException
-from ._base import Lease
+from ._base import Lease, MarshalByRefObject
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["export", "lookup", "release", "incref", "live_count"]
+__all__ = ["export", "lookup", "release", "release_many", "incref", "live_count"]
 
 
 class _Entry:
@@ -39,17 +39,37 @@ _next_oid = itertools.count(1)
 # id(obj) -> oid.  A lent object is found by lookup() but counts for nothing: the calls
 # hold it.  export() and incref() give it the oid it was lent with.
 _lent: dict[int, Any] = {}
+_DEFAULT_LEASE = MarshalByRefObject.initialize_lifetime_service
 _lent_ids: dict[int, int] = {}
 
 
 def export(obj: object) -> int:
     """Publish obj for one more remote reference and return its object id."""
+    ident = id(obj)
+    if type(obj) in _leaseless:
+        # The common case in one step: no lease to ask for (a new object a call returns).
+        with _lock:
+            oid = _by_identity.get(ident)
+            if oid is not None:
+                _entries[oid].count += 1
+                return oid
+            lent_as = _lent_ids.get(ident)
+            oid = lent_as if lent_as is not None and lent_as not in _entries else next(_next_oid)
+            _entries[oid] = _Entry(obj, 1, None, _FOREVER)
+            _by_identity[ident] = oid
+            return oid
     with _lock:
-        oid = _by_identity.get(id(obj))
+        oid = _by_identity.get(ident)
         if oid is not None:
             _entries[oid].count += 1
             return oid
-    return _publish(obj, _lent_ids.get(id(obj)))
+    return _publish(obj, _lent_ids.get(ident))
+
+
+# Types whose initialize_lifetime_service is MarshalByRefObject's (it returns None, and
+# instances do not replace it: the attribute is looked up on the type).
+_leaseless: set[type] = set()
+_FOREVER = float("inf")
 
 
 def _publish(obj: object, lent_as: int | None) -> int:
@@ -68,6 +88,11 @@ def _publish(obj: object, lent_as: int | None) -> int:
 
 def _lease_of(obj: object) -> tuple[Lease | None, float]:
     """Return obj's lease (None: it lives as long as it is referenced) and when it ends."""
+    cls = type(obj)
+    if getattr(
+        cls, "initialize_lifetime_service", None
+    ) is _DEFAULT_LEASE and "initialize_lifetime_service" not in getattr(obj, "__dict__", ()):
+        _leaseless.add(cls)
     lease = (
         obj.initialize_lifetime_service() if hasattr(obj, "initialize_lifetime_service") else None
     )
@@ -136,6 +161,19 @@ def release(oid: int, count: int) -> None:
         entry.count -= count
         if entry.count <= 0:
             _drop_locked(oid)
+
+
+def release_many(flat: list[int]) -> None:
+    """Drop references in bulk: flat is [oid, count, oid, count, ...] (the C switch's queue)."""
+    with _lock:
+        for i in range(0, len(flat), 2):
+            oid = flat[i]
+            entry = _entries.get(oid)
+            if entry is None:
+                continue
+            entry.count -= flat[i + 1]
+            if entry.count <= 0:
+                _drop_locked(oid)
 
 
 def _drop(oid: int) -> None:
