@@ -420,6 +420,17 @@ class Link:
         finally:
             _context.uninstall(token)
 
+    def batch(self, kind: int, body: tuple[Shareable, ...], value: Shareable) -> list[bytes]:
+        """Return the releases queued here as frames, then the frame of kind (see outgoing).
+
+        For frames that travel together (a Ray actor call): the releases go first, so the
+        counts the request or reply reads are right.
+        """
+        frames: list[bytes] = []
+        self._flush_releases(lambda kind, body: frames.append(_frames.encode(kind, body)))
+        frames.append(self.outgoing(kind, body, value))
+        return frames
+
     def outgoing(self, kind: int, body: tuple[Shareable, ...], value: Shareable) -> bytes:
         """Return the frame of kind with body, counting the references value (in it) exports."""
         frame = _frames.encode(kind, body)

@@ -302,15 +302,7 @@ class _DirectLane:
     ) -> tuple[int, bool, Shareable, Shareable]:
         """Send a request as an actor call and return its reply, serving its callbacks."""
         link = self.link
-        frames: list[bytes] = []
-
-        def send(kind: int, body: tuple[Shareable, ...]) -> None:
-            frames.append(_frames.encode(kind, body))
-
-        # Releases queued before the call go first in it: the counts it reads are right.
-        link._flush_releases(send)
-        link._count_exports(payload)
-        send(_frames.CALL, (0, key, origin, op, payload, ctx))
+        frames = link.batch(_frames.CALL, (0, key, origin, op, payload, ctx), payload)
         deadline = None if timeout is None else time.monotonic() + timeout
         turn, answer = self._get(self._call.remote(frames), deadline)
         while True:
@@ -320,12 +312,10 @@ class _DirectLane:
                 raise self._gone(f"sent a broken frame ({exc}); the link was closed") from None
             if kind == _frames.REPLY:
                 return (0, body[1], body[2], body[3])
-            frames = []
             call_id, key, origin, op, payload, ctx = body
             ok, value, ctx_back = link._run(key, origin, op, payload, ctx)
-            link._flush_releases(send)  # the references the callback dropped: before its reply
-            link._count_exports(value)
-            send(_frames.REPLY, (call_id, ok, value, ctx_back))
+            # with the references the callback dropped, before its reply
+            frames = link.batch(_frames.REPLY, (call_id, ok, value, ctx_back), value)
             turn, answer = self._get(self._answer.remote(turn, frames), deadline)
 
     def _get(self, ref: Any, deadline: float | None) -> tuple[int, list[bytes]]:
@@ -394,15 +384,7 @@ class _Turn:
     ) -> tuple[int, bool, Shareable, Shareable]:
         """Call back into the driver (the lane of the request's thread): end this turn, wait."""
         link = self.link
-        frames: list[bytes] = []
-
-        def send(kind: int, body: tuple[Shareable, ...]) -> None:
-            frames.append(_frames.encode(kind, body))
-
-        link._flush_releases(send)
-        link._count_exports(payload)
-        send(_frames.CALL, (1, key, origin, op, payload, ctx))
-        self.out.put(frames)
+        self.out.put(link.batch(_frames.CALL, (1, key, origin, op, payload, ctx), payload))
         try:
             answer = self.back.get(timeout=timeout)
         except queue.Empty:
@@ -423,17 +405,12 @@ class _Turn:
         """Run the request on this (worker) thread, its callbacks going by this turn."""
         link = self.link
         frames: list[bytes] = []
-
-        def send(kind: int, body: tuple[Shareable, ...]) -> None:
-            frames.append(_frames.encode(kind, body))
-
         link._local.lane = self  # this thread's calls to the driver: callbacks of the turn
         try:
             call_id, key, origin, op, payload, ctx = body
             ok, value, ctx_back = link._run(key, origin, op, payload, ctx)
-            link._flush_releases(send)  # the references it dropped: before its reply
-            link._count_exports(value)
-            send(_frames.REPLY, (call_id, ok, value, ctx_back))
+            # with the references it dropped, before its reply
+            frames = link.batch(_frames.REPLY, (call_id, ok, value, ctx_back), value)
         finally:
             link._local.lane = None
             self.done = True
