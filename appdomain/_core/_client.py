@@ -30,7 +30,7 @@ import weakref
 from .._errors import AppDomainUnloadedException, ThreadAbortException
 from . import _compat, _context, _foreign
 from ._foreign import FOREIGN_BASE, gone_cause
-from ._serve import CURRENT_INTERP, MAIN_INTERP, call_here, decode_error, state, unloaded
+from ._serve import CURRENT_INTERP, MAIN_INTERP, call_here, decode_error, state, unloaded, visit
 from ._wake import WakeSocket, wake, watch
 from ._wire import ONE_WAY, is_request
 
@@ -71,6 +71,8 @@ class _Mailbox:
         self.waker = WakeSocket()
         self.seq = itertools.count(1)
         self.bound: set[int] = set()
+        # For a visiting thread's mailbox (see _mailbox): its mailbox queue at home.
+        self.home = 0
         # Target interp id -> a queue holding one item while this thread switches into the
         # target.  The target's running flag drops before the switch has deleted the thread's
         # state there, and destroying an interpreter in that gap aborts the process ("not the
@@ -151,14 +153,39 @@ def _close_mailbox(
 
 
 _local = threading.local()
+# The mailboxes of threads of other domains switched in here by the fast route, by ident.
+# Their thread locals here last one switch (each switch makes a new thread state), and a
+# mailbox made per switch costs a queue, a socket and an exec to bind it (~40 µs a call
+# that calls out, a callback for one).  Closed once their home mailbox is gone.
+_visitors: dict[int, _Mailbox] = {}
 
 
 def _mailbox() -> _Mailbox:
     try:
         box: _Mailbox = _local.mailbox
     except AttributeError:
-        box = _local.mailbox = _Mailbox()
+        home: int | None = getattr(visit, "home", None)
+        if home is None:  # a thread of this domain
+            box = _local.mailbox = _Mailbox()
+            return box
+        ident = threading.get_ident()
+        found = _visitors.get(ident)
+        if found is None:
+            _close_departed()
+            found = _visitors[ident] = _Mailbox()
+        found.home = home  # a later thread may reuse a dead one's ident, and its mailbox
+        box = _local.mailbox = found  # for the rest of this switch
     return box
+
+
+def _close_departed() -> None:
+    """Close the mailboxes of visiting threads that have ended (their home mailbox is gone)."""
+    for ident, box in list(_visitors.items()):
+        try:
+            _compat.queue_count(box.home)
+        except _compat.QueueNotFoundError:
+            del _visitors[ident]
+            box.close()
 
 
 def thread_waker() -> WakeSocket:

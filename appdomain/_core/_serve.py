@@ -52,6 +52,7 @@ __all__ = [
     "state",
     "unload_hooks",
     "unloaded",
+    "visit",
 ]
 
 CURRENT_INTERP: int = _compat.current_interp_id()
@@ -101,6 +102,12 @@ unload_hooks: list[Callable[[], object]] = []
 
 _get_ident = threading.get_ident
 _thread_time_ns = time.thread_time_ns
+
+# Set in a thread that switched in from another domain by the fast route, for this switch:
+# home is the queue of its mailbox in its own domain, destroyed when it ends there.  Such a
+# thread gets a new thread state (and so new thread locals) on every switch: _client keeps
+# its mailbox here by thread ident instead (see _client._mailbox).
+visit = threading.local()
 
 
 def current_route() -> Route:
@@ -243,7 +250,7 @@ def _bind(caller_interp: int, queue_id: int, entry_queue: int) -> None:
 def _enter(caller_interp: int) -> None:
     """Serve the request waiting on the calling thread's mailbox (fast route, callee side)."""
     ident = _get_ident()
-    queue_id = state.boxes[(ident, caller_interp)]
+    queue_id = visit.home = state.boxes[(ident, caller_interp)]
     while True:
         request: Request = _compat.queue_get(queue_id)
         if is_request(request):
