@@ -32,7 +32,7 @@ from . import _compat, _context, _foreign
 from ._foreign import FOREIGN_BASE, gone_cause
 from ._gate import gate_for
 from ._serve import CURRENT_INTERP, MAIN_INTERP, call_here, decode_error, state, unloaded, visit
-from ._wake import WakeSocket, wake, watch
+from ._wake import WATCH_SECONDS, WakeSocket, wake, watch
 from ._wire import ONE_WAY, is_request
 
 TYPE_CHECKING = False
@@ -59,6 +59,12 @@ __all__ = [
 # A waiting caller re-checks that its target still exists this often: the reply
 # normally wakes it, this only bounds the wait if the target vanished without replying.
 LIVENESS_SECONDS = 1.0
+# How long a thread switched in by the fast route watches for the reply to a call it makes
+# from there (a callback, mostly into the default domain) before it sleeps.  That reply
+# needs the target's dispatcher woken (tens of µs on an idle VM) and often comes just
+# after the usual watch: sleeping as well would cost a second wake-up.  The watch holds
+# this domain's GIL, which the visiting call holds anyway (it takes no other fast call).
+VISITOR_WATCH_SECONDS = 4 * WATCH_SECONDS
 
 
 # -- mailboxes ---------------------------------------------------------------------------
@@ -98,7 +104,7 @@ class _Mailbox:
             except _compat.QueueEmpty:
                 if not watched:
                     watched = True
-                    if watch(self.queue):
+                    if watch(self.queue, VISITOR_WATCH_SECONDS if self.home else WATCH_SECONDS):
                         continue
                 wait = LIVENESS_SECONDS
                 if deadline is not None:
