@@ -177,10 +177,12 @@ def _mailbox() -> _Mailbox:
             return box
         ident = threading.get_ident()
         found = _visitors.get(ident)
-        if found is None:
+        if found is None or found.home != home:  # new here (or a dead one's ident, reused)
             _close_departed()
-            found = _visitors[ident] = _Mailbox()
-        found.home = home  # a later thread may reuse a dead one's ident, and its mailbox
+            found = _visitors.get(ident)
+            if found is None:
+                found = _visitors[ident] = _Mailbox()
+            found.home = home
         box = _local.mailbox = found  # for the rest of this switch
     return box
 
