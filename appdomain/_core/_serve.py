@@ -154,14 +154,14 @@ def call_here(op: str, payload: Shareable) -> Shareable:
     return _handler(op)(payload)
 
 
-def serve(op: str, payload: Shareable, seq: int, ctx: WireContext) -> Reply:
-    """Run one request in this domain and build its reply; never raises."""
-    if _release_hook is not None and state.route is not None:
-        # Counting is cheap; an empty get() would raise, which costs ~2 µs per call.
-        if _compat.queue_count(state.route.release_queue) or (
-            _releases_pending is not None and _releases_pending()
-        ):
-            _release_hook(state.route.release_queue)
+def serve(op: str, payload: Shareable, seq: int, ctx: WireContext, *, drain: bool = True) -> Reply:
+    """Run one request in this domain and build its reply; never raises.
+
+    Releases posted here are applied first, unless drain is False: the caller applies
+    them after replying (a dispatcher thread; applying late only keeps objects longer).
+    """
+    if drain:
+        drain_releases(only_pending=True)
     meter = state.meter
     if meter is not None:
         started = _thread_time_ns()
@@ -233,10 +233,20 @@ def set_release_hook(hook: Callable[[int], None], pending: Callable[[], int] | N
     _releases_pending = pending
 
 
-def drain_releases() -> None:
-    """Process the releases posted to this domain, if remoting installed a hook."""
-    if _release_hook is not None and state.route is not None:
-        _release_hook(state.route.release_queue)
+def drain_releases(*, only_pending: bool = False) -> None:
+    """Process the releases posted to this domain, if remoting installed a hook.
+
+    only_pending: call the hook only if some are queued (counting is cheap; an empty
+    get() would raise, which costs ~2 µs).
+    """
+    if _release_hook is None or state.route is None:
+        return
+    queue_id = state.route.release_queue
+    if only_pending and not (
+        _compat.queue_count(queue_id) or (_releases_pending is not None and _releases_pending())
+    ):
+        return
+    _release_hook(queue_id)
 
 
 # -- the fast route's entry points, exec'd in this domain by the calling thread ---------------
