@@ -30,7 +30,6 @@ import weakref
 from .._errors import AppDomainUnloadedException, ThreadAbortException
 from . import _compat, _context, _foreign
 from ._foreign import FOREIGN_BASE, gone_cause
-from ._gate import gate_for
 from ._serve import CURRENT_INTERP, MAIN_INTERP, call_here, decode_error, state, unloaded, visit
 from ._wake import WATCH_SECONDS, WakeSocket, wake, watch
 from ._wire import ONE_WAY, is_request
@@ -275,7 +274,6 @@ def use_native_route(on: bool) -> bool:
 
 # Calls from this thread go to the dispatcher threads: a switch costs it more (3.14's main thread).
 _SLOW_EXEC_THREAD = _compat.SLOW_EXEC_THREAD
-_get_ident = threading.get_ident
 _thread_time_ns = time.thread_time_ns
 
 
@@ -310,15 +308,8 @@ def call(route: Route, op: str, payload: Shareable, *, timeout: float | None = N
         box = _mailbox()
         seq = next(box.seq)
         reply = None
-        ident = _get_ident()
-        if timeout is None and target != MAIN_INTERP and ident != _SLOW_EXEC_THREAD:
-            # A thread serving a call here may be the callback the running call waits for.
-            gate = gate_for(target)
-            if gate.enter(ident not in state.inside):
-                try:
-                    reply = _try_fast(box, target, (op, payload, seq, ctx))
-                finally:
-                    gate.leave()
+        if timeout is None and target != MAIN_INTERP and threading.get_ident() != _SLOW_EXEC_THREAD:
+            reply = _try_fast(box, target, (op, payload, seq, ctx))
         if reply is None:
             deadline = None if timeout is None else time.monotonic() + timeout
             request: Dispatched = (op, payload, seq, ctx, box.queue, box.waker.address)
