@@ -160,8 +160,12 @@ def serve(op: str, payload: Shareable, seq: int, ctx: WireContext, *, drain: boo
     Releases posted here are applied first, unless drain is False: the caller applies
     them after replying (a dispatcher thread; applying late only keeps objects longer).
     """
-    if drain:
-        drain_releases(only_pending=True)
+    if drain and _release_hook is not None and state.route is not None:
+        # Inline (every call passes here): counting is cheap; an empty get() would raise.
+        if _compat.queue_count(state.route.release_queue) or (
+            _releases_pending is not None and _releases_pending()
+        ):
+            _release_hook(state.route.release_queue)
     meter = state.meter
     if meter is not None:
         started = _thread_time_ns()
