@@ -606,8 +606,8 @@ out:
 /* ------------------------------------------------------ registration */
 
 /* refs' fast part: None, or (classes, RemoteRef, Route, entry type, gone, ref name, the
- * entry's key slot name, cell name, the entry's cell slot name, kept full references)
- * (switch.c make_proxy and expand_ref, method.c adopt_ref, proxy_gone). */
+ * entry's key slot name, cell name, the entry's cell slot name, kept lent references,
+ * returned types) (switch.c make_proxy and ref_parts, method.c adopt_ref, proxy_gone). */
 static int
 fast_ok(PyObject *fast)
 {

@@ -187,10 +187,10 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
 # lean_proxy does, once lean_proxy has met its type.
 # The same tuple lets it make the proxy of a reference a lean call returns, and release a
 # dead proxy's references (_native/method.c adopt_ref, module.c proxy_gone).
-# Its tenth item keeps the full form of each type lent to this domain, so that later calls
-# send a compact one (_native/module.c lend); its last the types lean calls returned here
-# (_proxy._returned_names).
-_kept_refs: dict[tuple[int, int], tuple[Shareable, ...]] = {}
+# Its tenth item keeps, for each type lent to this domain, the Route and names its full form
+# came with, so that later calls send a compact one (_native/module.c lend, switch.c
+# ref_parts); its last the types lean calls returned here (_proxy._returned_names).
+_kept_refs: dict[tuple[int, int], tuple[Route, tuple[str, str]]] = {}
 _fast = (
     *(_lean_classes, RemoteRef, Route, _Entry, _on_gone, _REF, "key", _CELL, "cell"),
     *(_kept_refs, _returned_types),
