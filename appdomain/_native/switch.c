@@ -706,18 +706,27 @@ adopt_result(callctx *c, PyObject *value)
  * on a taken GIL puts the thread to sleep, and waking it costs tens of µs: with several
  * threads calling one domain, every call would pay that on the way in and on the way back,
  * and the calls last a few µs.  So look again for a while, yielding the CPU, then take the
- * GIL anyway. */
+ * GIL anyway.  Once the process exits (G.shutdown) no look is taken: an interpreter may then
+ * be freed under a thread that comes back to it late (finalize_subinterpreters), and only
+ * taking its GIL ends such a thread without reading its memory. */
+static inline int
+held(PyInterpreterState *interp)
+{
+    return !__atomic_load_n(&G.shutdown, __ATOMIC_ACQUIRE)
+           && appdomain_gil_state(interp) == GIL_HELD;
+}
+
 static void
 wait_for_gil(PyInterpreterState *interp)
 {
-    if (appdomain_gil_state(interp) != GIL_HELD) {
+    if (!held(interp)) {
         return;   /* free, or not known: take it the usual way */
     }
     /* The holder usually lets go within a µs or two (a call's Python part): look without
      * a system call first. */
     for (int i = 0; i < SPIN_LOOKS; i++) {
         spin_hint();
-        if (appdomain_gil_state(interp) != GIL_HELD) {
+        if (!held(interp)) {
             return;
         }
     }
@@ -730,7 +739,7 @@ wait_for_gil(PyInterpreterState *interp)
         if (PyTime_MonotonicRaw(&now) < 0) {
             return;
         }
-    } while (appdomain_gil_state(interp) == GIL_HELD && now - start < BUSY_WAIT_NS);
+    } while (held(interp) && now - start < BUSY_WAIT_NS);
 }
 
 /* Switch the calling thread into interpreter iid, run the call described by c there,
@@ -740,7 +749,8 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
 {
     PyObject *result = NULL;
     PyThreadState *caller = PyThreadState_Get();
-    int64_t caller_id = PyInterpreterState_GetID(PyThreadState_GetInterpreter(caller));
+    PyInterpreterState *caller_interp = PyThreadState_GetInterpreter(caller);
+    int64_t caller_id = PyInterpreterState_GetID(caller_interp);
     slot_t *caller_slot = NULL;
     if (r->depth && r->frames[r->depth - 1].ts == caller) {
         caller_slot = r->frames[r->depth - 1].slot;
@@ -882,6 +892,7 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
     }
     d->active--;
     wake_waiters(d);
+    int exiting = G.shutdown;
     PyMutex_Unlock(&G.mutex);
     if (!same) {
         if (drop_ts) {
@@ -891,7 +902,14 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
         else {
             PyEval_SaveThread();
         }
-        wait_for_gil(PyThreadState_GetInterpreter(caller));
+        /* At process exit the caller's thread state may have been deleted meanwhile (the
+         * exit hook zaps the states of calls stuck in an interpreter being finalized, and
+         * this thread's caller was one while it was away): nothing may read it, or its
+         * interpreter, before taking its GIL, where CPython ends a thread that comes back
+         * too late without reading its state. */
+        if (!exiting) {
+            wait_for_gil(caller_interp);
+        }
         PyEval_RestoreThread(caller);
     }
 
