@@ -264,15 +264,12 @@ call_slow(modstate *st, BoundMethod *self, PyObject *const *args, size_t nargsf,
 static PyObject *
 read_ref(modstate *st, PyObject *proxy, PyObject **iid, PyObject **oid)
 {
-    PyObject *dict = PyObject_GenericGetDict(proxy, NULL), *ref = NULL;
-    if (dict == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    if (PyDict_GetItemRef(dict, st->str_ref, &ref) <= 0) {
+    /* Generic: the proxy type's __getattr__ would ask the remote object.  A proxy's own
+     * attributes live in its inline values until Python asks for its __dict__. */
+    PyObject *ref = PyObject_GenericGetAttr(proxy, st->str_ref);
+    if (ref == NULL) {
         PyErr_Clear();
     }
-    Py_DECREF(dict);
     if (ref == NULL || !PyTuple_Check(ref) || PyTuple_GET_SIZE(ref) < 2
         || !PyTuple_Check(PyTuple_GET_ITEM(ref, 0)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(ref, 0)) < 1) {
         Py_XDECREF(ref);
@@ -346,7 +343,7 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
     PyObject *str_ref = PyTuple_GET_ITEM(fast, 5), *str_key = PyTuple_GET_ITEM(fast, 6);
     PyObject *str_cell = PyTuple_GET_ITEM(fast, 7), *str_entry_cell = PyTuple_GET_ITEM(fast, 8);
     PyObject *key = NULL, *listed = NULL, *name = NULL, *cls = NULL;
-    PyObject *ref = NULL, *proxy = NULL, *dict = NULL, *cell = NULL, *entry = NULL;
+    PyObject *ref = NULL, *proxy = NULL, *cell = NULL, *entry = NULL;
     PyObject *result = NULL;
     /* Names first: a type sent in full is learnt whatever happens to this reply. */
     if ((name = returned_names(PyTuple_GET_ITEM(fast, 10), PyTuple_GET_ITEM(route, 0), data))
@@ -370,9 +367,8 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
         if (live != NULL) {
             /* This domain's proxy for it: one more reference on its cell, if the entry
              * carries that cell. */
-            PyObject *held = NULL, *own = NULL;
-            PyObject *pd = PyObject_GenericGetDict(live, NULL);
-            int ok = pd != NULL && PyDict_GetItemRef(pd, str_cell, &held) > 0
+            PyObject *own = NULL, *held = PyObject_GenericGetAttr(live, str_cell);
+            int ok = held != NULL
                      && (own = entry_get(listed, entry_type, st->off_cell, str_entry_cell)) != NULL
                      && own == held && PyList_CheckExact(held) && PyList_GET_SIZE(held) >= 3;
             PyErr_Clear();
@@ -388,7 +384,6 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
             else {
                 result = Py_NewRef(Py_None);
             }
-            Py_XDECREF(pd);
             Py_XDECREF(held);
             Py_XDECREF(own);
             Py_DECREF(live);
@@ -418,9 +413,8 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
     PyList_SET_ITEM(cell, 2, Py_NewRef(route));
     if ((ref = tuple_as((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), parts, 4)) == NULL
         || (proxy = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0)) == NULL
-        || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
-        || PyDict_SetItem(dict, str_ref, ref) < 0
-        || PyDict_SetItem(dict, str_cell, cell) < 0
+        || PyObject_GenericSetAttr(proxy, str_ref, ref) < 0   /* not the type's __setattr__ */
+        || PyObject_GenericSetAttr(proxy, str_cell, cell) < 0
         || (entry = PyObject_Vectorcall((PyObject *)entry_type,
                                      (PyObject *[]){proxy, PyTuple_GET_ITEM(fast, 4)}, 2, NULL)) == NULL
         || entry_put(entry, entry_type, st->off_key, str_key, key) < 0
@@ -457,7 +451,6 @@ out:
     Py_XDECREF(cls);
     Py_XDECREF(ref);
     Py_XDECREF(proxy);
-    Py_XDECREF(dict);
     Py_XDECREF(cell);
     Py_XDECREF(entry);
     return result;

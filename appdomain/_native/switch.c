@@ -145,7 +145,7 @@ make_proxy(PyObject *fast, PyObject *proxies, PyObject *route, PyObject *oid, Py
     PyObject *classes = PyTuple_GET_ITEM(fast, 0);
     PyTypeObject *ref_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 1);
     PyObject *str_ref = PyTuple_GET_ITEM(fast, 5);
-    PyObject *cls = NULL, *ref = NULL, *proxy = NULL, *dict = NULL, *result = NULL;
+    PyObject *cls = NULL, *ref = NULL, *proxy = NULL, *result = NULL;
     if (PyDict_GetItemRef(classes, names, &cls) < 0) {
         goto out;
     }
@@ -159,8 +159,7 @@ make_proxy(PyObject *fast, PyObject *proxies, PyObject *route, PyObject *oid, Py
     }
     /* object.__new__(cls) with its ref, and its entry in proxies */
     if ((proxy = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0)) == NULL
-        || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
-        || PyDict_SetItem(dict, str_ref, ref) < 0
+        || PyObject_GenericSetAttr(proxy, str_ref, ref) < 0   /* not the type's __setattr__ */
         || PyDict_SetItem(proxies, key, proxy) < 0) {   /* strong while the call runs */
         goto out;
     }
@@ -169,7 +168,6 @@ out:
     Py_XDECREF(cls);
     Py_XDECREF(ref);
     Py_XDECREF(proxy);
-    Py_XDECREF(dict);
     return result;
 }
 
