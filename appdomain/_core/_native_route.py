@@ -46,6 +46,7 @@ __all__ = [
     "call",
     "export",
     "lean_caller",
+    "lean_ref",
     "method_member",
     "proxy_gone",
     "refresh",
@@ -116,6 +117,7 @@ set_reference_hooks = _native.set_reference_hooks
 set_proxy_hooks = _native.set_proxy_hooks
 proxy_gone = _native.proxy_gone
 lean_caller = _native.lean_caller
+lean_ref = _native.lean_ref
 releases_pending = _native.releases_pending
 # The object table's common steps in C (remoting's _table: export of an object without a
 # lease, the releases queued for this domain).

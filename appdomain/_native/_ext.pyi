@@ -102,6 +102,9 @@ def set_proxy_hooks(
 ) -> None:
     """Name what this interpreter's proxies live by (their dict, fast, release, arm)."""
 
+def lean_ref(obj: object, info: tuple[object, ...], ctx: object, /) -> _LeanReply | None:
+    """Export obj; the lean reply naming it (its type in full once per caller, then by token)."""
+
 def lean_caller() -> int:
     """The interpreter id of the caller of the call this thread runs here, or -1."""
 

@@ -978,6 +978,61 @@ out:
     return result;
 }
 
+/* lean_ref(obj, info, ctx): the lean reply for a new reference to obj, an object of this
+ * interpreter whose type remoting lends (info: (*route, module, qualname, token)), exported
+ * here: (2, (oid, module, qualname, token), ctx) the first time this call's caller meets the
+ * type, (2, (oid, token), ctx) later (method.c returned_names reads both).  None when obj is
+ * not one export() takes (Python exports it). */
+static PyObject *
+native_lean_ref(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    modstate *st = get_state(module);
+    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) != 7) {
+        PyErr_SetString(PyExc_TypeError, "lean_ref(obj, info, ctx) takes an object, its "
+                        "type's 7-tuple and the call context");
+        return NULL;
+    }
+    if (st->told_back == NULL && (st->told_back = PySet_New(NULL)) == NULL) {
+        return NULL;
+    }
+    PyObject *info = args[1], *token = PyTuple_GET_ITEM(info, 6);
+    long long tok = PyLong_AsLongLong(token), caller = -1;
+    threadrec_t *r = threadrec_get();
+    if (r == NULL || (tok == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    if (r->depth > 0 && r->frames[r->depth - 1].ts == PyThreadState_Get()) {
+        caller = r->frames[r->depth - 1].caller_id;
+    }
+    PyObject *told = PyLong_FromLongLong((long long)((unsigned long long)caller << 32) | tok);
+    int seen = told == NULL ? -1 : PySet_Contains(st->told_back, told);
+    if (seen < 0) {
+        Py_XDECREF(told);
+        return NULL;
+    }
+    PyObject *oid = native_export(module, args[0]);
+    if (oid == NULL || oid == Py_None) {
+        Py_DECREF(told);
+        return oid;
+    }
+    /* Exported: from here on the reply must reach the caller, whose proxy counts it. */
+    PyObject *inner = NULL, *reply = NULL, *two = PyLong_FromLong(2);
+    if (seen) {
+        inner = PyTuple_Pack(2, oid, token);
+    }
+    else if (PySet_Add(st->told_back, told) == 0) {
+        inner = PyTuple_Pack(4, oid, PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5), token);
+    }
+    if (inner != NULL && two != NULL) {
+        reply = PyTuple_Pack(3, two, inner, args[2]);
+    }
+    Py_DECREF(told);
+    Py_XDECREF(two);
+    Py_XDECREF(inner);
+    Py_DECREF(oid);
+    return reply;
+}
+
 /* Apply rel[0:n] (oid, count pairs) to st's table as _table.release would: 0 done, 1 the
  * table's lock is busy (nothing applied), -1 error. */
 static int
@@ -1268,6 +1323,9 @@ static PyMethodDef native_methods[] = {
     {"set_table_hooks", (PyCFunction)(void (*)(void))native_set_table_hooks, METH_FASTCALL,
      "set_table_hooks(entries, entry_type, lock, leaseless)\n--\n\nName this "
      "interpreter's object table, for export() and apply_releases()."},
+    {"lean_ref", (PyCFunction)(void (*)(void))native_lean_ref, METH_FASTCALL,
+     "lean_ref(obj, info, ctx)\n--\n\nExport obj and return the lean reply that names it "
+     "(its type in full once per caller, then by token); None when Python must export it."},
     {"export", native_export, METH_O,
      "export(obj)\n--\n\nCount one more remote reference to obj, of a type without a "
      "lease, and return its object id; None for other objects (Python exports them)."},
@@ -1395,6 +1453,7 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->lent_ids);
     Py_VISIT(st->next_oid);
     Py_VISIT(st->told);
+    Py_VISIT(st->told_back);
     Py_VISIT(st->proxies);
     Py_VISIT(st->fast);
     Py_VISIT(st->release_py);
@@ -1428,6 +1487,7 @@ native_clear(PyObject *module)
     Py_CLEAR(st->lent_ids);
     Py_CLEAR(st->next_oid);
     Py_CLEAR(st->told);
+    Py_CLEAR(st->told_back);
     Py_CLEAR(st->proxies);
     Py_CLEAR(st->fast);
     Py_CLEAR(st->release_py);

@@ -31,6 +31,8 @@ typedef struct {
     PyObject *lent_ids;
     PyObject *next_oid;
     PyObject *told;   /* set: (iid << 24 | type token) each target kept the full form of */
+    /* set: (caller iid << 32 | type token) of each type lean_ref named in full to a caller */
+    PyObject *told_back;
     /* Proxies' lifetimes (set_proxy_hooks): this interpreter's proxies dict, the fast tuple
      * (switch.c make_proxy; its entry type's weak references call proxy_gone), and the
      * Python fallbacks: release(route, oid, count) for an owner the switch does not serve,

@@ -166,10 +166,12 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
     # on the route it called by (oid, module, qualname).
     info = _lean_types.get(kind)  # never a proxy type: _learn sees objects of this domain
     if info is not None:
-        exported = _export(result)  # the C switch's export, or _table's
-        if exported is None:  # not one C exports (a lease to ask for)
-            exported = _table.export(result)
-        # The type in full once per caller, then by its token (_proxy._returned_names).
+        # Exported in C, the type named in full once per caller, then by its token
+        # (_proxy._returned_names); None: not an object C exports (a lease to ask for).
+        reply = _lean_ref(result, info, ctx_back)
+        if reply is not None:
+            return reply
+        exported = _table.export(result)
         token: Any = info[6]
         told = _lean_caller() << 32 | token
         if told in _told_back:
@@ -240,6 +242,10 @@ _tokens = itertools.count(1)
 _told_back: set[int] = set()
 
 
+def _no_lean_ref(obj: object, info: tuple[Shareable, ...], ctx: object) -> None:
+    """Leave every export to _table (no C switch)."""
+
+
 def _op_type_names(token: int) -> tuple[str, str]:
     """Name the type a token stands for in lean replies: (module, qualname)."""
     for info in list(_lean_types.values()):
@@ -259,12 +265,13 @@ def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
 _entries = _table._entries
 _lent = _table._lent
-_export: Callable[[object], int | None] = _table.export
 _new_tuple = tuple.__new__
 _logical_data = _context._data  # the call context's variable: None when it carries nothing
 _state = _core.state
 _enter_call = _core.enter_call
-_lean_caller: Callable[[], int] = int  # lean calls come with the C switch: install() sets it
+# Lean calls come with the C switch: install() sets these.
+_lean_caller: Callable[[], int] = int
+_lean_ref: Callable[[object, tuple[Shareable, ...], object], NativeReply | None] = _no_lean_ref
 _leave_call = _core.leave_call
 
 
@@ -419,12 +426,12 @@ def install() -> None:
     register_reference_type(MarshalByRefObject, _reduce, _rebuild)
     if _core.CURRENT_INTERP != _core.MAIN_INTERP:
         set_resolver(_ask_default_domain)
-    global _apply_native, _export, _lean_caller
+    global _apply_native, _lean_caller, _lean_ref
     native = _core.native_module()
     if native is not None:
         _apply_native = native.apply_releases
-        _export = native.export
         _lean_caller = native.lean_caller
+        _lean_ref = native.lean_ref
         native.set_proxy_hooks(_proxies, _fast, _release_at_owner, _arm_owner)
         native.set_table_hooks(_table._entries, _table._Entry, _table._lock, _table._leaseless)
     _core.set_release_hook(_drain_releases, None if native is None else native.releases_pending)
