@@ -52,12 +52,12 @@ try:
         del _appdomain_preload
     sys.path[:] = list(cfg[2])
     if site_plan is not None:
-        exec(marshal.loads(site_code), {{"site_plan": site_plan}})
+        exec(marshal.loads(site_code), {{"site_plan": site_plan, "site_absent": site_absent}})
     import {_runtime.__name__} as _appdomain_runtime
     _appdomain_runtime.boot_subdomain(cfg)
 finally:
     gc.enable()
-    del boot, cfg, site_plan, site_code, preload, _appdomain_runtime
+    del boot, cfg, site_plan, site_code, site_absent, preload, _appdomain_runtime
 """
 _BOOT_SOURCE = "import marshal\nexec(marshal.loads(boot))\ndel marshal\n"
 
@@ -811,6 +811,7 @@ def _start_interp(name: str, sys_path: list[str]) -> AppDomain:
             "cfg": cfg,
             "site_plan": site_plan,
             "site_code": _preload.compiled(_site.SOURCE, "<appdomain site>"),
+            "site_absent": _site.absent(sys_path),
             "preload": _preload.bundle(sys_path, site_plan),
         }
         excinfo = _compat.exec_in(interp_id, _BOOT_SOURCE, shared)

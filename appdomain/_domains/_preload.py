@@ -19,7 +19,9 @@ new domain before ``site``'s work (``_site``), so it imports only what is built 
 (not even ``__future__``: its annotations are strings).
 """
 
-import _frozen_importlib_external as _external  # the import system's own: always loaded
+import _frozen_importlib  # the import system's own two: always loaded
+import _frozen_importlib_external as _external
+import _imp
 import marshal
 import os
 import sys
@@ -32,9 +34,12 @@ if TYPE_CHECKING:
 
     from ._site import SitePlan
 
-    # One served module: (name, file, package?, start and end of its code in the blob; -1, -1
-    # for an extension module).
-    type Entry = tuple[str, str, bool, int, int]
+    # One served module: (name, file, its .pyc or "", the folder of its submodules or "" (not
+    # a package), the folder it is found in, start and end of its code in the blob (-1, -1:
+    # an extension module)).
+    type Entry = tuple[str, str, str, str, str, int, int]
+    # What the creator read of one module: (file, .pyc or "", package?, code or None).
+    type Read = tuple[str, str, bool, bytes | None]
     # What a new domain's boot receives: (this module's code, its marshalled entries, the
     # code of all of them).
     type Bundle = tuple[bytes, bytes, bytes]
@@ -124,9 +129,8 @@ class CodeFinder:
         entry = self._entries.get(fullname)
         if entry is None:
             return None
-        _, origin, is_package, start, end = entry
-        folder = os.path.dirname(origin)
-        if path is not None and os.path.dirname(folder if is_package else origin) not in path:
+        _, origin, cached, locations, where, start, end = entry
+        if path is not None and where not in path:
             return None  # its package is not the one read: let the path finder look
         del self._entries[fullname]  # once: a reload reads the file again
         if not self._entries:
@@ -136,10 +140,14 @@ class CodeFinder:
             loader = _external.ExtensionFileLoader(fullname, origin)
         else:
             loader = CodeLoader(fullname, origin, self._blob[start:end])
-        locations = [folder] if is_package else None
-        return _external.spec_from_file_location(
-            fullname, origin, loader=loader, submodule_search_locations=locations
-        )
+        # As spec_from_file_location makes it, with what the creator worked out already.
+        spec = _frozen_importlib.ModuleSpec(fullname, loader, origin=origin)
+        spec.has_location = True
+        if locations:
+            spec.submodule_search_locations = [locations]
+        if cached:
+            spec.cached = cached
+        return spec
 
     def remove(self) -> None:
         """Leave the import system as it was (all served, or the domain gives up on them)."""
@@ -147,6 +155,9 @@ class CodeFinder:
             sys.meta_path.remove(self)
         except ValueError:
             pass
+
+
+_fix_co_filename = getattr(_imp, "_fix_co_filename")  # noqa: B009 - no stub
 
 
 class CodeLoader(_external.SourceFileLoader):
@@ -160,14 +171,16 @@ class CodeLoader(_external.SourceFileLoader):
         code, self._code = self._code, None
         if code is None or fullname != self.name:
             return super().get_code(fullname)  # run again: read the file as usual
-        return marshal.loads(code)  # type: ignore[no-any-return]
+        loaded: types.CodeType = marshal.loads(code)
+        _fix_co_filename(loaded, self.path)  # as the loader does: the .pyc's may be relative
+        return loaded
 
 
 # -- in the creator ------------------------------------------------------------------------
 
 
 # Filled once per process; a race fills an entry twice with the same value.
-_read: "dict[str, tuple[str, bool, bytes | None] | None]" = {}  # name -> (file, package?, code)
+_read: "dict[str, Read | None]" = {}  # by module name
 _bundles: "dict[tuple[str, ...], Bundle | None]" = {}  # by the domain's sys.path
 _compiled: dict[str, bytes] = {}
 
@@ -186,10 +199,8 @@ def bundle(sys_path: "Sequence[str]", site_plan: "SitePlan | None") -> "Bundle |
     key = tuple(sys_path)
     if key not in _bundles:
         own = _read_module(__name__)
-        if own is None or own[2] is None:
-            _bundles[key] = None
-        else:
-            _bundles[key] = (own[2], *_entries(sys_path, site_plan))
+        code = None if own is None else own[3]
+        _bundles[key] = None if code is None else (code, *_entries(sys_path, site_plan))
     return _bundles[key]
 
 
@@ -201,38 +212,39 @@ def _entries(sys_path: "Sequence[str]", site_plan: "SitePlan | None") -> tuple[b
         read = _read_module(name)
         if read is None:
             continue
-        origin, is_package, code = read
+        origin, cached, is_package, code = read
         if "." not in name and _found_at(name, sys_path, site_plan) != origin:
             continue  # the domain finds another file first (or none): its own import looks
-        if code is None:
-            entries.append((name, origin, is_package, -1, -1))
-            continue
-        entries.append((name, origin, is_package, size, size + len(code)))
-        parts.append(code)
-        size += len(code)
+        folder = os.path.dirname(origin)
+        where = os.path.dirname(folder) if is_package else folder
+        start = end = -1
+        if code is not None:
+            start, end = size, size + len(code)
+            parts.append(code)
+            size = end
+        entries.append((name, origin, cached, folder if is_package else "", where, start, end))
     return marshal.dumps(tuple(entries)), b"".join(parts)
 
 
-def _read_module(name: str) -> tuple[str, bool, bytes | None] | None:
-    """(file, package?, code) of a module this interpreter loaded from a file, else None."""
+def _read_module(name: str) -> "Read | None":
+    """What a domain needs of a module (see Read) loaded from a file, else None."""
     if name in _read:
         return _read[name]
     spec = _spec_of(name)
     loader = getattr(spec, "loader", None)
     origin = getattr(spec, "origin", None)
-    if spec is None or not isinstance(origin, str) or not os.path.isabs(origin):
-        _read[name] = None
-        return None
-    is_package = spec.submodule_search_locations is not None
-    read: tuple[str, bool, bytes | None] | None
-    if type(loader) is _external.ExtensionFileLoader:
-        # Only one loaded here: some must be loaded by the main interpreter first (msgpack).
-        read = (origin, is_package, None) if name in sys.modules else None
-    elif type(loader) is _external.SourceFileLoader:
-        code = _code_of(name, origin, spec.cached, loader)
-        read = None if code is None else (origin, is_package, code)
-    else:
-        read = None
+    read: Read | None = None
+    if spec is not None and isinstance(origin, str) and os.path.isabs(origin):
+        is_package = spec.submodule_search_locations is not None
+        cached = spec.cached or ""
+        if type(loader) is _external.ExtensionFileLoader:
+            # Only one loaded here: some must be loaded by the main interpreter first (msgpack).
+            if name in sys.modules:
+                read = (origin, cached, is_package, None)
+        elif type(loader) is _external.SourceFileLoader:
+            code = _code_of(name, origin, cached, loader)
+            if code is not None:
+                read = (origin, cached, is_package, code)
     _read[name] = read
     return read
 
@@ -252,12 +264,12 @@ def _spec_of(name: str) -> "ModuleSpec | None":
 
 
 def _code_of(
-    name: str, origin: str, cached: str | None, loader: _external.SourceFileLoader
+    name: str, origin: str, cached: str, loader: _external.SourceFileLoader
 ) -> bytes | None:
     """The marshalled code of a source module: its .pyc's when current, as the loader checks."""
     try:
         stat = os.stat(origin)
-        if cached is not None:
+        if cached:
             with open(cached, "rb") as file:
                 data = file.read()
             header = data[:16]
