@@ -62,7 +62,6 @@ MODULES = (
     "weakref",
     "appdomain._errors",
     "appdomain._core._compat",
-    "contextvars",
     "appdomain._core._context",
     "appdomain._core._wire",
     "appdomain._core._foreign",
@@ -74,8 +73,6 @@ MODULES = (
     "appdomain._core._client",
     "appdomain._core._pool",
     "appdomain._core",
-    "appdomain._channels",
-    "appdomain._channels._rehome",
     "appdomain._domains._events",
     "appdomain._domains._runtime",
     # the first call: appdomain.marshal, remoting and monitoring
