@@ -178,7 +178,11 @@ class CodeLoader(_external.SourceFileLoader):
 
 # Filled once per process; a race fills an entry twice with the same value.
 _read: "dict[str, Read | None]" = {}  # by module name
-_bundles: "dict[tuple[str, ...], Bundle | None]" = {}  # by the domain's sys.path
+# Every module read, with its code's place in one blob: the same for every domain.
+_all: "tuple[dict[str, Entry], bytes] | None" = None
+# The entries for one sys.path (a few kB each), a few paths at a time.
+_bundles: "dict[tuple[str, ...], Bundle | None]" = {}
+_MAX_PATHS = 32
 _compiled: dict[str, bytes] = {}
 
 
@@ -195,32 +199,45 @@ def bundle(sys_path: "Sequence[str]", site_plan: "SitePlan | None") -> "Bundle |
     from, ahead of its imports; None when this module itself was not loaded from a file."""
     key = tuple(sys_path)
     if key not in _bundles:
+        if len(_bundles) >= _MAX_PATHS:
+            _bundles.clear()
         own = _read_module(__name__)
         code = None if own is None else own[3]
-        _bundles[key] = None if code is None else (code, *_entries(sys_path, site_plan))
+        if code is None:
+            _bundles[key] = None
+        else:
+            entries, blob = _read_all()
+            chosen = tuple(
+                entry
+                for name, entry in entries.items()
+                # A top-level name: the domain's path must find the file read, not another.
+                if "." in name or _found_at(name, sys_path, site_plan) == entry[1]
+            )
+            _bundles[key] = (code, marshal.dumps(chosen), blob)
     return _bundles[key]
 
 
-def _entries(sys_path: "Sequence[str]", site_plan: "SitePlan | None") -> tuple[bytes, bytes]:
-    entries: list[Entry] = []
-    parts: list[bytes] = []
-    size = 0
-    for name in MODULES:
-        read = _read_module(name)
-        if read is None:
-            continue
-        origin, cached, is_package, code = read
-        if "." not in name and _found_at(name, sys_path, site_plan) != origin:
-            continue  # the domain finds another file first (or none): its own import looks
-        folder = os.path.dirname(origin)
-        where = os.path.dirname(folder) if is_package else folder
-        start = end = -1
-        if code is not None:
-            start, end = size, size + len(code)
-            parts.append(code)
-            size = end
-        entries.append((name, origin, cached, folder if is_package else "", where, start, end))
-    return marshal.dumps(tuple(entries)), b"".join(parts)
+def _read_all() -> "tuple[dict[str, Entry], bytes]":
+    global _all
+    if _all is None:
+        entries: dict[str, Entry] = {}
+        parts: list[bytes] = []
+        size = 0
+        for name in MODULES:
+            read = _read_module(name)
+            if read is None:
+                continue
+            origin, cached, is_package, code = read
+            folder = os.path.dirname(origin)
+            where = os.path.dirname(folder) if is_package else folder
+            start = end = -1
+            if code is not None:
+                start, end = size, size + len(code)
+                parts.append(code)
+                size = end
+            entries[name] = (name, origin, cached, folder if is_package else "", where, start, end)
+        _all = (entries, b"".join(parts))
+    return _all
 
 
 def _read_module(name: str) -> "Read | None":
