@@ -3,10 +3,11 @@
 A fresh interpreter pays for every module it imports: the path finder looks through
 ``sys.path`` (a listing of each folder on its first use, then a stat per candidate), opens
 and reads the ``.pyc``, checks it against its source, then unmarshals and runs it:
-~100-200 us a module, for the ~60 a domain imports to boot and serve its first call
+~100-200 us a module, for the ~45 a domain imports to boot and serve its first call
 (appdomain's own and the stdlib ones they need).  The creator reads those files once per
-process (``bundle``) and gives each new domain their code in one bytes object (bytes cross
-interpreters by one copy); a finder there (``install``, run before appdomain is importable)
+process (``bundle``: a file edited later is not read again, as this interpreter does not
+import it again either) and gives each new domain their code in one bytes object (bytes
+cross interpreters by one copy); a finder there (``install``, run before appdomain is importable)
 serves each of them once, from the file the path finder would have found, with the spec
 and loader it would have made, so the modules are what they would have been (``__file__``,
 ``__spec__``, tracebacks, ``importlib.resources``).  Only unmarshalling and running remain.
