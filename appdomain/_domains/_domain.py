@@ -57,7 +57,9 @@ try:
     _appdomain_runtime.boot_subdomain(cfg)
 finally:
     gc.enable()
-    del boot, cfg, site_plan, site_code, site_absent, preload, _appdomain_runtime
+    for _appdomain_name in ("boot", "cfg", "site_plan", "site_code", "site_absent", "preload",
+                            "_appdomain_preload", "_appdomain_runtime", "_appdomain_name"):
+        globals().pop(_appdomain_name, None)  # what is there: a failed boot reports its error
 """
 _BOOT_SOURCE = "import marshal\nexec(marshal.loads(boot))\ndel marshal\n"
 

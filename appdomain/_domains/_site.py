@@ -186,6 +186,8 @@ def absent(sys_path: Sequence[str]) -> tuple[str, ...]:
     """
     key = tuple(sys_path)
     if key not in _absent:
+        if len(_absent) >= 32:  # a few paths at a time
+            _absent.clear()
         import importlib.machinery
 
         _absent[key] = tuple(
