@@ -281,3 +281,43 @@ def test_fresh_references_sent_to_two_domains_in_turn_arrive_whole(
         collect_everywhere(domain)
         twin.do_callback(gc.collect)
         assert live_count() == 0
+
+
+def test_objects_of_one_type_returned_to_two_callers_work_in_both(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    # A callee names a returned object's type in full once per caller, then by a token:
+    # each caller must get the full form first.
+    with AppDomain.create_domain("CountCaller") as caller:
+        for i in range(20):
+            assert keeper.make().twice(i) == (2 * i, domain.id)
+        assert caller.do_callback(helpers.use_made, keeper, 20) == [
+            (2 * i, domain.id) for i in range(20)
+        ]
+        assert keeper.make().twice(3) == (6, domain.id)
+        caller.do_callback(gc.collect)
+    collect_everywhere(domain)
+    assert domain.do_callback(live_count) == 1  # the keeper
+
+
+def test_first_objects_returned_to_8_threads_at_once_all_work(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    # The reply naming the type in full can reach this domain after another thread's
+    # reply that names it by token only.
+    start = threading.Barrier(8)
+    results: list[object] = []
+
+    def first_calls() -> None:
+        start.wait()
+        try:
+            results.extend(keeper.make().twice(i) for i in range(5))
+        except BaseException as exc:  # reported by the assert below
+            results.append(exc)
+
+    threads = [threading.Thread(target=first_calls) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == sorted([(2 * i, domain.id) for i in range(5)] * 8)

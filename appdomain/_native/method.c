@@ -296,7 +296,36 @@ tuple_as(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
     return t;
 }
 
-/* The proxy for a reference a lean call returned, data = (oid, module, qualname) of an
+/* The names (module, qualname) of the type of a reference a lean call returned, data:
+ * (oid, module, qualname), or (oid, module, qualname, token) the first time the callee
+ * returns one of that type here (kept in returned under (callee iid, token)), or the
+ * compact (oid, token) later.  New reference; NULL with no exception for a compact form
+ * not met here (another thread's reply that brings it in full may still be on its way). */
+static PyObject *
+returned_names(PyObject *returned, PyObject *iid, PyObject *data)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(data);
+    if (n == 3) {
+        return PyTuple_GetSlice(data, 1, 3);
+    }
+    PyObject *key = PyTuple_Pack(2, iid, PyTuple_GET_ITEM(data, n - 1)), *names = NULL;
+    if (key == NULL) {
+        return NULL;
+    }
+    if (n == 4) {
+        names = PyTuple_GetSlice(data, 1, 3);
+        if (names != NULL && PyDict_SetItem(returned, key, names) < 0) {
+            Py_CLEAR(names);
+        }
+    }
+    else if (PyDict_GetItemRef(returned, key, &names) == 0) {
+        names = NULL;
+    }
+    Py_DECREF(key);
+    return names;
+}
+
+/* The proxy for a reference a lean call returned, data (returned_names) naming an
  * object of the callee (so on the route of caller_ref, the RemoteRef of the proxy called),
  * which the callee counted once for us: this interpreter's proxy for it counts one more, or
  * a new one is made (as remoting's proxy_for does) holding that one, its weak entry
@@ -308,7 +337,7 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
 {
     PyObject *fast = st->fast, *proxies = st->proxies;
     if (fast == NULL || proxies == NULL || !PyTuple_CheckExact(data)
-        || PyTuple_GET_SIZE(data) != 3) {
+        || PyTuple_GET_SIZE(data) < 2 || PyTuple_GET_SIZE(data) > 4) {
         Py_RETURN_NONE;
     }
     PyObject *const *it = &PyTuple_GET_ITEM(data, 0);
@@ -319,6 +348,14 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
     PyObject *key = NULL, *listed = NULL, *name = NULL, *cls = NULL;
     PyObject *ref = NULL, *proxy = NULL, *dict = NULL, *cell = NULL, *entry = NULL;
     PyObject *result = NULL;
+    /* Names first: a type sent in full is learnt whatever happens to this reply. */
+    if ((name = returned_names(PyTuple_GET_ITEM(fast, 10), PyTuple_GET_ITEM(route, 0), data))
+        == NULL) {
+        if (!PyErr_Occurred()) {
+            result = Py_NewRef(Py_None);   /* Python asks the callee */
+        }
+        goto out;
+    }
     if ((key = PyTuple_Pack(2, PyTuple_GET_ITEM(route, 0), it[0])) == NULL
         || PyDict_GetItemRef(proxies, key, &listed) < 0) {
         goto out;
@@ -336,7 +373,7 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
             PyObject *held = NULL, *own = NULL;
             PyObject *pd = PyObject_GenericGetDict(live, NULL);
             int ok = pd != NULL && PyDict_GetItemRef(pd, str_cell, &held) > 0
-                     && PyObject_GetOptionalAttr(listed, str_entry_cell, &own) > 0
+                     && (own = entry_get(listed, entry_type, st->off_cell, str_entry_cell)) != NULL
                      && own == held && PyList_CheckExact(held) && PyList_GET_SIZE(held) >= 3;
             PyErr_Clear();
             if (ok) {
@@ -359,15 +396,14 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
         }
         Py_CLEAR(listed);   /* dead: its callback is on its way; a new proxy takes its key */
     }
-    if ((name = PyTuple_GetSlice(data, 1, 3)) == NULL
-        || PyDict_GetItemRef(PyTuple_GET_ITEM(fast, 0), name, &cls) < 0) {
+    if (PyDict_GetItemRef(PyTuple_GET_ITEM(fast, 0), name, &cls) < 0) {
         goto out;
     }
     if (cls == NULL || !PyType_Check(cls)) {
         result = Py_NewRef(Py_None);
         goto out;
     }
-    PyObject *parts[4] = {route, it[0], it[1], it[2]};
+    PyObject *parts[4] = {route, it[0], PyTuple_GET_ITEM(name, 0), PyTuple_GET_ITEM(name, 1)};
     PyObject *one = PyLong_FromLong(1);
     if (one == NULL) {
         goto out;
@@ -385,10 +421,10 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
         || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
         || PyDict_SetItem(dict, str_ref, ref) < 0
         || PyDict_SetItem(dict, str_cell, cell) < 0
-        || (entry = PyObject_CallFunctionObjArgs((PyObject *)entry_type, proxy,
-                                                 PyTuple_GET_ITEM(fast, 4), NULL)) == NULL
-        || PyObject_SetAttr(entry, str_key, key) < 0
-        || PyObject_SetAttr(entry, str_entry_cell, cell) < 0) {
+        || (entry = PyObject_Vectorcall((PyObject *)entry_type,
+                                     (PyObject *[]){proxy, PyTuple_GET_ITEM(fast, 4)}, 2, NULL)) == NULL
+        || entry_put(entry, entry_type, st->off_key, str_key, key) < 0
+        || entry_put(entry, entry_type, st->off_cell, str_entry_cell, cell) < 0) {
         goto out;
     }
     /* Allocating above may have run other code (a collection's finalizers): list ours

@@ -32,6 +32,7 @@ from ._proxy import (
     _lean_classes,
     _on_gone,
     _proxies,
+    _returned_types,
     is_transparent_proxy,
     lean_proxy,
     live_proxies,
@@ -167,7 +168,13 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
         exported = _export(result)  # the C switch's export, or _table's
         if exported is None:  # not one C exports (a lease to ask for)
             exported = _table.export(result)
-        return (_LEAN_REF, (exported, info[4], info[5]), ctx_back)
+        # The type in full once per caller, then by its token (_proxy._returned_names).
+        token: Any = info[6]
+        told = _lean_caller() << 32 | token
+        if told in _told_back:
+            return (_LEAN_REF, (exported, token), ctx_back)
+        _told_back.add(told)
+        return (_LEAN_REF, (exported, info[4], info[5], token), ctx_back)
     if isinstance(result, MarshalByRefObject) and not is_transparent_proxy(result):
         reduced = _reduce_here(result)
         _learn(kind, reduced)
@@ -179,10 +186,14 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
 # lean_proxy does, once lean_proxy has met its type.
 # The same tuple lets it make the proxy of a reference a lean call returns, and release a
 # dead proxy's references (_native/method.c adopt_ref, module.c proxy_gone).
-# Its last item keeps the full form of each type lent to this domain, so that later calls
-# send a compact one (_native/module.c lend).
-_kept_refs: dict[tuple[int, int], tuple[Shareable, ...]] = {}
-_fast = (_lean_classes, RemoteRef, Route, _Entry, _on_gone, _REF, "key", _CELL, "cell", _kept_refs)
+# Its tenth item keeps, for each type lent to this domain, the Route and names its full form
+# came with, so that later calls send a compact one (_native/module.c lend, switch.c
+# ref_parts); its last the types lean calls returned here (_proxy._returned_names).
+_kept_refs: dict[tuple[int, int], tuple[Route, tuple[str, str]]] = {}
+_fast = (
+    *(_lean_classes, RemoteRef, Route, _Entry, _on_gone, _REF, "key", _CELL, "cell"),
+    *(_kept_refs, _returned_types),
+)
 
 
 def _home(oid: int) -> object:
@@ -224,6 +235,16 @@ def _learn(cls: type, reduced: tuple[Shareable, ...]) -> None:
 # token); the token names the type in compact references to a domain sent it in full.
 _lean_types: dict[type, tuple[Shareable, ...]] = {}
 _tokens = itertools.count(1)
+# (caller interp id << 32 | token) of each type a lean reply named in full to that caller.
+_told_back: set[int] = set()
+
+
+def _op_type_names(token: int) -> tuple[str, str]:
+    """Name the type a token stands for in lean replies: (module, qualname)."""
+    for info in list(_lean_types.values()):
+        if info[6] == token:
+            return (info[4], info[5])  # type: ignore[return-value]
+    raise LookupError(f"no type of this domain has the token {token!r}")
 
 
 def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
@@ -242,6 +263,7 @@ _new_tuple = tuple.__new__
 _logical_data = _context._data  # the call context's variable: None when it carries nothing
 _state = _core.state
 _enter_call = _core.enter_call
+_lean_caller: Callable[[], int] = int  # lean calls come with the C switch: install() sets it
 _leave_call = _core.leave_call
 
 
@@ -396,11 +418,12 @@ def install() -> None:
     register_reference_type(MarshalByRefObject, _reduce, _rebuild)
     if _core.CURRENT_INTERP != _core.MAIN_INTERP:
         set_resolver(_ask_default_domain)
-    global _apply_native, _export
+    global _apply_native, _export, _lean_caller
     native = _core.native_module()
     if native is not None:
         _apply_native = native.apply_releases
         _export = native.export
+        _lean_caller = native.lean_caller
         native.set_proxy_hooks(_proxies, _fast, _release_at_owner, _arm_owner)
         native.set_table_hooks(_table._entries, _table._Entry, _table._lock, _table._leaseless)
     _core.set_release_hook(_drain_releases, None if native is None else native.releases_pending)
@@ -421,6 +444,7 @@ def install() -> None:
         f"{__package__}:exit": _op_exit,
         f"{__package__}:incref": _op_incref,
         f"{__package__}:live_count": _op_live_count,
+        f"{__package__}:type_names": _op_type_names,
     }
     for name, handler in handlers.items():
         _core.register_op(name, handler)
