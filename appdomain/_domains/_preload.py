@@ -47,9 +47,10 @@ if TYPE_CHECKING:
 
 __all__ = ["MODULES", "bundle", "compiled", "install"]
 
-# What a domain's boot and first call import beside the modules the interpreter has frozen,
-# in the order they are first imported.  A module missing here loads as usual, only slower;
-# one the creator has not loaded itself is skipped.
+# What a domain's boot and first call import beside the modules the interpreter has frozen
+# or built in, in the order they are first imported (extension modules too: where CPython
+# builds them as files, finding one would list folders of sys.path).  A module missing here
+# loads as usual, only slower; one the creator has not loaded itself is skipped.
 MODULES = (
     "__future__",
     "appdomain",
@@ -62,9 +63,13 @@ MODULES = (
     "appdomain._aliases",
     "weakref",
     "appdomain._errors",
+    "_interpqueues",
+    "_interpreters",
     "appdomain._core._compat",
+    "_contextvars",
     "appdomain._core._context",
     "appdomain._core._wire",
+    "_socket",
     "appdomain._core._foreign",
     "appdomain._core._serve",
     "appdomain._core._wake",
@@ -91,6 +96,7 @@ MODULES = (
     "appdomain._remoting",
     "appdomain._remoting._async",
     "appdomain._remoting._base",
+    "_queue",
     "appdomain._remoting._release",
     "appdomain._remoting._proxy",
     "appdomain._remoting._table",
