@@ -103,6 +103,9 @@ MODULES = (
     "appdomain._remoting._server",
     "appdomain._core._meter",
     "appdomain._domains._monitoring",
+    # its unload
+    "appdomain._channels",
+    "appdomain._channels._rehome",
 )
 
 
