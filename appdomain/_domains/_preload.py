@@ -293,17 +293,20 @@ def _code_of(
     """The marshalled code of a source module: its .pyc's when current, as the loader checks."""
     try:
         stat = os.stat(origin)
-        if cached:
-            with open(cached, "rb") as file:
-                data = file.read()
-            header = data[:16]
-            if (
-                header[:4] == _external.MAGIC_NUMBER
-                and int.from_bytes(header[4:8], "little") == 0  # checked by time and size
-                and int.from_bytes(header[8:12], "little") == int(stat.st_mtime) & 0xFFFFFFFF
-                and int.from_bytes(header[12:16], "little") == stat.st_size & 0xFFFFFFFF
-            ):
-                return data[16:]
+        with open(cached, "rb") as file:
+            data = file.read()
+    except OSError:
+        data = b""
+    else:
+        header = data[:16]
+        if (
+            header[:4] == _external.MAGIC_NUMBER
+            and int.from_bytes(header[4:8], "little") == 0  # checked by time and size
+            and int.from_bytes(header[8:12], "little") == int(stat.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(header[12:16], "little") == stat.st_size & 0xFFFFFFFF
+        ):
+            return data[16:]
+    try:
         code = loader.get_code(name)  # no current .pyc: compiled here, once
     except (OSError, ImportError, SyntaxError, ValueError):
         return None
