@@ -46,10 +46,8 @@ def fail_inside_appdomain() -> None:
     _runtime.load_module("no_such_module_for_preload_tests")
 
 
-def contextvars_is_the_stand_in() -> bool:
-    import contextvars
-
-    return getattr(contextvars, "STAND_IN", False)
+def future_is_the_stand_in() -> bool:
+    return getattr(sys.modules["__future__"], "STAND_IN", False)
 
 
 def reload_runtime_events() -> tuple[str | None, bool]:
@@ -78,10 +76,13 @@ def test_tracebacks_from_a_domain_name_appdomains_files(domain: AppDomain) -> No
 def test_a_module_the_domains_path_finds_first_is_the_one_it_imports(
     domain_factory: Factory, tmp_path: Path
 ) -> None:
-    # The real contextvars is this line and __all__: the stand-in works as well.
-    (tmp_path / "contextvars.py").write_text("from _contextvars import *\nSTAND_IN = True\n")
+    # A stand-in for __future__ (which every appdomain module imports) that runs the real one.
+    real = sys.modules["__future__"].__file__
+    (tmp_path / "__future__.py").write_text(
+        f"exec(compile(open({real!r}).read(), {real!r}, 'exec'))\nSTAND_IN = True\n"
+    )
     domain = domain_factory(setup=AppDomainSetup(application_base=str(tmp_path)))
-    assert domain.do_callback(contextvars_is_the_stand_in) is True
+    assert domain.do_callback(future_is_the_stand_in) is True
     assert domain.create_instance_and_unwrap(remoting_helpers.Calculator).add(1, 2) == 3
 
 
