@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import types
 import weakref
-from collections.abc import Callable, Iterator
 
 from .. import _core
 from .._core import Route, _context
@@ -33,6 +32,7 @@ from ._release import release as _release_at_owner
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import concurrent.futures
+    from collections.abc import Callable, Iterator
     from types import NotImplementedType
     from typing import Any, NoReturn, Protocol
 

@@ -6,7 +6,6 @@ import itertools
 import os
 import sys
 import types
-from collections.abc import Iterator
 
 from .. import _core
 from .._core import Route, _compat, _context
@@ -46,7 +45,7 @@ from ._release import release as _release_at_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from .._core._serve import OpHandler
