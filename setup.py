@@ -26,6 +26,7 @@ setup(
                 "appdomain/_native/method.c",
                 "appdomain/_native/gilpeek.c",
                 "appdomain/_native/marshal_check.c",
+                "appdomain/_native/lock.c",
             ],
             depends=["appdomain/_native/native.h", "appdomain/_native/core.h"],
             optional=True,

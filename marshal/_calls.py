@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import array
 import marshal as _stdlib_marshal
+import sys
 
 from .._errors import SerializationException
 from . import _tags as tg
@@ -24,6 +24,7 @@ from ._markers import Ref
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    import array
     from typing import Any, TypeIs
 
     from ._callplan import CallPlan
@@ -42,7 +43,14 @@ __all__ = [
     "wire_to_bytes",
 ]
 
-_OUT_TYPES = (bytearray, array.array, memoryview, list, dict, set, Ref)
+# And array.array: looked up where it is needed, for array (which imports collections.abc,
+# ~1.5 ms) is loaded only by programs that make arrays.
+_OUT_TYPES = (bytearray, memoryview, list, dict, set, Ref)
+
+
+def _is_array(value: object) -> TypeIs[array.array[Any]]:
+    module = sys.modules.get("array")
+    return module is not None and isinstance(value, module.array)
 
 
 def _native(values: tuple[Any, ...]) -> TypeIs[tuple[Shareable, ...]]:
@@ -90,7 +98,9 @@ def _check_out(args: tuple[object, ...], kwargs: dict[str, object], plan: CallPl
     checks = [(plan.arg_name(i), args[i]) for i in plan.out_positions if i < len(args)]
     checks += [(f"argument {k!r}", v) for k, v in kwargs.items() if k in plan.out_names]
     for where, value in checks:
-        if not isinstance(value, _OUT_TYPES) or (isinstance(value, memoryview) and value.readonly):
+        if not (isinstance(value, _OUT_TYPES) or _is_array(value)) or (
+            isinstance(value, memoryview) and value.readonly
+        ):
             raise SerializationException(
                 f"{where} is an Out parameter, so it must be a bytearray, array.array, writable "
                 f"memoryview, list, dict, set or Ref (got {short_repr(value)} that is a "
@@ -204,8 +214,8 @@ def copy_back(target: object, node: Shareable) -> None:
     value: Any = decode(node)  # the callee's final value of the parameter
     if isinstance(target, bytearray | list):
         target[:] = value
-    elif isinstance(target, array.array):
-        if not isinstance(value, array.array) or value.typecode != target.typecode:
+    elif _is_array(target):
+        if not _is_array(value) or value.typecode != target.typecode:
             raise SerializationException(
                 f"copy-back into array({target.typecode!r}) got {short_repr(value)}"
             )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import marshal as _stdlib_marshal
 import sys
-from collections.abc import Callable, Iterable
 
 from .._errors import SerializationException
 from . import _tags as tg
@@ -18,6 +17,7 @@ from ._registry import find_reference_type, on_registry_change
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from collections.abc import Callable, Iterable
     from typing import Any
 
     from ._tags import Node, Shareable

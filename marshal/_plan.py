@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import array
-from collections.abc import Callable
+import sys
 
 from ._markers import OUT_MARKER, Ref
 
@@ -11,6 +10,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing loads only when a signature is planned
     import re
     import weakref
+    from collections.abc import Callable
 
     from ._callplan import CallPlan
 
@@ -18,7 +18,7 @@ __all__ = ["CallPlan", "plan_for"]
 
 TIER_PRIMITIVE, TIER_COPY, TIER_COPY_BACK, TIER_SERIALIZE = 1, 2, 3, 4
 _PRIMITIVES: frozenset[object] = frozenset({int, float, bool, None, type(None)})
-_COPIED: frozenset[object] = frozenset({str, bytes, bytearray, memoryview, array.array})
+_COPIED: frozenset[object] = frozenset({str, bytes, bytearray, memoryview})  # and array.array
 _NAMES = {
     **{t.__name__: TIER_PRIMITIVE for t in (int, float, bool)},
     "None": TIER_PRIMITIVE,
@@ -221,6 +221,9 @@ def tier_of(annotation: object) -> int:
         if annotation in _PRIMITIVES:
             return TIER_PRIMITIVE
         if annotation in _COPIED:
+            return TIER_COPY
+        array = sys.modules.get("array")  # not imported for this: it costs a domain ~1.5 ms
+        if array is not None and annotation is array.array:
             return TIER_COPY
     except TypeError:  # unhashable annotation objects
         pass

@@ -13,7 +13,6 @@ payload, however deep the data nests.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 from .._errors import SerializationException
 from . import _tags as tg
@@ -21,6 +20,7 @@ from ._limits import depth_error, native_depth, unpack_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from collections.abc import Callable
     from typing import Any
 
     from ._tags import Shareable

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
 
 from .._aliases import local_to_wire as _alias_out
 from .._aliases import wire_to_local as _alias_in
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = [

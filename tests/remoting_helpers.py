@@ -282,3 +282,8 @@ def live_objects() -> int:
     from appdomain._remoting import live_count
 
     return live_count()
+
+
+def use_made(keeper: Keeper, count: int) -> list[tuple[int, int]]:
+    """Inside a domain: have keeper make count objects, and call each once."""
+    return [keeper.make().twice(i) for i in range(count)]

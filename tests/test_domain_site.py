@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appdomain import AppDomain
+from appdomain import AppDomain, AppDomainSetup
 from appdomain._domains import _site
 
 EDITABLE_LINE = "import __editable___demo_0_1_finder; __editable___demo_0_1_finder.install()\n"
@@ -97,6 +97,20 @@ def test_new_domain_has_sites_builtins_and_this_process_path(domain: AppDomain) 
     assert [p for p in sys.path if "site-packages" in p] == [
         p for p in path if "site-packages" in p
     ]
+
+
+def customized() -> object:
+    """Inside a domain: what its sitecustomize left, if one ran."""
+    return getattr(sys, "customized_by", None)
+
+
+def test_a_sitecustomize_on_the_domains_path_runs_there(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.customized_by = __file__\n")
+    setup = AppDomainSetup(application_base=str(tmp_path))
+    with AppDomain.create_domain("Customized", setup) as customized_domain:
+        assert customized_domain.do_callback(customized) == str(tmp_path / "sitecustomize.py")
+    with AppDomain.create_domain("Plain") as plain:
+        assert plain.do_callback(customized) is None
 
 
 def test_domain_creation_leaves_this_interpreters_site_setting_alone(domain: AppDomain) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
+from collections.abc import Callable
 
 import pytest
 import remoting_helpers as helpers
@@ -24,6 +25,26 @@ def keeper(domain: AppDomain) -> helpers.Keeper:
 def collect_everywhere(domain: AppDomain) -> None:
     domain.do_callback(gc.collect)
     gc.collect()
+
+
+def on_8_threads(work: Callable[..., object], *args: object) -> list[BaseException]:
+    """Run work(*args) on 8 threads that start together; return what they raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def run() -> None:
+        start.wait()
+        try:
+            work(*args)
+        except BaseException as exc:  # returned: the test asserts there is none
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 def test_fresh_reference_per_call_leaves_nothing_exported(
@@ -51,20 +72,12 @@ def test_kept_reference_outlives_the_same_object_sent_by_8_threads(
 ) -> None:
     client = helpers.Client()
     keeper.keep(client)
-    errors: list[BaseException] = []
 
     def send_and_drop(sent: helpers.Client) -> None:
-        try:
-            for _ in range(100):
-                keeper.touch(sent)
-        except BaseException as exc:  # reported by the assert below
-            errors.append(exc)
+        for _ in range(100):
+            keeper.touch(sent)
 
-    threads = [threading.Thread(target=send_and_drop, args=(client,)) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = on_8_threads(send_and_drop, client)
     del client
     collect_everywhere(domain)
     assert errors == []
@@ -160,27 +173,15 @@ def test_reference_kept_by_a_call_that_fails_stays_counted(
 def test_fresh_references_sent_by_8_threads_at_once_are_all_released(
     keeper: helpers.Keeper, domain: AppDomain
 ) -> None:
-    errors: list[BaseException] = []
-    start = threading.Barrier(8)
-
     def send() -> None:
-        try:
-            start.wait()
-            for i in range(100):
-                client = helpers.Client()
-                if i % 10 == 0:
-                    keeper.keep(client)  # some kept (and replaced), most not
-                else:
-                    assert keeper.call_back(client, i) == (2 * i, 1)
-        except BaseException as exc:  # reported by the assert below
-            errors.append(exc)
+        for i in range(100):
+            client = helpers.Client()
+            if i % 10 == 0:
+                keeper.keep(client)  # some kept (and replaced), most not
+            else:
+                assert keeper.call_back(client, i) == (2 * i, 1)
 
-    threads = [threading.Thread(target=send) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert on_8_threads(send) == []
     keeper.drop()
     collect_everywhere(domain)
     assert live_count() == 0
@@ -228,27 +229,18 @@ def test_returned_references_made_by_8_threads_are_all_released(
     keeper: helpers.Keeper, domain: AppDomain
 ) -> None:
     exported = domain.do_callback(live_count)
-    errors: list[BaseException] = []
     kept: list[helpers.Client] = []
 
     def make_and_drop() -> None:
-        try:
-            for i in range(100):
-                made = keeper.make()
-                assert made.twice(i) == (2 * i, domain.id)
-                if i % 10 == 0:
-                    kept.append(made)
-                shared = keeper.mine()
-                assert shared.twice(1) == (2, domain.id)
-        except BaseException as exc:  # reported by the assert below
-            errors.append(exc)
+        for i in range(100):
+            made = keeper.make()
+            assert made.twice(i) == (2 * i, domain.id)
+            if i % 10 == 0:
+                kept.append(made)
+            shared = keeper.mine()
+            assert shared.twice(1) == (2, domain.id)
 
-    threads = [threading.Thread(target=make_and_drop) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert on_8_threads(make_and_drop) == []
     collect_everywhere(domain)
     assert [client.twice(5) for client in kept] == [(10, domain.id)] * len(kept)
     assert domain.do_callback(live_count) == exported + len(kept)
@@ -281,3 +273,34 @@ def test_fresh_references_sent_to_two_domains_in_turn_arrive_whole(
         collect_everywhere(domain)
         twin.do_callback(gc.collect)
         assert live_count() == 0
+
+
+def test_objects_of_one_type_returned_to_two_callers_work_in_both(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    # A callee names a returned object's type in full once per caller, then by a token:
+    # each caller must get the full form first.
+    with AppDomain.create_domain("CountCaller") as caller:
+        for i in range(20):
+            assert keeper.make().twice(i) == (2 * i, domain.id)
+        assert caller.do_callback(helpers.use_made, keeper, 20) == [
+            (2 * i, domain.id) for i in range(20)
+        ]
+        assert keeper.make().twice(3) == (6, domain.id)
+        caller.do_callback(gc.collect)
+    collect_everywhere(domain)
+    assert domain.do_callback(live_count) == 1  # the keeper
+
+
+def test_first_objects_returned_to_8_threads_at_once_all_work(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    # The reply naming the type in full can reach this domain after another thread's
+    # reply that names it by token only.
+    results: list[tuple[int, int]] = []
+
+    def first_calls() -> None:
+        results.extend(keeper.make().twice(i) for i in range(5))
+
+    assert on_8_threads(first_calls) == []
+    assert sorted(results) == sorted([(2 * i, domain.id) for i in range(5)] * 8)

@@ -48,14 +48,14 @@ FOREIGN_BASE = 1 << 40
 
 # The key naming this process to others: host name and process id, so that two processes
 # of a cluster, or a process and a later one given the same id, never share a key.
-PROCESS_KEY = f"{_socket.gethostname()}:{os.getpid()}:{int.from_bytes(os.urandom(4), 'big'):08x}"
 # Every interpreter of a process must agree on the key (references name it): the first to
 # make one (the main interpreter) leaves it in the environment, which domains created
 # afterwards copy; the process id in it tells a key inherited by a child process.
-_inherited = os.environ.get("APPDOMAIN_PROCESS_KEY", "")
-if _inherited.split(":")[1:2] == [str(os.getpid())]:
-    PROCESS_KEY = _inherited
-else:
+PROCESS_KEY = os.environ.get("APPDOMAIN_PROCESS_KEY", "")
+if PROCESS_KEY.split(":")[1:2] != [str(os.getpid())]:
+    PROCESS_KEY = (
+        f"{_socket.gethostname()}:{os.getpid()}:{int.from_bytes(os.urandom(4), 'big'):08x}"
+    )
     os.environ["APPDOMAIN_PROCESS_KEY"] = PROCESS_KEY
 
 # foreign interpreter id -> its origin, and back: what this interpreter has met.

@@ -40,10 +40,13 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
 
 __all__ = [
     "BoundMethod",
+    "TableLock",
     "apply_releases",
     "available",
     "call",
     "export",
+    "lean_caller",
+    "lean_ref",
     "method_member",
     "proxy_gone",
     "refresh",
@@ -104,6 +107,7 @@ _native.set_context_var(_context._data)
 
 # Proxy methods bound and called in C (see _native/method.c and remoting's RemoteMethod).
 BoundMethod = _native.BoundMethod
+TableLock = _native.TableLock
 method_member = _native.method_member
 set_method_hooks = _native.set_method_hooks
 # By-reference arguments of lean calls (remoting's MarshalByRefObject, _ref_out, _ref_done).
@@ -112,6 +116,8 @@ set_reference_hooks = _native.set_reference_hooks
 # proxy_gone, which queues the release at an owner the switch serves.
 set_proxy_hooks = _native.set_proxy_hooks
 proxy_gone = _native.proxy_gone
+lean_caller = _native.lean_caller
+lean_ref = _native.lean_ref
 releases_pending = _native.releases_pending
 # The object table's common steps in C (remoting's _table: export of an object without a
 # lease, the releases queued for this domain).

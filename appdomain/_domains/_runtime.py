@@ -8,16 +8,15 @@ another domain may need to call back into it.  Every other domain is booted by
 
 from __future__ import annotations
 
+import _frozen_importlib_external  # importlib.machinery's loaders, without importing it
 import gc
 import importlib
-import importlib.machinery
 import os
 import sys
 import threading
 import time
 
 from .. import _aliases, _core
-from .._channels import _rehome
 from .._core import Route, WakeSocket, _compat, is_internal, register_op, state
 from .._errors import ThreadAbortException
 from ._events import Event, EventArgs, UnhandledExceptionEventArgs
@@ -27,6 +26,7 @@ if TYPE_CHECKING:  # typing, collections.abc and socket cost every new domain ~5
     import _socket
     import types
     from collections.abc import Callable, Sequence
+    from importlib.machinery import ModuleSpec
     from typing import Any
 
     from .._core._wire import Shareable
@@ -152,7 +152,7 @@ class _MainAliasFinder:  # a meta path finder; importlib.abc would cost every do
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         if fullname != MAIN_ALIAS:
             return None
         import importlib.util  # on first use: with types, ~0.4 ms of every domain's start
@@ -176,7 +176,7 @@ class _MainAliasFinder:  # a meta path finder; importlib.abc would cost every do
 importing_main = False
 
 
-class _MainLoader(importlib.machinery.SourceFileLoader):
+class _MainLoader(_frozen_importlib_external.SourceFileLoader):
     """Load the main script, noting it so that its unguarded top-level code fails clearly."""
 
     def exec_module(self, module: types.ModuleType) -> None:
@@ -189,7 +189,7 @@ class _MainLoader(importlib.machinery.SourceFileLoader):
 
 
 def exec_module_from_file(
-    name: str, path: str, loader: importlib.machinery.SourceFileLoader | None = None
+    name: str, path: str, loader: _frozen_importlib_external.SourceFileLoader | None = None
 ) -> types.ModuleType:
     """Import the file at path as module name (registered in sys.modules unless it fails)."""
     import importlib.util  # on first use (see _MainAliasFinder)
@@ -479,6 +479,8 @@ def join_threads(deadline: float, report_queue: int, token: int) -> None:
         raise TimeoutError("the unload gave up waiting")  # the cancel follows
     # Tell the unloader which channels hold values sent from here, to re-send them, and
     # which entry queues to wait on before destroying the interpreter.
+    from .._channels import _rehome  # here: a domain's start need not import channels
+
     channels = tuple(_rehome.sent_to)
     _compat.queue_put(report_queue, (channels, tuple(_core.state.entry_queues)))
     # Nothing runs here any more: release what the interpreter's teardown would not.

@@ -22,10 +22,12 @@ from .._core import _compat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     # (import lines to run, editable finders' mappings: ((package, folder), ...) each)
     type SitePlan = tuple[tuple[str, ...], tuple[tuple[tuple[str, str], ...], ...]]
 
-__all__ = ["SOURCE", "create_interp", "plan"]
+__all__ = ["SOURCE", "absent", "create_interp", "plan"]
 
 _plan: SitePlan | None = None
 
@@ -110,10 +112,11 @@ def _literal(source: str, name: str) -> object:
     return None
 
 
-# Run by a new domain's boot (namespace: the creator's plan as `site_plan`), before it
-# imports appdomain: appdomain itself may be a package installed editable.
+# Run by a new domain's boot (namespace: the creator's plan as `site_plan`, and `absent`'s
+# answer for its sys.path as `site_absent` if known), before it imports appdomain:
+# appdomain itself may be a package installed editable.
 SOURCE = '''\
-def _appdomain_site(plan):
+def _appdomain_site(plan, absent):
     import os, sys
     import _frozen_importlib_external as bootstrap
 
@@ -151,14 +154,48 @@ def _appdomain_site(plan):
             exec(line, {"__builtins__": __builtins__})
         except Exception as exc:
             print(f"Error processing .pth line {line!r}: {exc!r} (ignored)", file=sys.stderr)
-    site.execsitecustomize()
-    if site.check_enableusersite():
+    def present(name):
+        # The creator's path finder found it nowhere on this sys.path (site_absent): then
+        # only another finder could have it.  A failed import would list every folder.
+        if name not in absent:
+            return True
+        for finder in sys.meta_path:
+            if finder is not bootstrap.PathFinder and hasattr(finder, "find_spec"):
+                if finder.find_spec(name, None) is not None:
+                    return True
+        return False
+
+    if present("sitecustomize"):
+        site.execsitecustomize()
+    if site.check_enableusersite() and present("usercustomize"):
         site.execusercustomize()
 
 
-_appdomain_site(site_plan)
+_appdomain_site(site_plan, globals().get("site_absent", ()))
 del _appdomain_site, site_plan
 '''
+
+
+_absent: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def absent(sys_path: Sequence[str]) -> tuple[str, ...]:
+    """Which of sitecustomize and usercustomize no folder of sys_path holds (once a path).
+
+    Looked up with this interpreter's path finder, whose folder listings are made already.
+    """
+    key = tuple(sys_path)
+    if key not in _absent:
+        if len(_absent) >= 32:  # a few paths at a time
+            _absent.clear()
+        import importlib.machinery
+
+        _absent[key] = tuple(
+            name
+            for name in ("sitecustomize", "usercustomize")
+            if importlib.machinery.PathFinder.find_spec(name, list(sys_path)) is None
+        )
+    return _absent[key]
 
 
 # One creation at a time while site is off: the setting is the creating interpreter's.

@@ -10,8 +10,8 @@ type _LeanReply = tuple[bool | int, object, object]
 type _Invoker = Callable[[int, str, tuple[object, ...]], _LeanReply]
 # (proxies, make, settle, home, fast): how references among an invoke's arguments become
 # objects; fast, (classes, RemoteRef, Route, entry type, gone, ref name, key slot, cell
-# name, cell slot, kept full references) or None, lets the switch make proxies of known
-# types itself.
+# name, cell slot, kept full references, returned types) or None, lets the switch make
+# proxies of known types itself.
 type _RefHooks = tuple[
     dict[Any, Any],
     Callable[[Any], object],
@@ -102,6 +102,12 @@ def set_proxy_hooks(
 ) -> None:
     """Name what this interpreter's proxies live by (their dict, fast, release, arm)."""
 
+def lean_ref(obj: object, info: tuple[object, ...], ctx: object, /) -> _LeanReply | None:
+    """Export obj; the lean reply naming it (its type in full once per caller, then by token)."""
+
+def lean_caller() -> int:
+    """The interpreter id of the caller of the call this thread runs here, or -1."""
+
 def proxy_gone(entry: object, /) -> None:
     """A proxy died: forget its entry and release the references its cell holds."""
 
@@ -145,6 +151,16 @@ class Closing(RuntimeError):
     """The target interpreter is being destroyed: it takes no new calls."""
 
 @final
+@final
+class TableLock:
+    """A lock that C code takes without a Python call (the object table's)."""
+
+    def acquire(self, blocking: bool = True, /) -> bool: ...
+    def release(self) -> None: ...
+    def locked(self) -> bool: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, *args: object) -> None: ...
+
 class MethodMember:
     """A proxy type's member for one remote method (a non-data descriptor)."""
 

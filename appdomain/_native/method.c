@@ -264,15 +264,12 @@ call_slow(modstate *st, BoundMethod *self, PyObject *const *args, size_t nargsf,
 static PyObject *
 read_ref(modstate *st, PyObject *proxy, PyObject **iid, PyObject **oid)
 {
-    PyObject *dict = PyObject_GenericGetDict(proxy, NULL), *ref = NULL;
-    if (dict == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    if (PyDict_GetItemRef(dict, st->str_ref, &ref) <= 0) {
+    /* Generic: the proxy type's __getattr__ would ask the remote object.  A proxy's own
+     * attributes live in its inline values until Python asks for its __dict__. */
+    PyObject *ref = PyObject_GenericGetAttr(proxy, st->str_ref);
+    if (ref == NULL) {
         PyErr_Clear();
     }
-    Py_DECREF(dict);
     if (ref == NULL || !PyTuple_Check(ref) || PyTuple_GET_SIZE(ref) < 2
         || !PyTuple_Check(PyTuple_GET_ITEM(ref, 0)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(ref, 0)) < 1) {
         Py_XDECREF(ref);
@@ -296,7 +293,36 @@ tuple_as(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
     return t;
 }
 
-/* The proxy for a reference a lean call returned, data = (oid, module, qualname) of an
+/* The names (module, qualname) of the type of a reference a lean call returned, data:
+ * (oid, module, qualname), or (oid, module, qualname, token) the first time the callee
+ * returns one of that type here (kept in returned under (callee iid, token)), or the
+ * compact (oid, token) later.  New reference; NULL with no exception for a compact form
+ * not met here (another thread's reply that brings it in full may still be on its way). */
+static PyObject *
+returned_names(PyObject *returned, PyObject *iid, PyObject *data)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(data);
+    if (n == 3) {
+        return PyTuple_GetSlice(data, 1, 3);
+    }
+    PyObject *key = PyTuple_Pack(2, iid, PyTuple_GET_ITEM(data, n - 1)), *names = NULL;
+    if (key == NULL) {
+        return NULL;
+    }
+    if (n == 4) {
+        names = PyTuple_GetSlice(data, 1, 3);
+        if (names != NULL && PyDict_SetItem(returned, key, names) < 0) {
+            Py_CLEAR(names);
+        }
+    }
+    else if (PyDict_GetItemRef(returned, key, &names) == 0) {
+        names = NULL;
+    }
+    Py_DECREF(key);
+    return names;
+}
+
+/* The proxy for a reference a lean call returned, data (returned_names) naming an
  * object of the callee (so on the route of caller_ref, the RemoteRef of the proxy called),
  * which the callee counted once for us: this interpreter's proxy for it counts one more, or
  * a new one is made (as remoting's proxy_for does) holding that one, its weak entry
@@ -308,7 +334,7 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
 {
     PyObject *fast = st->fast, *proxies = st->proxies;
     if (fast == NULL || proxies == NULL || !PyTuple_CheckExact(data)
-        || PyTuple_GET_SIZE(data) != 3) {
+        || PyTuple_GET_SIZE(data) < 2 || PyTuple_GET_SIZE(data) > 4) {
         Py_RETURN_NONE;
     }
     PyObject *const *it = &PyTuple_GET_ITEM(data, 0);
@@ -317,8 +343,16 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
     PyObject *str_ref = PyTuple_GET_ITEM(fast, 5), *str_key = PyTuple_GET_ITEM(fast, 6);
     PyObject *str_cell = PyTuple_GET_ITEM(fast, 7), *str_entry_cell = PyTuple_GET_ITEM(fast, 8);
     PyObject *key = NULL, *listed = NULL, *name = NULL, *cls = NULL;
-    PyObject *ref = NULL, *proxy = NULL, *dict = NULL, *cell = NULL, *entry = NULL;
+    PyObject *ref = NULL, *proxy = NULL, *cell = NULL, *entry = NULL;
     PyObject *result = NULL;
+    /* Names first: a type sent in full is learnt whatever happens to this reply. */
+    if ((name = returned_names(PyTuple_GET_ITEM(fast, 10), PyTuple_GET_ITEM(route, 0), data))
+        == NULL) {
+        if (!PyErr_Occurred()) {
+            result = Py_NewRef(Py_None);   /* Python asks the callee */
+        }
+        goto out;
+    }
     if ((key = PyTuple_Pack(2, PyTuple_GET_ITEM(route, 0), it[0])) == NULL
         || PyDict_GetItemRef(proxies, key, &listed) < 0) {
         goto out;
@@ -333,10 +367,9 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
         if (live != NULL) {
             /* This domain's proxy for it: one more reference on its cell, if the entry
              * carries that cell. */
-            PyObject *held = NULL, *own = NULL;
-            PyObject *pd = PyObject_GenericGetDict(live, NULL);
-            int ok = pd != NULL && PyDict_GetItemRef(pd, str_cell, &held) > 0
-                     && PyObject_GetOptionalAttr(listed, str_entry_cell, &own) > 0
+            PyObject *own = NULL, *held = PyObject_GenericGetAttr(live, str_cell);
+            int ok = held != NULL
+                     && (own = entry_get(listed, entry_type, st->off_cell, str_entry_cell)) != NULL
                      && own == held && PyList_CheckExact(held) && PyList_GET_SIZE(held) >= 3;
             PyErr_Clear();
             if (ok) {
@@ -351,7 +384,6 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
             else {
                 result = Py_NewRef(Py_None);
             }
-            Py_XDECREF(pd);
             Py_XDECREF(held);
             Py_XDECREF(own);
             Py_DECREF(live);
@@ -359,15 +391,14 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
         }
         Py_CLEAR(listed);   /* dead: its callback is on its way; a new proxy takes its key */
     }
-    if ((name = PyTuple_GetSlice(data, 1, 3)) == NULL
-        || PyDict_GetItemRef(PyTuple_GET_ITEM(fast, 0), name, &cls) < 0) {
+    if (PyDict_GetItemRef(PyTuple_GET_ITEM(fast, 0), name, &cls) < 0) {
         goto out;
     }
     if (cls == NULL || !PyType_Check(cls)) {
         result = Py_NewRef(Py_None);
         goto out;
     }
-    PyObject *parts[4] = {route, it[0], it[1], it[2]};
+    PyObject *parts[4] = {route, it[0], PyTuple_GET_ITEM(name, 0), PyTuple_GET_ITEM(name, 1)};
     PyObject *one = PyLong_FromLong(1);
     if (one == NULL) {
         goto out;
@@ -382,13 +413,12 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
     PyList_SET_ITEM(cell, 2, Py_NewRef(route));
     if ((ref = tuple_as((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), parts, 4)) == NULL
         || (proxy = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0)) == NULL
-        || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
-        || PyDict_SetItem(dict, str_ref, ref) < 0
-        || PyDict_SetItem(dict, str_cell, cell) < 0
-        || (entry = PyObject_CallFunctionObjArgs((PyObject *)entry_type, proxy,
-                                                 PyTuple_GET_ITEM(fast, 4), NULL)) == NULL
-        || PyObject_SetAttr(entry, str_key, key) < 0
-        || PyObject_SetAttr(entry, str_entry_cell, cell) < 0) {
+        || PyObject_GenericSetAttr(proxy, str_ref, ref) < 0   /* not the type's __setattr__ */
+        || PyObject_GenericSetAttr(proxy, str_cell, cell) < 0
+        || (entry = PyObject_Vectorcall((PyObject *)entry_type,
+                                     (PyObject *[]){proxy, PyTuple_GET_ITEM(fast, 4)}, 2, NULL)) == NULL
+        || entry_put(entry, entry_type, st->off_key, str_key, key) < 0
+        || entry_put(entry, entry_type, st->off_cell, str_entry_cell, cell) < 0) {
         goto out;
     }
     /* Allocating above may have run other code (a collection's finalizers): list ours
@@ -421,7 +451,6 @@ out:
     Py_XDECREF(cls);
     Py_XDECREF(ref);
     Py_XDECREF(proxy);
-    Py_XDECREF(dict);
     Py_XDECREF(cell);
     Py_XDECREF(entry);
     return result;

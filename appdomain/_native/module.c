@@ -606,15 +606,15 @@ out:
 /* ------------------------------------------------------ registration */
 
 /* refs' fast part: None, or (classes, RemoteRef, Route, entry type, gone, ref name, the
- * entry's key slot name, cell name, the entry's cell slot name, kept full references)
- * (switch.c make_proxy and expand_ref, method.c adopt_ref, proxy_gone). */
+ * entry's key slot name, cell name, the entry's cell slot name, kept lent references,
+ * returned types) (switch.c make_proxy and ref_parts, method.c adopt_ref, proxy_gone). */
 static int
 fast_ok(PyObject *fast)
 {
     if (fast == Py_None) {
         return 1;
     }
-    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 10
+    return PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 11
            && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 0))
            && PyType_Check(PyTuple_GET_ITEM(fast, 1))
            && PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), &PyTuple_Type)
@@ -626,7 +626,8 @@ fast_ok(PyObject *fast)
            && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 6))
            && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 7))
            && PyUnicode_CheckExact(PyTuple_GET_ITEM(fast, 8))
-           && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 9));
+           && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 9))
+           && PyDict_CheckExact(PyTuple_GET_ITEM(fast, 10));
 }
 
 /* ------------------------------------------------------ proxies' releases */
@@ -669,6 +670,26 @@ appdomain_push_release(long long iid, PyObject *oid, PyObject *count)
     return rc;   /* no room: Python releases it */
 }
 
+Py_ssize_t
+appdomain_slot_offset(PyObject *tp, PyObject *name)
+{
+    PyObject *descr = PyType_Check(tp) ? PyObject_GetAttr(tp, name) : NULL;
+    Py_ssize_t offset = 0;
+    if (descr == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)
+        && PyDescr_TYPE(descr) == (PyTypeObject *)tp) {
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type == Py_T_OBJECT_EX && !(m->flags & Py_READONLY) && m->offset > 0) {
+            offset = m->offset;
+        }
+    }
+    Py_DECREF(descr);
+    return offset;
+}
+
 /* proxy_gone(entry): a proxy died; entry, its weak reference, knows its key and cell. */
 static PyObject *
 native_proxy_gone(PyObject *module, PyObject *entry)
@@ -678,7 +699,9 @@ native_proxy_gone(PyObject *module, PyObject *entry)
         Py_RETURN_NONE;
     }
     PyObject *key = NULL, *cell = NULL, *listed = NULL;
-    if (PyObject_GetOptionalAttr(entry, PyTuple_GET_ITEM(st->fast, 6), &key) < 0) {
+    PyTypeObject *entry_type = (PyTypeObject *)PyTuple_GET_ITEM(st->fast, 3);
+    key = entry_get(entry, entry_type, st->off_key, PyTuple_GET_ITEM(st->fast, 6));
+    if (key == NULL && PyErr_Occurred()) {
         return NULL;
     }
     if (key == NULL || !PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2) {
@@ -692,7 +715,8 @@ native_proxy_gone(PyObject *module, PyObject *entry)
         goto error;
     }
     Py_CLEAR(listed);
-    if (PyObject_GetOptionalAttr(entry, PyTuple_GET_ITEM(st->fast, 8), &cell) < 0) {
+    cell = entry_get(entry, entry_type, st->off_cell, PyTuple_GET_ITEM(st->fast, 8));
+    if (cell == NULL && PyErr_Occurred()) {
         goto error;
     }
     if (cell != NULL && PyList_CheckExact(cell) && PyList_GET_SIZE(cell) >= 3) {
@@ -740,6 +764,22 @@ error:
     return NULL;
 }
 
+/* lean_caller(): the interpreter id of the caller of the call this thread runs here by
+ * the switch (its innermost), or -1 when it runs none. */
+static PyObject *
+native_lean_caller(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    threadrec_t *r = threadrec_get();
+    long long id = -1;
+    if (r == NULL) {
+        return NULL;
+    }
+    if (r->depth > 0 && r->frames[r->depth - 1].ts == PyThreadState_Get()) {
+        id = r->frames[r->depth - 1].caller_id;
+    }
+    return PyLong_FromLongLong(id);
+}
+
 /* set_proxy_hooks(proxies, fast, release, arm) */
 static PyObject *
 native_set_proxy_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -753,6 +793,8 @@ native_set_proxy_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     modstate *st = get_state(module);
     Py_XSETREF(st->proxies, Py_NewRef(args[0]));
     Py_XSETREF(st->fast, Py_NewRef(args[1]));
+    st->off_key = appdomain_slot_offset(PyTuple_GET_ITEM(args[1], 3), PyTuple_GET_ITEM(args[1], 6));
+    st->off_cell = appdomain_slot_offset(PyTuple_GET_ITEM(args[1], 3), PyTuple_GET_ITEM(args[1], 8));
     Py_XSETREF(st->release_py, Py_NewRef(args[2]));
     Py_XSETREF(st->arm_py, Py_NewRef(args[3]));
     Py_RETURN_NONE;
@@ -783,8 +825,20 @@ native_set_table_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     }
     Py_XSETREF(st->entries, Py_NewRef(args[0]));
     Py_XSETREF(st->entry_type, Py_NewRef(args[1]));
+    PyObject *acquire = PyObject_GetAttr(args[2], st->str_acquire);
+    PyObject *release = acquire ? PyObject_GetAttr(args[2], st->str_release_lock) : NULL;
+    if (release == NULL) {
+        Py_XDECREF(acquire);
+        return NULL;
+    }
     Py_XSETREF(st->table_lock, Py_NewRef(args[2]));
+    Py_XSETREF(st->lock_acquire, acquire);
+    Py_XSETREF(st->lock_release, release);
     Py_XSETREF(st->leaseless, Py_NewRef(args[3]));
+    st->off_obj = appdomain_slot_offset(args[1], st->str_obj);
+    st->off_count = appdomain_slot_offset(args[1], st->str_count);
+    st->off_lease = appdomain_slot_offset(args[1], st->str_lease);
+    st->off_expires = appdomain_slot_offset(args[1], st->str_expires);
     Py_RETURN_NONE;
 }
 
@@ -792,8 +846,11 @@ native_set_table_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 static int
 table_lock(modstate *st, int blocking)
 {
+    if (Py_TYPE(st->table_lock) == st->lock_type) {
+        return appdomain_lock_take(st->table_lock, blocking);
+    }
     PyObject *flag = blocking ? Py_True : Py_False;
-    PyObject *got = PyObject_CallMethodOneArg(st->table_lock, st->str_acquire, flag);
+    PyObject *got = PyObject_CallOneArg(st->lock_acquire, flag);
     if (got == NULL) {
         return -1;
     }
@@ -805,7 +862,10 @@ table_lock(modstate *st, int blocking)
 static int
 table_unlock(modstate *st)
 {
-    PyObject *ok = PyObject_CallMethodNoArgs(st->table_lock, st->str_release_lock);
+    if (Py_TYPE(st->table_lock) == st->lock_type) {
+        return appdomain_lock_give(st->table_lock);
+    }
+    PyObject *ok = PyObject_CallNoArgs(st->lock_release);
     Py_XDECREF(ok);
     return ok == NULL ? -1 : 0;
 }
@@ -814,7 +874,11 @@ table_unlock(modstate *st)
 static int
 entry_add(modstate *st, PyObject *entry, long long delta, long long *now)
 {
-    PyObject *count = PyObject_GetAttr(entry, st->str_count);
+    PyTypeObject *tp = (PyTypeObject *)st->entry_type;
+    PyObject *count = entry_get(entry, tp, st->off_count, st->str_count);
+    if (count == NULL && !PyErr_Occurred()) {
+        PyErr_SetString(PyExc_AttributeError, "a table entry has no count");
+    }
     long long n = count == NULL ? -1 : PyLong_AsLongLong(count);
     Py_XDECREF(count);
     if (n == -1 && PyErr_Occurred()) {
@@ -822,7 +886,7 @@ entry_add(modstate *st, PyObject *entry, long long delta, long long *now)
     }
     *now = n + delta;
     PyObject *value = PyLong_FromLongLong(*now);
-    int rc = value == NULL ? -1 : PyObject_SetAttr(entry, st->str_count, value);
+    int rc = value == NULL ? -1 : entry_put(entry, tp, st->off_count, st->str_count, value);
     Py_XDECREF(value);
     return rc;
 }
@@ -890,10 +954,10 @@ native_export(PyObject *module, PyObject *obj)
     PyTypeObject *tp = (PyTypeObject *)st->entry_type;
     PyObject *one = PyLong_FromLong(1);
     if (one == NULL || (entry = tp->tp_alloc(tp, 0)) == NULL
-        || PyObject_SetAttr(entry, st->str_obj, obj) < 0
-        || PyObject_SetAttr(entry, st->str_count, one) < 0
-        || PyObject_SetAttr(entry, st->str_lease, Py_None) < 0
-        || PyObject_SetAttr(entry, st->str_expires, st->forever) < 0
+        || entry_put(entry, tp, st->off_obj, st->str_obj, obj) < 0
+        || entry_put(entry, tp, st->off_count, st->str_count, one) < 0
+        || entry_put(entry, tp, st->off_lease, st->str_lease, Py_None) < 0
+        || entry_put(entry, tp, st->off_expires, st->str_expires, st->forever) < 0
         || PyDict_SetItem(st->entries, oid, entry) < 0) {
         Py_XDECREF(one);
         goto out;
@@ -912,6 +976,61 @@ out:
     Py_XDECREF(oid);
     Py_XDECREF(entry);   /* after the lock: nothing of the user's runs under it */
     return result;
+}
+
+/* lean_ref(obj, info, ctx): the lean reply for a new reference to obj, an object of this
+ * interpreter whose type remoting lends (info: (*route, module, qualname, token)), exported
+ * here: (2, (oid, module, qualname, token), ctx) the first time this call's caller meets the
+ * type, (2, (oid, token), ctx) later (method.c returned_names reads both).  None when obj is
+ * not one export() takes (Python exports it). */
+static PyObject *
+native_lean_ref(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    modstate *st = get_state(module);
+    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) != 7) {
+        PyErr_SetString(PyExc_TypeError, "lean_ref(obj, info, ctx) takes an object, its "
+                        "type's 7-tuple and the call context");
+        return NULL;
+    }
+    if (st->told_back == NULL && (st->told_back = PySet_New(NULL)) == NULL) {
+        return NULL;
+    }
+    PyObject *info = args[1], *token = PyTuple_GET_ITEM(info, 6);
+    long long tok = PyLong_AsLongLong(token), caller = -1;
+    threadrec_t *r = threadrec_get();
+    if (r == NULL || (tok == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    if (r->depth > 0 && r->frames[r->depth - 1].ts == PyThreadState_Get()) {
+        caller = r->frames[r->depth - 1].caller_id;
+    }
+    PyObject *told = PyLong_FromLongLong((long long)((unsigned long long)caller << 32) | tok);
+    int seen = told == NULL ? -1 : PySet_Contains(st->told_back, told);
+    if (seen < 0) {
+        Py_XDECREF(told);
+        return NULL;
+    }
+    PyObject *oid = native_export(module, args[0]);
+    if (oid == NULL || oid == Py_None) {
+        Py_DECREF(told);
+        return oid;
+    }
+    /* Exported: from here on the reply must reach the caller, whose proxy counts it. */
+    PyObject *inner = NULL, *reply = NULL, *two = PyLong_FromLong(2);
+    if (seen) {
+        inner = PyTuple_Pack(2, oid, token);
+    }
+    else if (PySet_Add(st->told_back, told) == 0) {
+        inner = PyTuple_Pack(4, oid, PyTuple_GET_ITEM(info, 4), PyTuple_GET_ITEM(info, 5), token);
+    }
+    if (inner != NULL && two != NULL) {
+        reply = PyTuple_Pack(3, two, inner, args[2]);
+    }
+    Py_DECREF(told);
+    Py_XDECREF(two);
+    Py_XDECREF(inner);
+    Py_DECREF(oid);
+    return reply;
 }
 
 /* Apply rel[0:n] (oid, count pairs) to st's table as _table.release would: 0 done, 1 the
@@ -939,7 +1058,12 @@ apply_list(modstate *st, const long long *rel, Py_ssize_t n)
         }
         else if (entry != NULL && now <= 0) {
             /* _drop_locked: forget it, and its identity if that still names this oid */
-            PyObject *obj = PyObject_GetAttr(entry, st->str_obj), *ident = NULL, *named = NULL;
+            PyObject *obj = entry_get(entry, (PyTypeObject *)st->entry_type, st->off_obj,
+                                      st->str_obj);
+            PyObject *ident = NULL, *named = NULL;
+            if (obj == NULL && !PyErr_Occurred()) {
+                PyErr_SetString(PyExc_AttributeError, "a table entry has no obj");
+            }
             failed = obj == NULL || (ident = PyLong_FromVoidPtr(obj)) == NULL
                      || PyDict_GetItemRef(st->by_identity, ident, &named) < 0
                      || (named != NULL && PyObject_RichCompareBool(named, oid, Py_EQ) == 1
@@ -1190,12 +1314,18 @@ static PyMethodDef native_methods[] = {
      "interpreter live by: the proxies dict, the fast tuple (its entry type's weak references "
      "call proxy_gone), release(route, oid, count) for an owner the switch does not serve "
      "and arm(route) to have an owner woken to drain its releases."},
+    {"lean_caller", native_lean_caller, METH_NOARGS,
+     "lean_caller()\n--\n\nThe interpreter id of the caller of the call this thread runs "
+     "here by the switch, or -1."},
     {"proxy_gone", native_proxy_gone, METH_O,
      "proxy_gone(entry)\n--\n\nA proxy died: forget its entry and release the references "
      "its cell holds (queued at an owner the switch serves)."},
     {"set_table_hooks", (PyCFunction)(void (*)(void))native_set_table_hooks, METH_FASTCALL,
      "set_table_hooks(entries, entry_type, lock, leaseless)\n--\n\nName this "
      "interpreter's object table, for export() and apply_releases()."},
+    {"lean_ref", (PyCFunction)(void (*)(void))native_lean_ref, METH_FASTCALL,
+     "lean_ref(obj, info, ctx)\n--\n\nExport obj and return the lean reply that names it "
+     "(its type in full once per caller, then by token); None when Python must export it."},
     {"export", native_export, METH_O,
      "export(obj)\n--\n\nCount one more remote reference to obj, of a type without a "
      "lease, and return its object id; None for other objects (Python exports them)."},
@@ -1274,7 +1404,8 @@ native_exec(PyObject *module)
         return -1;
     }
     st->str_release = PyUnicode_InternFromString("release");
-    if (st->str_release == NULL || appdomain_method_init(module, st) < 0) {
+    if (st->str_release == NULL || appdomain_method_init(module, st) < 0
+        || appdomain_lock_init(module, st) < 0) {
         return -1;
     }
     st->not_served = PyErr_NewExceptionWithDoc(
@@ -1311,6 +1442,7 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
 {
     modstate *st = get_state(module);
     Py_VISIT(st->argbuf_type);
+    Py_VISIT(st->lock_type);
     Py_VISIT(st->ctxvar);
     Py_VISIT(st->ref_type);
     Py_VISIT(st->ref_out);
@@ -1321,6 +1453,7 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->lent_ids);
     Py_VISIT(st->next_oid);
     Py_VISIT(st->told);
+    Py_VISIT(st->told_back);
     Py_VISIT(st->proxies);
     Py_VISIT(st->fast);
     Py_VISIT(st->release_py);
@@ -1329,6 +1462,8 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->entry_type);
     Py_VISIT(st->table_lock);
     Py_VISIT(st->leaseless);
+    Py_VISIT(st->lock_acquire);
+    Py_VISIT(st->lock_release);
     Py_VISIT(st->forever);
     Py_VISIT(st->not_served);
     Py_VISIT(st->closing);
@@ -1340,6 +1475,7 @@ native_clear(PyObject *module)
 {
     modstate *st = get_state(module);
     Py_CLEAR(st->argbuf_type);
+    Py_CLEAR(st->lock_type);
     Py_CLEAR(st->str_release);
     Py_CLEAR(st->ctxvar);
     Py_CLEAR(st->ref_type);
@@ -1351,6 +1487,7 @@ native_clear(PyObject *module)
     Py_CLEAR(st->lent_ids);
     Py_CLEAR(st->next_oid);
     Py_CLEAR(st->told);
+    Py_CLEAR(st->told_back);
     Py_CLEAR(st->proxies);
     Py_CLEAR(st->fast);
     Py_CLEAR(st->release_py);
@@ -1360,6 +1497,8 @@ native_clear(PyObject *module)
     Py_CLEAR(st->table_lock);
     Py_CLEAR(st->leaseless);
     Py_CLEAR(st->forever);
+    Py_CLEAR(st->lock_acquire);
+    Py_CLEAR(st->lock_release);
     Py_CLEAR(st->str_obj);
     Py_CLEAR(st->str_count);
     Py_CLEAR(st->str_lease);

@@ -10,6 +10,7 @@ typedef struct {
     PyTypeObject *argbuf_type;
     PyTypeObject *member_type;   /* MethodMember (method.c) */
     PyTypeObject *bound_type;    /* BoundMethod (method.c) */
+    PyTypeObject *lock_type;     /* TableLock (lock.c) */
     PyObject *str_release;
     PyObject *str_ref;           /* "_appdomain_ref": where a proxy keeps its RemoteRef */
     PyObject *slow_call;         /* generic route: slow_call(proxy, spec, *args, **kwargs) */
@@ -30,6 +31,8 @@ typedef struct {
     PyObject *lent_ids;
     PyObject *next_oid;
     PyObject *told;   /* set: (iid << 24 | type token) each target kept the full form of */
+    /* set: (caller iid << 32 | type token) of each type lean_ref named in full to a caller */
+    PyObject *told_back;
     /* Proxies' lifetimes (set_proxy_hooks): this interpreter's proxies dict, the fast tuple
      * (switch.c make_proxy; its entry type's weak references call proxy_gone), and the
      * Python fallbacks: release(route, oid, count) for an owner the switch does not serve,
@@ -47,6 +50,11 @@ typedef struct {
     PyObject *leaseless;
     PyObject *str_obj, *str_count, *str_lease, *str_expires, *str_acquire, *str_release_lock;
     PyObject *forever;
+    /* The table lock's bound acquire and release (looked up once, not per export). */
+    PyObject *lock_acquire, *lock_release;
+    /* Slot offsets (appdomain_slot_offset; 0: use the attribute) of the table's Entry type
+     * (obj, count, lease, expires) and of the proxies' weak entry type (key, cell). */
+    Py_ssize_t off_obj, off_count, off_lease, off_expires, off_key, off_cell;
     /* Why a call was refused, as types the caller can tell apart (both RuntimeError's):
      * the target takes no native calls, or it is being destroyed. */
     PyObject *not_served;
@@ -62,6 +70,48 @@ static inline modstate *
 get_state(PyObject *module)
 {
     return (modstate *)PyModule_GetState(module);
+}
+
+/* A slot of an object of exactly the type its offset was read from: borrowed, NULL when
+ * unset.  Reading and writing by offset skips the type's attribute look-up, which costs
+ * more than the rest of a table entry's update. */
+static inline PyObject *
+slot_get(PyObject *obj, Py_ssize_t offset)
+{
+    return *(PyObject **)((char *)obj + offset);
+}
+
+/* Store value (a new reference is taken) in a slot; the old value is released last. */
+static inline void
+slot_put(PyObject *obj, Py_ssize_t offset, PyObject *value)
+{
+    PyObject **slot = (PyObject **)((char *)obj + offset);
+    PyObject *old = *slot;
+    *slot = Py_NewRef(value);
+    Py_XDECREF(old);
+}
+
+/* entry's slot (offset) or attribute name: a new reference, NULL when it has none (no
+ * exception set) or on an error (set). */
+static inline PyObject *
+entry_get(PyObject *entry, PyTypeObject *tp, Py_ssize_t offset, PyObject *name)
+{
+    if (offset && Py_TYPE(entry) == tp) {
+        return Py_XNewRef(slot_get(entry, offset));
+    }
+    PyObject *value = NULL;
+    (void)PyObject_GetOptionalAttr(entry, name, &value);
+    return value;
+}
+
+static inline int
+entry_put(PyObject *entry, PyTypeObject *tp, Py_ssize_t offset, PyObject *name, PyObject *value)
+{
+    if (offset && Py_TYPE(entry) == tp) {
+        slot_put(entry, offset, value);
+        return 0;
+    }
+    return PyObject_SetAttr(entry, name, value);
 }
 
 #if defined(__GNUC__)
@@ -93,6 +143,17 @@ PyObject *appdomain_lean_calls(PyObject *module, PyObject *Py_UNUSED(ignored));
 /* method.c: the proxy of a reference a lean call through the proxy whose RemoteRef is
  * caller_ref returned (done == 2), made in C; Py_None when Python must make it. */
 PyObject *appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data);
+
+/* lock.c: the TableLock type, made when the module is executed; taking it (1 taken, 0
+ * busy when not blocking, -1 error; blocking waits with the GIL released) and giving it
+ * back (-1: it was not held). */
+int appdomain_lock_init(PyObject *module, modstate *st);
+int appdomain_lock_take(PyObject *lock, int blocking);
+int appdomain_lock_give(PyObject *lock);
+
+/* module.c: the offset of tp's writable object slot name (from its __slots__), or 0 when
+ * it has none (or on an error, cleared): callers then use the attribute. */
+Py_ssize_t appdomain_slot_offset(PyObject *tp, PyObject *name);
 
 /* module.c: queue a release of count references to oid at interpreter iid for it to drain
  * (apply_releases).  1: queued, and the owner must be armed (arm_py); 0: queued; -1: the

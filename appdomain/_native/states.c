@@ -458,7 +458,7 @@ native_on_exit(PyObject *module, PyObject *Py_UNUSED(ignored))
          * busy slots delete themselves when their call ends. */
         typedef struct { int64_t id; PyInterpreterState *interp; slot_t *list; } job_t;
         PyMutex_Lock(&G.mutex);
-        G.shutdown = 1;
+        __atomic_store_n(&G.shutdown, 1, __ATOMIC_RELEASE);   /* read unlocked: switch.c held() */
         Py_ssize_t njobs = 0;
         for (domain_t *d = G.domains; d; d = d->next) {
             njobs++;

@@ -131,134 +131,161 @@ tuple_of(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
     return t;
 }
 
-/* Make the proxy for ref (*route, oid, module, qualname) as remoting's lean_proxy would, in
- * C, and list it in proxies under key, by strong reference while its call runs (settle_refs
- * gives it a weak entry if the call kept it); Py_None when its type is not in classes yet.
- * fast is (classes, RemoteRef, Route, weakref type with `key` and `cell` slots, its
- * callback, ref attribute name, key slot name, cell attribute name, cell slot name); the
- * cell is left for remoting to add when it counts a reference (_proxy._count). */
+/* Make the proxy for object oid on route, of the type names (module, qualname), as
+ * remoting's lean_proxy would, in C, and list it in proxies under key, by strong reference
+ * while its call runs (settle_refs gives it a weak entry if the call kept it); Py_None when
+ * its type is not in classes yet.  fast is (classes, RemoteRef, Route, weakref type with
+ * `key` and `cell` slots, its callback, ref attribute name, key slot name, cell attribute
+ * name, cell slot name, kept references, returned types); the cell is left for remoting to
+ * add when it counts a reference (_proxy._count). */
 static PyObject *
-make_proxy(PyObject *fast, PyObject *proxies, PyObject *item, PyObject *key)
+make_proxy(PyObject *fast, PyObject *proxies, PyObject *route, PyObject *oid, PyObject *names,
+           PyObject *key)
 {
     PyObject *classes = PyTuple_GET_ITEM(fast, 0);
     PyTypeObject *ref_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 1);
-    PyTypeObject *route_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 2);
     PyObject *str_ref = PyTuple_GET_ITEM(fast, 5);
-    PyObject *const *it = &PyTuple_GET_ITEM(item, 0);
-    PyObject *name = NULL, *cls = NULL, *route = NULL, *ref = NULL;
-    PyObject *proxy = NULL, *dict = NULL, *result = NULL;
-    if ((name = PyTuple_GetSlice(item, 5, 7)) == NULL
-        || PyDict_GetItemRef(classes, name, &cls) < 0) {
+    PyObject *cls = NULL, *ref = NULL, *proxy = NULL, *result = NULL;
+    if (PyDict_GetItemRef(classes, names, &cls) < 0) {
         goto out;
     }
     if (cls == NULL || !PyType_Check(cls)) {
         result = Py_NewRef(Py_None);
         goto out;
     }
-    if ((route = tuple_of(route_type, it, 4)) == NULL) {
-        goto out;
-    }
-    PyObject *parts[4] = {route, it[4], it[5], it[6]};
+    PyObject *parts[4] = {route, oid, PyTuple_GET_ITEM(names, 0), PyTuple_GET_ITEM(names, 1)};
     if ((ref = tuple_of(ref_type, parts, 4)) == NULL) {
         goto out;
     }
     /* object.__new__(cls) with its ref, and its entry in proxies */
     if ((proxy = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0)) == NULL
-        || (dict = PyObject_GenericGetDict(proxy, NULL)) == NULL
-        || PyDict_SetItem(dict, str_ref, ref) < 0
+        || PyObject_GenericSetAttr(proxy, str_ref, ref) < 0   /* not the type's __setattr__ */
         || PyDict_SetItem(proxies, key, proxy) < 0) {   /* strong while the call runs */
         goto out;
     }
     result = Py_NewRef(proxy);
 out:
-    Py_XDECREF(name);
     Py_XDECREF(cls);
-    Py_XDECREF(route);
     Py_XDECREF(ref);
     Py_XDECREF(proxy);
-    Py_XDECREF(dict);
     return result;
 }
 
-/* A lent reference in full, (*route, oid, module, qualname): an 8-tuple's first 7 items
- * (the 8th, the type's token, names it from now on: what it came with is kept in fast's
- * last item, {(interp id, token): the 8-tuple}), or a compact (interp id, oid, token)
- * expanded from what was kept.  New reference; NULL with an exception. */
-static PyObject *
-expand_ref(PyObject *refs, PyObject *item)
+/* The parts of a lent reference: in full, (*route, oid, module, qualname) and, the first
+ * time a type is lent here, its token last (an 8-tuple: kept in fast's kept references
+ * under (interp id, token), with its Route and names made once), or the compact (interp
+ * id, oid, token) a later call sends, read from what was kept.  New references in *route
+ * (a Route), *oid and *names ((module, qualname)); -1 with an exception. */
+static int
+ref_parts(PyObject *fast, PyObject *item, PyObject **route, PyObject **oid, PyObject **names)
 {
-    PyObject *fast = PyTuple_GET_ITEM(refs, 4);
-    if (fast == Py_None) {
-        PyErr_SetString(PyExc_TypeError, "the target interpreter takes no compact references");
-        return NULL;
-    }
-    PyObject *kept = PyTuple_GET_ITEM(fast, 9), *it0 = PyTuple_GET_ITEM(item, 0);
     Py_ssize_t n = PyTuple_GET_SIZE(item);
-    PyObject *key = PyTuple_Pack(2, it0, PyTuple_GET_ITEM(item, n == 3 ? 2 : 7));
-    if (key == NULL) {
-        return NULL;
-    }
-    PyObject *full = NULL, *oid = PyTuple_GET_ITEM(item, n == 3 ? 1 : 4);
-    if (n == 8) {
-        if (PyDict_SetItem(kept, key, item) < 0) {   /* strings and all, for later calls */
-            Py_DECREF(key);
-            return NULL;
-        }
-        full = item;
-    }
-    else if (PyDict_GetItemRef(kept, key, &full) == 0) {
-        PyErr_Format(PyExc_RuntimeError, "a compact reference %R names a type this "
-                     "interpreter was never sent", item);
-    }
-    Py_DECREF(key);
-    if (full == NULL) {
-        return NULL;
-    }
-    PyObject *out = PyTuple_New(7);
-    if (out != NULL) {
-        for (Py_ssize_t i = 0; i < 7; i++) {
-            PyTuple_SET_ITEM(out, i, Py_NewRef(i == 4 ? oid : PyTuple_GET_ITEM(full, i)));
-        }
+    PyObject *kept = PyTuple_GET_ITEM(fast, 9), *key = NULL, *held = NULL;
+    *route = *names = NULL;
+    *oid = Py_NewRef(PyTuple_GET_ITEM(item, n == 3 ? 1 : 4));
+    if (n != 7 && (key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0),
+                                      PyTuple_GET_ITEM(item, n == 3 ? 2 : 7))) == NULL) {
+        goto error;
     }
     if (n == 3) {
-        Py_DECREF(full);
+        if (PyDict_GetItemRef(kept, key, &held) == 0) {
+            PyErr_Format(PyExc_RuntimeError, "a compact reference %R names a type this "
+                         "interpreter was never sent", item);
+        }
+        if (held == NULL) {
+            goto error;
+        }
+        *route = Py_NewRef(PyTuple_GET_ITEM(held, 0));
+        *names = Py_NewRef(PyTuple_GET_ITEM(held, 1));
+        Py_DECREF(held);
+        Py_DECREF(key);
+        return 0;
+    }
+    PyTypeObject *route_type = (PyTypeObject *)PyTuple_GET_ITEM(fast, 2);
+    if ((*route = tuple_of(route_type, &PyTuple_GET_ITEM(item, 0), 4)) == NULL
+        || (*names = PyTuple_GetSlice(item, 5, 7)) == NULL
+        || (n == 8 && ((held = PyTuple_Pack(2, *route, *names)) == NULL
+                       || PyDict_SetItem(kept, key, held) < 0))) {
+        goto error;
+    }
+    Py_XDECREF(held);
+    Py_XDECREF(key);
+    return 0;
+error:
+    Py_XDECREF(held);
+    Py_XDECREF(key);
+    Py_CLEAR(*route);
+    Py_CLEAR(*oid);
+    Py_CLEAR(*names);
+    return -1;
+}
+
+/* The 7-tuple (*route, oid, module, qualname) remoting's lean_proxy takes. */
+static PyObject *
+ref_tuple(PyObject *route, PyObject *oid, PyObject *names)
+{
+    PyObject *out = PyTuple_New(7);
+    if (out != NULL) {
+        for (Py_ssize_t i = 0; i < 4; i++) {
+            PyTuple_SET_ITEM(out, i, Py_NewRef(PyTuple_GET_ITEM(route, i)));
+        }
+        PyTuple_SET_ITEM(out, 4, Py_NewRef(oid));
+        PyTuple_SET_ITEM(out, 5, Py_NewRef(PyTuple_GET_ITEM(names, 0)));
+        PyTuple_SET_ITEM(out, 6, Py_NewRef(PyTuple_GET_ITEM(names, 1)));
     }
     return out;
 }
 
 /* Turn the references among a lean invoke's arguments (the tuples ref_out made in the
  * caller) into objects of this interpreter, in place: (oid,) is an object of ours coming
- * home, (*route, oid, module, qualname) a proxy, found in proxies or made new (then listed
- * in made).  refs is the (proxies, make, settle, home) the invoker registered with. */
+ * home, the others (ref_parts) proxies, found in proxies or made new (then listed in
+ * made).  refs is the (proxies, make, settle, home, fast) the invoker registered with. */
 static int
 take_refs(PyObject *refs, PyObject *args, PyObject *made)
 {
     PyObject *proxies = PyTuple_GET_ITEM(refs, 0), *make = PyTuple_GET_ITEM(refs, 1);
-    PyObject *home = PyTuple_GET_ITEM(refs, 3);
+    PyObject *home = PyTuple_GET_ITEM(refs, 3), *fast = PyTuple_GET_ITEM(refs, 4);
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(args, i), *obj = NULL;
         if (!PyTuple_CheckExact(item)) {
             continue;
         }
-        PyObject *full = NULL;   /* a compact reference expanded, or an 8-tuple's first 7 */
-        if (PyTuple_GET_SIZE(item) == 3 || PyTuple_GET_SIZE(item) == 8) {
-            full = expand_ref(refs, item);
-            if (full == NULL) {
-                return -1;
-            }
-            item = full;
-        }
-        if (PyTuple_GET_SIZE(item) == 1) {
+        Py_ssize_t size = PyTuple_GET_SIZE(item);
+        if (size == 1) {
             obj = PyObject_CallOneArg(home, PyTuple_GET_ITEM(item, 0));
         }
-        else if (PyTuple_GET_SIZE(item) == 7) {
+        else if (size == 7 && fast == Py_None) {
+            /* No C proxies here: Python finds or makes it. */
             PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 4));
             PyObject *wr = NULL;
-            if (key == NULL || PyDict_GetItemRef(proxies, key, &wr) < 0) {
-                Py_XDECREF(key);
-                Py_XDECREF(full);
+            if (key != NULL && PyDict_GetItemRef(proxies, key, &wr) >= 0) {
+                if (wr != NULL && PyWeakref_Check(wr)) {
+                    (void)PyWeakref_GetRef(wr, &obj);
+                    Py_DECREF(wr);
+                }
+                else {
+                    obj = wr;   /* another lean call's, listed strongly while it runs */
+                }
+                if (obj == NULL && !PyErr_Occurred()
+                    && (obj = PyObject_CallOneArg(make, item)) != NULL
+                    && (PyList_Append(made, key) < 0 || PyList_Append(made, obj) < 0)) {
+                    Py_CLEAR(obj);
+                }
+            }
+            Py_XDECREF(key);
+        }
+        else if ((size == 3 || size == 8) && fast == Py_None) {
+            PyErr_SetString(PyExc_TypeError, "the target interpreter takes no compact references");
+        }
+        else if (size == 3 || size == 7 || size == 8) {
+            PyObject *route, *oid, *names;
+            if (ref_parts(fast, item, &route, &oid, &names) < 0) {
                 return -1;
+            }
+            PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(route, 0), oid), *wr = NULL;
+            if (key == NULL || PyDict_GetItemRef(proxies, key, &wr) < 0) {
+                goto done;
             }
             if (wr != NULL && !PyWeakref_Check(wr)) {
                 obj = wr;   /* another lean call's proxy, listed strongly while it runs */
@@ -267,37 +294,38 @@ take_refs(PyObject *refs, PyObject *args, PyObject *made)
                 int got = PyWeakref_GetRef(wr, &obj);
                 Py_DECREF(wr);
                 if (got < 0) {
-                    Py_DECREF(key);
-                    Py_XDECREF(full);
-                    return -1;
+                    goto done;
                 }
             }
             int new = 0;
-            if (obj == NULL && PyTuple_GET_ITEM(refs, 4) != Py_None) {
-                obj = make_proxy(PyTuple_GET_ITEM(refs, 4), proxies, item, key);
-                if (obj == Py_None) {
-                    Py_CLEAR(obj);   /* its type is not known here yet: make() builds it */
+            if (obj == NULL) {
+                obj = make_proxy(fast, proxies, route, oid, names, key);
+                if (obj == Py_None) {   /* its type is not known here yet: make() builds it */
+                    Py_CLEAR(obj);
+                    PyObject *full = ref_tuple(route, oid, names);
+                    obj = full == NULL ? NULL : PyObject_CallOneArg(make, full);
+                    Py_XDECREF(full);
                 }
-                else {
-                    new = 1;
-                }
-            }
-            if (obj == NULL && !PyErr_Occurred()) {
-                obj = PyObject_CallOneArg(make, item);
                 new = 1;
             }
             if (obj != NULL && new
                 && (PyList_Append(made, key) < 0 || PyList_Append(made, obj) < 0)) {
                 Py_CLEAR(obj);
             }
-            Py_DECREF(key);
+        done:
+            Py_XDECREF(key);
+            Py_DECREF(route);
+            Py_DECREF(oid);
+            Py_DECREF(names);
         }
         else {
             PyErr_Format(PyExc_TypeError,
                          "a reference must be a tuple of 1, 3, 7 or 8 items (got %R)", item);
         }
-        Py_XDECREF(full);
         if (obj == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_RuntimeError, "a reference could not be made here");
+            }
             return -1;
         }
         Py_SETREF(((PyTupleObject *)args)->ob_item[i], obj);
@@ -676,18 +704,27 @@ adopt_result(callctx *c, PyObject *value)
  * on a taken GIL puts the thread to sleep, and waking it costs tens of µs: with several
  * threads calling one domain, every call would pay that on the way in and on the way back,
  * and the calls last a few µs.  So look again for a while, yielding the CPU, then take the
- * GIL anyway. */
+ * GIL anyway.  Once the process exits (G.shutdown) no look is taken: an interpreter may then
+ * be freed under a thread that comes back to it late (finalize_subinterpreters), and only
+ * taking its GIL ends such a thread without reading its memory. */
+static inline int
+held(PyInterpreterState *interp)
+{
+    return !__atomic_load_n(&G.shutdown, __ATOMIC_ACQUIRE)
+           && appdomain_gil_state(interp) == GIL_HELD;
+}
+
 static void
 wait_for_gil(PyInterpreterState *interp)
 {
-    if (appdomain_gil_state(interp) != GIL_HELD) {
+    if (!held(interp)) {
         return;   /* free, or not known: take it the usual way */
     }
     /* The holder usually lets go within a µs or two (a call's Python part): look without
      * a system call first. */
     for (int i = 0; i < SPIN_LOOKS; i++) {
         spin_hint();
-        if (appdomain_gil_state(interp) != GIL_HELD) {
+        if (!held(interp)) {
             return;
         }
     }
@@ -700,7 +737,7 @@ wait_for_gil(PyInterpreterState *interp)
         if (PyTime_MonotonicRaw(&now) < 0) {
             return;
         }
-    } while (appdomain_gil_state(interp) == GIL_HELD && now - start < BUSY_WAIT_NS);
+    } while (held(interp) && now - start < BUSY_WAIT_NS);
 }
 
 /* Switch the calling thread into interpreter iid, run the call described by c there,
@@ -710,7 +747,8 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
 {
     PyObject *result = NULL;
     PyThreadState *caller = PyThreadState_Get();
-    int64_t caller_id = PyInterpreterState_GetID(PyThreadState_GetInterpreter(caller));
+    PyInterpreterState *caller_interp = PyThreadState_GetInterpreter(caller);
+    int64_t caller_id = PyInterpreterState_GetID(caller_interp);
     slot_t *caller_slot = NULL;
     if (r->depth && r->frames[r->depth - 1].ts == caller) {
         caller_slot = r->frames[r->depth - 1].slot;
@@ -852,6 +890,7 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
     }
     d->active--;
     wake_waiters(d);
+    int exiting = G.shutdown;
     PyMutex_Unlock(&G.mutex);
     if (!same) {
         if (drop_ts) {
@@ -861,7 +900,14 @@ switch_call(threadrec_t *r, long long iid, callctx *c)
         else {
             PyEval_SaveThread();
         }
-        wait_for_gil(PyThreadState_GetInterpreter(caller));
+        /* At process exit the caller's thread state may have been deleted meanwhile (the
+         * exit hook zaps the states of calls stuck in an interpreter being finalized, and
+         * this thread's caller was one while it was away): nothing may read it, or its
+         * interpreter, before taking its GIL, where CPython ends a thread that comes back
+         * too late without reading its state. */
+        if (!exiting) {
+            wait_for_gil(caller_interp);
+        }
         PyEval_RestoreThread(caller);
     }
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import types
 import weakref
-from collections.abc import Callable, Iterator
 
 from .. import _core
 from .._core import Route, _context
@@ -33,6 +32,7 @@ from ._release import release as _release_at_owner
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import concurrent.futures
+    from collections.abc import Callable, Iterator
     from types import NotImplementedType
     from typing import Any, NoReturn, Protocol
 
@@ -210,18 +210,47 @@ def _lean_outcome(
         _context.merge(ctx_back)
     if done is True:
         return value
-    if done == _LEAN_REF:  # a reference to an object of the callee: (oid, module, qualname)
+    if done == _LEAN_REF:  # a reference to an object of the callee (returned_names)
         data: Any = value
-        names = data[1:]
-        if names not in _lean_classes:  # from now on the C switch makes such proxies
-            _lean_classes[names] = _proxy_type(data[1], data[2], True)
         route = proxy.__dict__[_REF].route  # the object lives where the call ran
-        return proxy_for(_new_tuple(RemoteRef, (route, data[0], data[1], data[2])))
+        names = _returned_names(route, data)
+        if names not in _lean_classes:  # from now on the C switch makes such proxies
+            _lean_classes[names] = _proxy_type(names[0], names[1], True)
+        return proxy_for(_new_tuple(RemoteRef, (route, data[0], names[0], names[1])))
     return decode_reply(value, args, {})
 
 
 # done in a lean reply whose value is a reference (remoting's _server._invoke_lean).
 _LEAN_REF = 2
+# The operation that names the type behind a token (remoting's _server._op_type_names).
+_TYPE_NAMES_OP = f"{__package__}:type_names"
+
+
+def _returned_names(route: Route, data: tuple[Any, ...]) -> tuple[str, str]:
+    """Say what type a reference a lean call returned is of: its (module, qualname).
+
+    data is (oid, module, qualname), (oid, module, qualname, token) the first time the
+    callee returns an object of that type here, or (oid, token) afterwards; the C switch
+    reads it the same way (_native/method.c returned_names).  A token not met yet (the
+    reply that brings it in full is another thread's, still on its way) is asked of the
+    callee.
+    """
+    if len(data) == 3:
+        return (data[1], data[2])
+    key = (route.interp_id, data[-1])
+    if len(data) == 4:
+        names: tuple[str, str] = (data[1], data[2])
+        _returned_types[key] = names
+        return names
+    known = _returned_types.get(key)
+    if known is None:
+        module, qualname = _core.call(route, _TYPE_NAMES_OP, data[1])
+        known = _returned_types[key] = (module, qualname)
+    return known
+
+
+# (callee interp id, type token) -> (module, qualname): the types lean calls returned here.
+_returned_types: dict[tuple[int, int], tuple[str, str]] = {}
 
 
 class _PyBoundMethod:

@@ -6,7 +6,6 @@ import itertools
 import os
 import sys
 import types
-from collections.abc import Iterator
 
 from .. import _core
 from .._core import Route, _compat, _context
@@ -33,6 +32,7 @@ from ._proxy import (
     _lean_classes,
     _on_gone,
     _proxies,
+    _returned_types,
     is_transparent_proxy,
     lean_proxy,
     live_proxies,
@@ -45,7 +45,7 @@ from ._release import release as _release_at_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from .._core._serve import OpHandler
@@ -165,10 +165,18 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
     # on the route it called by (oid, module, qualname).
     info = _lean_types.get(kind)  # never a proxy type: _learn sees objects of this domain
     if info is not None:
-        exported = _export(result)  # the C switch's export, or _table's
-        if exported is None:  # not one C exports (a lease to ask for)
-            exported = _table.export(result)
-        return (_LEAN_REF, (exported, info[4], info[5]), ctx_back)
+        # Exported in C, the type named in full once per caller, then by its token
+        # (_proxy._returned_names); None: not an object C exports (a lease to ask for).
+        reply = _lean_ref(result, info, ctx_back)
+        if reply is not None:
+            return reply
+        exported = _table.export(result)
+        token: Any = info[6]
+        told = _lean_caller() << 32 | token
+        if told in _told_back:
+            return (_LEAN_REF, (exported, token), ctx_back)
+        _told_back.add(told)
+        return (_LEAN_REF, (exported, info[4], info[5], token), ctx_back)
     if isinstance(result, MarshalByRefObject) and not is_transparent_proxy(result):
         reduced = _reduce_here(result)
         _learn(kind, reduced)
@@ -180,10 +188,14 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
 # lean_proxy does, once lean_proxy has met its type.
 # The same tuple lets it make the proxy of a reference a lean call returns, and release a
 # dead proxy's references (_native/method.c adopt_ref, module.c proxy_gone).
-# Its last item keeps the full form of each type lent to this domain, so that later calls
-# send a compact one (_native/module.c lend).
-_kept_refs: dict[tuple[int, int], tuple[Shareable, ...]] = {}
-_fast = (_lean_classes, RemoteRef, Route, _Entry, _on_gone, _REF, "key", _CELL, "cell", _kept_refs)
+# Its tenth item keeps, for each type lent to this domain, the Route and names its full form
+# came with, so that later calls send a compact one (_native/module.c lend, switch.c
+# ref_parts); its last the types lean calls returned here (_proxy._returned_names).
+_kept_refs: dict[tuple[int, int], tuple[Route, tuple[str, str]]] = {}
+_fast = (
+    *(_lean_classes, RemoteRef, Route, _Entry, _on_gone, _REF, "key", _CELL, "cell"),
+    *(_kept_refs, _returned_types),
+)
 
 
 def _home(oid: int) -> object:
@@ -225,6 +237,20 @@ def _learn(cls: type, reduced: tuple[Shareable, ...]) -> None:
 # token); the token names the type in compact references to a domain sent it in full.
 _lean_types: dict[type, tuple[Shareable, ...]] = {}
 _tokens = itertools.count(1)
+# (caller interp id << 32 | token) of each type a lean reply named in full to that caller.
+_told_back: set[int] = set()
+
+
+def _no_lean_ref(obj: object, info: tuple[Shareable, ...], ctx: object) -> None:
+    """Leave every export to _table (no C switch)."""
+
+
+def _op_type_names(token: int) -> tuple[str, str]:
+    """Name the type a token stands for in lean replies: (module, qualname)."""
+    for info in list(_lean_types.values()):
+        if info[6] == token:
+            return (info[4], info[5])  # type: ignore[return-value]
+    raise LookupError(f"no type of this domain has the token {token!r}")
 
 
 def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
@@ -238,11 +264,13 @@ def _ref_done(refs: list[tuple[Shareable, ...]]) -> None:
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
 _entries = _table._entries
 _lent = _table._lent
-_export: Callable[[object], int | None] = _table.export
 _new_tuple = tuple.__new__
 _logical_data = _context._data  # the call context's variable: None when it carries nothing
 _state = _core.state
 _enter_call = _core.enter_call
+# Lean calls come with the C switch: install() sets these.
+_lean_caller: Callable[[], int] = int
+_lean_ref: Callable[[object, tuple[Shareable, ...], object], NativeReply | None] = _no_lean_ref
 _leave_call = _core.leave_call
 
 
@@ -400,11 +428,12 @@ def install() -> None:
     register_reference_type(MarshalByRefObject, _reduce, _rebuild)
     if _core.CURRENT_INTERP != _core.MAIN_INTERP:
         set_resolver(_ask_default_domain)
-    global _apply_native, _export
+    global _apply_native, _lean_caller, _lean_ref
     native = _core.native_module()
     if native is not None:
         _apply_native = native.apply_releases
-        _export = native.export
+        _lean_caller = native.lean_caller
+        _lean_ref = native.lean_ref
         native.set_proxy_hooks(_proxies, _fast, _release_at_owner, _arm_owner)
         native.set_table_hooks(_table._entries, _table._Entry, _table._lock, _table._leaseless)
     _core.set_release_hook(_drain_releases, None if native is None else native.releases_pending)
@@ -425,6 +454,7 @@ def install() -> None:
         f"{__package__}:exit": _op_exit,
         f"{__package__}:incref": _op_incref,
         f"{__package__}:live_count": _op_live_count,
+        f"{__package__}:type_names": _op_type_names,
     }
     for name, handler in handlers.items():
         _core.register_op(name, handler)

@@ -6,6 +6,7 @@ import itertools
 import threading
 import time
 
+from .. import _core
 from .._errors import RemotingException
 from ._base import Lease, MarshalByRefObject
 
@@ -28,7 +29,10 @@ class _Entry:
         self.expires = expires
 
 
-_lock = threading.Lock()
+# The C switch's export() and apply_releases() take this lock too: its own lock type is
+# taken from C without a Python call (threading.Lock's acquire parses keywords each time).
+_built = _core.native_built()
+_lock: Any = threading.Lock() if _built is None else _built.TableLock()
 _entries: dict[int, _Entry] = {}
 # id(obj) -> object id while exported: one reference (and so one proxy) per object.
 _by_identity: dict[int, int] = {}
