@@ -174,10 +174,20 @@ def main() -> None:
                 3 if native else 60,
             ),
         ]
+        # The 1 MiB result's reference (issue 15: "at the argument's cost").  The argument
+        # row's buffer is made once, outside the timing; the result row's callee builds a
+        # new 1 MiB each call (b"x" * n), work no route can skip.  So the result is held to
+        # the argument plus that build, measured here in the same run (the same allocation
+        # and fill as in the callee); the plain ratio is printed too.
+        build = median_us(lambda: b"x" * (1 << 20), number=100)
         for name, value, target in rows:
             goal = f"(target <= {target} us)" if target else ""
-            if name == "1 MiB bytes result":  # issue 15: at the cost of the argument
-                goal = f"{value / rows[1][1]:5.2f}x the 1 MiB argument (target <= 1x)"
+            if name == "1 MiB bytes result":
+                reference = rows[1][1] + build
+                goal = (
+                    f"{value / rows[1][1]:5.2f}x the 1 MiB argument; {value / reference:5.2f}x "
+                    f"argument + building 1 MiB ({build:.1f} us) (target <= 1x)"
+                )
             print(f"  {name:32s} {value:10.1f} us  {goal}")
         by_reference(worker, client, rows[0][1], rows[3][1], native)
         one, two, four = thread_scaling(domain)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -107,6 +108,28 @@ def test_proxy_method_calls_back_into_default_domain(domain: AppDomain) -> None:
     recorder = helpers.Recorder()
     assert bouncer.call_back(recorder, 7) == 1
     assert recorder.calls == [(1, 7)]
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/dev/fd"))
+
+
+def test_callbacks_from_threads_that_end_leave_no_sockets_behind(domain: AppDomain) -> None:
+    bouncer = domain.create_instance_and_unwrap("domain_helpers", "Bouncer")
+    recorder = helpers.Recorder()
+    one_at_a_time = threading.Lock()
+    count = THREADS * 3
+
+    def call_back(k: int) -> list[Any]:
+        with one_at_a_time:  # each call finds the domain free
+            return [bouncer.call_back(recorder, k)]  # a mailbox in the domain, for the reply
+
+    _run_threads(1, call_back)
+    before = _open_descriptors()
+    _run_threads(count, call_back)  # all alive at once (its barrier): each its own thread
+    _run_threads(1, call_back)
+    assert _open_descriptors() - before < THREADS
+    assert len(recorder.calls) == count + 2
 
 
 def test_reentrant_chain_default_b_default(domain: AppDomain) -> None:

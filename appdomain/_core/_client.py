@@ -30,8 +30,8 @@ import weakref
 from .._errors import AppDomainUnloadedException, ThreadAbortException
 from . import _compat, _context, _foreign
 from ._foreign import FOREIGN_BASE, gone_cause
-from ._serve import CURRENT_INTERP, MAIN_INTERP, call_here, decode_error, state, unloaded
-from ._wake import WakeSocket, wake, watch
+from ._serve import CURRENT_INTERP, MAIN_INTERP, call_here, decode_error, state, unloaded, visit
+from ._wake import WATCH_SECONDS, WakeSocket, wake, watch
 from ._wire import ONE_WAY, is_request
 
 TYPE_CHECKING = False
@@ -58,6 +58,12 @@ __all__ = [
 # A waiting caller re-checks that its target still exists this often: the reply
 # normally wakes it, this only bounds the wait if the target vanished without replying.
 LIVENESS_SECONDS = 1.0
+# How long a thread switched in by the fast route watches for the reply to a call it makes
+# from there (a callback, mostly into the default domain) before it sleeps.  That reply
+# needs the target's dispatcher woken (tens of µs on an idle VM) and often comes just
+# after the usual watch: sleeping as well would cost a second wake-up.  The watch holds
+# this domain's GIL, which the visiting call holds anyway (it takes no other fast call).
+VISITOR_WATCH_SECONDS = 4 * WATCH_SECONDS
 
 
 # -- mailboxes ---------------------------------------------------------------------------
@@ -71,6 +77,8 @@ class _Mailbox:
         self.waker = WakeSocket()
         self.seq = itertools.count(1)
         self.bound: set[int] = set()
+        # For a visiting thread's mailbox (see _mailbox): its mailbox queue at home.
+        self.home = 0
         # Target interp id -> a queue holding one item while this thread switches into the
         # target.  The target's running flag drops before the switch has deleted the thread's
         # state there, and destroying an interpreter in that gap aborts the process ("not the
@@ -95,7 +103,7 @@ class _Mailbox:
             except _compat.QueueEmpty:
                 if not watched:
                     watched = True
-                    if watch(self.queue):
+                    if watch(self.queue, VISITOR_WATCH_SECONDS if self.home else WATCH_SECONDS):
                         continue
                 wait = LIVENESS_SECONDS
                 if deadline is not None:
@@ -151,14 +159,41 @@ def _close_mailbox(
 
 
 _local = threading.local()
+# The mailboxes of threads of other domains switched in here by the fast route, by ident.
+# Their thread locals here last one switch (each switch makes a new thread state), and a
+# mailbox made per switch costs a queue, a socket and an exec to bind it (~40 µs a call
+# that calls out, a callback for one).  Closed once their home mailbox is gone.
+_visitors: dict[int, _Mailbox] = {}
 
 
 def _mailbox() -> _Mailbox:
     try:
         box: _Mailbox = _local.mailbox
     except AttributeError:
-        box = _local.mailbox = _Mailbox()
+        home: int | None = getattr(visit, "home", None)
+        if home is None:  # a thread of this domain
+            box = _local.mailbox = _Mailbox()
+            return box
+        ident = threading.get_ident()
+        found = _visitors.get(ident)
+        if found is None or found.home != home:  # new here (or a dead one's ident, reused)
+            _close_departed()
+            found = _visitors.get(ident)
+            if found is None:
+                found = _visitors[ident] = _Mailbox()
+            found.home = home
+        box = _local.mailbox = found  # for the rest of this switch
     return box
+
+
+def _close_departed() -> None:
+    """Close the mailboxes of visiting threads that have ended (their home mailbox is gone)."""
+    for ident, box in list(_visitors.items()):
+        try:
+            _compat.queue_count(box.home)
+        except _compat.QueueNotFoundError:
+            del _visitors[ident]
+            box.close()
 
 
 def thread_waker() -> WakeSocket:

@@ -71,13 +71,16 @@ class Pool:
                     request = _compat.queue_get(self.inbox_queue)
                 except _compat.QueueEmpty:
                     request = None
-                    drain_releases()
+                    drain_releases(only_pending=True)
                 if request is not None:
                     if spare_needed:
                         # Keep one thread listening while this one may block in
                         # user code or in a nested call back into this domain.
                         self._spawn()
                     _reply(request)
+                    # After the reply, not before the call: a callback's caller (and its
+                    # own caller's thread, switched in there) waits meanwhile.
+                    drain_releases(only_pending=True)
                 # Wakes are dropped when a waker's buffer is full, so look for more work
                 # before sleeping again rather than trusting one wake per request.  (No
                 # watching for the next request here: it would hold this domain's GIL and
@@ -116,7 +119,7 @@ def _reply(request: Dispatched) -> None:
     op, payload, seq, ctx, reply_queue, reply_address = request
     ident, nested = enter_call()  # unload aborts a busy worker, not the idle ones
     try:
-        reply = serve(op, payload, seq, ctx)
+        reply = serve(op, payload, seq, ctx, drain=False)  # _work drains after the reply
     finally:
         leave_call(ident, nested)
     if reply_queue == ONE_WAY:

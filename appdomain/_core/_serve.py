@@ -52,6 +52,7 @@ __all__ = [
     "state",
     "unload_hooks",
     "unloaded",
+    "visit",
 ]
 
 CURRENT_INTERP: int = _compat.current_interp_id()
@@ -102,6 +103,12 @@ unload_hooks: list[Callable[[], object]] = []
 _get_ident = threading.get_ident
 _thread_time_ns = time.thread_time_ns
 
+# Set in a thread that switched in from another domain by the fast route, for this switch:
+# home is the queue of its mailbox in its own domain, destroyed when it ends there.  Such a
+# thread gets a new thread state (and so new thread locals) on every switch: _client keeps
+# its mailbox here by thread ident instead (see _client._mailbox).
+visit = threading.local()
+
 
 def current_route() -> Route:
     """Return the route of the domain this code runs in."""
@@ -147,10 +154,14 @@ def call_here(op: str, payload: Shareable) -> Shareable:
     return _handler(op)(payload)
 
 
-def serve(op: str, payload: Shareable, seq: int, ctx: WireContext) -> Reply:
-    """Run one request in this domain and build its reply; never raises."""
-    if _release_hook is not None and state.route is not None:
-        # Counting is cheap; an empty get() would raise, which costs ~2 µs per call.
+def serve(op: str, payload: Shareable, seq: int, ctx: WireContext, *, drain: bool = True) -> Reply:
+    """Run one request in this domain and build its reply; never raises.
+
+    Releases posted here are applied first, unless drain is False: the caller applies
+    them after replying (a dispatcher thread; applying late only keeps objects longer).
+    """
+    if drain and _release_hook is not None and state.route is not None:
+        # Inline (every call passes here): counting is cheap; an empty get() would raise.
         if _compat.queue_count(state.route.release_queue) or (
             _releases_pending is not None and _releases_pending()
         ):
@@ -226,10 +237,20 @@ def set_release_hook(hook: Callable[[int], None], pending: Callable[[], int] | N
     _releases_pending = pending
 
 
-def drain_releases() -> None:
-    """Process the releases posted to this domain, if remoting installed a hook."""
-    if _release_hook is not None and state.route is not None:
-        _release_hook(state.route.release_queue)
+def drain_releases(*, only_pending: bool = False) -> None:
+    """Process the releases posted to this domain, if remoting installed a hook.
+
+    only_pending: call the hook only if some are queued (counting is cheap; an empty
+    get() would raise, which costs ~2 µs).
+    """
+    if _release_hook is None or state.route is None:
+        return
+    queue_id = state.route.release_queue
+    if only_pending and not (
+        _compat.queue_count(queue_id) or (_releases_pending is not None and _releases_pending())
+    ):
+        return
+    _release_hook(queue_id)
 
 
 # -- the fast route's entry points, exec'd in this domain by the calling thread ---------------
@@ -243,7 +264,7 @@ def _bind(caller_interp: int, queue_id: int, entry_queue: int) -> None:
 def _enter(caller_interp: int) -> None:
     """Serve the request waiting on the calling thread's mailbox (fast route, callee side)."""
     ident = _get_ident()
-    queue_id = state.boxes[(ident, caller_interp)]
+    queue_id = visit.home = state.boxes[(ident, caller_interp)]
     while True:
         request: Request = _compat.queue_get(queue_id)
         if is_request(request):

@@ -364,10 +364,13 @@ def _drain_releases(release_queue: int) -> None:
         return
     for _ in range(waiting):
         try:
-            oid, count = _compat.queue_get(release_queue)
+            item = _compat.queue_get(release_queue)
         except (_compat.QueueEmpty, _compat.QueueNotFoundError):
             return
-        _table.release(oid, count)
+        if type(item) is int:  # one reference (see _release.release)
+            _table.release(item, 1)
+        else:
+            _table.release(*item)
 
 
 # The C switch's queue of releases for this domain (apply_releases), when it is loaded.
