@@ -209,10 +209,12 @@ def _install_finder() -> None:
     sys.meta_path.insert(at, _CachedCodeFinder())
 
 
-def prepare(spec: TestSpec) -> dict[str, tuple[Stamp, bytes]]:
-    """Get this domain ready for a test: import the test module; return the code compiled."""
+def prepare(spec: TestSpec) -> tuple[dict[str, tuple[Stamp, bytes]], bool]:
+    """Get this domain ready for a test: import the test module; return the code compiled,
+    and whether no thread the import started still runs (then a domain its test never uses
+    is simply destroyed)."""
     _prepare(spec)
-    return _take_compiled()
+    return _take_compiled(), _quiet()
 
 
 def _prepare(spec: TestSpec) -> None:
@@ -352,8 +354,8 @@ def run_test(
     this domain has), spec["remade_args"] the test's among them.  Returns
     (outcome, exception, longrepr, compiled, quiet, limit, subtests); quiet tells that no thread the
     test module or function started is still alive, so unloading cannot fail on one;
-    limit is (why, whether the test module's import hit it) when the test failed or skipped
-    on a subinterpreter limit, else None.
+    limit is (why, whether the test module's import hit it, the refusing module's name or None)
+    when the test failed or skipped on a subinterpreter limit, else None.
     """
     global _spec
     _subtests.clear()
@@ -434,17 +436,18 @@ def _take_subtests(spec: TestSpec) -> list[tuple[object, ...]]:
     return taken
 
 
-def _limit_of(exc: BaseException, spec: TestSpec) -> tuple[str, bool] | None:
-    """Return (why, the test module's import hit it) if exc comes from a subinterpreter limit."""
+def _limit_of(exc: BaseException, spec: TestSpec) -> tuple[str, bool, str | None] | None:
+    """Return (why, the test module's import hit it, the refusing module's name if one did)
+    if exc comes from a subinterpreter limit."""
     found = _limit_exception(exc)
     if found is None:
         return None
     hit, index = found
     # CPython's message: "module NAME does not support loading in subinterpreters".
     words = str(hit).split()
-    name = words[1] if len(words) > 2 and words[0] == "module" else "a module"
-    short = _SHORT[index].format(name=name)
-    return (short, spec["module"] not in sys.modules)
+    name = words[1] if index == 0 and len(words) > 2 and words[0] == "module" else None
+    short = _SHORT[index].format(name=name or "a module")
+    return (short, spec["module"] not in sys.modules, name)
 
 
 def _quiet() -> bool:
