@@ -164,27 +164,32 @@ class _CachedLoader(importlib.machinery.SourceFileLoader):
 
     def get_code(self, fullname: str) -> types.CodeType | None:
         path = self.path
-        try:
-            st = os.stat(path)
-        except OSError:
-            return super().get_code(fullname)
-        stamp = (st.st_mtime_ns, st.st_size)
         hit = _cache.get(path)
-        if hit is not None and hit[0] == stamp:
+        if hit is not None and hit[0] == _stamp(path):
             code: types.CodeType = _stdlib_marshal.loads(hit[1])
             return code
-        self._compiled_here = False
+        # Most modules have a usable pyc: no stat of their own then, only the loader's.
+        self._source_stamp: Stamp | None = None
         found = super().get_code(fullname)
-        if self._compiled_here and found is not None:
-            _compiled[path] = (stamp, _stdlib_marshal.dumps(found))
+        if self._source_stamp is not None and found is not None:
+            _compiled[path] = (self._source_stamp, _stdlib_marshal.dumps(found))
         return found
 
     def source_to_code(  # type: ignore[override]
         self, data: bytes, path: str, *, _optimize: int = -1
     ) -> types.CodeType:
-        # Called only when no valid pyc exists: the code is worth sharing.
-        self._compiled_here = True
+        # Called only when no valid pyc exists: the code is worth sharing, stamped as the
+        # file is now (it was just read).
+        self._source_stamp = _stamp(path)
         return super().source_to_code(data, path, _optimize=_optimize)
+
+
+def _stamp(path: str) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 class _CachedCodeFinder:  # a meta path finder; importlib.abc would cost every domain ~15 ms
