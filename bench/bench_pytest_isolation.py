@@ -13,8 +13,13 @@ interpreter's pytest, normal and isolated in turn, N times (default 3), and prin
 - CPython's own cost of a fresh interpreter per test, measured without appdomain: create a
   subinterpreter, import the test's module into it (with appdomain's light ``pytest``
   stand-in, as isolated tests have), destroy it.  That CPU time, divided by the cores, is the
-  floor: the least any interpreter-per-test isolation can add on this machine; the ratio is
-  the overhead over it (target <= 1.25, and <= 15 ms a test where the floor allows).
+  ideal floor: the least any interpreter-per-test isolation can add on this machine; the
+  ratio is the overhead over it (target <= 1.25, and <= 15 ms a test where the floor allows).
+- The same work run on as many threads as there are cores, timed by the clock: the measured
+  parallel floor, what CPython itself reaches here and now.  It is above the ideal one when
+  other processes take cores (the machine may be shared) or CPython serialises something.
+- The cores the isolated run kept busy (its CPU over its wall time) and those the rest of the
+  machine used meanwhile (from /proc/stat): the wall figures are only as good as that is low.
 
 A table of every suite's figures ends the output.  The machine may be shared: compare the
 figures of one run, not of runs made at different times.
@@ -31,10 +36,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 DEFAULT_SUITES = (
     "boltons==26.2.0",
@@ -161,15 +168,31 @@ importlib.import_module(module)
 """
 
 
-def floor_per_module(source: Path, nodeids: list[str], path: list[str]) -> dict[str, float]:
-    """Measure, per test module, the CPU seconds of create + import + destroy (median of 5)."""
+class Floor(NamedTuple):
+    """CPython's own work per test module: CPU seconds serially, wall seconds in parallel."""
+
+    cpu: dict[str, float]  # file -> CPU of create + import + destroy (median of 5)
+    parallel: dict[str, float]  # file -> wall of one, run on `cores` threads at once
+
+
+def floor_per_module(source: Path, nodeids: list[str], path: list[str], cores: int) -> Floor:
+    """Measure, per test module, CPython's create + import + destroy: its CPU one at a time
+    (median of 5), and its wall time per interpreter with `cores` threads doing it at once."""
     import _interpreters
 
     from _pytest.pathlib import CouldNotResolvePathError, resolve_pkg_root_and_module_name
 
     import appdomain.marshal  # noqa: F401  (msgpack loads here before any subinterpreter)
 
+    def once(shared: dict[str, object]) -> Any:  # None, or the exception's description
+        interp = _interpreters.create("isolated")
+        try:
+            return _interpreters.exec(interp, _FLOOR_SOURCE, shared)
+        finally:
+            _interpreters.destroy(interp)
+
     costs: dict[str, float] = {}
+    parallel: dict[str, float] = {}
     for file in sorted({nodeid.split("::")[0] for nodeid in nodeids}):
         try:
             root, module = resolve_pkg_root_and_module_name(source / file)
@@ -177,19 +200,48 @@ def floor_per_module(source: Path, nodeids: list[str], path: list[str]) -> dict[
             root, module = (source / file).parent, (source / file).stem
         shared = {"path": (str(root), *path), "module": module}
         samples = []
+        failure = None
         for _ in range(5):
             start = time.process_time()
-            interp = _interpreters.create("isolated")
-            try:
-                failure = _interpreters.exec(interp, _FLOOR_SOURCE, shared)
-            finally:
-                _interpreters.destroy(interp)
+            failure = once(shared)
             samples.append(time.process_time() - start)
             if failure is not None:
                 print(f"  (floor: {file} did not import bare: {failure.msg})")
                 break
         costs[file] = statistics.median(samples)
-    return costs
+        if failure is None:
+            parallel[file] = _parallel_wall(once, shared, cores)
+    return Floor(costs, parallel)
+
+
+def _parallel_wall(
+    once: Callable[[dict[str, object]], object], shared: dict[str, object], cores: int
+) -> float:
+    """Wall seconds per interpreter when `cores` threads each create, import, destroy 3."""
+    each = 3
+
+    def work() -> None:
+        for _ in range(each):
+            once(shared)
+
+    threads = [threading.Thread(target=work) for _ in range(cores)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return (time.perf_counter() - start) / (cores * each)
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds the whole machine spent busy since boot (None where /proc/stat is not)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as file:
+            fields = [int(v) for v in file.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class Counts(NamedTuple):
@@ -214,8 +266,15 @@ class Result(NamedTuple):
     normal_cpu: float
     isolated_cpu: float
     floor_cpu_ms: float | None  # CPython's CPU per test
+    floor_parallel_ms: float | None  # CPython's wall per test, on `cores` threads at once
     cores: int
     unisolated: list[tuple[str, str]]
+    others_cores: float | None  # cores the rest of the machine kept busy during isolated runs
+
+    @property
+    def cores_used(self) -> float:
+        """The cores the isolated run kept busy on average (its CPU over its wall time)."""
+        return self.isolated_cpu / self.isolated_s if self.isolated_s else 0.0
 
     @property
     def overhead_ms(self) -> float:
@@ -223,12 +282,18 @@ class Result(NamedTuple):
 
     @property
     def floor_ms(self) -> float | None:
-        """The least wall time a test can add: CPython's CPU per test over the cores."""
+        """The ideal floor: the least wall time a test can add, CPython's CPU over the cores."""
         return None if self.floor_cpu_ms is None else self.floor_cpu_ms / self.cores
 
     @property
     def ratio(self) -> float | None:
+        """The wall overhead over the ideal floor."""
         return self.overhead_ms / self.floor_ms if self.floor_ms else None
+
+    @property
+    def parallel_ratio(self) -> float | None:
+        """The wall overhead over the floor CPython measurably reached in parallel."""
+        return self.overhead_ms / self.floor_parallel_ms if self.floor_parallel_ms else None
 
     @property
     def cpu_overhead_ms(self) -> float:
@@ -270,8 +335,10 @@ def run_project(requirement: str, repeat: int, ahead: int | None, floor: bool) -
         cpus: dict[str, list[float]] = {"normal": [], "isolated": []}
         counts: dict[str, dict[str, int]] = {}
         unisolated: list[tuple[str, str]] = []
+        others: list[float] = []
         for _ in range(repeat):
             for label, extra in (("normal", []), ("isolated", isolate)):
+                busy = _busy_seconds()
                 counts[label], seconds, cpu, output = run_suite(
                     source, tests, [*project_args, *extra], env
                 )
@@ -279,8 +346,14 @@ def run_project(requirement: str, repeat: int, ahead: int | None, floor: bool) -
                 cpus[label].append(cpu)
                 if label == "isolated":
                     unisolated = unisolated_tests(output)
+                    after = _busy_seconds()
+                    if busy is not None and after is not None:
+                        others.append(max(0.0, after - busy - cpu) / seconds)
         items = collect(source, tests, project_args, env)
-        costs = floor_per_module(source, items, [*extra_path, *sys.path]) if floor else {}
+        cores = os.cpu_count() or 1
+        measured = (
+            floor_per_module(source, items, [*extra_path, *sys.path], cores) if floor else None
+        )
     for label in ("normal", "isolated"):
         c = counts[label]
         runs = ", ".join(f"{t:.2f}" for t in times[label])
@@ -288,20 +361,24 @@ def run_project(requirement: str, repeat: int, ahead: int | None, floor: bool) -
             f"{label:>9}: {c['passed']} passed, {c['failures']} failed, {c['errors']} errors, "
             f"{c['skipped']} skipped; {runs} s"
         )
-    floor_cpu_ms = None
-    cores = os.cpu_count() or 1
-    if costs:
+    floor_cpu_ms = floor_parallel_ms = None
+    if measured is not None and measured.cpu:
         per_file: dict[str, int] = {}
         for nodeid in items:
             file = nodeid.split("::")[0]
             per_file[file] = per_file.get(file, 0) + 1
-        cpu = sum(costs[f] * n for f, n in per_file.items() if f in costs) / max(1, len(items))
-        floor_cpu_ms = cpu * 1000
+        floor_cpu_ms = _per_test(measured.cpu, per_file) * 1000
         print(
             f"CPython's own work per test (bare subinterpreter: create, import the test module, "
-            f"destroy): {cpu * 1000:.1f} ms CPU, so at least {cpu * 1000 / cores:.1f} ms per test "
-            f"on {cores} cores"
+            f"destroy): {floor_cpu_ms:.1f} ms CPU, so at least {floor_cpu_ms / cores:.1f} ms per "
+            f"test on {cores} cores (ideal floor)"
         )
+        if measured.parallel:
+            floor_parallel_ms = _per_test(measured.parallel, per_file) * 1000
+            print(
+                f"the same on {cores} threads at once, by the clock: {floor_parallel_ms:.1f} ms "
+                f"per test (measured parallel floor)"
+            )
     result = Result(
         name=source.name,
         items=len(items),
@@ -312,16 +389,28 @@ def run_project(requirement: str, repeat: int, ahead: int | None, floor: bool) -
         normal_cpu=statistics.median(cpus["normal"]),
         isolated_cpu=statistics.median(cpus["isolated"]),
         floor_cpu_ms=floor_cpu_ms,
+        floor_parallel_ms=floor_parallel_ms,
         cores=cores,
         unisolated=unisolated,
+        others_cores=statistics.median(others) if others else None,
     )
     print(f"same outcome counts: {result.normal == result.isolated}; test items: {len(items)}")
     print(
         f"isolation overhead: {result.overhead_ms:.1f} ms per test of wall time, "
         f"{result.cpu_overhead_ms:.1f} ms of CPU (medians of {repeat})"
     )
+    print(
+        f"isolated run kept {result.cores_used:.2f} of {cores} cores busy; the rest of the "
+        f"machine used {_f(result.others_cores, 2)} cores meanwhile"
+    )
     print_unisolated(result)
     return result
+
+
+def _per_test(per_module: dict[str, float], per_file: dict[str, int]) -> float:
+    """Average a per-module figure over the suite's tests (modules not measured left out)."""
+    measured = {f: n for f, n in per_file.items() if f in per_module}
+    return sum(per_module[f] * n for f, n in measured.items()) / max(1, sum(measured.values()))
 
 
 def _counts(c: dict[str, int]) -> Counts:
@@ -348,19 +437,26 @@ def print_table(results: list[Result]) -> None:
     print()
     print(
         "| suite | tests | plain counts | isolated counts | same | unisolated | plain s | "
-        "isolated s | overhead ms/test | floor ms/test | ratio | CPU overhead ms/test | "
-        "floor CPU ms/test | CPU ratio |"
+        "isolated s | overhead ms/test | ideal floor ms/test | ratio | measured parallel "
+        "floor ms/test | ratio to it | CPU overhead ms/test | floor CPU ms/test | CPU ratio | "
+        "cores used | others' cores |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r.name} | {r.items} | {r.normal} | {r.isolated} | "
             f"{'yes' if r.normal == r.isolated else 'NO'} | {len(r.unisolated)} | "
             f"{r.normal_s:.2f} | {r.isolated_s:.2f} | {r.overhead_ms:.1f} | {_f(r.floor_ms)} | "
-            f"{_f(r.ratio, 2)} | {r.cpu_overhead_ms:.1f} | {_f(r.floor_cpu_ms)} | "
-            f"{_f(r.cpu_ratio, 2)} |"
+            f"{_f(r.ratio, 2)} | {_f(r.floor_parallel_ms)} | {_f(r.parallel_ratio, 2)} | "
+            f"{r.cpu_overhead_ms:.1f} | {_f(r.floor_cpu_ms)} | {_f(r.cpu_ratio, 2)} | "
+            f"{r.cores_used:.2f} | {_f(r.others_cores, 2)} |"
         )
-    print("counts: passed/failed/errors/skipped; times are medians; ratio = overhead / floor")
+    print(
+        "counts: passed/failed/errors/skipped; times are medians; ratio = overhead / floor; "
+        "ideal floor = CPython's CPU per test over the cores; measured parallel floor = CPython's "
+        "wall per test with one thread per core; others' cores = load from the rest of the "
+        "machine during the isolated runs"
+    )
 
 
 def _f(value: float | None, digits: int = 1) -> str:

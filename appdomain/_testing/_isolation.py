@@ -19,7 +19,7 @@ import functools
 import os
 import queue
 import threading
-import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,6 +30,7 @@ from . import _remote
 from ._code import code_cache, stashed
 from ._fixtures import crossing_funcargs
 from ._light import LightDomain
+from ._refusals import function_code, known, learn, names_any
 from ._reports import (
     longrepr_key,
     rebuild_longrepr,
@@ -58,10 +59,8 @@ __all__ = [
 # On an item: isolated by --appdomain-isolate (not by its own marker), so a test that cannot
 # run in a domain runs here instead, listed in the summary.
 _auto_key = pytest.StashKey[bool]()
-# On the config: (node id, why) of every such test that ran here; test modules whose import
-# hit a subinterpreter limit, with why.
+# On the config: (node id, why) of every such test that ran here.
 _unisolated_key = pytest.StashKey[list[tuple[str, str]]]()
-_limited_key = pytest.StashKey[dict[str, str]]()
 # On an item run alone in the main interpreter: the background work resumes after it.
 _resume_key = pytest.StashKey[bool]()
 _warmer_key = pytest.StashKey["_Warmer"]()
@@ -113,10 +112,10 @@ def _run_unisolated(item: pytest.Function, why: str, *, alone: bool = False) -> 
     item.config.stash.setdefault(_unisolated_key, []).append((item.nodeid, why))
     alone = alone or runs_alone(item)
     warmer = item.config.stash.get(_warmer_key, None)
-    domain = warmer.take(item)[0] if warmer is not None else None
+    domain, _, quiet = warmer.take(item) if warmer is not None else (None, False, False)
     if alone:
         if domain is not None:
-            _unload(domain, item.config, quiet=False)
+            _unload(domain, item.config, quiet=quiet)
         if warmer is not None:
             warmer.wait_idle()
         unloader = item.config.stash.get(_unloader_key, None)
@@ -125,8 +124,8 @@ def _run_unisolated(item: pytest.Function, why: str, *, alone: bool = False) -> 
         item.stash[_resume_key] = True
         return
     if domain is not None:
-        # Its test module was imported there, which may have started threads.
-        _unloader(item.config).put(domain, item.nodeid, quiet=False)
+        # Its test module was imported there, which may have started threads (not quiet).
+        _unloader(item.config).put(domain, item.nodeid, quiet=quiet)
     if warmer is not None:
         warmer.prepare_after(item)
 
@@ -189,7 +188,7 @@ def plan(config: pytest.Config, items: list[pytest.Item]) -> None:
         # Domains build under their own GIL: keep every core busy, plus one queued.
         ahead = min((os.cpu_count() or 1) + 1, 4)
     if isolated and ahead > 0:
-        config.stash[_warmer_key] = _Warmer(isolated, ahead)
+        config.stash[_warmer_key] = _Warmer(isolated, ahead, _known_unisolated)
 
 
 def shutdown(config: pytest.Config) -> list[str]:
@@ -260,18 +259,17 @@ def run(item: pytest.Function) -> bool:
     """
     __tracebackhide__ = True
     auto = item.stash.get(_auto_key, False)
-    if auto:
-        why = _known_unisolated(item)
-        if why is not None:
-            _run_unisolated(item, why)
-            return False
+    why = _known_unisolated(item)
+    if why is not None:
+        _run_unisolated(item, why)
+        return False
     crossing = crossing_funcargs(item, auto)
     if isinstance(crossing, str):
         _run_unisolated(item, crossing)
         return False
     funcargs, made_here, remade, remade_args = crossing
     warmer = item.config.stash.get(_warmer_key, None)
-    light, ready = warmer.take(item) if warmer is not None else (None, False)
+    light, ready, _ = warmer.take(item) if warmer is not None else (None, False, False)
     if light is None:
         light = _new_domain(item)
     quiet = False
@@ -283,7 +281,7 @@ def run(item: pytest.Function) -> bool:
                 # A value crossing by name from the test module must find it imported as
                 # pytest compiled it, not imported afresh by the decoder.
                 try:
-                    code_cache(item.config).learn(light.call(_remote.PREPARE, spec))
+                    code_cache(item.config).learn(light.call(_remote.PREPARE, spec)[0])
                 except Exception:
                     pass  # run_test imports it again, and reports what goes wrong
             spec["remade_args"] = remade_args
@@ -307,9 +305,10 @@ def run(item: pytest.Function) -> bool:
         else:
             unload_problem = _unload(light, item.config, quiet=False)
     if auto and limit is not None and outcome != "passed":
-        why, module_wide = limit
-        if module_wide:
-            item.config.stash.setdefault(_limited_key, {})[item.module.__name__] = why
+        why, module_wide, refused = limit
+        learn(item, why, module_wide, refused)
+        if warmer is not None:
+            warmer.drop_known()  # the next tests it now knows of need no domain
         _run_unisolated(item, why, alone="tracemalloc" in why)
         return False
     report_subtests(item, subtests)
@@ -328,22 +327,14 @@ def run(item: pytest.Function) -> bool:
 
 
 def _known_unisolated(item: pytest.Function) -> str | None:
-    """Say why item cannot run in a domain, if that is known before trying."""
-    why = item.config.stash.get(_limited_key, {}).get(item.module.__name__)
-    if why is not None:
-        return why
-    code = _test_code(item)
-    if code is not None and _names_any(code, _REFUSING):
-        return "uses tracemalloc, which refuses to load in a subinterpreter"
-    return None
+    """Say why item, isolated by the option, cannot run in a domain, if known before trying
+    (see _refusals); None for a test marked isolated, which then fails saying why."""
+    return known(item) if item.stash.get(_auto_key, False) else None
 
 
 # Modules whose figures cover the whole process, not one domain: while a test that uses one
 # runs, no other domain is prepared or unloaded, or that work would count in its figures.
 _PROCESS_WIDE = frozenset({"tracemalloc"})
-# Modules that refuse to load in a subinterpreter, known by name: a test isolated by the
-# option that names one runs in the main interpreter without trying a domain first.
-_REFUSING = frozenset({"tracemalloc"})
 
 
 def runs_alone(item: pytest.Function) -> bool:
@@ -355,22 +346,8 @@ def runs_alone(item: pytest.Function) -> bool:
     marker = item.get_closest_marker("isolated")
     if marker is not None and marker.kwargs.get("alone"):
         return True
-    code = _test_code(item)
-    return code is not None and _names_any(code, _PROCESS_WIDE)
-
-
-def _test_code(item: pytest.Function) -> types.CodeType | None:
-    function = getattr(item.obj, "__func__", item.obj)
-    while hasattr(function, "__wrapped__"):
-        function = function.__wrapped__
-    code = getattr(function, "__code__", None)
-    return code if isinstance(code, types.CodeType) else None
-
-
-def _names_any(code: types.CodeType, names: frozenset[str]) -> bool:
-    if not names.isdisjoint(code.co_names):
-        return True
-    return any(isinstance(c, types.CodeType) and _names_any(c, names) for c in code.co_consts)
+    code = function_code(item)
+    return code is not None and names_any(code, _PROCESS_WIDE)
 
 
 def _new_domain(item: pytest.Function) -> LightDomain:
@@ -457,12 +434,19 @@ class _Warmer:
     wait for the new thread to run (Thread.start waits), a few ms on a busy machine.
     """
 
-    def __init__(self, items: list[pytest.Function], ahead: int) -> None:
+    def __init__(
+        self,
+        items: list[pytest.Function],
+        ahead: int,
+        unisolated: Callable[[pytest.Function], str | None],
+    ) -> None:
         self._order = {id(item): n for n, item in enumerate(items)}
         self._items = items
         self._ahead = ahead
+        self._unisolated = unisolated  # why a test will run unisolated, if known already
         self._lock = threading.Lock()
         self._ready: dict[int, _Prepared] = {}
+        self._dropped: list[_Prepared] = []  # given up (drop_known); they unload themselves
         self._closed = False
         # What to build next, in order; None ends a thread.
         self._jobs: queue.SimpleQueue[_Prepared | None] = queue.SimpleQueue()
@@ -482,20 +466,32 @@ class _Warmer:
             else:
                 prepared.build()
 
-    def take(self, item: pytest.Function) -> tuple[LightDomain | None, bool]:
-        """Return the domain prepared for item (waiting for it), or None; and whether the
-        test module is imported there."""
+    def take(self, item: pytest.Function) -> tuple[LightDomain | None, bool, bool]:
+        """Return the domain prepared for item (waiting for it), or None; whether the test
+        module is imported there; and whether no thread that import started still runs."""
         with self._lock:
             prepared = self._ready.pop(id(item), None)
         if prepared is None:
-            return None, False
+            return None, False, False
         prepared.done.wait()
-        return prepared.domain, prepared.ready
+        return prepared.domain, prepared.ready, prepared.quiet
+
+    def drop_known(self) -> None:
+        """Stop preparing domains for the tests now known to run unisolated; unload those
+        already prepared (in the background)."""
+        with self._lock:
+            dropped = [p for p in self._ready.values() if self._unisolated(p.item) is not None]
+            for prepared in dropped:
+                del self._ready[id(prepared.item)]
+            self._dropped.extend(dropped)
+        for prepared in dropped:
+            prepared.cancel()
 
     def wait_idle(self) -> None:
-        """Wait until every domain being prepared is ready (none starts until prepare_after)."""
+        """Wait until every domain being prepared is ready (none starts until prepare_after),
+        and those dropped are built and queued for unloading."""
         with self._lock:
-            pending = list(self._ready.values())
+            pending = [*self._ready.values(), *self._dropped]
         for prepared in pending:
             prepared.done.wait()
 
@@ -507,6 +503,8 @@ class _Warmer:
 
     def _start(self, index: int) -> None:
         item = self._items[index]
+        if self._unisolated(item) is not None:
+            return  # it will not run in a domain
         with self._lock:
             if self._closed or id(item) in self._ready:
                 return
@@ -522,10 +520,12 @@ class _Warmer:
             self._ready.clear()
             for _ in self._threads:
                 self._jobs.put(None)
+        for prepared in self._dropped:
+            prepared.done.wait()  # queued for the unloader, which closes after this
         for prepared in leftover:
             prepared.done.wait()
             if prepared.domain is not None:
-                _unload(prepared.domain, prepared.item.config, quiet=False)
+                _unload(prepared.domain, prepared.item.config, quiet=prepared.quiet)
 
 
 class _Prepared:
@@ -537,9 +537,23 @@ class _Prepared:
         self.cache = code_cache(item.config)
         self.domain: LightDomain | None = None
         self.ready = False  # the test module is imported in domain
+        self.quiet = False  # and no thread that import started still runs
         self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._cancelled = False  # nobody will take it: unload it once built
+
+    def cancel(self) -> None:
+        """Give up the domain: not built if not started yet, else unloaded once built."""
+        with self._lock:
+            self._cancelled = True
+            if self.done.is_set():
+                self._discard()
 
     def build(self) -> None:
+        with self._lock:
+            if self._cancelled:
+                self.done.set()
+                return
         try:
             domain = LightDomain(self.item.name)
         except BaseException:
@@ -547,10 +561,18 @@ class _Prepared:
             return
         self.domain = domain
         try:
-            compiled = domain.call(_remote.PREPARE, self.spec)
+            compiled, self.quiet = domain.call(_remote.PREPARE, self.spec)
             self.cache.learn(compiled)
             self.ready = True
         except BaseException:
             pass  # the test imports its module again, and reports what goes wrong
         finally:
-            self.done.set()
+            with self._lock:
+                if self._cancelled:
+                    self._discard()  # queued before done: who waits for done can wait for it
+                self.done.set()
+
+    def _discard(self) -> None:
+        domain, self.domain = self.domain, None
+        if domain is not None:
+            _unloader(self.item.config).put(domain, self.item.nodeid, quiet=self.quiet)

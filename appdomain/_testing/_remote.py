@@ -164,27 +164,32 @@ class _CachedLoader(importlib.machinery.SourceFileLoader):
 
     def get_code(self, fullname: str) -> types.CodeType | None:
         path = self.path
-        try:
-            st = os.stat(path)
-        except OSError:
-            return super().get_code(fullname)
-        stamp = (st.st_mtime_ns, st.st_size)
         hit = _cache.get(path)
-        if hit is not None and hit[0] == stamp:
+        if hit is not None and hit[0] == _stamp(path):
             code: types.CodeType = _stdlib_marshal.loads(hit[1])
             return code
-        self._compiled_here = False
+        # Most modules have a usable pyc: no stat of their own then, only the loader's.
+        self._source_stamp: Stamp | None = None
         found = super().get_code(fullname)
-        if self._compiled_here and found is not None:
-            _compiled[path] = (stamp, _stdlib_marshal.dumps(found))
+        if self._source_stamp is not None and found is not None:
+            _compiled[path] = (self._source_stamp, _stdlib_marshal.dumps(found))
         return found
 
     def source_to_code(  # type: ignore[override]
         self, data: bytes, path: str, *, _optimize: int = -1
     ) -> types.CodeType:
-        # Called only when no valid pyc exists: the code is worth sharing.
-        self._compiled_here = True
+        # Called only when no valid pyc exists: the code is worth sharing, stamped as the
+        # file is now (it was just read).
+        self._source_stamp = _stamp(path)
         return super().source_to_code(data, path, _optimize=_optimize)
+
+
+def _stamp(path: str) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 class _CachedCodeFinder:  # a meta path finder; importlib.abc would cost every domain ~15 ms
@@ -209,10 +214,12 @@ def _install_finder() -> None:
     sys.meta_path.insert(at, _CachedCodeFinder())
 
 
-def prepare(spec: TestSpec) -> dict[str, tuple[Stamp, bytes]]:
-    """Get this domain ready for a test: import the test module; return the code compiled."""
+def prepare(spec: TestSpec) -> tuple[dict[str, tuple[Stamp, bytes]], bool]:
+    """Get this domain ready for a test: import the test module; return the code compiled,
+    and whether no thread the import started still runs (then a domain its test never uses
+    is simply destroyed)."""
     _prepare(spec)
-    return _take_compiled()
+    return _take_compiled(), _quiet()
 
 
 def _prepare(spec: TestSpec) -> None:
@@ -352,8 +359,8 @@ def run_test(
     this domain has), spec["remade_args"] the test's among them.  Returns
     (outcome, exception, longrepr, compiled, quiet, limit, subtests); quiet tells that no thread the
     test module or function started is still alive, so unloading cannot fail on one;
-    limit is (why, whether the test module's import hit it) when the test failed or skipped
-    on a subinterpreter limit, else None.
+    limit is (why, whether the test module's import hit it, the refusing module's name or None)
+    when the test failed or skipped on a subinterpreter limit, else None.
     """
     global _spec
     _subtests.clear()
@@ -434,17 +441,18 @@ def _take_subtests(spec: TestSpec) -> list[tuple[object, ...]]:
     return taken
 
 
-def _limit_of(exc: BaseException, spec: TestSpec) -> tuple[str, bool] | None:
-    """Return (why, the test module's import hit it) if exc comes from a subinterpreter limit."""
+def _limit_of(exc: BaseException, spec: TestSpec) -> tuple[str, bool, str | None] | None:
+    """Return (why, the test module's import hit it, the refusing module's name if one did)
+    if exc comes from a subinterpreter limit."""
     found = _limit_exception(exc)
     if found is None:
         return None
     hit, index = found
     # CPython's message: "module NAME does not support loading in subinterpreters".
     words = str(hit).split()
-    name = words[1] if len(words) > 2 and words[0] == "module" else "a module"
-    short = _SHORT[index].format(name=name)
-    return (short, spec["module"] not in sys.modules)
+    name = words[1] if index == 0 and len(words) > 2 and words[0] == "module" else None
+    short = _SHORT[index].format(name=name or "a module")
+    return (short, spec["module"] not in sys.modules, name)
 
 
 def _quiet() -> bool:
