@@ -189,9 +189,10 @@ class CodeLoader(_external.SourceFileLoader):
 # Filled once per process; a race fills an entry twice with the same value.
 _read: "dict[str, Read | None]" = {}  # by module name
 # Every module read, with its code's place in one blob: the same for every domain.
-_all: "tuple[dict[str, Entry], bytes] | None" = None
+# Per list of modules (a domain's MODULES, a test interpreter's own), what _read_all made.
+_all: "dict[tuple[str, ...], tuple[dict[str, Entry], bytes]]" = {}
 # The entries for one sys.path (a few kB each), a few paths at a time.
-_bundles: "dict[tuple[str, ...], Bundle | None]" = {}
+_bundles: "dict[tuple[tuple[str, ...], tuple[str, ...]], Bundle | None]" = {}
 _MAX_PATHS = 32
 _compiled: dict[str, bytes] = {}
 
@@ -204,10 +205,13 @@ def compiled(source: str, filename: str) -> bytes:
     return code
 
 
-def bundle(sys_path: "Sequence[str]", site_plan: "SitePlan | None") -> "Bundle | None":
-    """What a new domain with sys_path (and site_plan's editable finders) runs ``install``
-    from, ahead of its imports; None when this module itself was not loaded from a file."""
-    key = tuple(sys_path)
+def bundle(
+    sys_path: "Sequence[str]", site_plan: "SitePlan | None", modules: "tuple[str, ...]" = MODULES
+) -> "Bundle | None":
+    """What a new interpreter with sys_path (and site_plan's editable finders) runs
+    ``install`` from, ahead of its imports, to be served modules (a domain's boot, MODULES,
+    by default); None when this module itself was not loaded from a file."""
+    key = (modules, tuple(sys_path))
     if key not in _bundles:
         if len(_bundles) >= _MAX_PATHS:
             _bundles.clear()
@@ -216,7 +220,7 @@ def bundle(sys_path: "Sequence[str]", site_plan: "SitePlan | None") -> "Bundle |
         if code is None:
             _bundles[key] = None
         else:
-            entries, blob = _read_all()
+            entries, blob = _read_all(modules)
             chosen = tuple(
                 entry
                 for name, entry in entries.items()
@@ -227,13 +231,12 @@ def bundle(sys_path: "Sequence[str]", site_plan: "SitePlan | None") -> "Bundle |
     return _bundles[key]
 
 
-def _read_all() -> "tuple[dict[str, Entry], bytes]":
-    global _all
-    if _all is None:
+def _read_all(modules: "tuple[str, ...]") -> "tuple[dict[str, Entry], bytes]":
+    if modules not in _all:
         entries: dict[str, Entry] = {}
         parts: list[bytes] = []
         size = 0
-        for name in MODULES:
+        for name in modules:
             read = _read_module(name)
             if read is None:
                 continue
@@ -246,8 +249,8 @@ def _read_all() -> "tuple[dict[str, Entry], bytes]":
                 parts.append(code)
                 size = end
             entries[name] = (name, origin, cached, folder if is_package else "", where, start, end)
-        _all = (entries, b"".join(parts))
-    return _all
+        _all[modules] = (entries, b"".join(parts))
+    return _all[modules]
 
 
 def _read_module(name: str) -> "Read | None":

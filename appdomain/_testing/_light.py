@@ -19,7 +19,7 @@ from __future__ import annotations
 import marshal as _stdlib_marshal
 
 from .._core import _compat
-from .._domains import _domain, _runtime, _site
+from .._domains import _domain, _preload, _runtime, _site
 from .._errors import AppDomainError, AppDomainUnloadedException
 from . import _remote
 
@@ -33,17 +33,37 @@ if TYPE_CHECKING:
 
 __all__ = ["LightDomain"]
 
-# Run in the new interpreter: the creator's import path, what site would have done, and the
-# boot configuration for later.
-_BOOT = """\
-import sys
+# Run in the new interpreter: the modules running a test imports served from what the
+# creator read once (_domains._preload), the creator's import path, what site would have
+# done (compiled once), and the boot configuration for later.
+_BOOT = f"""\
+import marshal, sys
+if preload is not None:
+    _appdomain_preload = {{"__name__": "{_preload.__name__}"}}
+    exec(marshal.loads(preload[0]), _appdomain_preload)
+    _appdomain_preload["install"](preload[1], preload[2])
+    del _appdomain_preload
 sys.path[:] = list(cfg[2])
 if site_plan is not None:
-    exec(site_source, {"site_plan": site_plan})
+    exec(marshal.loads(site_code), {{"site_plan": site_plan, "site_absent": site_absent}})
 import appdomain._domains._deferred as _deferred
 _deferred.cfg = cfg
-del cfg, site_plan, site_source, _deferred
+del cfg, site_plan, site_code, site_absent, preload, _deferred, marshal
 """
+# What a test's interpreter imports from files to run a test, beside what is frozen or built
+# in (in the order it imports them); a module missing here loads as usual, only slower.
+_MODULES = (
+    "appdomain",
+    "appdomain._domains",
+    "appdomain._domains._deferred",
+    "__future__",
+    "importlib",
+    "types",
+    "appdomain._testing",
+    "appdomain._testing._standin",
+    "appdomain._testing._remade",
+    _remote.__name__,
+)
 _CALL = f"""\
 from {_remote.__name__} import light_call as _light_call
 _light_call(op, packed, reply)
@@ -78,7 +98,9 @@ class LightDomain:
             shared: dict[str, Shareable] = {
                 "cfg": cfg,
                 "site_plan": site_plan,
-                "site_source": _site.SOURCE,
+                "site_code": _preload.compiled(_site.SOURCE, "<appdomain site>"),
+                "site_absent": _site.absent(cfg[2]),
+                "preload": _preload.bundle(cfg[2], site_plan, _MODULES),
             }
             failure = _compat.exec_in(self.interp_id, _BOOT, shared)
             if failure is not None:
