@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import remoting_helpers
 
 from appdomain import AppDomain, AppDomainSetup
 from appdomain._domains import _runtime
+from appdomain._testing._light import LightDomain
 
 Factory = Callable[..., AppDomain]
 
@@ -89,3 +90,19 @@ def test_a_module_the_domains_path_finds_first_is_the_one_it_imports(
 def test_reloading_a_boot_module_in_a_domain_reads_its_file(domain: AppDomain) -> None:
     events = sys.modules["appdomain._domains._events"]
     assert domain.do_callback(reload_runtime_events) == (events.__file__, True)
+
+
+@pytest.fixture
+def test_interpreter() -> Iterator[LightDomain]:
+    """A pytest plugin test's interpreter (no domain until asked), unloaded after the test."""
+    light = LightDomain("PreloadTestInterpreter")
+    yield light
+    light.unload_domain(timeout=30)
+
+
+@pytest.mark.parametrize("name", ["appdomain._testing._remote", "appdomain._testing", "types"])
+def test_a_test_interpreters_modules_come_from_the_files_this_process_loaded(
+    test_interpreter: LightDomain, name: str
+) -> None:
+    domain = test_interpreter.domain()
+    assert domain.do_callback(module_record, name) == module_record(name)
