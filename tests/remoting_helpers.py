@@ -169,6 +169,16 @@ class ShortLived(MarshalByRefObject):
         return "hello"
 
 
+class Leased(MarshalByRefObject):
+    """Opts into a lease that outlives any test (its exports are _table's, not the C switch's)."""
+
+    def initialize_lifetime_service(self) -> Lease:
+        return Lease(initial_lease_time=3600.0)
+
+    def hello(self) -> str:
+        return "hello"
+
+
 class Keeper(MarshalByRefObject):
     """Holds proxies handed to it, drops them, hands them on."""
 
@@ -206,6 +216,9 @@ class Keeper(MarshalByRefObject):
 
     def make(self) -> Client:
         return Client()
+
+    def make_leased(self) -> Leased:
+        return Leased()
 
     def mine(self) -> Client:
         """Return the same object of this domain every time."""

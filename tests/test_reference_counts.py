@@ -304,3 +304,13 @@ def test_first_objects_returned_to_8_threads_at_once_all_work(
 
     assert on_8_threads(first_calls) == []
     assert sorted(results) == sorted([(2 * i, domain.id) for i in range(5)] * 8)
+
+
+def test_objects_with_a_lease_returned_again_and_again_work_and_are_released(
+    keeper: helpers.Keeper, domain: AppDomain
+) -> None:
+    # Their type is named in full the first time, by token afterwards, as for the others.
+    exported = domain.do_callback(live_count)
+    assert [keeper.make_leased().hello() for _ in range(20)] == ["hello"] * 20
+    collect_everywhere(domain)
+    assert domain.do_callback(live_count) == exported

@@ -45,7 +45,6 @@ __all__ = [
     "available",
     "call",
     "export",
-    "lean_caller",
     "lean_ref",
     "method_member",
     "proxy_gone",
@@ -116,7 +115,6 @@ set_reference_hooks = _native.set_reference_hooks
 # proxy_gone, which queues the release at an owner the switch serves.
 set_proxy_hooks = _native.set_proxy_hooks
 proxy_gone = _native.proxy_gone
-lean_caller = _native.lean_caller
 lean_ref = _native.lean_ref
 releases_pending = _native.releases_pending
 # The object table's common steps in C (remoting's _table: export of an object without a

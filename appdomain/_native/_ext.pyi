@@ -102,17 +102,16 @@ def set_proxy_hooks(
 ) -> None:
     """Name what this interpreter's proxies live by (their dict, fast, release, arm)."""
 
-def lean_ref(obj: object, info: tuple[object, ...], ctx: object, /) -> _LeanReply | None:
-    """Export obj; the lean reply naming it (its type in full once per caller, then by token)."""
-
-def lean_caller() -> int:
-    """The interpreter id of the caller of the call this thread runs here, or -1."""
+def lean_ref(
+    obj: object, info: tuple[object, ...], ctx: object, oid: int | None, /
+) -> _LeanReply | None:
+    """The lean reply naming obj (its type in full once per caller, then by token)."""
 
 def proxy_gone(entry: object, /) -> None:
     """A proxy died: forget its entry and release the references its cell holds."""
 
 def set_table_hooks(
-    entries: dict[int, Any], entry_type: type, lock: Any, leaseless: set[type], /
+    entries: dict[int, Any], entry_type: type, lock: TableLock, leaseless: set[type], /
 ) -> None:
     """Name this interpreter's object table, for export() and apply_releases()."""
 

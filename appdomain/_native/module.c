@@ -764,22 +764,6 @@ error:
     return NULL;
 }
 
-/* lean_caller(): the interpreter id of the caller of the call this thread runs here by
- * the switch (its innermost), or -1 when it runs none. */
-static PyObject *
-native_lean_caller(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
-{
-    threadrec_t *r = threadrec_get();
-    long long id = -1;
-    if (r == NULL) {
-        return NULL;
-    }
-    if (r->depth > 0 && r->frames[r->depth - 1].ts == PyThreadState_Get()) {
-        id = r->frames[r->depth - 1].caller_id;
-    }
-    return PyLong_FromLongLong(id);
-}
-
 /* set_proxy_hooks(proxies, fast, release, arm) */
 static PyObject *
 native_set_proxy_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -806,34 +790,24 @@ native_set_proxy_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 static PyObject *
 native_set_table_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    modstate *st = get_state(module);
     if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyType_Check(args[1])
-        || !PySet_CheckExact(args[3])) {
+        || Py_TYPE(args[2]) != st->lock_type || !PySet_CheckExact(args[3])) {
         PyErr_SetString(PyExc_TypeError, "set_table_hooks(entries, entry_type, lock, "
-                        "leaseless) takes a dict, a type, a lock and a set");
+                        "leaseless) takes a dict, a type, a TableLock and a set");
         return NULL;
     }
-    modstate *st = get_state(module);
     if (st->str_obj == NULL
         && ((st->str_obj = PyUnicode_InternFromString("obj")) == NULL
             || (st->str_count = PyUnicode_InternFromString("count")) == NULL
             || (st->str_lease = PyUnicode_InternFromString("lease")) == NULL
             || (st->str_expires = PyUnicode_InternFromString("expires")) == NULL
-            || (st->str_acquire = PyUnicode_InternFromString("acquire")) == NULL
-            || (st->str_release_lock = PyUnicode_InternFromString("release")) == NULL
             || (st->forever = PyFloat_FromDouble(Py_HUGE_VAL)) == NULL)) {
         return NULL;
     }
     Py_XSETREF(st->entries, Py_NewRef(args[0]));
     Py_XSETREF(st->entry_type, Py_NewRef(args[1]));
-    PyObject *acquire = PyObject_GetAttr(args[2], st->str_acquire);
-    PyObject *release = acquire ? PyObject_GetAttr(args[2], st->str_release_lock) : NULL;
-    if (release == NULL) {
-        Py_XDECREF(acquire);
-        return NULL;
-    }
     Py_XSETREF(st->table_lock, Py_NewRef(args[2]));
-    Py_XSETREF(st->lock_acquire, acquire);
-    Py_XSETREF(st->lock_release, release);
     Py_XSETREF(st->leaseless, Py_NewRef(args[3]));
     st->off_obj = appdomain_slot_offset(args[1], st->str_obj);
     st->off_count = appdomain_slot_offset(args[1], st->str_count);
@@ -846,28 +820,13 @@ native_set_table_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 static int
 table_lock(modstate *st, int blocking)
 {
-    if (Py_TYPE(st->table_lock) == st->lock_type) {
-        return appdomain_lock_take(st->table_lock, blocking);
-    }
-    PyObject *flag = blocking ? Py_True : Py_False;
-    PyObject *got = PyObject_CallOneArg(st->lock_acquire, flag);
-    if (got == NULL) {
-        return -1;
-    }
-    int taken = PyObject_IsTrue(got);
-    Py_DECREF(got);
-    return taken;
+    return appdomain_lock_take(st->table_lock, blocking);
 }
 
 static int
 table_unlock(modstate *st)
 {
-    if (Py_TYPE(st->table_lock) == st->lock_type) {
-        return appdomain_lock_give(st->table_lock);
-    }
-    PyObject *ok = PyObject_CallNoArgs(st->lock_release);
-    Py_XDECREF(ok);
-    return ok == NULL ? -1 : 0;
+    return appdomain_lock_give(st->table_lock);
 }
 
 /* entry.count += delta; the new count in *now. */
@@ -978,18 +937,19 @@ out:
     return result;
 }
 
-/* lean_ref(obj, info, ctx): the lean reply for a new reference to obj, an object of this
- * interpreter whose type remoting lends (info: (*route, module, qualname, token)), exported
- * here: (2, (oid, module, qualname, token), ctx) the first time this call's caller meets the
- * type, (2, (oid, token), ctx) later (method.c returned_names reads both).  None when obj is
- * not one export() takes (Python exports it). */
+/* lean_ref(obj, info, ctx, oid): the lean reply for a new reference to obj, an object of
+ * this interpreter whose type remoting lends (info: (*route, module, qualname, token)):
+ * (2, (oid, module, qualname, token), ctx) the first time this call's caller meets the type,
+ * (2, (oid, token), ctx) later (method.c returned_names reads both).  With oid None, obj is
+ * exported here, or None returned when it is not one export() takes: Python exports it and
+ * passes its oid.  The one place that decides which callers were told a type in full. */
 static PyObject *
 native_lean_ref(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     modstate *st = get_state(module);
-    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) != 7) {
-        PyErr_SetString(PyExc_TypeError, "lean_ref(obj, info, ctx) takes an object, its "
-                        "type's 7-tuple and the call context");
+    if (nargs != 4 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) != 7) {
+        PyErr_SetString(PyExc_TypeError, "lean_ref(obj, info, ctx, oid) takes an object, its "
+                        "type's 7-tuple, the call context and its oid or None");
         return NULL;
     }
     if (st->told_back == NULL && (st->told_back = PySet_New(NULL)) == NULL) {
@@ -1010,7 +970,7 @@ native_lean_ref(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(told);
         return NULL;
     }
-    PyObject *oid = native_export(module, args[0]);
+    PyObject *oid = args[3] != Py_None ? Py_NewRef(args[3]) : native_export(module, args[0]);
     if (oid == NULL || oid == Py_None) {
         Py_DECREF(told);
         return oid;
@@ -1314,9 +1274,6 @@ static PyMethodDef native_methods[] = {
      "interpreter live by: the proxies dict, the fast tuple (its entry type's weak references "
      "call proxy_gone), release(route, oid, count) for an owner the switch does not serve "
      "and arm(route) to have an owner woken to drain its releases."},
-    {"lean_caller", native_lean_caller, METH_NOARGS,
-     "lean_caller()\n--\n\nThe interpreter id of the caller of the call this thread runs "
-     "here by the switch, or -1."},
     {"proxy_gone", native_proxy_gone, METH_O,
      "proxy_gone(entry)\n--\n\nA proxy died: forget its entry and release the references "
      "its cell holds (queued at an owner the switch serves)."},
@@ -1324,8 +1281,9 @@ static PyMethodDef native_methods[] = {
      "set_table_hooks(entries, entry_type, lock, leaseless)\n--\n\nName this "
      "interpreter's object table, for export() and apply_releases()."},
     {"lean_ref", (PyCFunction)(void (*)(void))native_lean_ref, METH_FASTCALL,
-     "lean_ref(obj, info, ctx)\n--\n\nExport obj and return the lean reply that names it "
-     "(its type in full once per caller, then by token); None when Python must export it."},
+     "lean_ref(obj, info, ctx, oid)\n--\n\nThe lean reply that names obj (its type in full "
+     "once per caller, then by token), exported here when oid is None; None when Python must "
+     "export it."},
     {"export", native_export, METH_O,
      "export(obj)\n--\n\nCount one more remote reference to obj, of a type without a "
      "lease, and return its object id; None for other objects (Python exports them)."},
@@ -1462,8 +1420,6 @@ native_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->entry_type);
     Py_VISIT(st->table_lock);
     Py_VISIT(st->leaseless);
-    Py_VISIT(st->lock_acquire);
-    Py_VISIT(st->lock_release);
     Py_VISIT(st->forever);
     Py_VISIT(st->not_served);
     Py_VISIT(st->closing);
@@ -1497,14 +1453,10 @@ native_clear(PyObject *module)
     Py_CLEAR(st->table_lock);
     Py_CLEAR(st->leaseless);
     Py_CLEAR(st->forever);
-    Py_CLEAR(st->lock_acquire);
-    Py_CLEAR(st->lock_release);
     Py_CLEAR(st->str_obj);
     Py_CLEAR(st->str_count);
     Py_CLEAR(st->str_lease);
     Py_CLEAR(st->str_expires);
-    Py_CLEAR(st->str_acquire);
-    Py_CLEAR(st->str_release_lock);
     Py_CLEAR(st->not_served);
     Py_CLEAR(st->closing);
     appdomain_method_clear(st);

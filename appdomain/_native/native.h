@@ -48,10 +48,8 @@ typedef struct {
     PyObject *entry_type;
     PyObject *table_lock;
     PyObject *leaseless;
-    PyObject *str_obj, *str_count, *str_lease, *str_expires, *str_acquire, *str_release_lock;
+    PyObject *str_obj, *str_count, *str_lease, *str_expires;
     PyObject *forever;
-    /* The table lock's bound acquire and release (looked up once, not per export). */
-    PyObject *lock_acquire, *lock_release;
     /* Slot offsets (appdomain_slot_offset; 0: use the attribute) of the table's Entry type
      * (obj, count, lease, expires) and of the proxies' weak entry type (key, cell). */
     Py_ssize_t off_obj, off_count, off_lease, off_expires, off_key, off_cell;

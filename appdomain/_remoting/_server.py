@@ -165,18 +165,13 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
     # on the route it called by (oid, module, qualname).
     info = _lean_types.get(kind)  # never a proxy type: _learn sees objects of this domain
     if info is not None:
-        # Exported in C, the type named in full once per caller, then by its token
-        # (_proxy._returned_names); None: not an object C exports (a lease to ask for).
-        reply = _lean_ref(result, info, ctx_back)
+        # The type named in full once per caller, then by its token (_proxy._returned_names);
+        # exported in C, or by _table for an object with a lease to ask for.
+        reply = _lean_ref(result, info, ctx_back, None)
+        if reply is None:
+            reply = _lean_ref(result, info, ctx_back, _table.export(result))
         if reply is not None:
             return reply
-        exported = _table.export(result)
-        token: Any = info[6]
-        told = _lean_caller() << 32 | token
-        if told in _told_back:
-            return (_LEAN_REF, (exported, token), ctx_back)
-        _told_back.add(told)
-        return (_LEAN_REF, (exported, info[4], info[5], token), ctx_back)
     if isinstance(result, MarshalByRefObject) and not is_transparent_proxy(result):
         reduced = _reduce_here(result)
         _learn(kind, reduced)
@@ -237,11 +232,9 @@ def _learn(cls: type, reduced: tuple[Shareable, ...]) -> None:
 # token); the token names the type in compact references to a domain sent it in full.
 _lean_types: dict[type, tuple[Shareable, ...]] = {}
 _tokens = itertools.count(1)
-# (caller interp id << 32 | token) of each type a lean reply named in full to that caller.
-_told_back: set[int] = set()
 
 
-def _no_lean_ref(obj: object, info: tuple[Shareable, ...], ctx: object) -> None:
+def _no_lean_ref(obj: object, info: tuple[Shareable, ...], ctx: object, oid: int | None) -> None:
     """Leave every export to _table (no C switch)."""
 
 
@@ -268,9 +261,9 @@ _new_tuple = tuple.__new__
 _logical_data = _context._data  # the call context's variable: None when it carries nothing
 _state = _core.state
 _enter_call = _core.enter_call
-# Lean calls come with the C switch: install() sets these.
-_lean_caller: Callable[[], int] = int
-_lean_ref: Callable[[object, tuple[Shareable, ...], object], NativeReply | None] = _no_lean_ref
+# Lean calls come with the C switch: install() sets it.
+_lean_ref: Callable[[object, tuple[Shareable, ...], object, int | None], NativeReply | None]
+_lean_ref = _no_lean_ref
 _leave_call = _core.leave_call
 
 
@@ -428,11 +421,10 @@ def install() -> None:
     register_reference_type(MarshalByRefObject, _reduce, _rebuild)
     if _core.CURRENT_INTERP != _core.MAIN_INTERP:
         set_resolver(_ask_default_domain)
-    global _apply_native, _lean_caller, _lean_ref
+    global _apply_native, _lean_ref
     native = _core.native_module()
     if native is not None:
         _apply_native = native.apply_releases
-        _lean_caller = native.lean_caller
         _lean_ref = native.lean_ref
         native.set_proxy_hooks(_proxies, _fast, _release_at_owner, _arm_owner)
         native.set_table_hooks(_table._entries, _table._Entry, _table._lock, _table._leaseless)
