@@ -276,9 +276,9 @@ def test_initializer_that_raises_leaves_no_host() -> None:
     with pytest.raises(AppDomainError, match="no plugins today") as info:
         AppDomain.create_domain("Refused", setup)
     assert "host_helpers.py" in str(info.value)
-    from appdomain._domains import _domain
+    from appdomain._domains import _registry
 
-    assert not [r for r in _domain._records.values() if r.name == "Refused"]
+    assert not [r for r in _registry.records.values() if r.name == "Refused"]
 
 
 def test_shadow_copy_on_a_process_host_is_refused(tmp_path: Path) -> None:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-import threading
 import weakref
 
 from .. import _core
-from .._core import Route, _compat, _foreign
+from .._core import Route
 from .._errors import (
     AppDomainError,
     AppDomainUnloadedException,
 )
-from . import _exit, _preload, _runtime, _site
+from . import _calls, _create, _exit, _registry, _runtime
 from ._events import Event
 from ._hosting import SubinterpreterHost
 from ._setup import AppDomainSetup
@@ -26,51 +25,12 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
     from collections.abc import Callable, Sequence
     from typing import Any, overload
 
-    from .._core._wire import Shareable
     from ._assemblies import AssemblyInfo
-    from ._hosting import Host, HostedDomain
     from ._monitoring import DomainStatistics
     from ._startup import WireStartup
 
 __all__ = ["AppDomain", "AppDomainSetup"]
 
-# Run in a fresh interpreter: serve it appdomain's boot modules (_preload), give it the
-# creator's import path, then boot appdomain there.
-# The collector stays off while the domain boots: its imports make no garbage cycles, and
-# the collections they would trigger cost ~1 ms for nothing.  Then what the boot made goes
-# to the oldest generation (freeze, unfreeze): the first young collection would look at all
-# of it (~0.5 ms, in the domain's first call).
-# The module is named from the imported one, so moving it cannot leave a stale string here.
-# Where the domain was created without site, its boot does site's work first (_site).
-# Compiled once per process (~0.8 ms a domain with site's work): the domain runs `boot`.
-_BOOT_TEXT = f"""\
-import gc, sys
-gc.disable()
-try:
-    if preload is not None:
-        _appdomain_preload = {{"__name__": "{_preload.__name__}"}}
-        exec(marshal.loads(preload[0]), _appdomain_preload)
-        _appdomain_preload["install"](preload[1], preload[2])
-        del _appdomain_preload
-    sys.path[:] = list(cfg[2])
-    if site_plan is not None:
-        exec(marshal.loads(site_code), {{"site_plan": site_plan, "site_absent": site_absent}})
-    import {_runtime.__name__} as _appdomain_runtime
-    _appdomain_runtime.boot_subdomain(cfg)
-finally:
-    gc.freeze()  # what the boot made is old: no collection looks at it all again at once
-    gc.unfreeze()
-    gc.enable()
-    for _appdomain_name in ("boot", "cfg", "site_plan", "site_code", "site_absent", "preload",
-                            "_appdomain_preload", "_appdomain_runtime", "_appdomain_name"):
-        globals().pop(_appdomain_name, None)  # what is there: a failed boot reports its error
-"""
-_BOOT_SOURCE = "import marshal\nexec(marshal.loads(boot))\ndel marshal\n"
-
-
-# Remoting's operations (a layer above this one, so named, not imported): the target domain
-# imports remoting when the first one arrives.
-_REMOTING = "appdomain._remoting:"
 _NO_TYPE = object()  # create_instance_and_unwrap got a class, not (module, type name)
 
 
@@ -180,7 +140,9 @@ class AppDomain(metaclass=_AppDomainType):
     def route(self) -> Route:
         """Where calls into this domain go (internal; remoting uses it)."""
         if self._route is None:
-            self._route = _runtime.ensure_started() if self is _current() else _route_of(self._id)
+            self._route = (
+                _runtime.ensure_started() if self is _current() else _registry.route_of(self._id)
+            )
         return self._route
 
     # -- creating and unloading ------------------------------------------------------------
@@ -208,7 +170,7 @@ class AppDomain(metaclass=_AppDomainType):
                 "'if __name__ == \"__main__\":'"
             )
         setup = setup or AppDomainSetup()
-        startup = Startup.of(setup, _importable_name)
+        startup = Startup.of(setup, _calls.importable_name)
         host = setup.host
         if host is not None and not isinstance(host, SubinterpreterHost):
             if not _runtime.info.is_default:
@@ -217,10 +179,16 @@ class AppDomain(metaclass=_AppDomainType):
                     f"interpreter), which owns the links to other processes; this code runs "
                     f"in domain {_runtime.info.id}"
                 )
-            return _create_hosted(friendly_name, setup, host)
+            return _recorded(
+                _create.create_hosted(friendly_name, setup, host, startup, cls.unload_timeout)
+            )
         if _runtime.info.is_default:
-            return _create_here(friendly_name, setup, list(sys.path), startup)
-        default = _default_route()
+            return _recorded(
+                _create.create_here(
+                    friendly_name, setup, list(sys.path), startup, cls.unload_timeout
+                )
+            )
+        default = _registry.default_route()
         domain_id, name, route = _core.call(
             default,
             "domain.create",
@@ -252,15 +220,15 @@ class AppDomain(metaclass=_AppDomainType):
                 "unload it from another domain"
             )
         if _runtime.info.is_default:
-            _unload_here(domain.id, timeout)
+            _registry.unload(domain.id, timeout)
         else:
-            _core.call(_default_route(), "domain.unload", (domain.id, float(timeout)))
+            _core.call(_registry.default_route(), "domain.unload", (domain.id, float(timeout)))
 
     def __enter__(self) -> AppDomain:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._id in _records or not _runtime.info.is_default:
+        if self._id in _registry.records or not _runtime.info.is_default:
             try:
                 AppDomain.unload(self)
             except AppDomainUnloadedException:
@@ -270,12 +238,7 @@ class AppDomain(metaclass=_AppDomainType):
 
     def set_data(self, name: str, value: object) -> None:
         """Store a copy of value in the domain under name."""
-        from .. import marshal
-
-        if not isinstance(name, str):
-            raise TypeError(f"'name' must be str (got {name!r} that is a {type(name).__name__})")
-        wire = marshal.to_shareable(value, name=f"value for key {name!r}")
-        _core.call(self.route, "domain.set_data", (name, wire))
+        _calls.set_data(self.route, name, value)
 
     # Overloads for type checkers only (typing.overload at run time would import typing into
     # every domain, ~3 ms of its start); the definition after them is the one that runs.
@@ -292,12 +255,7 @@ class AppDomain(metaclass=_AppDomainType):
         Type checkers take the value to be of the default's type:
         ``d.get_data("count", 0)`` is an ``int`` to them.
         """
-        from .. import marshal
-
-        if not isinstance(name, str):
-            raise TypeError(f"'name' must be str (got {name!r} that is a {type(name).__name__})")
-        found, wire = _core.call(self.route, "domain.get_data", name)
-        return marshal.from_shareable(wire) if found else default
+        return _calls.get_data(self.route, name, default)
 
     def do_callback[**P, R](self, callback: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run an importable function inside the domain; return (a copy of) its result.
@@ -305,24 +263,12 @@ class AppDomain(metaclass=_AppDomainType):
         Type checkers check the arguments against the function's parameters and see its
         return type.
         """
-        from .. import marshal
-
-        module, qualname = _importable_name(callback)
-        wire_args = marshal.encode_call(args, kwargs)
-        result = _core.call(self.route, "domain.callback", (module, qualname, wire_args))
         # A copy of what callback returned: an R, which marshal's object does not say.
-        return marshal.from_shareable(result)  # type: ignore[return-value]
+        return _calls.do_callback(self.route, callback, args, kwargs)  # type: ignore[return-value]
 
     def execute_assembly(self, path: str | os.PathLike[str], args: Sequence[str] = ()) -> int:
         """Run a script as __main__ with its own sys.argv; return the exit code."""
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"'path' must be str or os.PathLike (got {path!r})")
-        full = os.path.abspath(os.fspath(path))
-        if not os.path.isfile(full):
-            raise FileNotFoundError(f"execute_assembly: no script at {os.fspath(path)!r} ({full})")
-        if isinstance(args, str) or not all(isinstance(a, str) for a in args):
-            raise TypeError(f"'args' must be a sequence of str (got {args!r})")
-        return int(_core.call(self.route, "domain.execute_assembly", (full, tuple(args))))
+        return _calls.execute_assembly(self.route, path, args)
 
     # The overloads exist for type checkers only: typing.overload at run time would import
     # typing into every domain (~3 ms of its start).  The run-time method takes either form.
@@ -354,7 +300,7 @@ class AppDomain(metaclass=_AppDomainType):
             """
             if isinstance(module_name, type):
                 module_name, type_name, args = (
-                    *_type_name(module_name),
+                    *_calls.type_name(module_name),
                     args if type_name is _NO_TYPE else (type_name, *args),
                 )
             elif type_name is _NO_TYPE:
@@ -362,20 +308,7 @@ class AppDomain(metaclass=_AppDomainType):
                     "create_instance_and_unwrap() takes a class, or a module name and a type "
                     f"name (got only {module_name!r})"
                 )
-            return self._create(module_name, type_name, args, kwargs)
-
-    def _create(
-        self, module: object, type_name: object, args: tuple[object, ...], kwargs: dict[str, object]
-    ) -> Any:
-        from .. import marshal
-
-        payload = (
-            _name("module_name", module),
-            _name("type_name", type_name),
-            marshal.encode_call(args, kwargs),
-        )
-        result = _core.call(self.route, _REMOTING + "create", payload)
-        return marshal.from_shareable(result)
+            return _calls.create_instance(self.route, module_name, type_name, args, kwargs)
 
     if TYPE_CHECKING:
 
@@ -402,19 +335,7 @@ class AppDomain(metaclass=_AppDomainType):
         there: type checkers then see the result as that class, which fits when the file is
         the one that defines it (a plugin loaded from its own file).
         """
-        from .. import marshal
-
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"'path' must be str or os.PathLike (got {path!r})")
-        full = os.path.abspath(os.fspath(path))
-        if not os.path.isfile(full):
-            raise FileNotFoundError(f"create_instance_from_and_unwrap: no file at {full!r}")
-        if isinstance(type_name, type):
-            type_name = _type_name(type_name)[1]
-        _check_names(type_name=type_name)
-        wire_args = marshal.encode_call(args, kwargs)
-        result = _core.call(self.route, _REMOTING + "create_from", (full, type_name, wire_args))
-        return marshal.from_shareable(result)
+        return _calls.create_instance_from(self.route, path, type_name, args, kwargs)
 
     # -- where it runs --------------------------------------------------------------------
 
@@ -424,9 +345,9 @@ class AppDomain(metaclass=_AppDomainType):
 
         Known in the default domain, which creates domains on other hosts.
         """
-        hosted = _hosted_of(self._id)
+        hosted = _registry.hosted_of(self._id)
         if hosted is None:
-            if _is_foreign_id(self._id):
+            if _registry.is_foreign_id(self._id):
                 raise AppDomainError(f"the host of {self!r} is known in the default domain")
             return SubinterpreterHost()
         return hosted.host
@@ -434,12 +355,12 @@ class AppDomain(metaclass=_AppDomainType):
     @property
     def process_id(self) -> int:
         """The id of the process the domain runs in (this one's for a subinterpreter)."""
-        return _where(self)[0]
+        return _registry.where(self._id)[0]
 
     @property
     def node(self) -> str:
         """The name of the machine the domain runs on."""
-        return _where(self)[1]
+        return _registry.where(self._id)[1]
 
     @property
     def host_exited(self) -> Event:
@@ -448,10 +369,10 @@ class AppDomain(metaclass=_AppDomainType):
         The handler gets (domain, HostExitedEventArgs(cause, exit_code, signal)); the
         domain is then unloaded.  A subinterpreter's host is this process: it never fires.
         """
-        hosted = _hosted_of(self._id)
+        hosted = _registry.hosted_of(self._id)
         if hosted is not None:
             return hosted.exited
-        if _is_foreign_id(self._id):
+        if _registry.is_foreign_id(self._id):
             raise AppDomainError(f"subscribe to host_exited of {self!r} in the default domain")
         event = _quiet_hosts.get(self._id)
         if event is None:
@@ -652,7 +573,7 @@ class AppDomain(metaclass=_AppDomainType):
     Unload = unload
 
 
-# -- handles and the registry (the registry lives in the default domain) -----------------------
+# -- handles (one per domain id and interpreter, so `is` compares domains) ------------------
 
 _handles: weakref.WeakValueDictionary[int, AppDomain] = weakref.WeakValueDictionary()
 
@@ -662,245 +583,25 @@ def _current() -> AppDomain:
     return AppDomain._handle(info.id, info.name, _core.state.route)
 
 
-def _default_route() -> Route:
-    route = _runtime.info.default_route
-    if route is None:
-        raise AppDomainError(
-            "this interpreter was not started by appdomain: it has no default domain"
-        )
-    return route
-
-
-def _route_of(domain_id: int) -> Route:
-    if _runtime.info.is_default:
-        record = _records.get(domain_id)
-        if record is None:
-            raise AppDomainUnloadedException(f"domain {domain_id} has been unloaded")
-        return record.route
-    return Route(*_core.call(_default_route(), "domain.route", domain_id))
-
-
-# The host_exited events of subinterpreter domains: this process is their host, so they never fire.
-_quiet_hosts: dict[int, Event] = {}
-
-
-def _is_foreign_id(domain_id: int) -> bool:
-    return _foreign.is_foreign(domain_id - 1)
-
-
-def _hosted_of(domain_id: int) -> HostedDomain | None:
-    """Return the hosted domain behind domain_id when this (default) domain created it."""
-    record = _records.get(domain_id) if _runtime.info.is_default else None
-    return None if record is None else record.hosted
-
-
-def _where(domain: AppDomain) -> tuple[int, str]:
-    """Return (process id, node) of the process the domain runs in."""
-    hosted = _hosted_of(domain.id)
-    if hosted is not None:
-        return hosted.process_id, hosted.node
-    if not _is_foreign_id(domain.id):
-        return os.getpid(), _this_node()
-    pid, node = _core.call(_default_route(), "domain.where", domain.id)
-    return int(pid), str(node)
-
-
-def _this_node() -> str:
-    import socket  # costs a domain ~2 ms: only when asked
-
-    return socket.gethostname()
-
-
-def _op_where(domain_id: int) -> tuple[int, str]:
-    hosted = _hosted_of(domain_id)
-    if hosted is None:
-        raise AppDomainUnloadedException(f"domain {domain_id} has been unloaded")
-    return hosted.process_id, hosted.node
-
-
-class _Record:
-    """The default domain's bookkeeping for one loaded domain."""
-
-    __slots__ = ("hosted", "lock", "name", "route", "unloaded")
-
-    def __init__(self, name: str, route: Route, hosted: HostedDomain | None = None) -> None:
-        self.name = name
-        self.route = route
-        self.hosted = hosted  # None: a subinterpreter of this process
-        self.lock = threading.Lock()
-        self.unloaded = False
-
-
-_records: dict[int, _Record] = {}
-
-
-_said_pure = False
-
-
-def _say_pure_once() -> None:
-    global _said_pure
-    if _core.native_missing and not _said_pure:
-        _said_pure = True
-        import warnings
-
-        warnings.warn(
-            "appdomain: the native domain switch (appdomain._native) was not built, most "
-            "likely for want of a C compiler when appdomain was installed; cross-domain calls "
-            "use the slower pure-Python path",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
-def _create_here(
-    name: str, setup: AppDomainSetup, inherited: list[str], startup: Startup | None = None
-) -> AppDomain:
-    _say_pure_once()
-    if _core.CURRENT_INTERP == _core.MAIN_INTERP:
-        # msgpack (under appdomain.marshal) must be loaded by the main interpreter before
-        # any subinterpreter imports it, or CPython 3.13 aborts at exit.
-        from .. import marshal  # noqa: F401
-    sys_path = setup.sys_path(inherited)
-    shadow = None
-    if startup is not None and startup.folders:
-        from . import _shadow
-
-        shadow = _shadow.prepare(name, startup.folders, startup.cache_path)
-        if shadow is not None:
-            sys_path = shadow.sys_path(sys_path)
-    try:
-        domain = _start_interp(name, sys_path)
-    except BaseException:
-        if shadow is not None:
-            shadow.remove()
-        raise
-    if shadow is not None:
-        from . import _shadow
-
-        _shadow.track(domain.id, shadow)
-    from . import _monitoring
-
-    _monitoring.loaded_routes = _loaded_routes
-    _monitoring.started(domain.route)
-    if startup is not None and startup.initializer is not None:
-        try:
-            startup.run_initializer(name, domain.route)
-        except BaseException:
-            _unload_here(domain.id, AppDomain.unload_timeout)
-            raise
-    return domain
-
-
-def _loaded_routes() -> list[Route]:
-    """The routes of the domains loaded now, but the default one (for _monitoring)."""
-    return [record.route for record in list(_records.values())]
-
-
-def _start_interp(name: str, sys_path: list[str]) -> AppDomain:
-    default = _runtime.ensure_started()
-    interp_id, site_plan = _site.create_interp()
-    domain_id = interp_id + 1
-    reply_queue = _compat.queue_create()
-    main_path, main_module = _runtime.main_script()
-    cfg = (
-        domain_id,
-        name,
-        tuple(sys_path),
-        (*default,),  # a plain tuple: a Route (a tuple subclass) cannot cross
-        main_path,
-        main_module,
-        reply_queue,
-    )
-    try:
-        shared: dict[str, Shareable] = {
-            "boot": _preload.compiled(_BOOT_TEXT, "<appdomain boot>"),
-            "cfg": cfg,
-            "site_plan": site_plan,
-            "site_code": _preload.compiled(_site.SOURCE, "<appdomain site>"),
-            "site_absent": _site.absent(sys_path),
-            "preload": _preload.bundle(sys_path, site_plan),
-        }
-        excinfo = _compat.exec_in(interp_id, _BOOT_SOURCE, shared)
-        if excinfo is not None:
-            detail = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", "")
-            raise AppDomainError(f"domain {name!r} failed to start: {detail}")
-        route = Route(*_compat.queue_get(reply_queue))
-    except BaseException:
-        _compat.destroy_interp(interp_id)
-        raise
-    finally:
-        _compat.queue_destroy(reply_queue)
-    _records[domain_id] = _Record(name, route)
+def handle(domain_id: int, name: str, route: Route | None) -> AppDomain:
+    """Return this interpreter's handle on the domain (made on first use)."""
     return AppDomain._handle(domain_id, name, route)
 
 
-def deferred_boot(name: str, interp_id: int, reply_queue: int) -> _runtime.BootConfig:
-    """The boot configuration of an interpreter made by _site.create_interp, which becomes
-    the domain named name only when something in it first imports _runtime (_deferred);
-    its route then arrives on reply_queue, for adopt.  For the pytest plugin's test
-    interpreters, which most tests never need as domains."""
-    default = _runtime.ensure_started()
-    main_path, main_module = _runtime.main_script()
-    return (interp_id + 1, name, tuple(sys.path), (*default,), main_path, main_module, reply_queue)
+def _recorded(domain_id: int) -> AppDomain:
+    record = _registry.records[domain_id]
+    return AppDomain._handle(domain_id, record.name, record.route)
 
 
 def adopt(name: str, interp_id: int, route: tuple[int, int, str, int]) -> AppDomain:
-    """Register, as a loaded domain, an interpreter booted from deferred_boot's configuration."""
-    domain_id = interp_id + 1
-    _records[domain_id] = _Record(name, Route(*route))
-    from . import _monitoring
-
-    _monitoring.loaded_routes = _loaded_routes
-    _monitoring.started(Route(*route))
-    return AppDomain._handle(domain_id, name, Route(*route))
+    """Register an interpreter booted from deferred_boot's configuration; return its handle."""
+    return _recorded(_create.adopt(name, interp_id, route))
 
 
-def _create_hosted(name: str, setup: AppDomainSetup, host: Host) -> AppDomain:
-    """Start a domain on another host (a process, a Ray actor) and register it here."""
-    if setup.shadow_copy_files:
-        raise AppDomainError(
-            f"shadow copy works for domains of this process; {host!r} loads the files "
-            "themselves (copy them before creating the domain, or use a subinterpreter domain)"
-        )
-    hosted = host.start_domain(name, setup, list(sys.path))
-    domain_id = hosted.route.interp_id + 1
-    _records[domain_id] = _Record(name, hosted.route, hosted)
-    domain = AppDomain._handle(domain_id, name, hosted.route)
-    if setup.initializer is not None:
-        try:
-            domain.do_callback(setup.initializer, *setup.initializer_arguments)
-        except BaseException as exc:
-            _unload_here(domain_id, AppDomain.unload_timeout)
-            raise AppDomainError(
-                f"domain {name!r} was not created: its initializer raised {exc!r}"
-                f"{_remote_traceback(exc)}"
-            ) from exc
-    return domain
+deferred_boot = _create.deferred_boot
 
-
-def _remote_traceback(exc: BaseException) -> str:
-    text = getattr(exc, "remote_traceback", "")
-    return f"\n{text}" if text else ""
-
-
-def _unload_here(domain_id: int, timeout: float) -> None:
-    record = _records.get(domain_id)
-    if record is None:
-        raise AppDomainUnloadedException(f"domain {domain_id} has already been unloaded")
-    with record.lock:
-        if record.unloaded:
-            raise AppDomainUnloadedException(f"domain {domain_id} has already been unloaded")
-        if record.hosted is not None:
-            record.hosted.unload(timeout)
-        else:
-            from . import _unload  # only the default domain unloads: others need not import it
-
-            _unload.tear_down(record.name, record.route, domain_id, timeout)
-        record.unloaded = True
-        del _records[domain_id]
-        from . import _shadow
-
-        _shadow.release(domain_id)
+# The host_exited events of subinterpreter domains: this process is their host, so they never fire.
+_quiet_hosts: dict[int, Event] = {}
 
 
 def _op_create(
@@ -908,17 +609,11 @@ def _op_create(
 ) -> tuple[int, str, tuple[int, int, str, int]]:
     name, sys_path = payload[0], payload[1]
     startup = Startup.from_wire(payload[2]) if len(payload) > 2 else None
-    domain = _create_here(name, AppDomainSetup(), list(sys_path), startup)
-    return (domain.id, domain.friendly_name, (*domain.route,))
-
-
-def _op_unload(payload: tuple[int, float]) -> None:
-    domain_id, timeout = payload
-    _unload_here(domain_id, timeout)
-
-
-def _op_route(domain_id: int) -> tuple[int, int, str, int]:
-    return (*_route_of(domain_id),)  # a plain tuple: a Route cannot cross
+    domain_id = _create.create_here(
+        name, AppDomainSetup(), list(sys_path), startup, AppDomain.unload_timeout
+    )
+    record = _registry.records[domain_id]
+    return (domain_id, record.name, (*record.route,))
 
 
 def _unload_all_at_exit() -> None:
@@ -927,15 +622,21 @@ def _unload_all_at_exit() -> None:
     A domain that cannot be unloaded ends the process without finalizing it (see _exit).
     """
     unload_hosted_at_exit()
-    loaded = [(domain_id, rec.name, rec.route.interp_id) for domain_id, rec in _records.items()]
+    records = _registry.records
+    loaded = [(domain_id, rec.name, rec.route.interp_id) for domain_id, rec in records.items()]
     if loaded:
         _exit.finish(
             loaded,
-            _unload_here,
+            _registry.unload,
             AppDomain.exit_timeout,
             AppDomain.unload_timeout,
             AppDomain.exit_code,
         )
+
+
+def unload_hosted_at_exit() -> None:
+    """Unload the domains on other hosts (their processes end; nothing here waits for them)."""
+    _registry.unload_hosted(AppDomain.unload_timeout)
 
 
 def _check_subscribed(name: str, value: object) -> None:
@@ -946,57 +647,8 @@ def _check_subscribed(name: str, value: object) -> None:
         raise TypeError(f"use 'domain.{name} += handler' to subscribe")
 
 
-def unload_hosted_at_exit() -> None:
-    """Unload the domains on other hosts (their processes end; nothing here waits for them)."""
-    for domain_id, rec in list(_records.items()):
-        if rec.hosted is not None:
-            try:
-                _unload_here(domain_id, AppDomain.unload_timeout)
-            except AppDomainError:
-                pass
-
-
-def _check_names(**names: object) -> None:
-    for label, value in names.items():
-        _name(label, value)
-
-
-def _name(label: str, value: object) -> str:
-    """Return value, a non-empty str, or raise naming label."""
-    if not isinstance(value, str) or not value:
-        raise TypeError(
-            f"'{label}' must be a non-empty str (got {value!r} that is a {type(value).__name__})"
-        )
-    return value
-
-
-def _type_name(cls: type) -> tuple[str, str]:
-    """Return the (wire module, qualified name) that find cls in another domain."""
-    qualname = cls.__qualname__
-    if "<" in qualname:
-        raise TypeError(
-            f"'type_' must be a class importable by module and name (got {cls!r}): "
-            "a class defined inside a function cannot be found in another domain"
-        )
-    return _runtime.wire_module(cls.__module__), qualname
-
-
-def _importable_name(func: Callable[..., object]) -> tuple[str, str]:
-    module = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", None)
-    if not callable(func) or not module or not qualname or "<" in qualname:
-        raise TypeError(
-            f"'callback' must be a function importable by module and name "
-            f"(got {func!r}); lambdas, closures and bound methods cannot cross domains"
-        )
-    return _runtime.wire_module(module), qualname
-
-
 _runtime.current_domain = _current  # the sender of this domain's events
 
 if _runtime.info.is_default:
     _core.register_op("domain.create", _op_create)
-    _core.register_op("domain.unload", _op_unload)
-    _core.register_op("domain.route", _op_route)
-    _core.register_op("domain.where", _op_where)
     atexit.register(_unload_all_at_exit)

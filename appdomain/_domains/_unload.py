@@ -1,6 +1,6 @@
 """Tear a domain down for AppDomain.unload: stop its threads, let its callers leave, destroy it.
 
-Runs in the default domain, under the domain's record lock (see ``_domain._unload_here``).
+Runs in the default domain, under the domain's record lock (see ``_registry.unload``).
 Any step that cannot finish in time cancels the unload: the domain stays loaded and usable,
 and CannotUnloadAppDomainException says why.  Steps that run inside the domain run on its
 unload helper (``_bounded``), so a thread holding the domain's GIL cannot hold the unloader

@@ -14,7 +14,7 @@ import threading
 
 from .. import _core
 from .._core._foreign import PROCESS_KEY
-from .._domains import _domain, _runtime
+from .._domains import _domain, _registry, _runtime
 from .._domains._events import EventArgs
 from .._errors import AppDomainError
 from .._remoting._proxy import release_all
@@ -77,9 +77,9 @@ def _op_unload(timeout: float) -> None:
     _unloaded.set()
     if len(_runtime.domain_unload):
         _runtime.domain_unload.fire(_domain.AppDomain.current_domain, EventArgs())
-    for domain_id in list(_domain._records):
+    for domain_id in list(_registry.records):
         try:
-            _domain._unload_here(domain_id, timeout)
+            _registry.unload(domain_id, timeout)
         except AppDomainError:
             pass
     # What this process's proxies hold in other processes: given back before the reply,

@@ -10,7 +10,7 @@ import threading
 
 from .. import _core
 from .._core import Route
-from .._domains import _domain
+from .._domains import _domain, _registry
 from .._domains._events import Event
 from .._domains._hosting import HostExitedEventArgs
 from .._errors import AppDomainUnloadedException
@@ -69,9 +69,9 @@ class LinkedDomain:
             return
         # It died on its own: an unloaded domain, and its creator hears why.
         domain_id = self.route.interp_id + 1
-        _domain._records.pop(domain_id, None)
+        _registry.records.pop(domain_id, None)
         args = self.exit_args(cause)
-        sender = _domain.AppDomain._handle(domain_id, self.name, self.route)
+        sender = _domain.handle(domain_id, self.name, self.route)
         if len(self.exited):
             # Not on the link's thread: the calls in flight fail first, whatever handlers do.
             threading.Thread(

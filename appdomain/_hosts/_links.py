@@ -14,7 +14,7 @@ import threading
 from .. import _core
 from .._core import CURRENT_INTERP, MAIN_INTERP, Route
 from .._core._foreign import set_direct, set_resolver
-from .._domains import _domain, _runtime
+from .._domains import _registry, _runtime
 from .._errors import AppDomainUnloadedException
 from ._link import direct_call
 
@@ -70,7 +70,7 @@ def check_local(origin: RouteTuple) -> Route:
     if origin[0] == CURRENT_INTERP:
         route = _runtime.ensure_started()
     else:
-        record = _domain._records.get(domain_id)
+        record = _registry.records.get(domain_id)
         if record is None or record.hosted is not None:
             raise AppDomainUnloadedException(f"domain {domain_id} has been unloaded")
         route = record.route
