@@ -168,12 +168,19 @@ PyObject *native_release_thread(PyObject *module, PyObject *Py_UNUSED(ignored));
 PyObject *native_on_exit(PyObject *module, PyObject *Py_UNUSED(ignored));
 PyObject *native_stats(PyObject *module, PyObject *Py_UNUSED(ignored));
 
+/* refs.c: a lean invoke's by-reference arguments in its target: made objects of it before
+ * the call (made lists the new proxies), settled after it.  0 on success, -1 on an error. */
+int appdomain_take_refs(PyObject *refs, PyObject *args, PyObject *made);
+int appdomain_settle_refs(PyObject *refs, PyObject *made);
+
 /* switch.c: the switch. */
 PyObject *refuse(modstate *st, int64_t id, int why);
 PyObject *switch_call(threadrec_t *r, long long iid, callctx *c);
 
-/* module.c: apply d's queued releases from a call entering it, once there are enough. */
+/* table.c: apply d's queued releases from a call entering it, once there are enough. */
 void appdomain_apply_inline(domain_t *d);
+/* module.c: whether fast is None or the refs' fast tuple its users expect. */
+int appdomain_fast_ok(PyObject *fast);
 threadrec_t *caller_record(void);
 
 #if defined(__GNUC__)

@@ -34,7 +34,7 @@ typedef struct {
     /* set: (caller iid << 32 | type token) of each type lean_ref named in full to a caller */
     PyObject *told_back;
     /* Proxies' lifetimes (set_proxy_hooks): this interpreter's proxies dict, the fast tuple
-     * (switch.c make_proxy; its entry type's weak references call proxy_gone), and the
+     * (refs.c make_proxy; its entry type's weak references call proxy_gone), and the
      * Python fallbacks: release(route, oid, count) for an owner the switch does not serve,
      * arm(route) to have an owner woken soon to drain what proxy_gone queued for it. */
     PyObject *proxies;
@@ -116,8 +116,11 @@ entry_put(PyObject *entry, PyTypeObject *tp, Py_ssize_t offset, PyObject *name, 
 #  pragma GCC visibility push(hidden)   /* shared between the files, not exported */
 #endif
 
-/* module.c: the lean proxy call, invoke(interp_id, oid, name, args). */
+/* invoke.c: the lean proxy call, invoke(interp_id, oid, name, args); the generic route's
+ * call(interp_id, parts); set_reference_hooks(...), which by-reference arguments go lean. */
 PyObject *appdomain_invoke(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *appdomain_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *appdomain_set_reference_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* gilpeek.c: whether interp's GIL is held (a hint, read without locking).  GIL_UNKNOWN on
  * a CPython whose GIL layout gilpeek.c does not know, or with the peek turned off. */
@@ -149,11 +152,20 @@ int appdomain_lock_init(PyObject *module, modstate *st);
 int appdomain_lock_take(PyObject *lock, int blocking);
 int appdomain_lock_give(PyObject *lock);
 
-/* module.c: the offset of tp's writable object slot name (from its __slots__), or 0 when
+/* table.c: proxies' releases and the object table (module functions). */
+PyObject *appdomain_proxy_gone(PyObject *module, PyObject *entry);
+PyObject *appdomain_set_proxy_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *appdomain_set_table_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *appdomain_export(PyObject *module, PyObject *obj);
+PyObject *appdomain_lean_ref(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *appdomain_apply_releases(PyObject *module, PyObject *Py_UNUSED(ignored));
+PyObject *appdomain_releases_pending(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored));
+
+/* table.c: the offset of tp's writable object slot name (from its __slots__), or 0 when
  * it has none (or on an error, cleared): callers then use the attribute. */
 Py_ssize_t appdomain_slot_offset(PyObject *tp, PyObject *name);
 
-/* module.c: queue a release of count references to oid at interpreter iid for it to drain
+/* table.c: queue a release of count references to oid at interpreter iid for it to drain
  * (apply_releases).  1: queued, and the owner must be armed (arm_py); 0: queued; -1: the
  * switch does not serve iid (Python releases it). */
 int appdomain_push_release(long long iid, PyObject *oid, PyObject *count);

@@ -557,7 +557,7 @@ def _plan(func: Callable[..., object], *, bound: bool) -> CallPlan | None:
 # -- references in and out --------------------------------------------------------------------
 
 # proxy identity (interp_id, oid) -> weak reference to this domain's one proxy for it (or,
-# while the lean call that made it runs, the proxy itself: _native/switch.c make_proxy).
+# while the lean call that made it runs, the proxy itself: _native/refs.c make_proxy).
 # A plain dict (the C switch reads and writes it); a dead proxy's weak reference removes
 # its own entry.
 _proxies: dict[tuple[int, int], Any] = {}

@@ -179,12 +179,12 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
     return (False, encode_reply(result, args, {}, None), ctx_back)
 
 
-# How the C switch makes a lean call's new proxy itself (_native/switch.c make_proxy), as
+# How the C switch makes a lean call's new proxy itself (_native/refs.c make_proxy), as
 # lean_proxy does, once lean_proxy has met its type.
 # The same tuple lets it make the proxy of a reference a lean call returns, and release a
-# dead proxy's references (_native/method.c adopt_ref, module.c proxy_gone).
+# dead proxy's references (_native/method.c adopt_ref, table.c proxy_gone).
 # Its tenth item keeps, for each type lent to this domain, the Route and names its full form
-# came with, so that later calls send a compact one (_native/module.c lend, switch.c
+# came with, so that later calls send a compact one (_native/invoke.c lend, refs.c
 # ref_parts); its last the types lean calls returned here (_proxy._returned_names).
 _kept_refs: dict[tuple[int, int], tuple[Route, tuple[str, str]]] = {}
 _fast = (
