@@ -127,7 +127,7 @@ ref_tuple(PyObject *route, PyObject *oid, PyObject *names)
  * home, the others (ref_parts) proxies, found in proxies or made new (then listed in
  * made).  refs is the (proxies, make, settle, home, fast) the invoker registered with. */
 int
-appdomain_appdomain_take_refs(PyObject *refs, PyObject *args, PyObject *made)
+appdomain_take_refs(PyObject *refs, PyObject *args, PyObject *made)
 {
     PyObject *proxies = PyTuple_GET_ITEM(refs, 0), *make = PyTuple_GET_ITEM(refs, 1);
     PyObject *home = PyTuple_GET_ITEM(refs, 3), *fast = PyTuple_GET_ITEM(refs, 4);
@@ -238,7 +238,7 @@ weaken_entry(PyObject *fast, PyObject *proxies, PyObject *key, PyObject *proxy)
  * [key, proxy, ...]; a proxy make_proxy listed in proxies by strong reference is held by
  * made and that entry, one that lean_proxy listed by weak reference by made only. */
 int
-appdomain_appdomain_settle_refs(PyObject *refs, PyObject *made)
+appdomain_settle_refs(PyObject *refs, PyObject *made)
 {
     PyObject *proxies = PyTuple_GET_ITEM(refs, 0), *settle = PyTuple_GET_ITEM(refs, 2);
     PyObject *fast = PyTuple_GET_ITEM(refs, 4), *kept = NULL;
