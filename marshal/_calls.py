@@ -152,9 +152,14 @@ def encode_reply(
     result: object, args: tuple[object, ...], kwargs: dict[str, object], plan: CallPlan | None
 ) -> Node:
     """Encode the result plus copy-backs of Ref boxes and Out parameters (callee side)."""
-    values = (result, *args)
-    if not kwargs and (plan is None or not plan.has_out) and _native(values):
-        return (tg.REPLY, values[0])  # plain values all: nothing to encode, nothing to copy back
+    if not kwargs and (plan is None or not plan.has_out) and _native((result,)):
+        # A plain result, and nothing to copy back unless an argument is a Ref box (a call
+        # passing a callback object lands here too: its proxy is no Ref).
+        for a in args:
+            if type(a) is Ref:
+                break
+        else:
+            return (tg.REPLY, result)
     ctx = Ctx()
     try:
         encoded = encode(result, ctx)

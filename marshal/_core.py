@@ -39,6 +39,17 @@ MAX_DEPTH = 200
 NATIVE: frozenset[type] = frozenset({type(None), bool, float, str, bytes})
 # bytes at least this large cross in-process as a view (tag BYTES_VIEW), not natively.
 VIEW_MIN = 64 * 1024
+# The receiver copies a view while the sender's buffer lives, so each such crossing has two
+# large blocks alive at once; when both are freed, glibc finds twice the block free at the
+# top of its heap, trims it (its threshold is twice the largest block freed), and the next
+# call faults in both blocks afresh, 4 KiB at a time: a 1 MiB result cost ~5x the 1 MiB
+# argument.  So this interpreter keeps the last bytes it sent as a view (up to KEEP_MAX) and
+# frees it only once it sends the next one, which has been built by then: the new block
+# reuses the space of the one before last, and the receiver's copy that of the last.  Kept
+# up to 8 MiB, which bounds what an idle interpreter holds on to (glibc would keep reusing
+# heap up to 32 MiB, its largest mmap threshold; larger bytes pay the faults as before).
+KEEP_MAX = 8 << 20
+_last_sent: list[bytes | None] = [None]
 # Types CPython's marshal round-trips exactly (it refuses their subclasses).
 LEAF: frozenset[type] = frozenset({type(None), bool, int, float, complex, str, bytes})
 CONTAINERS: frozenset[type] = frozenset({tuple, list, dict, set, frozenset})
@@ -207,6 +218,8 @@ def encode(obj: Any, ctx: Ctx) -> Shareable:  # dispatched on its exact type
         if t is bytes and len(obj) >= VIEW_MIN and not ctx.for_bytes:
             # Crossing natively, large bytes cost ~1 ms per MiB from a subinterpreter
             # (CPython 3.13.0); as a view, one copy on the receiving side.
+            if len(obj) <= KEEP_MAX:
+                _last_sent[0] = obj  # see KEEP_MAX: the previous one is freed only now
             return (tg.BYTES_VIEW, memoryview(obj))
         native: Shareable = obj  # an exact type the queues share
         return native

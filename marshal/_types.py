@@ -28,7 +28,14 @@ from ._core import (
     set_reference_handler,
 )
 from ._markers import Ref, is_serializable
-from ._registry import find_reference_type, reference_by_key, resolve, wire_module
+from ._registry import (
+    ReferenceType,
+    find_reference_type,
+    on_registry_change,
+    reference_by_key,
+    resolve,
+    wire_module,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
@@ -343,9 +350,18 @@ def _encode_ref(obj: Ref[object], ctx: Ctx) -> Node:
         ctx.active.discard(key)
 
 
+# type -> the reference type it falls under (a by-reference argument's type is met again and
+# again: one lookup instead of a walk over the registrations).
+_reference_of: dict[type, ReferenceType] = {}
+on_registry_change(_reference_of.clear)
+
+
 def _encode_reference(obj: object, ctx: Ctx) -> Node:
-    ref = find_reference_type(type(obj))
-    assert ref is not None  # the dispatcher only sends registered types here
+    ref = _reference_of.get(type(obj))
+    if ref is None:
+        ref = find_reference_type(type(obj))
+        assert ref is not None  # the dispatcher only sends registered types here
+        _reference_of[type(obj)] = ref
     payload = ref.reduce(obj)
     if type(payload) is not tuple:
         raise Refusal(obj, f"was reduced by {ref.key} to a {type(payload).__name__}, not a tuple")

@@ -81,6 +81,20 @@ def test_many_threads_callbacks_into_default_domain(domain: AppDomain) -> None:
     )
 
 
+def test_many_threads_proxy_callbacks_reach_their_own_objects(domain: AppDomain) -> None:
+    # Each thread's callbacks run in the default domain, on its own object, in its order.
+    bouncer = domain.create_instance_and_unwrap("domain_helpers", "Bouncer")
+    recorders = [helpers.Recorder() for _ in range(THREADS)]
+
+    def work(k: int) -> list[Any]:
+        return [bouncer.call_back(recorders[k], (k, i)) for i in range(50)]
+
+    results = _run_threads(THREADS, work)
+    assert all(got == [1] * 50 for got in results)
+    for k, recorder in enumerate(recorders):
+        assert recorder.calls == [(1, (k, i)) for i in range(50)]
+
+
 def test_threads_calling_two_domains_at_once(domain_factory: Factory) -> None:
     a = domain_factory("ConcA")
     b = domain_factory("ConcB")

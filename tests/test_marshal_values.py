@@ -8,6 +8,7 @@ import decimal
 import functools
 import math
 import pathlib
+import sys
 import uuid
 import zoneinfo
 from typing import Any
@@ -30,6 +31,7 @@ from test_marshal_samples import (
 )
 
 from appdomain.marshal import Ref, dumps, from_shareable, loads, to_shareable
+from appdomain.marshal._core import KEEP_MAX, VIEW_MIN
 
 UTC = dt.UTC
 VALUES: list[Any] = [
@@ -157,6 +159,22 @@ def test_large_bytearray_decodes_to_a_private_copy() -> None:
     out = from_shareable(to_shareable(data))
     data[0] = 0
     assert out[0] == ord("x") and type(out) is bytearray
+
+
+def test_last_large_bytes_sent_is_kept_until_the_next_is_sent() -> None:
+    # So the receiver's copy reuses freed heap rather than faulting in fresh pages (KEEP_MAX).
+    first = bytes(VIEW_MIN)
+    to_shareable(first)
+    held = sys.getrefcount(first)
+    to_shareable(bytes(VIEW_MIN))
+    assert sys.getrefcount(first) == held - 1
+
+
+def test_bytes_above_keep_max_are_not_kept_after_sending() -> None:
+    huge = bytes(KEEP_MAX + 1)
+    before = sys.getrefcount(huge)
+    to_shareable(huge)
+    assert sys.getrefcount(huge) == before
 
 
 def test_serializable_is_rebuilt_without_init() -> None:

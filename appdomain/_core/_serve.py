@@ -52,7 +52,7 @@ __all__ = [
     "state",
     "unload_hooks",
     "unloaded",
-    "visit",
+    "visiting",
 ]
 
 CURRENT_INTERP: int = _compat.current_interp_id()
@@ -103,11 +103,13 @@ unload_hooks: list[Callable[[], object]] = []
 _get_ident = threading.get_ident
 _thread_time_ns = time.thread_time_ns
 
-# Set in a thread that switched in from another domain by the fast route, for this switch:
-# home is the queue of its mailbox in its own domain, destroyed when it ends there.  Such a
-# thread gets a new thread state (and so new thread locals) on every switch: _client keeps
-# its mailbox here by thread ident instead (see _client._mailbox).
-visit = threading.local()
+# The threads of other domains switched in here by the fast route, for the switch: thread
+# ident -> the queue of the thread's mailbox in its own domain (destroyed when it ends there).
+# By ident, not in a thread local: such a thread gets a new thread state (new locals) on every
+# switch, and a local's dict made per switch cost ~2 µs a call; _client keeps its mailbox
+# here by ident too (see _client._mailbox).  A thread is in an interpreter once at most (a
+# running one takes no fast call), so an ident is listed once.
+visiting: dict[int, int] = {}
 
 
 def current_route() -> Route:
@@ -264,20 +266,23 @@ def _bind(caller_interp: int, queue_id: int, entry_queue: int) -> None:
 def _enter(caller_interp: int) -> None:
     """Serve the request waiting on the calling thread's mailbox (fast route, callee side)."""
     ident = _get_ident()
-    queue_id = visit.home = state.boxes[(ident, caller_interp)]
-    while True:
-        request: Request = _compat.queue_get(queue_id)
-        if is_request(request):
-            break
-        # A late reply to a dispatched call the caller gave up on, ahead of its request
-        # on the mailbox they share: nobody waits for it any more.
-    op, payload, seq, ctx = request
-    ident, nested = enter_call()
+    queue_id = visiting[ident] = state.boxes[(ident, caller_interp)]
     try:
-        reply = serve(op, payload, seq, ctx)
+        while True:
+            request: Request = _compat.queue_get(queue_id)
+            if is_request(request):
+                break
+            # A late reply to a dispatched call the caller gave up on, ahead of its request
+            # on the mailbox they share: nobody waits for it any more.
+        op, payload, seq, ctx = request
+        ident, nested = enter_call()
+        try:
+            reply = serve(op, payload, seq, ctx)
+        finally:
+            leave_call(ident, nested)
+        _compat.queue_put(queue_id, reply)
     finally:
-        leave_call(ident, nested)
-    _compat.queue_put(queue_id, reply)
+        del visiting[ident]
 
 
 def install_entry_points() -> None:

@@ -20,6 +20,10 @@ import weakref
 
 from . import _compat
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = ["WakeSocket", "wake", "is_internal", "watch"]
 
 
@@ -130,10 +134,18 @@ def wake(address: str) -> bool:
 # request/reply exchange the answer usually comes sooner, and a watching thread sees it
 # at once.  Like an adaptive mutex: spin briefly, then block.  Useless on one core.
 WATCH_SECONDS = 60e-6 if (os.cpu_count() or 1) > 1 else 0.0
+# Lets another runnable thread have this core, if one waits for it (POSIX; else a no-op).
+_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 
 def watch(queue_id: int, seconds: float = WATCH_SECONDS) -> bool:
-    """Watch a queue for up to seconds without sleeping; True once it holds an item."""
+    """Watch a queue for up to seconds without sleeping; True once it holds an item.
+
+    Between looks the watcher yields its core (and its GIL).  On a busy machine the thread
+    that will put the item was often woken onto this very core, as the waker's: a watcher
+    that only spins keeps it waiting for the whole watch, and the item then needs a wake-up
+    as well (a callback ~300-500 µs instead of ~80; one in twenty calls on a shared 2-core VM).
+    """
     count = _compat.queue_count
     clock = time.perf_counter
     end = clock() + seconds
@@ -142,3 +154,4 @@ def watch(queue_id: int, seconds: float = WATCH_SECONDS) -> bool:
             return True
         if clock() >= end:
             return False
+        _yield()

@@ -626,13 +626,9 @@ def proxy_for(ref: RemoteRef) -> Any:
     """Return this domain's one proxy for ref, counting the reference it brings."""
     route = ref[0]
     key = (route[0], ref[1])  # (interp id, oid)
-    with _proxies_lock:
-        proxy = _live(key)
-        if proxy is not None:
-            _count(proxy)
-            return proxy
-    # Outside the lock: building the type may import (and collect garbage, running other
-    # proxies' finalizers, which take the lock).
+    # First, outside the lock: building the type may import (and collect garbage, running
+    # other proxies' finalizers, which take the lock).  Once built it is a lookup, and the
+    # lock is taken once.
     cls = _proxy_type(ref[2], ref[3], not is_foreign(route[0]))
     with _proxies_lock:
         proxy = _live(key)

@@ -42,10 +42,10 @@ def release(route: Route, oid: int, count: int) -> None:
         # object id: an int costs the queue half what a tuple does (_server drains both).
         # A link reads its routes' queues as pairs.
         local = count == 1 and route[0] < FOREIGN_BASE
-        queue_put(route.release_queue, oid if local else (oid, count))
+        queue_put(route[3], oid if local else (oid, count))  # its release queue
     except Exception:  # the owner is gone, and its objects with it
         return
-    address = route.inbox_address
+    address = route[2]  # its inbox address (indexed: a property costs a Python call)
     if address in _armed:
         return  # a wake is due already; it comes after this put
     if _stopping or not _arm(address):
