@@ -152,14 +152,15 @@ def encode_reply(
     result: object, args: tuple[object, ...], kwargs: dict[str, object], plan: CallPlan | None
 ) -> Node:
     """Encode the result plus copy-backs of Ref boxes and Out parameters (callee side)."""
-    if not kwargs and (plan is None or not plan.has_out) and _native((result,)):
+    plain = (result,)
+    if not kwargs and (plan is None or not plan.has_out) and _native(plain):
         # A plain result, and nothing to copy back unless an argument is a Ref box (a call
         # passing a callback object lands here too: its proxy is no Ref).
         for a in args:
             if type(a) is Ref:
                 break
         else:
-            return (tg.REPLY, result)
+            return (tg.REPLY, plain[0])
     ctx = Ctx()
     try:
         encoded = encode(result, ctx)
