@@ -21,6 +21,7 @@ MODULES = [
     "appdomain._domains._runtime",
     "appdomain.marshal",
     "appdomain._native._ext",
+    "appdomain._remoting._methods",
     "appdomain._remoting._proxy",
 ]
 

@@ -98,6 +98,7 @@ MODULES = (
     "appdomain._remoting._base",
     "_queue",
     "appdomain._remoting._release",
+    "appdomain._remoting._methods",
     "appdomain._remoting._proxy",
     "appdomain._remoting._table",
     "appdomain._remoting._server",

@@ -2,7 +2,8 @@
 
 from ._async import async_workers, set_async_workers
 from ._base import Lease, MarshalByRefObject, is_one_way, one_way
-from ._proxy import RemoteMethod, is_transparent_proxy, live_proxies
+from ._methods import RemoteMethod
+from ._proxy import is_transparent_proxy, live_proxies
 from ._server import install, live_count
 
 # Loaded on first use (appdomain's facade, an incoming "appdomain._remoting:..." operation

@@ -5,7 +5,9 @@ holds) whose every member forwards to the remote object: methods become RemoteMe
 callables, other class attributes become forwarding data descriptors (Mono's
 FieldGetter/FieldSetter), and plain ``__getattr__``/``__setattr__`` catch instance
 attributes.  No ``__getattribute__`` magic: the proxy's own bookkeeping is an ordinary
-instance attribute.
+instance attribute.  The members come from ``_methods``; this module builds the types and
+keeps the proxies' lifetimes: one proxy per remote object in a domain, the references it
+counts, and their release when it dies.
 """
 
 from __future__ import annotations
@@ -18,70 +20,45 @@ from .. import _core
 from .._core import Route, _context
 from .._core._foreign import is_foreign
 from .._domains import _runtime
-from ..marshal import (
-    decode_reply,
-    encode_call,
-    from_shareable,
-    plan_for,
-    to_shareable,
-)
-from . import _async
+from ..marshal import decode_reply, from_shareable, plan_for, to_shareable
 from ._base import MarshalByRefObject, is_one_way
+from ._methods import (
+    OP,
+    REF,
+    FieldMember,
+    MethodSpec,
+    RemoteRef,
+    generic_call,
+    method_member,
+    native_ext,
+    ref_of,
+    remote_getattr,
+    remote_setattr,
+)
 from ._release import release as _release_at_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import concurrent.futures
     from collections.abc import Callable, Iterator
     from types import NotImplementedType
-    from typing import Any, NoReturn, Protocol
+    from typing import Any, NoReturn
 
     from .._core._wire import NativeReply
     from ..marshal import CallPlan
 
-    class MethodMember(Protocol):
-        """What stands for a remote method on a proxy type (C's, or _PyMethodMember)."""
 
-        def __get__(self, proxy: object, owner: type | None = None, /) -> Any: ...
-
-
-__all__ = ["RemoteRef", "RemoteMethod", "proxy_for", "is_transparent_proxy", "ref_of"]
-
-# Remoting's operations are named "package:op": a domain that receives one before it has
-# loaded remoting imports the package then (see _core._serve).
-_OP = f"{__package__}:"
-_INVOKE = _OP + "invoke"
+__all__ = [
+    "is_transparent_proxy",
+    "lean_proxy",
+    "live_proxies",
+    "proxy_for",
+    "release_all",
+    "settle_lean",
+]
 
 # How many items one round trip of a remote iteration brings back.
 ITER_CHUNK = 256
 
-
-class RemoteRef(tuple[Route, int, str, str]):  # a NamedTuple would import typing (see Route)
-    """What identifies a remote object: its domain's route, its id there, and its type."""
-
-    __slots__ = ()
-
-    def __new__(cls, route: Route, oid: int, module: str, qualname: str) -> RemoteRef:
-        return tuple.__new__(cls, (route, oid, module, qualname))
-
-    @property
-    def route(self) -> Route:
-        return self[0]
-
-    @property
-    def oid(self) -> int:
-        return self[1]
-
-    @property
-    def module(self) -> str:
-        return self[2]
-
-    @property
-    def qualname(self) -> str:
-        return self[3]
-
-
-_REF = "_appdomain_ref"
 
 # Members a proxy never forwards: object machinery, and what the proxy answers itself.
 _LOCAL = frozenset(
@@ -135,62 +112,14 @@ _LOCAL = frozenset(
 )
 
 
-def ref_of(proxy: object) -> RemoteRef:
-    """Return the reference a proxy stands for."""
-    ref: RemoteRef = proxy.__dict__[_REF]
-    return ref
-
-
 def is_transparent_proxy(obj: object) -> bool:
     """Tell a proxy to a remote object from a local object."""
     return getattr(type(obj), "__appdomain_proxy__", False) is True
 
 
-# -- calling -------------------------------------------------------------------------------
-
-
-# The route at import decides how proxy methods bind (in C, or in Python); the route when a
-# proxy type is built decides whether its methods may take the lean route (a test can switch
-# routes: _core.use_native_route).
-_native = _core.native_module()
-# Plain arguments (None, bool, float, 64-bit int, str, bytes) take the lean route: the C
-# bound method (_native/method.c) calls the native invoke, which checks them; anything
-# else takes the generic route (_call).
-
-
-class _MethodSpec:
-    """What a proxy type knows of one remote method: its name, plan and route."""
-
-    __slots__ = ("lean_ok", "name", "one_way", "plan")
-    name: str
-    plan: CallPlan | None
-    one_way: bool
-    lean_ok: bool
-
-    def __init__(self, name: str, plan: CallPlan | None, one_way: bool, local: bool) -> None:
-        self.name = name
-        self.plan = plan
-        self.one_way = one_way
-        # The lean route knows nothing of Out parameters: only planned methods without any;
-        # and it switches into an interpreter of this process (local), never through a link.
-        native = local and _core.native_module() is not None
-        self.lean_ok = native and not one_way and plan is not None and not plan.has_out
-
-
-def _call(proxy: object, spec: _MethodSpec, *args: object, **kwargs: object) -> Any:
-    """Call the remote method by the generic route: a wire message through the call path."""
-    ref: RemoteRef = proxy.__dict__[_REF]
-    wire = encode_call(args, kwargs, spec.plan)
-    if spec.one_way:
-        _core.post(ref.route, _INVOKE, (ref.oid, spec.name, wire))
-        return None
-    reply = _core.call(ref.route, _INVOKE, (ref.oid, spec.name, wire))
-    return decode_reply(reply, args, kwargs)
-
-
 def _lean_outcome(
     proxy: object,
-    spec: _MethodSpec,
+    spec: MethodSpec,
     args: tuple[object, ...],
     reply: NativeReply | NotImplementedType | None,
     error: BaseException | None,
@@ -199,12 +128,14 @@ def _lean_outcome(
     if error is not None:
         native = _core.native_module()
         assert native is not None  # lean calls run only on the native route
-        unloaded = native.refusal(error, proxy.__dict__[_REF].route.interp_id)
+        unloaded = native.refusal(error, proxy.__dict__[REF].route.interp_id)
         if unloaded is not None:
             raise unloaded from None
-        return _call(proxy, spec, *args)  # the target takes no native calls: the generic route
+        return generic_call(
+            proxy, spec, *args
+        )  # the target takes no native calls: the generic route
     if reply is None or reply is NotImplemented:  # an argument (or the call context) needs it
-        return _call(proxy, spec, *args)
+        return generic_call(proxy, spec, *args)
     done, value, ctx_back = reply
     if ctx_back is not None:
         _context.merge(ctx_back)
@@ -212,7 +143,7 @@ def _lean_outcome(
         return value
     if done == _LEAN_REF:  # a reference to an object of the callee (returned_names)
         data: Any = value
-        route = proxy.__dict__[_REF].route  # the object lives where the call ran
+        route = proxy.__dict__[REF].route  # the object lives where the call ran
         names = _returned_names(route, data)
         if names not in _lean_classes:  # from now on the C switch makes such proxies
             _lean_classes[names] = _proxy_type(names[0], names[1], True)
@@ -252,183 +183,26 @@ def _returned_names(route: Route, data: tuple[Any, ...]) -> tuple[str, str]:
 # (callee interp id, type token) -> (module, qualname): the types lean calls returned here.
 _returned_types: dict[tuple[int, int], tuple[str, str]] = {}
 
-
-class _PyBoundMethod:
-    """A remote method bound to its proxy, for the pure-Python call path."""
-
-    __slots__ = ("proxy", "spec")
-    proxy: object
-    spec: _MethodSpec
-
-    def __init__(self, proxy: object, spec: _MethodSpec) -> None:
-        self.proxy = proxy
-        self.spec = spec
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _call(self.proxy, self.spec, *args, **kwargs)
-
-
-# With the native module, binding and lean calls run in C (_native/method.c), the
-# slow cases coming back to _call and _lean_outcome.
-if TYPE_CHECKING or _native is None:
-    _BoundBase = _PyBoundMethod
-else:
-    _BoundBase = _native.BoundMethod
-    _native.set_method_hooks(_call, _lean_outcome)
-
-
-class _RemoteMethod(_BoundBase):
-    """A method of a remote object, bound to its proxy: call it, or begin_invoke it."""
-
-    __slots__ = ()
-
-    @property
-    def name(self) -> str:
-        """The method's name."""
-        return self.spec.name
-
-    def begin_invoke(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        """Start the call on a worker thread and return a Future of its result (BeginInvoke).
-
-        Up to 32 such calls run at once in each domain (set_async_workers changes it).
-        """
-        return _async.submit(self, *args, **kwargs)
-
-    async def invoke_async(self, *args: Any, **kwargs: Any) -> Any:
-        """Await the call from asyncio code without blocking the event loop.
-
-        The call runs on one of the domain's begin_invoke worker threads: up to 32 overlap
-        (set_async_workers changes it), the rest wait for a free thread.
-        """
-        import asyncio
-
-        return await asyncio.wrap_future(self.begin_invoke(*args, **kwargs))
-
-    def __repr__(self) -> str:
-        return f"<remote method {self.name} of {self.proxy!r}>"
-
-
-def _of(method: object) -> object:
-    """Return method, a proxy's method, typed as the RemoteMethod it is (else TypeError)."""
-    if not isinstance(method, RemoteMethod):
-        raise TypeError(
-            f"'method' must be a method of a transparent proxy (got {method!r} that is a "
-            f"{type(method).__name__})"
-        )
-    return method
-
-
-# What type checkers see: a RemoteMethod generic in the method's parameters and result, so
-# that begin_invoke and invoke_async are typed.  A generic class at run time would import
-# typing into every domain (~3 ms of its start), so the run-time class is the plain one.
-if TYPE_CHECKING:
-
-    class RemoteMethod[**P, R](_RemoteMethod):
-        """A method of a remote object, bound to its proxy: call it, or begin_invoke it."""
-
-        __slots__ = ()
-
-        @classmethod
-        def of[**Q, S](cls, method: Callable[Q, S], /) -> RemoteMethod[Q, S]:
-            """Return method, a proxy's method, typed as the RemoteMethod it is."""
-            ...
-
-        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
-        def begin_invoke(
-            self, *args: P.args, **kwargs: P.kwargs
-        ) -> concurrent.futures.Future[R]: ...
-        async def invoke_async(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
-
-        BeginInvoke = begin_invoke
-
-else:
-
-    class RemoteMethod(_RemoteMethod):
-        """A method of a remote object, bound to its proxy: call it, or begin_invoke it.
-
-        A typed proxy's method is a plain method to type checkers: ``RemoteMethod.of(m)``
-        (m itself, checked) gives them the RemoteMethod it is, with begin_invoke and
-        invoke_async typed after m's parameters and result.
-        """
-
-        __slots__ = ()
-        of = staticmethod(_of)
-        BeginInvoke = _RemoteMethod.begin_invoke
-
-
-class _PyMethodMember:
-    """Class member of a proxy type that stands for a remote method (pure-Python path)."""
-
-    __slots__ = ("spec",)
-
-    def __init__(self, spec: _MethodSpec) -> None:
-        self.spec = spec
-
-    def __get__(self, proxy: object, owner: type | None = None) -> object:
-        if proxy is None:
-            return self
-        return RemoteMethod(proxy, self.spec)
-
-
-def _method_member(name: str, plan: CallPlan | None, one_way: bool, local: bool) -> MethodMember:
-    """Return the proxy-type member for a remote method: reading it binds a RemoteMethod."""
-    spec = _MethodSpec(name, plan, one_way, local)
-    if _native is None:
-        return _PyMethodMember(spec)
-    member: MethodMember = _native.method_member(spec, RemoteMethod)
-    return member
-
-
-class _FieldMember:
-    """Class member of a proxy type that reads and writes a remote attribute (Field{G,S}etter)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, proxy: object, owner: type | None = None) -> Any:
-        if proxy is None:
-            return self
-        return _remote_getattr(proxy, self.name)
-
-    def __set__(self, proxy: object, value: object) -> None:
-        _remote_setattr(proxy, self.name, value)
-
-    def __delete__(self, proxy: object) -> None:
-        ref = ref_of(proxy)
-        _core.call(ref.route, _OP + "delattr", (ref.oid, self.name))
-
-
-def _remote_getattr(proxy: object, name: str) -> Any:
-    ref = ref_of(proxy)
-    kind, value = _core.call(ref.route, _OP + "getattr", (ref.oid, name))
-    if kind == "method":
-        local = not is_foreign(ref.route.interp_id)
-        return _method_member(name, None, bool(value), local).__get__(proxy)
-    return from_shareable(value)
-
-
-def _remote_setattr(proxy: object, name: str, value: object) -> None:
-    ref = ref_of(proxy)
-    wire = to_shareable(value, name=f"value for attribute {name!r}")
-    _core.call(ref.route, _OP + "setattr", (ref.oid, name, wire))
-
+# The C bound methods' ways back to Python: the generic route, and a lean call's outcome.
+if native_ext is not None:
+    native_ext.set_method_hooks(generic_call, _lean_outcome)
 
 # Forwarders for protocols whose shape differs from a plain method call.
 
 
 def _proxy_iter(self: object) -> Iterator[Any]:
     ref = ref_of(self)
-    iterator_id, items, done = _core.call(ref.route, _OP + "iter", (ref.oid, ITER_CHUNK))
+    iterator_id, items, done = _core.call(ref.route, OP + "iter", (ref.oid, ITER_CHUNK))
     try:
         while True:
             chunk: Any = from_shareable(items)  # the list of items the server sent
             yield from chunk
             if done:
                 return
-            items, done = _core.call(ref.route, _OP + "iter_next", (iterator_id, ITER_CHUNK))
+            items, done = _core.call(ref.route, OP + "iter_next", (iterator_id, ITER_CHUNK))
     finally:
         if not done:
-            _core.post(ref.route, _OP + "iter_close", iterator_id)
+            _core.post(ref.route, OP + "iter_close", iterator_id)
 
 
 def _proxy_exit(
@@ -436,7 +210,7 @@ def _proxy_exit(
 ) -> bool | None:
     ref = ref_of(self)
     wire = to_shareable(exc, name="exception") if exc is not None else None
-    suppress: bool | None = _core.call(ref.route, _OP + "exit", (ref.oid, wire))
+    suppress: bool | None = _core.call(ref.route, OP + "exit", (ref.oid, wire))
     return suppress
 
 
@@ -451,14 +225,14 @@ class _ProxyBase:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return _remote_getattr(self, name)
+        return remote_getattr(self, name)
 
     def __setattr__(self, name: str, value: object) -> None:
-        _remote_setattr(self, name, value)
+        remote_setattr(self, name, value)
 
     def __delattr__(self, name: str) -> None:
         ref = ref_of(self)
-        _core.call(ref.route, _OP + "delattr", (ref.oid, name))
+        _core.call(ref.route, OP + "delattr", (ref.oid, name))
 
     # A proxy is its remote object's only stand-in here, so identity is equality.
     def __eq__(self, other: object) -> bool:
@@ -535,15 +309,15 @@ def _member(name: str, value: object, local: bool) -> object:
         return _SPECIAL[name]
     if isinstance(value, staticmethod):
         func = value.__func__
-        return _method_member(name, _plan(func, bound=False), is_one_way(func), local)
+        return method_member(name, _plan(func, bound=False), is_one_way(func), local)
     if isinstance(value, classmethod):
         func = value.__func__
-        return _method_member(name, _plan(func, bound=True), is_one_way(func), local)
+        return method_member(name, _plan(func, bound=True), is_one_way(func), local)
     if isinstance(value, types.FunctionType):
-        return _method_member(name, _plan(value, bound=True), is_one_way(value), local)
+        return method_member(name, _plan(value, bound=True), is_one_way(value), local)
     if callable(value) and not isinstance(value, type):
-        return _method_member(name, None, False, local)
-    return _FieldMember(name)
+        return method_member(name, None, False, local)
+    return FieldMember(name)
 
 
 def _plan(func: Callable[..., object], *, bound: bool) -> CallPlan | None:
@@ -598,7 +372,7 @@ def _gone(wr: _Entry) -> None:
 
 # The C switch's proxy_gone does the same without Python code, and queues the release at
 # an owner it serves in that owner's record (no cross-interpreter queue).
-_on_gone: Callable[[_Entry], object] = _gone if _native is None else _native.proxy_gone
+_on_gone: Callable[[_Entry], object] = _gone if native_ext is None else native_ext.proxy_gone
 
 
 def _live(key: tuple[int, int]) -> Any:
@@ -612,7 +386,7 @@ def _new_proxy(ref: RemoteRef, cls: type, key: tuple[int, int], counted: bool) -
     """Make and list the proxy for ref (lock held), holding one reference if counted."""
     proxy: Any = object.__new__(cls)
     state = proxy.__dict__
-    state[_REF] = ref
+    state[REF] = ref
     # ref[0]: its route (tuple indexing: the properties cost a Python call each)
     cell = state[_CELL] = [1, 1, ref[0]] if counted else [0, 0, ref[0]]
     entry = _Entry(proxy, _on_gone)
@@ -642,7 +416,7 @@ def _count(proxy: object) -> None:
     """Count one more reference held by proxy (lock held); its death releases them all."""
     state = proxy.__dict__
     cell: list[Any] | None = state.get(_CELL)
-    ref: RemoteRef = state[_REF]
+    ref: RemoteRef = state[REF]
     if cell is None:  # made by the C switch for a lean call: it had no count yet
         cell = state[_CELL] = [0, 0, ref.route]
     cell[0] += 1
@@ -676,7 +450,7 @@ def release_all() -> int:
             cell = None if proxy is None else proxy.__dict__.get(_CELL)
             if not cell or not cell[0]:
                 continue
-            ref: RemoteRef = proxy.__dict__[_REF]
+            ref: RemoteRef = proxy.__dict__[REF]
             count, cell[0] = cell[0], 0
             _release_at_owner(ref.route, ref.oid, count)
             released += 1
@@ -716,8 +490,8 @@ def settle_lean(kept: list[Any]) -> None:
         cell: list[Any] | None = proxy.__dict__.get(_CELL)
         if cell is not None and cell[1]:
             continue  # a generic call counted it meanwhile: its finalizer releases those
-        ref: RemoteRef = proxy.__dict__[_REF]
-        _core.call(ref.route, _OP + "incref", ref.oid)
+        ref: RemoteRef = proxy.__dict__[REF]
+        _core.call(ref.route, OP + "incref", ref.oid)
         with _proxies_lock:
             _count(proxy)
 

@@ -23,11 +23,10 @@ from ..marshal import (
 )
 from . import _table
 from ._base import MarshalByRefObject, is_one_way
+from ._methods import REF, RemoteRef, ref_of
 from ._proxy import (
     _CELL,
     _LEAN_REF,
-    _REF,
-    RemoteRef,
     _Entry,
     _lean_classes,
     _on_gone,
@@ -37,7 +36,6 @@ from ._proxy import (
     lean_proxy,
     live_proxies,
     proxy_for,
-    ref_of,
     settle_lean,
 )
 from ._release import arm as _arm_owner
@@ -188,7 +186,7 @@ def _invoke_lean(oid: int, name: str, args: tuple[object, ...]) -> NativeReply:
 # ref_parts); its last the types lean calls returned here (_proxy._returned_names).
 _kept_refs: dict[tuple[int, int], tuple[Route, tuple[str, str]]] = {}
 _fast = (
-    *(_lean_classes, RemoteRef, Route, _Entry, _on_gone, _REF, "key", _CELL, "cell"),
+    *(_lean_classes, RemoteRef, Route, _Entry, _on_gone, REF, "key", _CELL, "cell"),
     *(_kept_refs, _returned_types),
 )
 
