@@ -207,3 +207,18 @@ def test_a_link_that_reads_garbage_closes_and_says_why() -> None:
 
 def _no_local(origin: tuple[int, int, str, int]) -> Route:
     raise AssertionError(f"no request was expected (got one for {origin})")
+
+
+def test_a_link_ending_on_purpose_gives_that_cause_to_whoever_sees_it_end() -> None:
+    # An unload ends its host, and a thread that sees the host die first closes the link:
+    # the callers are told the domain was unloaded, not that its host died.
+    here, there = Pipe()
+    causes: list[str] = []
+    link = Link(here, "peer:1:x", "'peer'", check_local=_no_local)
+    link.on_close(causes.append)
+    link.start()
+    link.ending = "was unloaded"
+    there.close()  # the host ends: the link's reader sees the end of its stream
+    assert link.closed.wait(10)
+    link.close("was unloaded")
+    assert (link.cause, causes) == ("was unloaded", ["was unloaded"])

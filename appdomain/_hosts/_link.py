@@ -91,6 +91,9 @@ class Link:
         self.peer_key = peer_key
         self.label = label
         self.cause: str | None = None
+        # Set by an unload before it ends the host: whoever closes the link then (a thread
+        # that sees the host die first, or the unload itself) gives this cause.
+        self.ending: str | None = None
         self.closed = threading.Event()
         self._conn = conn
         self._check_local = check_local
@@ -480,7 +483,7 @@ class Link:
         with self._lock:
             if self.cause is not None:
                 return
-            self.cause = cause
+            self.cause = cause = self.ending or cause
             pending = list(self._pending.values())
             self._pending.clear()
             entries = list(self._routes.values())

@@ -89,6 +89,8 @@ class LinkedDomain:
                 _core.call(self.route, UNLOAD_OP, float(timeout), timeout=timeout)
             except (AppDomainUnloadedException, TimeoutError):
                 pass  # it went meanwhile, or did not finish in time: it is ended below
+        # Ending the host may be seen as its death by another thread first: it was unloaded.
+        self.link.ending = "was unloaded"
         self.end(deadline)
         self.link.close("was unloaded")
         self.link.join(2.0)
