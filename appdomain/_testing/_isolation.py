@@ -29,7 +29,7 @@ from ..marshal._core import is_plain
 from . import _remote
 from ._code import code_cache, stashed
 from ._fixtures import crossing_funcargs
-from ._light import LightDomain
+from ._light import LightDomain, knows_imports, learn_imports
 from ._refusals import function_code, known, learn, names_any
 from ._reports import (
     longrepr_key,
@@ -534,6 +534,8 @@ class _Prepared:
     def __init__(self, item: pytest.Function) -> None:
         self.item = item
         self.spec = spec_of(item)
+        if not knows_imports(self.spec["module"]):
+            self.spec["imports"] = True  # so the next tests' interpreters are served them
         self.cache = code_cache(item.config)
         self.domain: LightDomain | None = None
         self.ready = False  # the test module is imported in domain
@@ -561,8 +563,10 @@ class _Prepared:
             return
         self.domain = domain
         try:
-            compiled, self.quiet = domain.call(_remote.PREPARE, self.spec)
+            compiled, self.quiet, imported = domain.call(_remote.PREPARE, self.spec)
             self.cache.learn(compiled)
+            if imported:
+                learn_imports(self.spec["module"], imported)
             self.ready = True
         except BaseException:
             pass  # the test imports its module again, and reports what goes wrong
