@@ -64,6 +64,7 @@ _unisolated_key = pytest.StashKey[list[tuple[str, str]]]()
 # On an item run alone in the main interpreter: the background work resumes after it.
 _resume_key = pytest.StashKey[bool]()
 _warmer_key = pytest.StashKey["_Warmer"]()
+_session_spec_key = pytest.StashKey["TestSpec"]()
 _unloader_key = pytest.StashKey["_Unloader"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
 _ASSERT_INIS = ("truncation_limit_lines", "truncation_limit_chars", "assertion_text_diff_style")
@@ -221,21 +222,28 @@ def spec_of(item: pytest.Function, *, code: bool = True) -> TestSpec:
         "path": str(module.__file__),
         "cls": cls.__qualname__ if cls is not None else None,
         "function": item.originalname,
-        "assertmode": config.getoption("assertmode", "rewrite"),
-        "verbosity": {
-            "": config.get_verbosity(),
-            config.VERBOSITY_ASSERTIONS: config.get_verbosity(config.VERBOSITY_ASSERTIONS),
-        },
-        "ini": {name: _ini(config, name) for name in _ASSERT_INIS},
+        **stashed(config, _session_spec_key, _session_spec),
         "unittest": _is_unittest(item),
-        "tbstyle": config.getoption("tbstyle", "auto"),
-        "showlocals": bool(config.getoption("showlocals", False)),
     }
     if code:
         cache = code_cache(config)
         spec["code"] = cache.test_module(item)
         spec["cache"] = cache.shared()
     return spec
+
+
+def _session_spec(config: pytest.Config) -> TestSpec:
+    """The part of every test's spec that comes from the session's options (read once)."""
+    return {
+        "assertmode": config.getoption("assertmode", "rewrite"),
+        "verbosity": {
+            "": config.get_verbosity(),
+            config.VERBOSITY_ASSERTIONS: config.get_verbosity(config.VERBOSITY_ASSERTIONS),
+        },
+        "ini": {name: _ini(config, name) for name in _ASSERT_INIS},
+        "tbstyle": config.getoption("tbstyle", "auto"),
+        "showlocals": bool(config.getoption("showlocals", False)),
+    }
 
 
 def _ini(config: pytest.Config, name: str) -> object:
