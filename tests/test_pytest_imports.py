@@ -108,3 +108,56 @@ def test_the_learning_knows_which_test_modules_were_named(
 
 def test_the_domains_side_names_the_preload_module() -> None:
     assert _loaders._PRELOAD == _preload.__name__
+
+
+REMADE_PLAIN = """
+import sys
+import threading
+import pytest
+@pytest.fixture
+def size():
+    return 3
+@pytest.fixture
+def guarded(size):
+    return (threading.Lock(), size)  # a lock cannot cross: made again in the domain
+@pytest.mark.isolated
+def test_made_there(guarded):
+    assert guarded[1] == 3
+    assert "appdomain.marshal" not in sys.modules  # its plan crossed packed with the spec
+"""
+
+
+def test_a_fixture_made_in_the_domain_from_builtin_values_needs_no_appdomain_marshal(
+    pytester: pytest.Pytester,
+) -> None:
+    run(pytester, REMADE_PLAIN).assert_outcomes(passed=1)
+
+
+WARNS_CASES = """
+import sys
+import warnings
+import pytest
+@pytest.mark.isolated
+def test_warns():
+    with pytest.warns(UserWarning, match="^old") as record:
+        warnings.warn("old thing", UserWarning)
+    assert len(record) == 1 and str(record[0].message) == "old thing"
+    with pytest.deprecated_call():
+        warnings.warn("gone", DeprecationWarning)
+    assert "_pytest.fixtures" not in sys.modules  # pytest's own, without most of pytest
+@pytest.mark.isolated
+def test_did_not_warn():
+    with pytest.warns(UserWarning):
+        pass
+@pytest.mark.isolated
+def test_then_real_pytest():
+    with pytest.warns(UserWarning):
+        warnings.warn("w", UserWarning)
+    assert pytest.approx(0.1 + 0.2) == 0.3 and "_pytest.fixtures" in sys.modules
+"""
+
+
+def test_warns_in_the_domain_is_pytests_own(pytester: pytest.Pytester) -> None:
+    result = run(pytester, WARNS_CASES)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*test_did_not_warn - Failed: DID NOT WARN*"])

@@ -284,7 +284,7 @@ def run(item: pytest.Function) -> bool:
     try:
         spec = spec_of(item, code=not ready)
         reply: tuple[Any, ...]
-        if remade or not is_plain(funcargs):
+        if not is_plain(funcargs) or (remade and not is_plain(remade)):
             if not ready:
                 # A value crossing by name from the test module must find it imported as
                 # pytest compiled it, not imported afresh by the decoder.
@@ -297,9 +297,13 @@ def run(item: pytest.Function) -> bool:
             reply = light.run_encoded(spec, funcargs, made_here, remade)
         else:
             # Builtin values only: they cross packed with the spec, by CPython's marshal,
-            # so the test's interpreter need not be a domain, nor load appdomain.marshal.
+            # so the test's interpreter need not be a domain, nor load appdomain.marshal;
+            # so do the plans of the fixtures made there again when their values are.
             spec["made_here"] = made_here
             spec["funcargs"] = funcargs
+            if remade:
+                spec["remade"] = remade
+                spec["remade_args"] = remade_args
             reply = light.call(_remote.RUN, spec)
         outcome, exc, longrepr, compiled, quiet, limit, subtests = reply
         code_cache(item.config).learn(compiled)

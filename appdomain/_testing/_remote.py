@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
         cache: dict[str, tuple[Stamp, bytes]]
         made_here: tuple[str, ...]
         funcargs: dict[str, object]  # builtin values only (packed with the spec)
+        remade: dict[str, Remake]  # builtin values only (packed with the spec)
         remade_args: tuple[str, ...]  # the test's fixtures this domain makes again
         imports: bool  # prepare names the modules it imported from files (see _loaders)
 
@@ -547,9 +548,10 @@ def _op_prepare(packed: bytes) -> tuple[int, Shareable]:
     return _reply(prepare(_stdlib_marshal.loads(packed)))
 
 
-def _op_run(packed: bytes) -> tuple[int, Shareable]:  # remade fixtures come by do_callback
+def _op_run(packed: bytes) -> tuple[int, Shareable]:
     spec = _stdlib_marshal.loads(packed)
-    return _reply(run_test(spec, spec.get("funcargs", {}), tuple(spec.get("made_here", ()))))
+    made_here = tuple(spec.get("made_here", ()))
+    return _reply(run_test(spec, spec.get("funcargs", {}), made_here, spec.get("remade")))
 
 
 def light_call(op: str, packed: bytes, reply: int) -> None:
