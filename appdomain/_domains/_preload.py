@@ -113,9 +113,10 @@ MODULES = (
 # -- in the new domain ---------------------------------------------------------------------
 
 
-def install(entries: bytes, blob: bytes) -> None:
-    """Serve the modules of a creator's bundle, ahead of the path finder."""
-    finder = CodeFinder(marshal.loads(entries), blob)
+def install(entries: bytes, blob: bytes, sys_path: "Sequence[str] | None" = None) -> None:
+    """Serve the modules of a creator's bundle, ahead of the path finder; with sys_path (the
+    path the bundle was checked against), a top-level name only while sys.path is that."""
+    finder = CodeFinder(marshal.loads(entries), blob, sys_path)
     at = len(sys.meta_path)
     for i, other in enumerate(sys.meta_path):
         if other is _external.PathFinder:
@@ -127,9 +128,12 @@ def install(entries: bytes, blob: bytes) -> None:
 class CodeFinder:
     """Find each module of a bundle once, where and as the path finder would have."""
 
-    def __init__(self, entries: "tuple[Entry, ...]", blob: bytes) -> None:
+    def __init__(
+        self, entries: "tuple[Entry, ...]", blob: bytes, sys_path: "Sequence[str] | None" = None
+    ) -> None:
         self._entries = {entry[0]: entry for entry in entries}
         self._blob = memoryview(blob)
+        self._sys_path = None if sys_path is None else list(sys_path)
 
     def find_spec(
         self, fullname: str, path: "Sequence[str] | None" = None, target: object = None
@@ -140,6 +144,8 @@ class CodeFinder:
         _, origin, cached, locations, where, start, end = entry
         if path is not None and where not in path:
             return None  # its package is not the one read: let the path finder look
+        if path is None and self._sys_path is not None and sys.path != self._sys_path:
+            return None  # the path changed since the creator checked it finds this file
         del self._entries[fullname]  # once: a reload reads the file again
         if not self._entries:
             self.remove()
@@ -190,10 +196,13 @@ class CodeLoader(_external.SourceFileLoader):
 # Filled once per process; a race fills an entry twice with the same value.
 _read: "dict[str, Read | None]" = {}  # by module name
 # Every module read, with its code's place in one blob: the same for every domain.
-# Per list of modules (a domain's MODULES, a test interpreter's own), what _read_all made.
+# Per list of modules (a domain's MODULES, a test interpreter's own), what _read_all made;
+# a few lists at a time (a test interpreter's list grows as tests import more modules).
 _all: "dict[tuple[str, ...], tuple[dict[str, Entry], bytes]]" = {}
-# The entries for one sys.path (a few kB each), a few paths at a time.
-_bundles: "dict[tuple[tuple[str, ...], tuple[str, ...]], Bundle | None]" = {}
+_MAX_LISTS = 4
+# The entries for one sys.path and list (a few kB each; the blob stays in _all), a few at a
+# time.
+_bundles: "dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[bytes, bytes] | None]" = {}
 _MAX_PATHS = 32
 _compiled: dict[str, bytes] = {}
 
@@ -213,27 +222,37 @@ def bundle(
     ``install`` from, ahead of its imports, to be served modules (a domain's boot, MODULES,
     by default); None when this module itself was not loaded from a file."""
     key = (modules, tuple(sys_path))
-    if key not in _bundles:
+    try:
+        made = _bundles[key]
+    except KeyError:  # not made yet (or just cleared by another thread)
+        made = _make_bundle(sys_path, site_plan, modules)
         if len(_bundles) >= _MAX_PATHS:
             _bundles.clear()
-        own = _read_module(__name__)
-        code = None if own is None else own[3]
-        if code is None:
-            _bundles[key] = None
-        else:
-            entries, blob = _read_all(modules)
-            chosen = tuple(
-                entry
-                for name, entry in entries.items()
-                # A top-level name: the domain's path must find the file read, not another.
-                if "." in name or _found_at(name, sys_path, site_plan) == entry[1]
-            )
-            _bundles[key] = (code, marshal.dumps(chosen), blob)
-    return _bundles[key]
+        _bundles[key] = made
+    # The blob is the same for every path: kept once, in _all.
+    return None if made is None else (made[0], made[1], _read_all(modules)[1])
+
+
+def _make_bundle(
+    sys_path: "Sequence[str]", site_plan: "SitePlan | None", modules: "tuple[str, ...]"
+) -> "tuple[bytes, bytes] | None":
+    own = _read_module(__name__)
+    code = None if own is None else own[3]
+    if code is None:
+        return None
+    entries, _ = _read_all(modules)
+    chosen = tuple(
+        entry
+        for name, entry in entries.items()
+        # A top-level name: the domain's path must find the file read, not another.
+        if "." in name or _found_at(name, sys_path, site_plan) == entry[1]
+    )
+    return (code, marshal.dumps(chosen))
 
 
 def _read_all(modules: "tuple[str, ...]") -> "tuple[dict[str, Entry], bytes]":
-    if modules not in _all:
+    made = _all.get(modules)
+    if made is None:
         entries: dict[str, Entry] = {}
         parts: list[bytes] = []
         size = 0
@@ -250,8 +269,11 @@ def _read_all(modules: "tuple[str, ...]") -> "tuple[dict[str, Entry], bytes]":
                 parts.append(code)
                 size = end
             entries[name] = (name, origin, cached, folder if is_package else "", where, start, end)
-        _all[modules] = (entries, b"".join(parts))
-    return _all[modules]
+        made = (entries, b"".join(parts))
+        if len(_all) >= _MAX_LISTS:
+            _all.clear()
+        _all[modules] = made
+    return made
 
 
 def _read_module(name: str) -> "Read | None":

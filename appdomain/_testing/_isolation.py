@@ -29,7 +29,7 @@ from ..marshal._core import is_plain
 from . import _remote
 from ._code import code_cache, stashed
 from ._fixtures import crossing_funcargs
-from ._light import LightDomain
+from ._light import LightDomain, knows_imports, learn_imports
 from ._refusals import function_code, known, learn, names_any
 from ._reports import (
     longrepr_key,
@@ -64,6 +64,7 @@ _unisolated_key = pytest.StashKey[list[tuple[str, str]]]()
 # On an item run alone in the main interpreter: the background work resumes after it.
 _resume_key = pytest.StashKey[bool]()
 _warmer_key = pytest.StashKey["_Warmer"]()
+_session_spec_key = pytest.StashKey["TestSpec"]()
 _unloader_key = pytest.StashKey["_Unloader"]()
 # Ini values pytest's assertion helpers read while explaining a failed assert.
 _ASSERT_INIS = ("truncation_limit_lines", "truncation_limit_chars", "assertion_text_diff_style")
@@ -221,21 +222,28 @@ def spec_of(item: pytest.Function, *, code: bool = True) -> TestSpec:
         "path": str(module.__file__),
         "cls": cls.__qualname__ if cls is not None else None,
         "function": item.originalname,
-        "assertmode": config.getoption("assertmode", "rewrite"),
-        "verbosity": {
-            "": config.get_verbosity(),
-            config.VERBOSITY_ASSERTIONS: config.get_verbosity(config.VERBOSITY_ASSERTIONS),
-        },
-        "ini": {name: _ini(config, name) for name in _ASSERT_INIS},
+        **stashed(config, _session_spec_key, _session_spec),
         "unittest": _is_unittest(item),
-        "tbstyle": config.getoption("tbstyle", "auto"),
-        "showlocals": bool(config.getoption("showlocals", False)),
     }
     if code:
         cache = code_cache(config)
         spec["code"] = cache.test_module(item)
         spec["cache"] = cache.shared()
     return spec
+
+
+def _session_spec(config: pytest.Config) -> TestSpec:
+    """The part of every test's spec that comes from the session's options (read once)."""
+    return {
+        "assertmode": config.getoption("assertmode", "rewrite"),
+        "verbosity": {
+            "": config.get_verbosity(),
+            config.VERBOSITY_ASSERTIONS: config.get_verbosity(config.VERBOSITY_ASSERTIONS),
+        },
+        "ini": {name: _ini(config, name) for name in _ASSERT_INIS},
+        "tbstyle": config.getoption("tbstyle", "auto"),
+        "showlocals": bool(config.getoption("showlocals", False)),
+    }
 
 
 def _ini(config: pytest.Config, name: str) -> object:
@@ -276,7 +284,7 @@ def run(item: pytest.Function) -> bool:
     try:
         spec = spec_of(item, code=not ready)
         reply: tuple[Any, ...]
-        if remade or not is_plain(funcargs):
+        if not is_plain(funcargs) or (remade and not is_plain(remade)):
             if not ready:
                 # A value crossing by name from the test module must find it imported as
                 # pytest compiled it, not imported afresh by the decoder.
@@ -289,9 +297,13 @@ def run(item: pytest.Function) -> bool:
             reply = light.run_encoded(spec, funcargs, made_here, remade)
         else:
             # Builtin values only: they cross packed with the spec, by CPython's marshal,
-            # so the test's interpreter need not be a domain, nor load appdomain.marshal.
+            # so the test's interpreter need not be a domain, nor load appdomain.marshal;
+            # so do the plans of the fixtures made there again when their values are.
             spec["made_here"] = made_here
             spec["funcargs"] = funcargs
+            if remade:
+                spec["remade"] = remade
+                spec["remade_args"] = remade_args
             reply = light.call(_remote.RUN, spec)
         outcome, exc, longrepr, compiled, quiet, limit, subtests = reply
         code_cache(item.config).learn(compiled)
@@ -534,6 +546,8 @@ class _Prepared:
     def __init__(self, item: pytest.Function) -> None:
         self.item = item
         self.spec = spec_of(item)
+        if not knows_imports(self.spec["module"]):
+            self.spec["imports"] = True  # so the next tests' interpreters are served them
         self.cache = code_cache(item.config)
         self.domain: LightDomain | None = None
         self.ready = False  # the test module is imported in domain
@@ -561,8 +575,10 @@ class _Prepared:
             return
         self.domain = domain
         try:
-            compiled, self.quiet = domain.call(_remote.PREPARE, self.spec)
+            compiled, self.quiet, imported = domain.call(_remote.PREPARE, self.spec)
             self.cache.learn(compiled)
+            if imported:
+                learn_imports(self.spec["module"], imported)
             self.ready = True
         except BaseException:
             pass  # the test imports its module again, and reports what goes wrong

@@ -17,6 +17,7 @@ cross by appdomain's marshalling, the unload of a test that left threads running
 from __future__ import annotations
 
 import marshal as _stdlib_marshal
+import threading
 
 from .._core import _compat
 from .._domains import _domain, _preload, _runtime, _site
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .._domains._domain import AppDomain
     from ._remote import TestSpec
 
-__all__ = ["LightDomain"]
+__all__ = ["LightDomain", "knows_imports", "learn_imports"]
 
 # Run in the new interpreter: the modules running a test imports served from what the
 # creator read once (_domains._preload), the creator's import path, what site would have
@@ -41,7 +42,7 @@ import marshal, sys
 if preload is not None:
     _appdomain_preload = {{"__name__": "{_preload.__name__}"}}
     exec(marshal.loads(preload[0]), _appdomain_preload)
-    _appdomain_preload["install"](preload[1], preload[2])
+    _appdomain_preload["install"](preload[1], preload[2], cfg[2])
     del _appdomain_preload
 sys.path[:] = list(cfg[2])
 if site_plan is not None:
@@ -60,10 +61,17 @@ _MODULES = (
     "importlib",
     "types",
     "appdomain._testing",
+    "appdomain._testing._loaders",
     "appdomain._testing._standin",
     "appdomain._testing._remade",
     _remote.__name__,
+    "appdomain._testing._ar",
 )
+# What test modules' imports loaded from files in earlier tests' interpreters (learn_imports),
+# served to the next ones as _MODULES are: every test module's, in the order first named.
+_learned: tuple[str, ...] = ()
+_learned_from: set[str] = set()  # the test modules whose imports were named
+_learning = threading.Lock()
 _CALL = f"""\
 from {_remote.__name__} import light_call as _light_call
 _light_call(op, packed, reply)
@@ -100,7 +108,7 @@ class LightDomain:
                 "site_plan": site_plan,
                 "site_code": _preload.compiled(_site.SOURCE, "<appdomain site>"),
                 "site_absent": _site.absent(cfg[2]),
-                "preload": _preload.bundle(cfg[2], site_plan, _MODULES),
+                "preload": _preload.bundle(cfg[2], site_plan, _MODULES + _learned),
             }
             failure = _compat.exec_in(self.interp_id, _BOOT, shared)
             if failure is not None:
@@ -196,6 +204,28 @@ class LightDomain:
     def _destroy_queues(self) -> None:
         _compat.queue_destroy(self._replies)
         _compat.queue_destroy(self._booted)
+
+
+def knows_imports(module: str) -> bool:
+    """Tell whether the modules test module's import loads are known (see learn_imports)."""
+    return module in _learned_from
+
+
+def learn_imports(module: str, imported: tuple[str, ...]) -> None:
+    """Serve the next tests' interpreters the modules test module's import loaded from files.
+
+    Like a domain's boot modules (``_domains._preload``), they are read once here, and a
+    new interpreter is served each from the file its own import would have found, until
+    its test module is imported (``_loaders.stop_serving``).  A module of a test module
+    that imports none of them costs that interpreter only its entry.
+    """
+    global _learned
+    with _learning:
+        _learned_from.add(module)
+        known = {*_MODULES, *_learned}
+        new = tuple(name for name in dict.fromkeys(imported) if name not in known)
+        if new:
+            _learned = _learned + new
 
 
 def _has_reference(node: Shareable) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import types
 
 from . import _standin
 
@@ -126,21 +125,7 @@ def teardown(teardowns: list[tuple[str, Teardown]]) -> None:
 
 def _monkeypatch() -> MonkeyPatch:
     """Make pytest's own MonkeyPatch, loading as little of pytest as it can."""
-    module = sys.modules.get("_pytest.monkeypatch")
-    if module is None and "_pytest.fixtures" not in sys.modules:
-        # _pytest.monkeypatch imports _pytest.fixtures only to decorate its fixture function,
-        # and that loads most of pytest (~55 of its ~75 ms in a fresh domain): it gets the
-        # stand-in's decorator for that import, and the real module stays importable.
-        stand_in = types.ModuleType("_pytest.fixtures")
-        vars(stand_in).update(fixture=_standin.fixture_decorator)
-        sys.modules["_pytest.fixtures"] = stand_in
-        try:
-            module = importlib.import_module("_pytest.monkeypatch")
-        finally:
-            if sys.modules.get("_pytest.fixtures") is stand_in:
-                del sys.modules["_pytest.fixtures"]
-    if module is None:
-        module = importlib.import_module("_pytest.monkeypatch")
+    module = _standin.import_without_fixtures("_pytest.monkeypatch")
     patcher: MonkeyPatch = module.MonkeyPatch()
     return patcher
 

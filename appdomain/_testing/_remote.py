@@ -10,9 +10,8 @@ report is rendered here (where the frames are) in pytest's serialized form.
 
 A passing test imports nothing of pytest here: the rewritten asserts reach pytest's
 helpers through ``appdomain._testing._ar`` only to explain a failure, ``import pytest``
-gives a light stand-in (``appdomain._testing._standin``), and the modules the test imports
-from source files without a usable pyc are loaded from code compiled by an earlier test's
-domain (``compiled`` carries what this domain had to compile itself, for the next ones).
+gives a light stand-in (``appdomain._testing._standin``), and the other modules load from
+code compiled or read once where they can (``appdomain._testing._loaders``).
 """
 
 from __future__ import annotations
@@ -20,19 +19,17 @@ from __future__ import annotations
 import _thread
 import gc
 import importlib
-import importlib.machinery
 import marshal as _stdlib_marshal
 import os
 import sys
 import types
-from importlib._bootstrap import module_from_spec  # importlib.util: ~0.5 ms a domain more
-from importlib._bootstrap_external import spec_from_file_location
 
-from . import _remade, _standin
+from . import _loaders, _remade, _standin
+from ._loaders import Stamp, take_compiled
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
-    from collections.abc import Callable, Generator, Sequence
+    from collections.abc import Callable, Generator
     from typing import Any, Literal, TypedDict
 
     from _pytest.monkeypatch import MonkeyPatch
@@ -56,7 +53,9 @@ if TYPE_CHECKING:  # typing costs every new domain ~3 ms to import
         cache: dict[str, tuple[Stamp, bytes]]
         made_here: tuple[str, ...]
         funcargs: dict[str, object]  # builtin values only (packed with the spec)
+        remade: dict[str, Remake]  # builtin values only (packed with the spec)
         remade_args: tuple[str, ...]  # the test's fixtures this domain makes again
+        imports: bool  # prepare names the modules it imported from files (see _loaders)
 
     # A fixture to make here: module, qualname of its function, the values of the fixtures
     # it asks for that crossed, and the names of those this domain has itself (the test's
@@ -101,8 +100,6 @@ _SHORT = (
     "uses a feature a subinterpreter does not have",
 )
 
-# A source file's identity for a cached compilation: (st_mtime_ns, st_size).
-Stamp = tuple[int, int]
 # What test modules sent here import instead of _pytest.assertion.rewrite: a name with as
 # many parts, found in sys.modules (see appdomain._pytest_code).
 AR_ALIAS = "@appdomain.assertion.rewrite"
@@ -138,88 +135,20 @@ class _Config:
 # The spec of the test this domain runs (set by prepare; read when an assert fails).
 _spec: TestSpec | None = None
 _config: _Config | None = None
-# Code compiled by earlier domains, by source path; and what this domain compiled itself.
-_cache: dict[str, tuple[Stamp, bytes]] = {}
-_compiled: dict[str, tuple[Stamp, bytes]] = {}
 # The threads alive before the test module was imported: the domain's own (None: not yet
 # prepared); and how many threads _thread counted then.
 _first_threads: frozenset[int | None] | None = None
 _first_count = 0
 
 
-class _TestModuleLoader(importlib.machinery.SourceFileLoader):
-    """Load the test module from the code the main process compiled (asserts rewritten)."""
-
-    def __init__(self, fullname: str, path: str, code: bytes) -> None:
-        super().__init__(fullname, path)
-        self._code = code
-
-    def get_code(self, fullname: str) -> types.CodeType:
-        code: types.CodeType = _stdlib_marshal.loads(self._code)
-        return code
-
-
-class _CachedLoader(importlib.machinery.SourceFileLoader):
-    """Load a source module from code an earlier domain compiled, else compile and note it."""
-
-    def get_code(self, fullname: str) -> types.CodeType | None:
-        path = self.path
-        hit = _cache.get(path)
-        if hit is not None and hit[0] == _stamp(path):
-            code: types.CodeType = _stdlib_marshal.loads(hit[1])
-            return code
-        # Most modules have a usable pyc: no stat of their own then, only the loader's.
-        self._source_stamp: Stamp | None = None
-        found = super().get_code(fullname)
-        if self._source_stamp is not None and found is not None:
-            _compiled[path] = (self._source_stamp, _stdlib_marshal.dumps(found))
-        return found
-
-    def source_to_code(  # type: ignore[override]
-        self, data: bytes, path: str, *, _optimize: int = -1
-    ) -> types.CodeType:
-        # Called only when no valid pyc exists: the code is worth sharing, stamped as the
-        # file is now (it was just read).
-        self._source_stamp = _stamp(path)
-        return super().source_to_code(data, path, _optimize=_optimize)
-
-
-def _stamp(path: str) -> Stamp | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
-class _CachedCodeFinder:  # a meta path finder; importlib.abc would cost every domain ~15 ms
-    """Find modules as the path finder does, loading plain source modules with _CachedLoader."""
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if spec is not None and type(spec.loader) is importlib.machinery.SourceFileLoader:
-            spec.loader = _CachedLoader(spec.loader.name, spec.loader.path)
-        return spec
-
-
-def _install_finder() -> None:
-    if any(type(finder) is _CachedCodeFinder for finder in sys.meta_path):
-        return
-    try:
-        at = sys.meta_path.index(importlib.machinery.PathFinder)
-    except ValueError:
-        return  # an unusual import system: leave it alone
-    sys.meta_path.insert(at, _CachedCodeFinder())
-
-
-def prepare(spec: TestSpec) -> tuple[dict[str, tuple[Stamp, bytes]], bool]:
+def prepare(
+    spec: TestSpec,
+) -> tuple[dict[str, tuple[Stamp, bytes]], bool, tuple[str, ...]]:
     """Get this domain ready for a test: import the test module; return the code compiled,
-    and whether no thread the import started still runs (then a domain its test never uses
-    is simply destroyed)."""
+    whether no thread the import started still runs (then a domain its test never uses
+    is simply destroyed), and, if spec asks (``imports``), the modules imported from files."""
     _prepare(spec)
-    return _take_compiled(), _quiet()
+    return take_compiled(), _quiet(), _loaders.imported_files() if spec.get("imports") else ()
 
 
 def _prepare(spec: TestSpec) -> None:
@@ -235,8 +164,8 @@ def _prepare(spec: TestSpec) -> None:
         _first_count = _thread._count()
     cache = spec.get("cache")
     if cache:
-        _cache.update(cache)
-    _install_finder()
+        _loaders.cache(cache)
+    _loaders.install_finder()
     _install_ar_alias()
     _standin.install()
     # Importing makes next to no garbage cycles, but enough objects to trigger a handful of
@@ -246,6 +175,7 @@ def _prepare(spec: TestSpec) -> None:
     try:
         _import_test_module(spec)
     finally:
+        _loaders.stop_serving()
         if collecting:
             gc.enable()
 
@@ -261,12 +191,6 @@ def _install_ar_alias() -> None:
         **{assertion: types.SimpleNamespace(rewrite=_ar)}
     )
     sys.modules[AR_ALIAS] = _ar
-
-
-def _take_compiled() -> dict[str, tuple[Stamp, bytes]]:
-    compiled = dict(_compiled)
-    _compiled.clear()
-    return compiled
 
 
 def assertion_helpers() -> types.ModuleType:
@@ -323,26 +247,8 @@ def _import_test_module(spec: TestSpec) -> types.ModuleType:
         except ImportError:
             pass
     code = spec.get("code")
-    loader = None if code is None else _TestModuleLoader(name, spec["path"], code)
-    return _exec_module_from_file(name, spec["path"], loader)
-
-
-def _exec_module_from_file(
-    name: str, path: str, loader: importlib.machinery.SourceFileLoader | None
-) -> types.ModuleType:
-    """Import the file at path as module name (as _runtime's, without loading _runtime: a
-    test's interpreter becomes a domain only when the test needs one, see _light)."""
-    spec = spec_from_file_location(name, path, loader=loader)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import module {name!r} from {path!r}", name=name)
-    module = module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+    loader = None if code is None else _loaders.TestModuleLoader(name, spec["path"], code)
+    return _loaders.exec_module_from_file(name, spec["path"], loader)
 
 
 def run_test(
@@ -401,7 +307,7 @@ def run_test(
                 "outcome",
                 outcome,
                 _longrepr(exc, spec),
-                _take_compiled(),
+                take_compiled(),
                 _quiet(),
                 limit,
                 _take_subtests(spec),
@@ -411,12 +317,12 @@ def run_test(
             "raised",
             exc,
             _longrepr(exc, spec),
-            _take_compiled(),
+            take_compiled(),
             _quiet(),
             limit,
             _take_subtests(spec),
         )
-    return ("passed", None, None, _take_compiled(), _quiet(), None, _take_subtests(spec))
+    return ("passed", None, None, take_compiled(), _quiet(), None, _take_subtests(spec))
 
 
 # The subtests of the unittest test this domain runs (see _unittest.run_case): message,
@@ -642,9 +548,10 @@ def _op_prepare(packed: bytes) -> tuple[int, Shareable]:
     return _reply(prepare(_stdlib_marshal.loads(packed)))
 
 
-def _op_run(packed: bytes) -> tuple[int, Shareable]:  # remade fixtures come by do_callback
+def _op_run(packed: bytes) -> tuple[int, Shareable]:
     spec = _stdlib_marshal.loads(packed)
-    return _reply(run_test(spec, spec.get("funcargs", {}), tuple(spec.get("made_here", ()))))
+    made_here = tuple(spec.get("made_here", ()))
+    return _reply(run_test(spec, spec.get("funcargs", {}), made_here, spec.get("remade")))
 
 
 def light_call(op: str, packed: bytes, reply: int) -> None:

@@ -9,7 +9,8 @@ module asks for something else, the domain's ``pytest`` is this stand-in:
 - ``pytest.mark.<name>`` and ``pytest.fixture`` leave what they decorate as it is, and
   ``pytest.param`` holds its parts (the marks were read where pytest collected the module);
 - ``skip``, ``fail``, ``xfail``, ``exit`` and ``importorskip`` come from ``_pytest.outcomes``
-  (a few ms), so the main process gets pytest's own outcome exceptions;
+  (a few ms), so the main process gets pytest's own outcome exceptions; ``warns`` and
+  ``deprecated_call`` from ``_pytest.recwarn`` (pytest's own, without most of pytest);
 - ``raises`` decides the plain cases itself (the expected exception raised, ``match``
   matching) and hands the others to the real one with the same exception;
 - any other name imports the real pytest (which then also serves later ``import pytest``).
@@ -27,10 +28,12 @@ if TYPE_CHECKING:
     import re
     from typing import Any
 
-__all__ = ["PARAMS", "ParameterSet", "fixture_decorator", "install"]
+__all__ = ["PARAMS", "ParameterSet", "fixture_decorator", "import_without_fixtures", "install"]
 
 # What pytest re-exports from _pytest.outcomes, which imports next to nothing.
 _OUTCOMES = frozenset({"skip", "fail", "xfail", "exit", "importorskip"})
+# What it re-exports from _pytest.recwarn, which needs little more (import_without_fixtures).
+_RECWARN = frozenset({"warns", "deprecated_call"})
 
 
 def _is_decorated(value: object) -> bool:
@@ -244,6 +247,26 @@ class _ExceptionInfo:
         return str(self._pytest()) if self.type is not None else repr(self)
 
 
+def import_without_fixtures(name: str) -> types.ModuleType:
+    """Import one of pytest's modules that imports _pytest.fixtures only for its decorator.
+
+    _pytest.fixtures loads most of pytest (~55 of its ~75 ms in a fresh domain): while
+    name imports, it gets a module holding the stand-in's decorator; the real one stays
+    importable, and pytest's own functions are what name defines.
+    """
+    module = sys.modules.get(name)
+    if module is None and "_pytest.fixtures" not in sys.modules:
+        stand_in = types.ModuleType("_pytest.fixtures")
+        vars(stand_in).update(fixture=fixture_decorator)
+        sys.modules["_pytest.fixtures"] = stand_in
+        try:
+            module = importlib.import_module(name)
+        finally:
+            if sys.modules.get("_pytest.fixtures") is stand_in:
+                del sys.modules["_pytest.fixtures"]
+    return module if module is not None else importlib.import_module(name)
+
+
 _standin: types.ModuleType | None = None
 
 
@@ -271,6 +294,8 @@ def install() -> None:
     def __getattr__(name: str) -> Any:  # the module's own __getattr__ (PEP 562)
         if name in _OUTCOMES:
             value = getattr(importlib.import_module("_pytest.outcomes"), name)
+        elif name in _RECWARN:
+            value = getattr(import_without_fixtures("_pytest.recwarn"), name)
         elif name.startswith("__") and name not in ("__version__", "__file__"):
             raise AttributeError(f"module 'pytest' has no attribute {name!r}")
         else:
