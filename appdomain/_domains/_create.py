@@ -21,29 +21,43 @@ if TYPE_CHECKING:
     from ._setup import AppDomainSetup
     from ._startup import Startup
 
-__all__ = ["adopt", "create_hosted", "create_here", "deferred_boot"]
+__all__ = ["adopt", "boot_prologue", "create_hosted", "create_here", "deferred_boot"]
 
-# Run in a fresh interpreter: serve it appdomain's boot modules (_preload), give it the
-# creator's import path, then boot appdomain there.
+
+def boot_prologue(indent: str, check_path: bool) -> str:
+    """The start of a new interpreter's boot, as source lines indented by indent.
+
+    It serves the interpreter appdomain's boot modules (_preload), gives it the creator's
+    import path, and does site's work where it was created without site (_site).  It reads
+    the names the creator shares: preload, cfg, site_plan, site_code, site_absent.  With
+    check_path, top-level modules are served only while sys.path is still the creator's (a
+    test's interpreter, _testing._light); a domain's own .pth lines may add to its path.
+    """
+    check = ", cfg[2]" if check_path else ""
+    lines = (
+        "if preload is not None:",
+        f'    _appdomain_preload = {{"__name__": "{_preload.__name__}"}}',
+        "    exec(marshal.loads(preload[0]), _appdomain_preload)",
+        f'    _appdomain_preload["install"](preload[1], preload[2]{check})',
+        "    del _appdomain_preload",
+        "sys.path[:] = list(cfg[2])",
+        "if site_plan is not None:",
+        '    exec(marshal.loads(site_code), {"site_plan": site_plan, "site_absent": site_absent})',
+    )
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+# Run in a fresh interpreter: the prologue, then boot appdomain there.
 # The collector stays off while the domain boots: its imports make no garbage cycles, and
 # the collections they would trigger cost ~1 ms for nothing.  Then what the boot made goes
 # to the oldest generation (freeze, unfreeze): the first young collection would look at all
 # of it (~0.5 ms, in the domain's first call).
 # The module is named from the imported one, so moving it cannot leave a stale string here.
-# Where the domain was created without site, its boot does site's work first (_site).
 # Compiled once per process (~0.8 ms a domain with site's work): the domain runs `boot`.
-_BOOT_TEXT = f"""\
-import gc, sys
-gc.disable()
-try:
-    if preload is not None:
-        _appdomain_preload = {{"__name__": "{_preload.__name__}"}}
-        exec(marshal.loads(preload[0]), _appdomain_preload)
-        _appdomain_preload["install"](preload[1], preload[2])
-        del _appdomain_preload
-    sys.path[:] = list(cfg[2])
-    if site_plan is not None:
-        exec(marshal.loads(site_code), {{"site_plan": site_plan, "site_absent": site_absent}})
+_BOOT_TEXT = (
+    "import gc, sys\ngc.disable()\ntry:\n"
+    + boot_prologue("    ", check_path=False)
+    + f"""\
     import {_runtime.__name__} as _appdomain_runtime
     _appdomain_runtime.boot_subdomain(cfg)
 finally:
@@ -54,6 +68,7 @@ finally:
                             "_appdomain_preload", "_appdomain_runtime", "_appdomain_name"):
         globals().pop(_appdomain_name, None)  # what is there: a failed boot reports its error
 """
+)
 _BOOT_SOURCE = "import marshal\nexec(marshal.loads(boot))\ndel marshal\n"
 
 _said_pure = False

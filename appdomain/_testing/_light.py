@@ -20,7 +20,7 @@ import marshal as _stdlib_marshal
 import threading
 
 from .._core import _compat
-from .._domains import _domain, _preload, _runtime, _site
+from .._domains import _create, _domain, _preload, _runtime, _site
 from .._errors import AppDomainError, AppDomainUnloadedException
 from . import _remote
 
@@ -37,20 +37,15 @@ __all__ = ["LightDomain", "knows_imports", "learn_imports"]
 # Run in the new interpreter: the modules running a test imports served from what the
 # creator read once (_domains._preload), the creator's import path, what site would have
 # done (compiled once), and the boot configuration for later.
-_BOOT = f"""\
-import marshal, sys
-if preload is not None:
-    _appdomain_preload = {{"__name__": "{_preload.__name__}"}}
-    exec(marshal.loads(preload[0]), _appdomain_preload)
-    _appdomain_preload["install"](preload[1], preload[2], cfg[2])
-    del _appdomain_preload
-sys.path[:] = list(cfg[2])
-if site_plan is not None:
-    exec(marshal.loads(site_code), {{"site_plan": site_plan, "site_absent": site_absent}})
+_BOOT = (
+    "import marshal, sys\n"
+    + _create.boot_prologue("", check_path=True)
+    + """\
 import appdomain._domains._deferred as _deferred
 _deferred.cfg = cfg
 del cfg, site_plan, site_code, site_absent, preload, _deferred, marshal
 """
+)
 # What a test's interpreter imports from files to run a test, beside what is frozen or built
 # in (in the order it imports them); a module missing here loads as usual, only slower.
 _MODULES = (
