@@ -280,19 +280,6 @@ read_ref(modstate *st, PyObject *proxy, PyObject **iid, PyObject **oid)
     return ref;
 }
 
-/* tuple.__new__(tp, items[0:n]) for a tuple subclass tp. */
-static PyObject *
-tuple_as(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
-{
-    PyObject *t = tp->tp_alloc(tp, n);
-    if (t != NULL) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
-        }
-    }
-    return t;
-}
-
 /* The names (module, qualname) of the type of a reference a lean call returned, data:
  * (oid, module, qualname), or (oid, module, qualname, token) the first time the callee
  * returns one of that type here (kept in returned under (callee iid, token)), or the
@@ -411,7 +398,7 @@ appdomain_adopt_ref(modstate *st, PyObject *caller_ref, PyObject *data)
     PyList_SET_ITEM(cell, 0, one);
     PyList_SET_ITEM(cell, 1, Py_NewRef(one));
     PyList_SET_ITEM(cell, 2, Py_NewRef(route));
-    if ((ref = tuple_as((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), parts, 4)) == NULL
+    if ((ref = tuple_of((PyTypeObject *)PyTuple_GET_ITEM(fast, 1), parts, 4)) == NULL
         || (proxy = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0)) == NULL
         || PyObject_GenericSetAttr(proxy, str_ref, ref) < 0   /* not the type's __setattr__ */
         || PyObject_GenericSetAttr(proxy, str_cell, cell) < 0

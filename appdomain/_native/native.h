@@ -89,6 +89,19 @@ slot_put(PyObject *obj, Py_ssize_t offset, PyObject *value)
     Py_XDECREF(old);
 }
 
+/* A tuple of type tp (a tuple subclass) holding items[0:n], as tuple.__new__(tp, items). */
+static inline PyObject *
+tuple_of(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
+{
+    PyObject *t = tp->tp_alloc(tp, n);
+    if (t != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
+        }
+    }
+    return t;
+}
+
 /* entry's slot (offset) or attribute name: a new reference, NULL when it has none (no
  * exception set) or on an error (set). */
 static inline PyObject *

@@ -4,19 +4,6 @@
  * the proxies the call made are forgotten or counted at their owners (appdomain_settle_refs). */
 #include "core.h"
 
-/* A tuple of type tp (a tuple subclass) holding items[0:n], as tuple.__new__(tp, items). */
-static PyObject *
-tuple_of(PyTypeObject *tp, PyObject *const *items, Py_ssize_t n)
-{
-    PyObject *t = tp->tp_alloc(tp, n);
-    if (t != NULL) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
-        }
-    }
-    return t;
-}
-
 /* Make the proxy for object oid on route, of the type names (module, qualname), as
  * remoting's lean_proxy would, in C, and list it in proxies under key, by strong reference
  * while its call runs (settle_refs gives it a weak entry if the call kept it); Py_None when
